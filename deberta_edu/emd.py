@@ -1,0 +1,123 @@
+r"""The Enhanced Mask Decoder (paper sec. 3.3 and A.8) and the masked-language-model head.
+
+Relative positions alone cannot tell "a new **store** opened beside the new **mall**" apart from the
+same words at other places: both nouns follow "new", so their local relative context is alike, but one
+is the subject and the other the object. DeBERTa adds *absolute* positions, but late: right before the
+softmax layer that predicts the masked tokens.
+
+As in the released code:
+
+    H      = output of encoder layer L − 1                (keys and values, never changed)
+    Q_0    = absolute position embeddings + H              (the only place absolute positions enter)
+    Q_1    = layer_L(keys/values = H, queries = Q_0)       (the last encoder layer, same weights)
+    Q_2    = layer_L(keys/values = H, queries = Q_1)       (applied a second time)
+    logits = MLM head(Q_2)
+
+The MLM head is dense -> gelu -> LayerNorm -> tied word embeddings + bias. With ``config.emd = False``
+(the −EMD ablation, and what transformers implements) the head reads the last layer's output instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import DebertaConfig
+from .model import DebertaModel, ModelOutput, activation
+
+
+class EnhancedMaskDecoder(nn.Module):
+    """No weights of its own: it reuses the encoder's last layer and absolute position table."""
+
+    steps = 2  # the last layer is applied twice with shared weights
+
+    def forward(self, model: DebertaModel, out: ModelOutput, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = out.hidden_states[-2]  # (B, L, D) output of layer L − 1: keys and values
+        query = out.position_embeddings + hidden  # (B, L, D) absolute positions enter here
+        padding = (attention_mask == 0)[:, None, None, :]
+        rel = model.encoder.relative_table(hidden.size(1), hidden.device)
+        last_layer = model.encoder.layers[-1]
+        for _ in range(self.steps):
+            query = last_layer(hidden, padding, rel, query_states=query)
+        return query
+
+
+class MLMHead(nn.Module):
+    """dense -> activation -> LayerNorm -> logits against the (tied) word embeddings, plus a bias."""
+
+    def __init__(self, config: DebertaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = activation(config.hidden_act)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden, word_embeddings: torch.Tensor):
+        h = self.norm(self.act(self.dense(hidden)))
+        return h @ word_embeddings.T + self.bias  # (..., V)
+
+
+@dataclass
+class MaskedLMOutput:
+    logits: torch.Tensor  # (B, L, V), or (N, V) for the N labelled tokens with only_masked_logits
+    loss: torch.Tensor | None
+    last_hidden_state: torch.Tensor  # the encoder's output (B, L, D), what fine-tuning uses
+    decoder_hidden_state: torch.Tensor  # what the head read: EMD output, or last_hidden_state without EMD
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+class DebertaForMaskedLM(nn.Module):
+    def __init__(self, config: DebertaConfig):
+        super().__init__()
+        self.config = config
+        self.deberta = DebertaModel(config)
+        self.emd = EnhancedMaskDecoder() if config.emd else None
+        self.head = MLMHead(config)
+        nn.init.normal_(self.head.dense.weight, std=config.initializer_range)
+        nn.init.zeros_(self.head.dense.bias)
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        labels=None,
+        token_type_ids=None,
+        only_masked_logits: bool = False,
+        output_hidden_states: bool = False,
+    ) -> MaskedLMOutput:
+        """Logits for every position; with ``labels`` (-100 = not predicted) also the mean MLM loss.
+
+        ``only_masked_logits=True`` computes the head only where labels != -100 (the ~15% of tokens
+        the loss reads), an exact shortcut for training.
+        """
+        if labels is not None and labels.shape != input_ids.shape:
+            raise ValueError(f"labels has shape {tuple(labels.shape)}, input_ids {tuple(input_ids.shape)}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        out = self.deberta(input_ids, attention_mask, token_type_ids, output_hidden_states=True)
+        h = self.emd(self.deberta, out, attention_mask) if self.emd is not None else out.last_hidden_state
+        word_embeddings = self.deberta.embeddings.word_embeddings.weight
+        if only_masked_logits and labels is not None:
+            selected = labels != -100
+            logits = self.head(h[selected], word_embeddings)  # (N, V)
+            targets = labels[selected]
+        else:
+            logits = self.head(h, word_embeddings)  # (B, L, V)
+            targets = labels
+        loss = None
+        if labels is not None:
+            targets = targets.flatten()
+            if (targets != -100).any():
+                loss = F.cross_entropy(logits.flatten(0, -2).float(), targets, ignore_index=-100)
+            else:  # nothing to predict in this batch: a zero loss that still has a graph
+                loss = logits.sum() * 0.0
+        return MaskedLMOutput(
+            logits=logits,
+            loss=loss,
+            last_hidden_state=out.last_hidden_state,
+            decoder_hidden_state=h,
+            hidden_states=out.hidden_states if output_hidden_states else None,
+        )

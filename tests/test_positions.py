@@ -1,0 +1,80 @@
+"""δ(i, j) of eq. (3) and the v2/v3 log buckets."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from deberta_edu import log_bucket, relative_distance, relative_distance_matrix
+from deberta_edu.positions import relative_rows_and_index
+
+ij = st.integers(min_value=0, max_value=600)
+ks = st.integers(min_value=1, max_value=300)
+
+
+@given(ij, ij, ks)
+def test_delta_range(i, j, k):
+    assert 0 <= relative_distance(i, j, k) < 2 * k
+
+
+@given(ij, ij, ks)
+def test_delta_clamps_beyond_k(i, j, k):
+    if i - j <= -k:
+        assert relative_distance(i, j, k) == 0
+    if i - j >= k:
+        assert relative_distance(i, j, k) == 2 * k - 1
+
+
+@given(ij, ij, ks)
+def test_delta_symmetry_where_not_clamped(i, j, k):
+    if abs(i - j) < k:
+        assert relative_distance(i, j, k) + relative_distance(j, i, k) == 2 * k
+
+
+def test_delta_hand_table():
+    # k = 2: rows 0..3; i − j = -2 -> 0, -1 -> 1, 0 -> 2, 1 -> 3, 2 -> 3
+    expected = [
+        [2, 1, 0, 0],
+        [3, 2, 1, 0],
+        [3, 3, 2, 1],
+        [3, 3, 3, 2],
+    ]
+    got = [[relative_distance(i, j, 2) for j in range(4)] for i in range(4)]
+    assert got == expected
+    assert relative_distance_matrix(4, k=2).tolist() == expected
+
+
+@given(st.integers(1, 40), st.integers(1, 40), ks)
+def test_matrix_matches_scalar(lq, lk, k):
+    m = relative_distance_matrix(lq, lk, k=k)
+    assert m.shape == (lq, lk)
+    assert all(m[i, j] == relative_distance(i, j, k) for i in range(lq) for j in range(lk))
+
+
+def test_delta_rejects_bad_k():
+    with pytest.raises(ValueError, match="k=0"):
+        relative_distance(1, 2, 0)
+
+
+@pytest.mark.parametrize("buckets,max_rel", [(256, 512), (64, 512), (32, 128)])
+def test_log_bucket_properties(buckets, max_rel):
+    d = torch.arange(-3 * max_rel, 3 * max_rel + 1)
+    b = log_bucket(d, buckets, max_rel)
+    near = d.abs() <= buckets // 2
+    assert torch.equal(b[near], d[near]), "identity for |i - j| <= position_buckets / 2"
+    assert bool((b[1:] >= b[:-1]).all()), "monotone"
+    assert torch.equal(log_bucket(-d, buckets, max_rel), -b), "odd"
+    assert int(b[d == max_rel - 1]) == buckets - 1, "reaches buckets - 1 at max_relative_positions - 1"
+
+
+def test_log_bucket_rejects_tiny_max():
+    with pytest.raises(ValueError, match="max_relative_positions"):
+        log_bucket(torch.arange(5), 256, 100)
+
+
+@pytest.mark.parametrize("length", [1, 7, 100, 300, 600])
+@pytest.mark.parametrize("k,buckets", [(16, -1), (512, 256), (512, -1)])
+def test_rows_and_index_select_the_same_rows(length, k, buckets):
+    rows, index = relative_rows_and_index(length, k=k, position_buckets=buckets)
+    full = relative_distance_matrix(length, k=k, position_buckets=buckets)
+    assert torch.equal(rows[index], full)
