@@ -136,7 +136,7 @@ class DisentangledSelfAttention(nn.Module):
             "c2c": lambda: q @ k.transpose(-1, -2),
             "c2p": lambda: self.c2p(q, pos_k, index),
             "p2c": lambda: self.p2c(k, pos_q, index),
-            "p2p": lambda: self.p2p(pos_q, pos_k, index),
+            "p2p": lambda: self.p2p(pos_q, pos_k, index).expand(q.size(0), -1, -1, -1),
         }
         return {t: compute[t]() * self.scale for t in (self.terms if terms is None else terms)}
 

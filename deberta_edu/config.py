@@ -89,6 +89,15 @@ class DebertaConfig:
             raise ValueError(f"head_layout must be 'official' or 'legacy', got {self.head_layout!r}")
         if self.max_relative_positions < 1:
             self.max_relative_positions = self.max_position_embeddings
+        if self.relative_attention and 0 < self.position_buckets and (
+            self.max_relative_positions <= self.position_buckets // 2 + 1
+        ):
+            raise ValueError(
+                f"position_buckets={self.position_buckets} log-buckets distances beyond "
+                f"{self.position_buckets // 2}, so max_relative_positions (here {self.max_relative_positions}) "
+                f"must exceed {self.position_buckets // 2 + 1}; use fewer buckets, a larger "
+                "max_relative_positions, or position_buckets=-1 for the plain clamp of eq. (3)"
+            )
 
     @property
     def head_size(self) -> int:

@@ -1,0 +1,103 @@
+"""The fast disentangled attention equals the naive one written from the equations, term by term."""
+
+import math
+
+import pytest
+import torch
+
+from deberta_edu import DebertaConfig, naive_attention, relative_distance
+from deberta_edu.attention import build_attention
+from deberta_edu.model import Encoder
+from deberta_edu.positions import log_bucket
+
+LAYOUTS = [
+    dict(layout="v2", share_att_key=True),
+    dict(layout="v2", share_att_key=False),
+    dict(layout="v1", share_att_key=False),
+]
+TERM_SETS = [("c2c", "c2p", "p2c"), ("c2c", "c2p", "p2c", "p2p"), ("c2c", "p2c"), ("c2c", "c2p"), ("c2p", "p2p")]
+
+
+def _setup(layout, terms, k=6, buckets=-1, L=13, seed=0):
+    torch.manual_seed(seed)
+    config = DebertaConfig(hidden_size=24, num_attention_heads=3, num_hidden_layers=1, intermediate_size=48,
+                           max_relative_positions=k, position_buckets=buckets, terms=terms,
+                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **layout)
+    attn = build_attention(config).eval()
+    for p in attn.parameters():  # biases too, so that every bias is exercised
+        torch.nn.init.normal_(p, std=0.3)
+    encoder = Encoder(config)
+    torch.nn.init.normal_(encoder.rel_embeddings.weight, std=1.0)
+    rel = encoder.relative_table(L, "cpu")
+    table = encoder.rel_norm(encoder.rel_embeddings.weight) if encoder.rel_norm else encoder.rel_embeddings.weight
+    hidden = torch.randn(2, L, 24)
+    return config, attn, rel, table, hidden
+
+
+def _delta(config):
+    if config.position_buckets > 0:
+        span = config.position_buckets
+        return lambda i, j: int(torch.clamp(log_bucket(torch.tensor(i - j), span, config.max_relative_positions)
+                                            + span, 0, 2 * span - 1))
+    return lambda i, j: relative_distance(i, j, config.max_relative_positions)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda d: f"{d['layout']}-share{d['share_att_key']}")
+@pytest.mark.parametrize("terms", TERM_SETS, ids="+".join)
+def test_naive_equals_fast_every_term(layout, terms):
+    config, attn, rel, table, hidden = _setup(layout, terms)
+    mask = torch.ones(2, hidden.size(1), dtype=torch.bool)
+    mask[1, 9:] = False
+    padding = (~mask)[:, None, None, :]
+    with torch.no_grad():
+        fast_ctx, details = attn(hidden, padding, rel, return_details=True)
+        sdpa_ctx = attn(hidden, padding, rel)  # the fused path (or the explicit one without c2c)
+        for b in range(2):
+            n_terms, n_probs, n_ctx = naive_attention(attn, hidden[b], table, _delta(config), key_mask=mask[b])
+            for t in terms:
+                torch.testing.assert_close(details.terms[t][b], n_terms[t], atol=1e-5, rtol=1e-5, msg=t)
+            keep = mask[b]  # padded queries may differ; real ones must not
+            torch.testing.assert_close(details.probs[b][:, keep], n_probs[:, keep], atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(fast_ctx[b][keep], n_ctx[keep], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(sdpa_ctx[b][keep], n_ctx[keep], atol=1e-5, rtol=1e-5)
+
+
+def test_naive_equals_fast_with_log_buckets():
+    config, attn, rel, table, hidden = _setup(LAYOUTS[0], ("c2c", "c2p", "p2c", "p2p"), k=40, buckets=8, L=50)
+    padding = torch.zeros(2, 1, 1, 50, dtype=torch.bool)
+    with torch.no_grad():
+        _, details = attn(hidden, padding, rel, return_details=True)
+        n_terms, _, _ = naive_attention(attn, hidden[0], table, _delta(config))
+    for t in details.terms:
+        torch.testing.assert_close(details.terms[t][0], n_terms[t], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("terms,n_pos", [(("c2c",), 0), (("c2c", "c2p"), 1), (("c2c", "c2p", "p2c"), 2),
+                                         (("c2c", "c2p", "p2c", "p2p"), 3)])
+def test_scale_is_one_over_sqrt_d_times_one_plus_position_terms(terms, n_pos):
+    config = DebertaConfig(hidden_size=64, num_attention_heads=4, terms=terms)
+    assert build_attention(config).scale == pytest.approx(1 / math.sqrt(16 * (1 + n_pos)))
+
+
+def test_p2c_uses_delta_i_j_not_the_papers_delta_j_i():
+    """The released convention: p2c reads the same table row as c2p, δ(i, j)."""
+    config, attn, rel, table, hidden = _setup(LAYOUTS[1], ("c2c", "p2c"))
+    with torch.no_grad():
+        _, details = attn(hidden, torch.zeros(2, 1, 1, 13, dtype=torch.bool), rel, return_details=True)
+        W = attn.projection_weights()
+        Kc = (hidden[0] @ W["k"][0].T + W["k"][1]).view(13, 3, 8).transpose(0, 1)
+        Qr = (table @ W["q_r"][0].T + W["q_r"][1]).view(-1, 3, 8).transpose(0, 1)
+    i, j, k = 2, 7, config.max_relative_positions
+    released = Kc[0, j] @ Qr[0, relative_distance(i, j, k)] * attn.scale
+    paper = Kc[0, j] @ Qr[0, relative_distance(j, i, k)] * attn.scale
+    assert torch.isclose(details.terms["p2c"][0, 0, i, j], released)
+    assert not torch.isclose(details.terms["p2c"][0, 0, i, j], paper)
+
+
+def test_p2p_depends_on_distance_only():
+    config, attn, rel, table, hidden = _setup(LAYOUTS[0], ("c2c", "p2p"), k=20)
+    with torch.no_grad():
+        _, d1 = attn(hidden, torch.zeros(2, 1, 1, 13, dtype=torch.bool), rel, return_details=True)
+    p2p = d1.terms["p2p"]
+    assert torch.equal(p2p[0], p2p[1]), "the same for every sequence (no content in it)"
+    assert torch.allclose(p2p[0, :, 3, 1], p2p[0, :, 10, 8]), "and the same for every pair at equal distance"

@@ -1,0 +1,156 @@
+"""Model behaviour: the EMD, the ablation variants, errors that speak, padding."""
+
+import pytest
+import torch
+
+from deberta_edu import VARIANTS, DebertaForMaskedLM, DebertaModel, make_config
+
+V = 300
+
+
+def _mlm(**kw):
+    torch.manual_seed(0)
+    config = make_config("tiny", vocab_size=V, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                         max_relative_positions=128, position_buckets=32,
+                         attention_probs_dropout_prob=0.0, **kw)
+    return DebertaForMaskedLM(config).eval()
+
+
+def _ids(batch=2, length=20, seed=0):
+    return torch.randint(5, V, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("emd", [True, False])
+def test_absolute_table_changes_logits_only_with_emd(emd):
+    model = _mlm(emd=emd)
+    ids = _ids()
+    if not emd:  # without EMD (and without the BERT-style input) there is no absolute table at all
+        assert model.deberta.embeddings.position_embeddings is None
+        model = _mlm(emd=False, position_biased_input=False)
+    with torch.no_grad():
+        before = model(ids).logits
+        table = model.deberta.embeddings.position_embeddings
+        if table is not None:
+            table.weight.add_(torch.randn_like(table.weight))
+        after = model(ids).logits
+    assert (not torch.allclose(before, after)) == emd
+
+
+def test_emd_reuses_the_last_layer_and_has_no_weights():
+    model = _mlm(emd=True)
+    assert sum(p.numel() for p in model.emd.parameters()) == 0
+    ids = _ids()
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+        H = out.hidden_states[-2]
+        q = model.deberta.embeddings.position_embeddings.weight[:20] + H
+        padding = torch.zeros(2, 1, 1, 20, dtype=torch.bool)
+        rel = model.deberta.encoder.relative_table(20, "cpu")
+        last = model.deberta.encoder.layers[-1]
+        q = last(H, padding, rel, query_states=last(H, padding, rel, query_states=q))
+    torch.testing.assert_close(out.decoder_hidden_state, q)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_variant_runs_and_trains(variant):
+    model = _mlm(variant=variant).train()
+    ids = _ids()
+    labels = torch.full_like(ids, -100)
+    labels[:, 3] = ids[:, 3]
+    out = model(ids, labels=labels)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    c = model.config
+    assert set(c.terms) == set(VARIANTS[variant].get("terms", ("c2c", "c2p", "p2c")))
+    assert (model.emd is not None) == c.emd
+
+
+def test_only_masked_logits_is_an_exact_shortcut():
+    model = _mlm()
+    ids = _ids()
+    labels = torch.full_like(ids, -100)
+    labels[0, 4], labels[1, 9] = 17, 23
+    with torch.no_grad():
+        full = model(ids, labels=labels)
+        short = model(ids, labels=labels, only_masked_logits=True)
+    torch.testing.assert_close(short.logits, full.logits[labels != -100])
+    torch.testing.assert_close(short.loss, full.loss)
+
+
+def test_no_labelled_token_gives_zero_loss():
+    model = _mlm()
+    out = model(_ids(), labels=torch.full((2, 20), -100))
+    assert out.loss.item() == 0.0
+
+
+@pytest.mark.parametrize("bad,match", [(V, f"contains {V}.*\\[0, {V - 1}\\]"), (-1, "contains -1")])
+def test_out_of_vocabulary_ids(bad, match):
+    ids = _ids()
+    ids[1, 5] = bad
+    with pytest.raises(ValueError, match=match):
+        _mlm()(ids)
+
+
+def test_mask_of_wrong_shape():
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 19\).*\(2, 20\)"):
+        _mlm()(_ids(), torch.ones(2, 19))
+
+
+def test_one_dimensional_or_float_input():
+    with pytest.raises(ValueError, match="unsqueeze"):
+        _mlm()(torch.randint(5, V, (20,)))
+    with pytest.raises(ValueError, match="integer"):
+        _mlm()(torch.rand(2, 20))
+
+
+@pytest.mark.parametrize("variant", ["deberta", "bert"])
+def test_sequence_longer_than_absolute_table(variant):
+    with pytest.raises(ValueError, match="sequence length 80 exceeds max_position_embeddings=64"):
+        _mlm(variant=variant)(_ids(length=80))
+
+
+def test_relative_only_model_has_no_length_limit():
+    model = _mlm(variant="no_emd")
+    with torch.no_grad():
+        assert model(_ids(length=200)).logits.shape == (2, 200, V)
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bf16-autocast"])
+@pytest.mark.parametrize("variant", ["deberta", "bert"])
+def test_fully_padded_row_is_finite(autocast, variant):
+    model = _mlm(variant=variant, conv_kernel_size=3)
+    ids = _ids()
+    mask = torch.ones_like(ids)
+    mask[1] = 0  # a row of nothing but padding
+    ids[1] = 0
+    labels = torch.full_like(ids, -100)
+    labels[0, :5] = ids[0, :5]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = model(ids, mask, labels=labels)
+    assert torch.isfinite(out.logits.float()).all()
+    assert torch.isfinite(out.last_hidden_state.float()).all()
+    assert torch.isfinite(out.loss)
+
+
+def test_padding_does_not_change_real_tokens():
+    model = _mlm(variant="no_emd")
+    ids = _ids(1, 12)
+    padded = torch.cat([ids, torch.zeros(1, 8, dtype=torch.long)], 1)
+    mask = torch.cat([torch.ones(1, 12), torch.zeros(1, 8)], 1).long()
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded, mask).logits[:, :12], model(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_config_rejects_buckets_without_room():
+    with pytest.raises(ValueError, match="max_relative_positions \\(here 64\\) must exceed 129"):
+        make_config("tiny", max_position_embeddings=64)
+
+
+def test_encoder_details_sum_to_probs():
+    torch.manual_seed(0)
+    model = DebertaModel(make_config("tiny", vocab_size=V, terms=("c2c", "c2p", "p2c", "p2p"))).eval()
+    with torch.no_grad():
+        out = model(_ids(), return_details=True)
+    d = out.attentions[0]
+    assert set(d.terms) == {"c2c", "c2p", "p2c", "p2p"}
+    torch.testing.assert_close(torch.softmax(sum(d.terms.values()), -1), d.probs)
