@@ -1,0 +1,58 @@
+"""Sequence classification in the DeBERTa style: pooled [CLS] -> dense -> activation -> dropout -> linear."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import DebertaConfig
+from .emd import DebertaForMaskedLM
+from .model import DebertaModel, activation
+
+
+@dataclass
+class ClassifierOutput:
+    logits: torch.Tensor  # (B, num_labels)
+    loss: torch.Tensor | None
+
+
+class ContextPooler(nn.Module):
+    """The hidden state of the first token ([CLS]) through a dense layer and an activation."""
+
+    def __init__(self, config: DebertaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, hidden):
+        return self.act(self.dense(hidden[:, 0]))  # (B, D)
+
+
+class DebertaForSequenceClassification(nn.Module):
+    def __init__(self, config: DebertaConfig, num_labels: int = 2):
+        super().__init__()
+        self.config = config
+        self.num_labels = num_labels
+        self.deberta = DebertaModel(config)
+        self.pooler = ContextPooler(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        for linear in (self.pooler.dense, self.classifier):
+            nn.init.normal_(linear.weight, std=config.initializer_range)
+            nn.init.zeros_(linear.bias)
+
+    @classmethod
+    def from_mlm(cls, mlm: DebertaForMaskedLM, num_labels: int = 2) -> DebertaForSequenceClassification:
+        """A classifier whose encoder starts from a pretrained MLM model's encoder (the head is new)."""
+        model = cls(mlm.config, num_labels)
+        model.deberta.load_state_dict(mlm.deberta.state_dict())
+        return model
+
+    def forward(self, input_ids, attention_mask=None, labels=None) -> ClassifierOutput:
+        hidden = self.deberta(input_ids, attention_mask).last_hidden_state  # (B, L, D)
+        logits = self.classifier(self.dropout(self.pooler(hidden)))  # (B, num_labels)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return ClassifierOutput(logits, loss)
