@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from deberta_edu import corpus
+from deberta_edu import corpus, large_corpus
 
 
 @pytest.fixture(autouse=True)
@@ -138,12 +138,12 @@ def test_html_to_text_keeps_only_the_main_article():
         "<div><p>First &amp; <b>bold</b> paragraph.</p><script>var x;</script></div></div>"
         "<footer>Copyright</footer></body></html>"
     )
-    assert corpus.clean(corpus.html_to_text(html)) == "Title\nFirst & bold paragraph."
+    assert corpus.clean(large_corpus.html_to_text(html)) == "Title\nFirst & bold paragraph."
 
 
 def test_build_large_reports_and_skips_a_failing_part(monkeypatch, data_root, capsys):
-    good = corpus.Part("good", ("good-pkg",), "apt", lambda root: docs_of(10))
-    bad = corpus.Part("bad", ("bad-pkg",), "apt", lambda root: docs_of(10))
+    good = large_corpus.Part("good", ("good-pkg",), "apt", lambda root: docs_of(10))
+    bad = large_corpus.Part("bad", ("bad-pkg",), "apt", lambda root: docs_of(10))
 
     def fake_unpack(part, downloads, root):
         if part.name == "bad":
@@ -151,8 +151,8 @@ def test_build_large_reports_and_skips_a_failing_part(monkeypatch, data_root, ca
         (root / "copyright").write_text("Public domain.")
         return {"good-pkg": root / "copyright"}
 
-    monkeypatch.setattr(corpus, "_unpack_part", fake_unpack)
-    monkeypatch.setattr(corpus, "LARGE_PARTS", {"good": good, "bad": bad})
+    monkeypatch.setattr(large_corpus, "_unpack_part", fake_unpack)
+    monkeypatch.setattr(large_corpus, "LARGE_PARTS", {"good": good, "bad": bad})
     monkeypatch.setitem(corpus.LICENSES, "good", "test license")
     corpus.fetch("large")
     out = capsys.readouterr().out
@@ -179,7 +179,7 @@ def test_cli_error_is_one_readable_line():
 
 
 def test_every_source_has_a_license():
-    assert set(corpus.LARGE_PARTS) | {"bbc"} <= set(corpus.LICENSES)
+    assert set(large_corpus.LARGE_PARTS) | {"bbc"} <= set(corpus.LICENSES)
 
 
 @pytest.mark.skipif(
