@@ -1,0 +1,261 @@
+"""The attention explorer: a self-contained page, checked as text and in a real browser.
+
+The browser test drives headless Chromium over chromedriver's W3C protocol.
+
+No selenium: the W3C WebDriver protocol is plain JSON over HTTP, spoken here with urllib. The test opens
+the saved page from a file:// URL, clicks a term and a head, checks the drawing changed, and that no
+JavaScript error happened (the page records errors in window.__errors) and no request left the page.
+Set DEBERTA_EDU_SCREENSHOT=path.png to keep a screenshot. Skipped when chromium or chromedriver is absent
+(`make browser-deps` installs them).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import torch
+
+from deberta_edu import DebertaForMaskedLM, DebertaModel, checkpoint, make_config
+from deberta_edu.explorer import MAX_TOKENS, explorer_html, iframe, load_demo, save_explorer
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+needs_browser = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="headless Chromium and chromedriver not found; install them with `make browser-deps` "
+    "(Debian: apt-get install chromium chromium-driver)",
+)
+
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1200,1000",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WebDriver:
+    """The handful of W3C WebDriver commands the test needs."""
+
+    def __init__(self, url: str, session: str):
+        self.url, self.session = url, session
+
+    @staticmethod
+    def request(method: str, url: str, body=None, timeout: float = 60):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read() or b"{}").get("value")
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"webdriver {method} {url}: {e.code} {e.read()[:500]!r}") from None
+
+    def cmd(self, method: str, path: str, body=None):
+        return self.request(method, f"{self.url}/session/{self.session}{path}", body)
+
+    def js(self, script: str, *args):
+        return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
+
+    def click(self, css: str):
+        element = self.cmd("POST", "/element", {"using": "css selector", "value": css})
+        element_id = next(iter(element.values()))
+        self.cmd("POST", f"/element/{element_id}/click", {})
+
+
+@pytest.fixture(scope="module")
+def browser():
+    port = _free_port()
+    profile = tempfile.mkdtemp(prefix="deberta-edu-chromium-")
+    log = tempfile.NamedTemporaryFile(prefix="chromedriver-", suffix=".log", delete=False)
+    driver = subprocess.Popen([CHROMEDRIVER, f"--port={port}"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):  # wait for chromedriver to listen
+            try:
+                WebDriver.request("GET", f"{url}/status", timeout=2)
+                break
+            except (urllib.error.URLError, ConnectionError, RuntimeError):
+                time.sleep(0.1)
+        caps = {
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "binary": CHROMIUM,
+                        "args": [*FLAGS, f"--user-data-dir={profile}"],
+                    },
+                    "goog:loggingPrefs": {"browser": "ALL"},
+                }
+            }
+        }
+        session = WebDriver.request("POST", f"{url}/session", caps, timeout=120)["sessionId"]
+        wd = WebDriver(url, session)
+        yield wd
+        WebDriver.request("DELETE", f"{url}/session/{session}")
+    finally:
+        driver.terminate()
+        try:
+            driver.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            driver.kill()
+        shutil.rmtree(profile, ignore_errors=True)
+        os.unlink(log.name)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    torch.manual_seed(0)
+    config = make_config(
+        "tiny", vocab_size=40, initializer_range=0.1, position_buckets=-1, max_relative_positions=4
+    )
+    model = DebertaModel(config).eval()
+    tokens = "[CLS] a new store opened beside the new mall </script> [SEP]".split()
+    ids = torch.randint(5, 40, (len(tokens),))
+    return save_explorer(
+        tmp_path_factory.mktemp("explorer") / "explorer.html",
+        model,
+        ids,
+        tokens,
+        note="random weights (test)",
+    )
+
+
+def _canvas(wd) -> str:
+    return wd.js("return document.getElementById('main').toDataURL();")
+
+
+@needs_browser
+def test_explorer_clicks_redraw_without_errors(browser, page):
+    wd = browser
+    wd.cmd("POST", "/url", {"url": page.as_uri()})
+    assert wd.js("return document.readyState;") == "complete"
+    assert wd.js("return window.__errors;") == [], "JavaScript errors while loading the page"
+    assert wd.js("return document.querySelectorAll('#heads .thumb').length;") == 2
+    assert wd.js("return document.getElementById('title').textContent;") == "DeBERTa attention explorer"
+
+    start = _canvas(wd)
+    wd.click('button[data-kind="c2p"]')
+    after_term = _canvas(wd)
+    assert after_term != start, "clicking the c2p term did not redraw the map"
+    assert wd.js("return document.getElementById('main').getAttribute('data-state');") == "0/0/c2p"
+
+    wd.click('.thumb[data-head="1"]')
+    after_head = _canvas(wd)
+    assert after_head != after_term, "clicking head 1 did not redraw the map"
+    assert wd.js("return document.querySelector('.thumb.on').getAttribute('data-head');") == "1"
+
+    wd.click('button[data-layer="1"]')
+    wd.click('button[data-kind="probs"]')
+    assert wd.js("return document.getElementById('main').getAttribute('data-state');") == "1/1/probs"
+    assert _canvas(wd) != after_head
+
+    # a token "</script>" inside the data must not break the page: it is drawn, not parsed
+    assert "</script>" in wd.js(
+        "return window.__explorer && JSON.parse("
+        "document.getElementById('explorer-data').textContent).tokens.join(' ');"
+    )
+    # the page is self-contained: one document, no request beyond the file itself
+    resources = wd.js("return performance.getEntriesByType('resource').map(function (r) { return r.name; });")
+    assert resources == [], f"the page requested {resources}"
+    assert wd.js("return window.__errors;") == [], "JavaScript errors after clicking"
+    try:  # chromedriver's own log of console messages (not part of W3C; skip if this driver lacks it)
+        logs = wd.cmd("POST", "/se/log", {"type": "browser"}) or []
+    except RuntimeError:
+        logs = []
+    severe = [entry for entry in logs if entry.get("level") == "SEVERE"]
+    assert severe == [], f"browser console errors: {severe}"
+
+    shot = os.environ.get("DEBERTA_EDU_SCREENSHOT")
+    if shot:
+        with open(shot, "wb") as f:
+            f.write(base64.b64decode(wd.cmd("GET", "/screenshot")))
+
+
+# --- without a browser: the page as text, and the model it is made from ------------------------------
+def _tiny_model(vocab_size=40):
+    torch.manual_seed(0)
+    cfg = make_config("tiny", vocab_size=vocab_size, position_buckets=-1, max_relative_positions=4)
+    return DebertaModel(cfg).eval()
+
+
+def test_page_is_self_contained():
+    page = explorer_html(_tiny_model(), torch.randint(5, 40, (6,)), list("abcdef"), note="n")
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    for external in ("http://", "https://", "src=", "href=", "@import", "url("):
+        assert external not in page, f"the page must not load anything ({external!r} found)"
+    assert page.count("</script>") == 4  # error hook, data, explorer, error display: nothing else
+    html_out = iframe(page).data
+    assert "srcdoc=" in html_out and "<script" not in html_out  # escaped inside the attribute
+
+
+def test_page_keeps_the_model_mode_and_checks_length():
+    model = _tiny_model().train()
+    explorer_html(model, torch.randint(5, 40, (5,)))
+    assert model.training
+    with pytest.raises(ValueError, match=f"at most {MAX_TOKENS} tokens"):
+        explorer_html(model, torch.randint(5, 40, (MAX_TOKENS + 1,)))
+
+
+def test_load_demo_without_checkpoint_is_labelled_random(tmp_path):
+    demo = load_demo("A new store opened, beside the new mall.", folder=tmp_path / "nothing")
+    assert not demo.trained and "RANDOMLY INITIALISED" in demo.source
+    assert demo.tokens[0] == "[CLS]" and demo.tokens[-1] == "[SEP]" and "," in demo.tokens
+    assert len(demo.tokens) == demo.input_ids.numel() == 12
+    assert demo.input_ids[2] == demo.input_ids[8]  # "new" twice, one id
+    assert not demo.model.training
+
+
+def test_load_demo_with_a_checkpoint(tmp_path):
+    spm = pytest.importorskip("sentencepiece")
+    text = tmp_path / "text.txt"
+    text.write_text("a new store opened beside the new mall\nthe mall is new and the store is old\n" * 50)
+    spm.SentencePieceTrainer.train(
+        input=str(text),
+        model_prefix=str(tmp_path / "sp"),
+        vocab_size=24,
+        model_type="unigram",
+        pad_id=0,
+        bos_id=1,
+        eos_id=2,
+        unk_id=3,
+        pad_piece="[PAD]",
+        bos_piece="[CLS]",
+        eos_piece="[SEP]",
+        unk_piece="[UNK]",
+        user_defined_symbols=["[MASK]"],
+        minloglevel=2,
+    )
+    torch.manual_seed(0)
+    model = DebertaForMaskedLM(make_config("tiny", vocab_size=24))
+    folder = checkpoint.save_pretrained(model, tmp_path / "ckpt", tokenizer_file=tmp_path / "sp.model")
+    demo = load_demo("a new store", folder=folder)
+    assert demo.trained and str(folder) in demo.source
+    assert isinstance(demo.model, DebertaForMaskedLM) and not demo.model.training
+    assert demo.tokens[0] == "[CLS]" and demo.tokens[-1] == "[SEP]"
+    assert demo.input_ids[0] == 1 and demo.input_ids[-1] == 2
+    assert "store" in "".join(demo.tokens)
+    assert explorer_html(demo.model, demo.input_ids, demo.tokens).count('"layers": 2') == 1

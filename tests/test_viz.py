@@ -1,0 +1,163 @@
+"""viz: the arrays behind the pictures are right, and every figure draws without a pyplot state."""
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from deberta_edu import DebertaForMaskedLM, DebertaModel, make_config, relative_distance, viz
+from deberta_edu.positions import relative_distance_matrix
+
+
+def _tiny(variant="deberta", **kw):
+    torch.manual_seed(0)
+    cfg = make_config(
+        "tiny",
+        variant,
+        vocab_size=30,
+        position_buckets=-1,
+        max_relative_positions=4,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        **kw,
+    )
+    return cfg
+
+
+def _png(fig: Figure) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=40)
+    return buf.getvalue()
+
+
+def test_delta_matrix_is_eq3():
+    d = viz.delta_matrix(9, 3)
+    assert d.shape == (9, 9)
+    assert all(d[i, j] == relative_distance(i, j, 3) for i in range(9) for j in range(9))
+    assert d.min() == 0 and d.max() == 5
+
+
+def test_clamped_mask():
+    m = viz.clamped_mask(6, 2)
+    i, j = np.indices((6, 6))
+    assert np.array_equal(m, np.abs(i - j) >= 2)
+    d = viz.delta_matrix(6, 2)
+    assert set(d[m & (i < j)]) == {0} and set(d[m & (i > j)]) == {3}
+
+
+def test_staircase_separates_clamped_cells():
+    xs, ys = viz._staircase(6, 2)  # boundary of i − j = 2: at row i the edge is at x = i − 2 + 0.5
+    for x, y in zip(xs[::2], ys[::2], strict=True):
+        i = y + 0.5
+        assert x == i - 2 + 0.5
+
+
+def test_table_rows_and_distinct_rows():
+    d = np.arange(-10, 11)
+    assert np.array_equal(viz.table_rows(d, 4), np.clip(d + 4, 0, 7))
+    for length in range(1, 15):
+        for k in range(1, 7):
+            assert viz.distinct_rows(length, k) == min(2 * length - 1, 2 * k)
+            assert viz.distinct_rows(length, k) == len(np.unique(relative_distance_matrix(length, k=k)))
+    # log buckets: a long sequence reads at most 2 × position_buckets rows
+    assert viz.distinct_rows(4096, 512, 256) == 512
+    assert viz.distinct_rows(100, 512, 256) == 199  # short distances are exact
+    with pytest.raises(ValueError, match="max_relative_positions"):
+        viz.table_rows(d, 8, 64)
+
+
+def test_pair_distance_is_translation_invariant():
+    a = viz.pair_distance("deep learning is fun".split(), "deep", "learning", 4)
+    b = viz.pair_distance("we like deep learning".split(), "deep", "learning", 4)
+    c = viz.pair_distance("deep and wide learning".split(), "deep", "learning", 4)
+    assert (a.delta_ij, a.delta_ji) == (b.delta_ij, b.delta_ji) == (3, 5)
+    assert (c.delta_ij, c.delta_ji) == (1, 7)
+    with pytest.raises(ValueError, match="not found"):
+        viz.pair_distance(["a"], "deep", "a", 2)
+
+
+def test_attention_maps_match_the_model():
+    model = DebertaModel(_tiny()).eval()
+    ids = torch.randint(5, 30, (7,))
+    maps = viz.attention_maps(model, ids)
+    assert maps.kinds == ("c2c", "c2p", "p2c", "sum", "probs")
+    assert maps.maps.shape == (2, 5, 2, 7, 7)
+    with torch.no_grad():
+        out = model(ids[None], return_details=True)
+    for layer in range(2):
+        terms = out.attentions[layer].terms
+        np.testing.assert_allclose(maps.get(layer, 1, "c2p"), terms["c2p"][0, 1].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(
+            maps.get(layer, 0, "sum"), sum(terms.values())[0, 0].numpy(), rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(maps.get(layer, 1, "probs").sum(-1), 1.0, rtol=1e-5)
+    assert maps.tokens == [str(i) for i in ids.tolist()]
+    with pytest.raises(ValueError, match="unknown map"):
+        maps.get(0, 0, "p2p")
+    with pytest.raises(ValueError, match="out of range"):
+        maps.get(2, 0, "c2c")
+
+
+def test_attention_maps_of_an_mlm_model_and_errors():
+    model = DebertaForMaskedLM(_tiny()).eval()
+    maps = viz.attention_maps(model, torch.randint(5, 30, (1, 5)), tokens=list("abcde"))
+    assert maps.tokens == list("abcde")
+    with pytest.raises(ValueError, match="one sequence"):
+        viz.attention_maps(model, torch.randint(5, 30, (2, 5)))
+    with pytest.raises(ValueError, match="3 tokens given for 5"):
+        viz.attention_maps(model, torch.randint(5, 30, (5,)), tokens=list("abc"))
+
+
+def test_score_variances_three_terms_three_times():
+    one, three = viz.score_variances(64, samples=20000)
+    assert 55 < one < 73
+    assert 2.7 < three / one < 3.3
+
+
+def test_shift_difference_relative_vs_absolute():
+    ids = torch.randint(5, 30, (6,))
+    rel = DebertaModel(_tiny("no_emd")).eval()
+    bert = DebertaModel(_tiny("bert")).eval()
+    d_rel = viz.shift_difference(lambda x, m: rel(x, m).last_hidden_state, ids, 4)
+    d_bert = viz.shift_difference(lambda x, m: bert(x, m).last_hidden_state, ids, 4)
+    assert d_rel.shape == (6,) and d_rel.max() < 1e-5
+    assert d_bert.min() > 1e-2
+    assert viz.shift_difference(lambda x, m: bert(x, m).last_hidden_state, ids, 0).max() == 0
+
+
+def test_every_figure_draws():
+    matplotlib.use("Agg")
+    model = DebertaModel(_tiny()).eval()
+    maps = viz.attention_maps(model, torch.randint(5, 30, (6,)), tokens=list("abcdef"))
+    figures = [
+        viz.plot_delta(10, 3),
+        viz.plot_delta(30, 5),
+        viz.plot_buckets(600, 256, 64),
+        viz.plot_pairs(["deep learning works".split(), "so deep a learning".split()], "deep", "learning", 4),
+        viz.plot_attention(maps, 1, 1, "probs"),
+        viz.plot_terms(maps, 0, 0),
+        viz.plot_maps({"c2c": np.eye(3), "probs": np.eye(3)}, list("abc"), "two maps"),
+        viz.plot_score_variance(16, samples=500),
+        viz.plot_shift_difference({"a": np.ones(3) * 1e-8, "b": np.ones(3)}, list("xyz"), 2),
+        viz.plot_accuracies({"rel": 0.5, "bert": 1.0}, chance=0.5),
+    ]
+    for fig in figures:
+        assert isinstance(fig, Figure)
+        assert _png(fig)[:4] == b"\x89PNG"
+    assert len(figures[4].axes) == 2  # the map and its colour bar
+    with pytest.raises(ValueError, match=">= 1"):
+        viz.plot_delta(0, 2)
+    with pytest.raises(ValueError, match="at least one map"):
+        viz.plot_maps({}, [])
+
+
+def test_plots_do_not_touch_pyplot():
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    viz.plot_delta(5, 2)
+    viz.plot_buckets(100, 64, 16)
+    assert plt.get_fignums() == before
