@@ -80,3 +80,9 @@ def load_pretrained(folder: str | Path, map_location: str | torch.device = "cpu"
     model = DebertaForMaskedLM(config) if meta.get("kind") == "mlm" else DebertaModel(config)
     model.load_state_dict(state)
     return model.to(map_location).eval()
+
+
+def lesson_checkpoint(name: str = "lesson4") -> Path:
+    """Where a lesson's trained model lives: <data root>/checkpoints/<name> (data root: $DEBERTA_EDU_DATA)."""
+    root = os.environ.get("DEBERTA_EDU_DATA") or Path(__file__).resolve().parent.parent / "data"
+    return Path(root) / "checkpoints" / name

@@ -1,0 +1,410 @@
+"""What every training loop of the course shares: pretraining (``pretrain``) and fine-tuning (SiFT) alike.
+
+    optimizer = build_optimizer(model, lr)                      AdamW, no decay on biases and LayerNorm
+    precision = Precision("auto", device)                       bf16/fp16 autocast on GPU, fp32 on CPU
+    for step in range(start, steps):
+        set_lr(optimizer, lr * warmup_linear(step, warmup, steps))
+        out = optimizer_step(model, optimizer, micro_batches, loss_fn, weights, precision=precision)
+
+``optimizer_step`` does gradient accumulation, clipping, mixed precision and DistributedDataParallel
+in one place, and gives the same update however the global batch is cut into micro-batches and ranks.
+Resumable runs save everything that decides the future (weights, optimizer moments, step, the random
+state that drives dropout) in one safetensors file, written atomically; data order, masks and the
+learning rate are pure functions of (seed, step), so they need no saving at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from .checkpoint import load_tensors, save_tensors
+
+STATE_FILE = "trainer_state.safetensors"  # resume from this: model + optimizer + step + RNG
+LOG_FILE = "metrics.jsonl"  # one JSON record per line: training steps and evaluations
+CONFIG_FILE = "train_config.json"
+STATE_FORMAT = "deberta_edu/train-state/1"
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed from any tuple of values: ``derive_seed(seed, "mask", epoch, step)``.
+
+    Hashing (not ``seed + step``) keeps the streams of different purposes and steps unrelated.
+    """
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def generator(*parts) -> torch.Generator:
+    """A CPU torch.Generator seeded by ``derive_seed(*parts)``."""
+    g = torch.Generator()
+    g.manual_seed(derive_seed(*parts))
+    return g
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Distributed:
+    """Where this process stands: rank r of world_size processes, and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: str | torch.device | None = None) -> Distributed:
+    """Join the process group that ``torchrun`` describes (RANK, WORLD_SIZE, ...), or run alone.
+
+    Backend: NCCL between GPUs, gloo between CPU processes (what CI tests with).
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)  # one GPU per process on this machine
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank, world_size, local_rank, device)
+
+
+def all_reduce_sum(x: torch.Tensor, world: Distributed) -> torch.Tensor:
+    """Sum a tensor over all processes (returns it unchanged when running alone)."""
+    if world.enabled:
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (names and checkpoints use this one)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+# ----------------------------------------------------------------------------- optimizer and schedule
+
+
+def build_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 0.01,
+    eps: float = 1e-6,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.AdamW:
+    """AdamW as in the paper's Table 8 (eps 1e-6, weight decay 0.01).
+
+    Weight decay pulls weights towards zero; it is meant for the matrices (and embedding tables).
+    Biases and LayerNorm gains are vectors whose scale carries meaning, so they get none: the rule
+    is simply ``p.ndim >= 2``.
+    """
+    params = [p for p in unwrap(model).parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, eps=eps, betas=betas)
+
+
+def warmup_linear(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor for update number ``step`` (0-based): linear warmup, then linear decay to 0.
+
+    Warmup rises as (step + 1) / warmup_steps, so the first update already moves the weights.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class Precision:
+    """Mixed precision: autocast to bf16 or fp16 on a GPU, plain float32 on a CPU (``"auto"``).
+
+    fp16 has a narrow exponent range, so small gradients underflow to zero; a GradScaler multiplies
+    the loss before backward and divides the gradients after, and skips a step whose gradients
+    overflowed. bf16 has float32's range and needs no scaler. A disabled scaler passes everything
+    through, so the training loop is the same code in every precision.
+    """
+
+    def __init__(self, precision: str, device: torch.device):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        device = torch.device(device)
+        if precision == "auto":
+            if device.type == "cuda":
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                precision = "fp32"
+        self.name = precision
+        self.device_type = device.type
+        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def __repr__(self) -> str:
+        return f"Precision({self.name!r}, {self.device_type})"
+
+
+# ----------------------------------------------------------------------------- one optimizer step
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # () the global batch's loss, the same number on every rank
+    grad_norm: torch.Tensor  # () before clipping
+
+
+def optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: list,
+    loss_fn,
+    weights: list[float],
+    *,
+    precision: Precision,
+    max_grad_norm: float = 1.0,
+    world: Distributed | None = None,
+) -> StepOutput:
+    r"""One update from a global batch cut into micro-batches (this rank's share of it).
+
+    ``loss_fn(model, batch)`` returns the mean loss over the batch's ``weight`` items (masked tokens
+    for MLM, examples for classification). The update follows the mean over *every* item of the
+    global batch:
+
+    $$\mathcal{L} = \sum_{m} \frac{w_m}{W}\,\bar\ell_m, \qquad W = \sum_{\text{ranks}}\sum_m w_m$$
+
+    so 1 x 32, 4 x 8 or 2 ranks x 2 x 8 sequences give the same gradients (to float rounding).
+    DistributedDataParallel *averages* gradients over ranks, hence the factor world_size below.
+    """
+    world = world or Distributed()
+    total = all_reduce_sum(torch.tensor(float(sum(weights)), device=world.device), world).item()
+    total = max(total, 1.0)
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), device=world.device)
+    for i, (batch, w) in enumerate(zip(micro_batches, weights, strict=True)):
+        last = i == len(micro_batches) - 1
+        # Under DDP, only the last micro-batch's backward all-reduces the (accumulated) gradients.
+        no_sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else None
+        with no_sync or contextlib.nullcontext():
+            with precision.autocast():
+                loss = loss_fn(model, batch)
+            share = loss.float() * (w / total)
+            precision.scaler.scale(share * world.world_size).backward()
+        loss_sum += share.detach()
+    precision.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+    grad_norm = torch.nn.utils.clip_grad_norm_(unwrap(model).parameters(), max_grad_norm)
+    precision.scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+    precision.scaler.update()
+    return StepOutput(loss=all_reduce_sum(loss_sum, world), grad_norm=grad_norm.detach())
+
+
+# ----------------------------------------------------------------------------- progress and logs
+
+
+def progress_bar(total: int, initial: int = 0, desc: str = "training", enabled: bool = True) -> tqdm:
+    """A tqdm bar over optimizer steps (ETA from tqdm's own rate); silent when ``enabled`` is False."""
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a JSONL file. A broken last line (the process was killed mid-write) is dropped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_text().splitlines()
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n != len(lines) - 1:
+                raise ValueError(f"{path}, line {n + 1} is not JSON: {line[:80]!r}") from None
+    return records
+
+
+class JsonlLogger:
+    """Keeps every record in ``records`` and appends it, as one JSON line, to ``path`` (if given).
+
+    ``resume_step=s`` keeps the file's records up to step s and drops the rest: a run killed after
+    its last checkpoint logged steps that the resumed run will log again. Without it, the file
+    starts empty.
+    """
+
+    def __init__(self, path: str | Path | None = None, resume_step: int | None = None):
+        self.path = Path(path) if path is not None else None
+        self.records: list[dict] = []
+        if self.path is None:
+            return
+        if resume_step is not None:
+            self.records = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
+    def log(self, record: dict) -> None:
+        self.records.append(record)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+
+
+# ----------------------------------------------------------------------------- resumable checkpoints
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _rng_states_of_all_ranks(world: Distributed) -> dict[str, torch.Tensor]:
+    """{"rng.cpu.<rank>": state, ...}: every process draws its own dropout masks."""
+    mine = _rng_state(world.device)
+    states = [mine]
+    if world.enabled:
+        states = [None] * world.world_size
+        dist.all_gather_object(states, mine)
+    return {f"rng.{kind}.{rank}": t for rank, s in enumerate(states) for kind, t in s.items()}
+
+
+def save_training_state(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    *,
+    precision: Precision | None = None,
+    world: Distributed | None = None,
+    metadata: dict | None = None,
+) -> Path | None:
+    """Everything a run needs to continue exactly, in one safetensors file (no pickle).
+
+    Tensors: ``model.<name>``, ``optimizer.<param name>.<exp_avg|exp_avg_sq|step>``, ``rng.cpu.<rank>``
+    (and ``rng.cuda.<rank>``). JSON metadata: step, the optimizer's hyperparameters, the GradScaler,
+    and whatever ``metadata`` holds. Call it on every rank (they exchange RNG states); rank 0 writes.
+    """
+    world = world or Distributed()
+    rng = _rng_states_of_all_ranks(world)
+    if not world.is_main:
+        return None
+    model = unwrap(model)
+    names = {p: n for n, p in model.named_parameters()}
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    order = [names[p] for g in optimizer.param_groups for p in g["params"]]
+    sd = optimizer.state_dict()
+    for index, state in sd["state"].items():
+        for key, value in state.items():
+            tensors[f"optimizer.{order[index]}.{key}"] = torch.as_tensor(value)
+    tensors.update(rng)
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in sd["param_groups"]]
+    meta = {
+        "format": STATE_FORMAT,
+        "step": str(step),
+        "world_size": str(world.world_size),
+        "optimizer_groups": json.dumps(groups),
+        "optimizer_params": json.dumps([[order[i] for i in g["params"]] for g in sd["param_groups"]]),
+        "scaler": json.dumps(precision.scaler.state_dict() if precision else {}),
+        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()},
+    }
+    return save_tensors(tensors, path, meta)
+
+
+def load_training_state(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    precision: Precision | None = None,
+    world: Distributed | None = None,
+    restore_rng: bool = True,
+) -> dict[str, str]:
+    """Put a ``save_training_state`` file back into model, optimizer, scaler and RNG; returns the metadata."""
+    world = world or Distributed()
+    tensors, meta = load_tensors(path)
+    if meta.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not a training state (format {meta.get('format')!r}, expected {STATE_FORMAT!r})")
+    model = unwrap(model)
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    if optimizer is not None:
+        saved = json.loads(meta["optimizer_params"])
+        names = {p: n for n, p in model.named_parameters()}
+        current = [[names[p] for p in g["params"]] for g in optimizer.param_groups]
+        if saved != current:
+            raise ValueError(
+                f"{path} holds optimizer state for other parameters than this model's optimizer; "
+                "was it written for another model config?"
+            )
+        order = [n for g in saved for n in g]
+        state = {}
+        for index, name in enumerate(order):
+            prefix = f"optimizer.{name}."
+            entry = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if entry:
+                state[index] = entry
+        groups, start = [], 0
+        for g, params in zip(json.loads(meta["optimizer_groups"]), saved, strict=True):
+            if "betas" in g:
+                g["betas"] = tuple(g["betas"])
+            groups.append({**g, "params": list(range(start, start + len(params)))})
+            start += len(params)
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    if precision is not None and json.loads(meta.get("scaler", "{}")):
+        precision.scaler.load_state_dict(json.loads(meta["scaler"]))
+    if restore_rng:
+        key = f"rng.cpu.{world.rank}"
+        if key in tensors:
+            torch.set_rng_state(tensors[key])
+            if world.device.type == "cuda" and f"rng.cuda.{world.rank}" in tensors:
+                torch.cuda.set_rng_state(tensors[f"rng.cuda.{world.rank}"], world.device)
+        else:
+            warnings.warn(
+                f"{path} has no random state for rank {world.rank} (it was saved by {meta.get('world_size')} "
+                "process(es)); dropout continues from a fresh seed, so the run is no longer bit-exact",
+                stacklevel=2,
+            )
+            torch.manual_seed(derive_seed("resume", int(meta["step"]), world.rank))
+    return meta

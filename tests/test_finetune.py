@@ -1,0 +1,53 @@
+"""The fine-tuning loop learns a toy task, with and without SiFT."""
+
+import torch
+
+from deberta_edu import DebertaForMaskedLM, make_config
+from deberta_edu.finetune import FinetuneConfig, collate, finetune
+from deberta_edu.sentiment import Example
+from deberta_edu.sift import AdversarialConfig
+
+
+class WordTokenizer:
+    cls_id, sep_id, pad_id = 1, 2, 0
+
+    def __init__(self, words):
+        self.ids = {w: i + 5 for i, w in enumerate(words)}
+
+    def encode(self, text):
+        return [self.ids[w] for w in text.split()]
+
+
+def _toy_splits(n=400, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pos, neg, filler = ["good", "great", "fine"], ["bad", "awful", "dull"], ["the", "film", "was", "a", "plot"]
+    words = pos + neg + filler
+    examples = []
+    for _ in range(n):
+        label = int(torch.randint(2, (1,), generator=g))
+        sentiment = (pos if label else neg)[int(torch.randint(3, (1,), generator=g))]
+        text = [filler[int(i)] for i in torch.randint(5, (6,), generator=g)]
+        text.insert(int(torch.randint(7, (1,), generator=g)), sentiment)
+        examples.append(Example(" ".join(text), label, 1.0 if label else -1.0))
+    return {"train": examples[:300], "dev": examples[300:350], "test": examples[350:]}, WordTokenizer(words)
+
+
+def test_collate_pads_and_masks():
+    ids, mask = collate([[1, 7, 2], [1, 2]])
+    assert ids.tolist() == [[1, 7, 2], [1, 2, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+def test_finetune_learns_with_and_without_sift(tmp_path):
+    splits, tok = _toy_splits()
+    torch.manual_seed(0)
+    pretrained = DebertaForMaskedLM(make_config("tiny", vocab_size=64, max_relative_positions=32,
+                                                position_buckets=-1, max_position_embeddings=32))
+    for lam in (0.0, 1.0):
+        cfg = FinetuneConfig(lr=1e-3, epochs=4, batch_size=32, progress=False,
+                             adversarial=AdversarialConfig(lam=lam))
+        result = finetune(pretrained, splits, tok, cfg, out_dir=tmp_path / str(lam))
+        assert result.test_accuracy > 0.9, (lam, result.test_accuracy)
+        assert (tmp_path / str(lam) / "classifier.safetensors").exists()
+        if lam:
+            assert "adv_loss" in result.history[-1]

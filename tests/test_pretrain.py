@@ -1,0 +1,211 @@
+"""The MLM trainer: configs, optimizer, schedule, masks, gradient accumulation, evaluation, outputs, CLI."""
+
+import json
+
+import pytest
+import torch
+
+from deberta_edu.checkpoint import lesson_checkpoint, load_pretrained
+from deberta_edu.config import SIZES, VARIANTS, make_config
+from deberta_edu.emd import DebertaForMaskedLM
+from deberta_edu.plots import LivePlot, compare_runs, in_notebook, load_records, plot_training, smooth
+from deberta_edu.pretrain import (
+    CONFIGS,
+    Batches,
+    Evaluator,
+    MaskSpec,
+    get_config,
+    main,
+    mlm_loss,
+    synthetic_data,
+    train,
+)
+from deberta_edu.train_utils import (
+    LOG_FILE,
+    Distributed,
+    Precision,
+    build_optimizer,
+    optimizer_step,
+    read_jsonl,
+    warmup_linear,
+)
+
+TRAIN = synthetic_data(256, 32, 64, seed=0)  # (256, 32): [CLS] ... [SEP], vocabulary of 64
+VAL = synthetic_data(32, 32, 64, seed=1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; the same thread count also keeps float sums reproducible."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_every_size_and_variant_is_a_named_config():
+    for size in SIZES:
+        assert CONFIGS[size].model_config() == CONFIGS[f"{size}-deberta"].model_config()
+        for variant in VARIANTS:
+            cfg = CONFIGS[f"{size}-{variant}"]
+            assert cfg.model_config() == make_config(size, variant, vocab_size=cfg.vocab_size)
+    for name in ("lesson4", "lesson4-smoke", "debug"):
+        assert name in CONFIGS
+
+
+def test_smoke_env_picks_the_smoke_config(monkeypatch):
+    monkeypatch.setenv("DEBERTA_EDU_SMOKE", "1")
+    assert get_config("lesson4").name == "lesson4-smoke"
+    assert get_config("tiny").name == "tiny"  # no smoke version: the config itself
+    monkeypatch.setenv("DEBERTA_EDU_SMOKE", "0")
+    assert get_config("lesson4").name == "lesson4"
+    assert get_config("lesson4", smoke=True).steps < get_config("lesson4").steps
+
+
+def test_get_config_returns_a_copy():
+    cfg = get_config("debug")
+    cfg.model_overrides["hidden_size"] = 999
+    assert CONFIGS["debug"].model_overrides["hidden_size"] == 32
+
+
+def test_config_errors_say_what_to_do():
+    with pytest.raises(ValueError, match="unknown config"):
+        get_config("huge")
+    with pytest.raises(ValueError, match="multiple of log_every"):
+        get_config("debug", log_every=3, save_every=10)
+    with pytest.raises(ValueError, match="split evenly"):
+        Batches(TRAIN, get_config("debug", batch_size=6, grad_accum=4), MaskSpec(64), Distributed())
+
+
+def test_lesson_checkpoint_is_under_the_data_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("DEBERTA_EDU_DATA", str(tmp_path))
+    assert lesson_checkpoint() == tmp_path / "checkpoints" / "lesson4"
+    assert lesson_checkpoint("x") == tmp_path / "checkpoints" / "x"
+
+
+def test_adamw_decays_matrices_only():
+    model = DebertaForMaskedLM(get_config("debug").model_config())
+    opt = build_optimizer(model, lr=1e-3)
+    names = {p: n for n, p in model.named_parameters()}
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"])
+    skipped = {names[p] for p in no_decay["params"]}
+    assert "head.bias" in skipped and "deberta.embeddings.norm.weight" in skipped
+    assert all(n.endswith("bias") or "norm" in n for n in skipped)
+    assert "deberta.embeddings.word_embeddings.weight" in {names[p] for p in decay["params"]}
+    assert opt.defaults["eps"] == 1e-6
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_warmup_then_linear_decay():
+    lrs = [warmup_linear(s, 4, 12) for s in range(12)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert lrs[4:] == [(12 - s) / 8 for s in range(4, 12)]
+    assert all(a >= b for a, b in zip(lrs[3:-1], lrs[4:], strict=True)) and lrs[-1] > 0
+    assert warmup_linear(12, 4, 12) == 0.0
+
+
+def test_masks_are_a_function_of_seed_and_step_and_change_every_epoch():
+    cfg = get_config("debug")
+    a = Batches(TRAIN, cfg, MaskSpec(64), Distributed())
+    b = Batches(TRAIN, cfg, MaskSpec(64), Distributed())
+    for step in (0, 5, 40):
+        assert all(torch.equal(x, y) for x, y in zip(a.global_batch(step), b.global_batch(step), strict=True))
+    assert not torch.equal(a.global_batch(0)[1], b.global_batch(1)[1])
+    # Every row once per epoch, each time with a new mask.
+    per_epoch = a.steps_per_epoch
+    assert sorted(a.order(0).tolist()) == list(range(len(TRAIN)))
+    row = int(a.order(0)[0])  # the first row of step 0
+    step1 = per_epoch + int((a.order(1) == row).nonzero()) // cfg.batch_size
+    pos1 = int((a.order(1) == row).nonzero()) % cfg.batch_size
+    labels0, labels1 = a.global_batch(0)[1][0], a.global_batch(step1)[1][pos1]
+    assert torch.equal(torch.where(labels0 != -100, labels0, TRAIN[row]), TRAIN[row])  # the same row
+    assert not torch.equal(labels0 != -100, labels1 != -100)
+
+
+def test_update_does_not_depend_on_how_the_batch_is_split():
+    """Loss = mean over all masked tokens of the global batch, whether 1 x 8 or 4 x 2 rows."""
+    results = []
+    for accum in (1, 4):
+        cfg = get_config("debug", grad_accum=accum, dropout=0.0, steps=3, eval_every=0)
+        results.append(train(cfg, TRAIN, progress=False))
+    (a, b) = results
+    assert a.losses == pytest.approx(b.losses, rel=1e-5)
+    for k, v in params(a.model).items():
+        torch.testing.assert_close(v, params(b.model)[k], rtol=1e-5, atol=1e-6)
+
+
+def test_precisions_on_cpu():
+    assert Precision("auto", torch.device("cpu")).name == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        Precision("fp8", torch.device("cpu"))
+    cfg = get_config("debug")
+    batches = Batches(TRAIN, cfg, MaskSpec(64), Distributed())
+    for name in ("bf16", "fp16"):  # the autocast and GradScaler code paths, run on the CPU
+        torch.manual_seed(0)
+        model = DebertaForMaskedLM(cfg.model_config())
+        opt = build_optimizer(model, 1e-3)
+        micro, weights = batches.micro_batches(0)
+        out = optimizer_step(model, opt, micro, mlm_loss, weights, precision=Precision(name, "cpu"))
+        assert torch.isfinite(out.loss) and out.loss.item() > 0
+
+
+def test_evaluation_masks_are_fixed():
+    cfg = get_config("debug")
+    model = DebertaForMaskedLM(cfg.model_config())
+    first = Evaluator(VAL, cfg, MaskSpec(64), Distributed(), Precision("fp32", "cpu"))(model)
+    again = Evaluator(VAL, cfg.replace(seed=7), MaskSpec(64), Distributed(), Precision("fp32", "cpu"))(model)
+    assert first == again
+    assert set(first) == {"val_loss", "val_accuracy", "val_perplexity", "val_tokens"}
+    assert first["val_perplexity"] == pytest.approx(torch.tensor(first["val_loss"]).exp().item())
+    assert model.training  # evaluation puts the model back in training mode
+
+
+def test_train_learns_logs_and_saves(tmp_path):
+    cfg = get_config("debug", steps=60, lr=2e-2, warmup_steps=10, eval_every=30, save_every=30)
+    live = LivePlot(every=5)
+    result = train(cfg, TRAIN, VAL, out_dir=tmp_path, callback=live, progress=False)
+
+    evals = [r for r in result.history if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 30, 60]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0  # it learns the synthetic grammar
+    assert result.metrics == {k: v for k, v in evals[-1].items() if k.startswith("val_")}
+    train_records = [r for r in result.history if r["kind"] == "train"]
+    assert [r["step"] for r in train_records] == list(range(1, 61))
+    assert train_records[-1]["tokens"] == 60 * cfg.batch_size * cfg.seq_length
+    assert {"loss", "lr", "tokens", "tokens_per_s", "time", "grad_norm"} <= set(train_records[0])
+    assert result.tokens_per_s > 0
+
+    assert read_jsonl(tmp_path / LOG_FILE) == result.history == live.records
+    assert not in_notebook() and live.draws == 0  # outside a notebook the live plot only collects
+    assert json.loads((tmp_path / "train_config.json").read_text())["steps"] == 60
+    loaded = load_pretrained(tmp_path)
+    ids = VAL[:2]
+    torch.testing.assert_close(loaded(ids).logits, result.model(ids).logits, rtol=0, atol=0)
+
+
+def test_plots_return_figures(tmp_path):
+    result = train(get_config("debug", steps=6, eval_every=3, save_every=3), TRAIN, VAL, out_dir=tmp_path,
+                   progress=False)
+    fig = plot_training(tmp_path)  # a run folder, a metrics.jsonl, a list of records or a TrainResult
+    assert len(fig.axes) == 4  # loss, accuracy, learning rate (+ tokens/s on a twin axis)
+    assert load_records(result) == load_records(tmp_path / LOG_FILE)
+    assert len(compare_runs({"a": result, "b": result.history}, "val_loss").axes[0].lines) == 2
+    assert smooth([1.0, 1.0, 1.0]) == pytest.approx([1.0, 1.0, 1.0])  # debiased: no dip at the start
+
+
+def test_cli(tmp_path, capsys):
+    result = main(["--config", "debug", "--steps", "4", "--out", str(tmp_path), "--no-progress",
+                   "--set", "eval_every=2", "--set", "save_every=2", "--set", "model.hidden_size=16"])
+    assert result.model.config.hidden_size == 16
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "trainer_state.safetensors").exists()
+    assert "debug: 4 steps" in capsys.readouterr().out
+    main(["--list"])
+    assert "tiny-no_c2p" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not a TrainConfig field"):
+        main(["--config", "debug", "--set", "learning_rate=1", "--out", str(tmp_path)])
