@@ -5,6 +5,7 @@ whole against Hugging Face transformers.
 """
 
 from .attention import DisentangledSelfAttention, DisentangledSelfAttentionV1, naive_attention
+from .checkpoint import lesson_checkpoint, load_pretrained, save_pretrained
 from .config import VARIANTS, DebertaConfig, make_config
 from .emd import DebertaForMaskedLM, EnhancedMaskDecoder, MLMHead
 from .interop import from_hf, to_hf
@@ -14,6 +15,9 @@ from .positions import log_bucket, relative_distance, relative_distance_matrix
 
 __all__ = [
     "DebertaConfig",
+    "lesson_checkpoint",
+    "load_pretrained",
+    "save_pretrained",
     "DebertaForMaskedLM",
     "DebertaModel",
     "DisentangledSelfAttention",
