@@ -164,3 +164,40 @@ def compare(pretrained, splits, tokenizer, lams=(0.0, 1.0), seeds=(0, 1, 2), **c
         table[lam] = {"test": tests, "dev": [r.dev_accuracy for r in runs], "mean": statistics.mean(tests),
                       "std": statistics.stdev(tests) if len(tests) > 1 else 0.0}
     return table
+
+
+def main(argv=None):
+    """python -m deberta_edu.finetune: lesson 5's comparison at full size, written as JSON."""
+    import argparse
+    import platform
+    import sys
+    import time
+
+    from .lessons import pretrained_for_lessons
+    from .sentiment import load_splits
+
+    p = argparse.ArgumentParser(description="Fine-tune lesson 4's model on sentiment, with and without SiFT")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--lams", type=float, nargs="+", default=[0.0, 1.0])
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--out", default="results/sift/results.json")
+    args = p.parse_args(argv)
+    start = time.time()
+    pretrained, tokenizer, origin = pretrained_for_lessons()
+    table = compare(pretrained, load_splits(), tokenizer, lams=tuple(args.lams), seeds=tuple(args.seeds),
+                    epochs=args.epochs, lr=args.lr, batch_size=32, max_length=64)
+    command = "python -m deberta_edu.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = {"command": command,
+              "encoder": origin, "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+              "wall_time_s": round(time.time() - start, 1), "seeds": args.seeds,
+              "test_accuracy": {f"lambda={lam}": row for lam, row in table.items()}}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    for lam, row in table.items():
+        print(f"λ={lam}: test accuracy {row['mean']:.4f} ± {row['std']:.4f}  {row['test']}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
