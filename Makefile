@@ -33,6 +33,14 @@ browser-deps:
 	  else echo "chromium not found: 'sudo apt-get install chromium chromium-driver' enables the browser tests"; fi; \
 	fi
 
+# the course website (offline: MathJax, widgets and reveal.js come from npm packages at build time)
+book: install
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } || echo "npm not found: needed once to fetch MathJax/reveal.js"
+	$(PY) scripts/build_book.py
+
+slides: book
+	$(PY) scripts/build_slides.py
+
 lab: install
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG)
 
@@ -45,7 +53,7 @@ unit: install
 notebooks: install
 	$(PY) -m pytest --nbval-lax notebooks
 
-test: install browser-deps lint
+test: install browser-deps lint book slides
 	$(PY) -m pytest tests notebooks --nbval-lax --durations=15
 
 clean:
