@@ -184,7 +184,7 @@ def _named_configs() -> dict[str, TrainConfig]:
     # Dropout off: so short a run underfits, and dropout only slows it down.
     configs["lesson4"] = TrainConfig(
         name="lesson4", size="tiny", source="bbc", vocab_size=8000, seq_length=128, batch_size=16,
-        lr=2e-3, warmup_steps=30, steps=400, dropout=0.0, eval_every=100, eval_rows=128, save_every=100,
+        lr=1e-3, warmup_steps=30, steps=400, dropout=0.0, eval_every=100, eval_rows=128, save_every=100,
     )
     configs["lesson4-smoke"] = configs["lesson4"].replace(
         name="lesson4-smoke", batch_size=8, steps=25, warmup_steps=5, eval_every=25, eval_rows=32, save_every=25

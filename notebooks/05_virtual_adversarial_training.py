@@ -255,8 +255,9 @@ exercises.check_linf_step(my_linf_step)
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # Then compare with what plain VAT often does: one L2 norm for the whole batch. The cell below takes the
-# gradient of the batch above and sorts the per-token step sizes under both rules. Which tokens receive
-# almost no perturbation under the batch-wide norm? (Look up the pieces of the smallest ones.)
+# gradient of the batch above and sorts the per-token step sizes under both rules (their overall sizes
+# differ; look at the spread). Which tokens receive almost no perturbation under the batch-wide norm?
+# (Look up the pieces of the smallest ones.)
 
 # %%
 delta = delta0.clone().requires_grad_(True)

@@ -4,8 +4,18 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from deberta_edu import EnhancedMaskDecoder, exercises, relative_distance, relative_distance_matrix
+from deberta_edu import (
+    EnhancedMaskDecoder,
+    exercises,
+    mask_tokens,
+    packing,
+    relative_distance,
+    relative_distance_matrix,
+)
+from deberta_edu.sift import AdversarialConfig, Adversary, perturb, symmetric_kl
+from deberta_edu.tokenizer import Tokenizer
 
 
 def not_yet(*args):
@@ -139,3 +149,194 @@ def test_shift_answers():
         exercises.check_shift_answers(dict.fromkeys(truth, True))
     with pytest.raises(AssertionError, match="exactly the keys"):
         exercises.check_shift_answers({"bert": False})
+
+
+# --- lesson 4 -------------------------------------------------------------------------------------
+def test_80_10_10_reference_is_what_mask_tokens_does():
+    """The checker's reference applies the rule exactly as mask_tokens does, draw for draw."""
+    ids = torch.randint(5, 100, (6, 40), generator=torch.Generator().manual_seed(3))
+    ids[:, 0], ids[:, -1] = 1, 2
+    masked, labels = mask_tokens(
+        ids,
+        vocab_size=100,
+        mask_token_id=4,
+        special_token_ids=(0, 1, 2, 3, 4),
+        generator=torch.Generator().manual_seed(7),
+    )
+    g = torch.Generator().manual_seed(7)  # the same draws, in mask_tokens' order
+    chosen = (torch.rand(ids.shape, generator=g) < 0.15) & (ids > 4)
+    u = torch.rand(ids.shape, generator=g)
+    random_ids = torch.arange(5, 100)[torch.randint(95, ids.shape, generator=g)]
+    ref_masked, ref_labels = exercises.apply_80_10_10(ids, chosen, u, random_ids, 4)
+    assert torch.equal(ref_masked, masked) and torch.equal(ref_labels, labels)
+
+
+def test_mask_80_10_10():
+    def mine(input_ids, chosen, u, random_ids, mask_id):  # a learner's answer, in place
+        masked = input_ids.clone()
+        masked[chosen & (u < 0.8)] = mask_id
+        replace = chosen & (u >= 0.8) & (u < 0.9)
+        masked[replace] = random_ids[replace]
+        labels = input_ids.clone()
+        labels[~chosen] = -100
+        return masked, labels
+
+    assert exercises.check_mask_80_10_10(mine).cases == 5
+    assert exercises.check_mask_80_10_10(lambda *a: exercises.apply_80_10_10(*a))
+    assert not exercises.check_mask_80_10_10(not_yet).attempted
+    for mistake, hint in exercises.MASKING_MISTAKES.items():
+        with pytest.raises(AssertionError, match="cases fail") as e:
+            exercises.check_mask_80_10_10(lambda *a, m=mistake: exercises.apply_80_10_10(*a, mistake=m))
+        assert mistake in str(e.value) and hint in str(e.value)
+        assert "expected" in str(e.value) and "got" in str(e.value)
+    with pytest.raises(AssertionError, match="pair"):
+        exercises.check_mask_80_10_10(lambda *a: exercises.apply_80_10_10(*a)[0])
+    with pytest.raises(AssertionError, match="integer"):
+        exercises.check_mask_80_10_10(lambda *a: tuple(t.float() for t in exercises.apply_80_10_10(*a)))
+
+
+def mean_loss(losses, tokens):
+    return sum(lo * n for lo, n in zip(losses, tokens, strict=True)) / sum(tokens)
+
+
+def test_perplexity():
+    def mine(losses, tokens):
+        return math.exp(mean_loss(losses, tokens))
+
+    assert exercises.check_perplexity(mine).cases == 6
+    assert exercises.check_perplexity(
+        lambda l, n: torch.exp(torch.tensor(l) @ torch.tensor(n, dtype=torch.float) / sum(n))
+    )
+    assert not exercises.check_perplexity(not_yet).attempted
+    wrong = {
+        "unweighted": lambda l, n: math.exp(sum(l) / len(l)),
+        "mean of perplexities": lambda l, n: sum(math.exp(x) for x in l) / len(l),
+        "no exp": mean_loss,
+        "base 2": lambda l, n: 2 ** mean_loss(l, n),
+    }
+    for mistake, fn in wrong.items():
+        with pytest.raises(AssertionError, match="cases fail") as e:
+            exercises.check_perplexity(fn)
+        assert mistake in str(e.value) and exercises.PERPLEXITY_MISTAKES[mistake] in str(e.value)
+    with pytest.raises(AssertionError, match="one number"):
+        exercises.check_perplexity(lambda l, n: [1.0, 2.0])
+
+
+def test_never_masked():
+    truth = {
+        "[PAD]": True,
+        "[CLS]": True,
+        "[SEP]": True,
+        "[UNK]": True,
+        "[MASK]": True,
+        "<0x41>": False,
+        "▁the": False,
+    }
+    assert exercises.never_masked() == truth
+    assert exercises.check_never_masked(truth)
+    assert not exercises.check_never_masked(dict.fromkeys(truth)).attempted
+    with pytest.raises(AssertionError, match="2 of 7 cases fail") as e:
+        exercises.check_never_masked({**truth, "[MASK]": False, "<0x41>": True})
+    assert "already in the text" in str(e.value) and "tokenizer.special_ids" in str(e.value)
+    with pytest.raises(AssertionError, match="exactly the keys"):
+        exercises.check_never_masked({"[CLS]": True})
+
+
+def test_never_masked_with_the_course_tokenizer():
+    folder = packing.dataset_dir("bbc", 8000, 128)
+    if not (folder / "tokenizer.model").exists():
+        pytest.skip("the bbc tokenizer is not built here (python -m deberta_edu.packing build bbc)")
+    tokenizer = Tokenizer(folder / "tokenizer.model")
+    assert exercises.never_masked(tokenizer) == exercises.never_masked()
+
+
+# --- lesson 5 -------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:reduction")  # a wrong answer that uses reduction="mean"
+def test_symmetric_kl():
+    def mine(logits_p, logits_q):
+        log_p, log_q = logits_p.log_softmax(-1), logits_q.log_softmax(-1)
+        p, q = log_p.exp(), log_q.exp()
+        return ((p * (log_p - log_q)).sum(-1) + (q * (log_q - log_p)).sum(-1)).mean()
+
+    assert exercises.check_symmetric_kl(mine).cases == 16
+    assert exercises.check_symmetric_kl(symmetric_kl)
+    assert not exercises.check_symmetric_kl(not_yet).attempted
+
+    def kl(a, b):
+        return F.kl_div(b.log_softmax(-1), a.log_softmax(-1), log_target=True, reduction="none").sum(-1)
+
+    wrong = {
+        "one-sided KL(p‖q)": lambda a, b: kl(a, b).mean(),
+        "no mean": lambda a, b: kl(a, b) + kl(b, a),
+        "sum over rows": lambda a, b: (kl(a, b) + kl(b, a)).sum(),
+        "mean over every entry": lambda a, b: (
+            F.kl_div(b.log_softmax(-1), a.softmax(-1), reduction="mean")
+            + F.kl_div(a.log_softmax(-1), b.softmax(-1), reduction="mean")
+        ),
+        "probabilities instead of log-probabilities": lambda a, b: (
+            ((a.softmax(-1) - b.softmax(-1)) * (a.softmax(-1) - b.softmax(-1))).sum(-1).mean()
+        ),
+        "kl_div of probabilities": lambda a, b: (
+            F.kl_div(b.softmax(-1), a.softmax(-1), reduction="batchmean")
+            + F.kl_div(a.softmax(-1), b.softmax(-1), reduction="batchmean")
+        ),
+        "logits instead of log-probabilities": lambda a, b: (
+            F.kl_div(b, a.softmax(-1), reduction="batchmean")
+            + F.kl_div(a, b.softmax(-1), reduction="batchmean")
+        ),
+    }
+    for mistake, fn in wrong.items():
+        with pytest.raises(AssertionError, match="cases fail") as e:
+            exercises.check_symmetric_kl(fn)
+        assert mistake in str(e.value) and exercises.KL_HINTS[mistake] in str(e.value), mistake
+    with pytest.raises(AssertionError, match="not symmetric"):
+        exercises.check_symmetric_kl(lambda a, b: kl(a, b).mean())
+    with pytest.raises(AssertionError, match="adding a constant to each row"):
+        exercises.check_symmetric_kl(wrong["logits instead of log-probabilities"])
+
+
+def test_linf_step_reference_is_what_the_adversary_does():
+    """The checker's reference is the step of sift.Adversary.ascent_step (plain VAT: δ on the raw embeddings)."""
+    torch.manual_seed(0)
+    embeddings = torch.nn.Module()
+    embeddings.word_embeddings = torch.nn.Embedding(20, 8)
+    head = torch.nn.Linear(8, 3)
+    ids = torch.randint(0, 20, (2, 5))
+    adversary = Adversary(embeddings, AdversarialConfig(normalized=False, step_size=0.1))
+
+    def logits_fn():
+        return head(embeddings.word_embeddings(ids)).mean(1)  # (2, 3)
+
+    clean = logits_fn().detach()
+    delta0 = adversary.initial_delta((2, 5, 8), "cpu").requires_grad_(True)
+    with perturb(adversary.target, delta0):
+        (grad,) = torch.autograd.grad(symmetric_kl(logits_fn(), clean), [delta0])
+    delta1, _ = adversary.ascent_step(logits_fn, clean, delta0)
+    assert torch.allclose((delta1 - delta0) / 0.1, exercises.linf_step(grad), atol=1e-5)
+
+
+def test_linf_step():
+    def naive(grad):  # the first thing a learner writes: right, except on padding
+        return grad / grad.abs().amax(dim=-1, keepdim=True)
+
+    assert exercises.check_linf_step(exercises.linf_step).cases == 4
+    assert exercises.check_linf_step(lambda g: g / g.abs().amax(-1, keepdim=True).clamp_min(1e-12))
+    assert exercises.check_linf_step(lambda g: (g / g.abs().amax(-1, keepdim=True)).nan_to_num(0.0))
+    assert not exercises.check_linf_step(not_yet).attempted
+    with pytest.raises(AssertionError, match="1 of 4 cases fail") as e:
+        exercises.check_linf_step(naive)
+    assert "NaN" in str(e.value) and exercises.LINF_HINTS["padding"] in str(e.value)
+    wrong = {
+        "global L∞": lambda g: g / g.abs().max(),
+        "L2 per token": lambda g: g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12),
+        "global L2": lambda g: g / g.norm(),
+        "over the sequence": lambda g: g / g.abs().amax(dim=1, keepdim=True),
+        "no abs": lambda g: g / g.amax(dim=-1, keepdim=True),
+        "sign": torch.sign,
+    }
+    for mistake, fn in wrong.items():
+        with pytest.raises(AssertionError, match="cases fail") as e:
+            exercises.check_linf_step(fn)
+        assert mistake in str(e.value) and exercises.LINF_HINTS[mistake] in str(e.value), mistake
+    with pytest.raises(AssertionError, match="expected shape"):
+        exercises.check_linf_step(lambda g: exercises.linf_step(g)[0])
