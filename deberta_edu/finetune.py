@@ -179,7 +179,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Fine-tune lesson 4's model on sentiment, with and without SiFT")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lams", type=float, nargs="+", default=[0.0, 1.0])
-    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--out", default="results/sift/results.json")
     args = p.parse_args(argv)

@@ -181,7 +181,7 @@ assert ratio["SiFT (normalised)"].std() < 1e-3 * ratio["SiFT (normalised)"].mean
 
 # %%
 seeds = (0, 1, 2)
-settings = dict(epochs=1.0 if SMOKE else 3.0, max_train_examples=128 if SMOKE else None,
+settings = dict(epochs=1.0, max_train_examples=128 if SMOKE else None,
                 batch_size=32, lr=2e-4, max_length=48 if SMOKE else 64, progress=not SMOKE)
 if SMOKE:  # a fraction of dev/test keeps CI fast
     splits = {"train": splits["train"], "dev": splits["dev"][:100], "test": splits["test"][:100]}
