@@ -148,6 +148,48 @@ def lesson_checkpoint_folder() -> Path:
     return Path(root) / "checkpoints" / "lesson4"
 
 
+def _shown(path: str | Path) -> str:
+    """``path`` as the reader may see it in a page: relative to the repository or to $DEBERTA_EDU_DATA.
+
+    Printed labels end up in executed notebooks and the course site, so they must not name this machine.
+    """
+    path = Path(os.path.abspath(path))
+    data = os.environ.get("DEBERTA_EDU_DATA")
+    for base, prefix in ((data, "$DEBERTA_EDU_DATA/"), (Path(__file__).resolve().parent.parent, "")):
+        if base:
+            try:
+                return prefix + path.relative_to(Path(os.path.abspath(base))).as_posix()
+            except ValueError:
+                pass
+    return path.name
+
+
+def checkpoint_label(folder: str | Path, model=None) -> str:
+    """A label that names no path on this machine: ``trained checkpoint: lesson 4 (tiny deberta, 400 steps on bbc)``.
+
+    The details come from the run's ``train_config.json`` (written by ``pretrain.train``), else from
+    ``model.config``. The folder is called "lesson 4" when it is lesson 4's, else by its own name; the
+    run's name is added when it differs from the folder's.
+    """
+    folder = Path(folder)
+    where = "lesson 4" if os.path.abspath(folder) == os.path.abspath(lesson_checkpoint_folder()) else folder.name
+    try:
+        run = json.loads((folder / "train_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        run = {}
+    if isinstance(run, dict) and run.get("steps"):
+        name = run.get("name") if run.get("name") not in (None, folder.name) else None  # a run of another name
+        what = " ".join(str(run[k]) for k in ("size", "variant") if run.get(k))
+        steps = f"{run['steps']} steps" + (f" on {run['source']}" if run.get("source") else "")
+        details = ", ".join(str(part) for part in (name, what, steps) if part)
+    elif model is not None and hasattr(model, "config"):
+        c = model.config
+        details = f"{c.num_hidden_layers} layers, {c.num_attention_heads} heads, hidden size {c.hidden_size}"
+    else:
+        details = ""
+    return f"trained checkpoint: {where}" + (f" ({details})" if details else "")
+
+
 def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) -> Demo:
     """The trained lesson-4 checkpoint and its SentencePiece tokenizer when they exist, else a random model.
 
@@ -171,7 +213,7 @@ def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) ->
                 f"the tokenizer in {folder} produced id {int(ids.max())} but the model's vocabulary "
                 f"has {vocab} entries; the two files do not belong together"
             )
-        return Demo(model, ids, tokens, True, f"trained checkpoint {folder}")
+        return Demo(model, ids, tokens, True, checkpoint_label(folder, model))
     torch.manual_seed(seed)
     words = re.findall(r"\w+|[^\w\s]", sentence.lower())
     vocab = SPECIALS + sorted(set(words))
@@ -192,7 +234,7 @@ def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) ->
         ids,
         tokens,
         False,
-        f"RANDOMLY INITIALISED tiny model (no checkpoint at {weights}); run lesson 4 to train one",
+        f"RANDOMLY INITIALISED tiny model (no checkpoint in {_shown(folder)}); run lesson 4 to train one",
     )
 
 

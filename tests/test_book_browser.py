@@ -13,22 +13,16 @@ Screenshots go to book/_build/screenshots/. Skipped when chromium/chromedriver a
 
 from __future__ import annotations
 
-import base64
 import functools
 import http.server
-import json
 import re
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from webdriver import CHROMEDRIVER, CHROMIUM, MISSING, OFFLINE, chromium_session
+from webdriver import FLAGS as BASE_FLAGS
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "book" / "_build"
@@ -36,22 +30,14 @@ HTML = BUILD / "html"
 SLIDES = BUILD / "slides"
 SCREENSHOTS = BUILD / "screenshots"
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-CHROMEDRIVER = shutil.which("chromedriver")
-
 pytestmark = [
-    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                       reason="headless Chromium and chromedriver not found; install them with `make browser-deps` "
-                       "(Debian: apt-get install chromium chromium-driver)"),
+    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING),
     pytest.mark.skipif(not (HTML / "intro.html").exists(),
                        reason="the course site is not built: run `make book` first"),
 ]
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1280,1000",
-         # every host but this machine is "not found": a request that leaves the machine fails loudly
-         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"]
+# every host but this machine is "not found" (OFFLINE): a request that leaves the machine fails loudly
+FLAGS = [*BASE_FLAGS, "--window-size=1280,1000", OFFLINE]
 
 
 # --- a local web server for book/_build --------------------------------------------------------
@@ -89,95 +75,13 @@ def server():
         httpd.server_close()
 
 
-# --- the W3C WebDriver protocol, spoken with urllib ----------------------------------------------
-class WebDriver:
-    def __init__(self, url: str, session: str):
-        self.url, self.session = url, session
-
-    @staticmethod
-    def request(method: str, url: str, body=None, timeout: float = 120):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return json.loads(r.read() or b"{}").get("value")
-        except urllib.error.HTTPError as e:
-            raise RuntimeError(f"webdriver {method} {url}: {e.code} {e.read()[:800]!r}") from None
-
-    def cmd(self, method: str, path: str, body=None):
-        return self.request(method, f"{self.url}/session/{self.session}{path}", body)
-
-    def js(self, script: str, *args):
-        return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
-
-    def js_async(self, script: str, *args):
-        """``script`` calls ``done(value)`` (its last argument) when it has the answer."""
-        return self.cmd("POST", "/execute/async", {"script": "var done = arguments[arguments.length - 1];\n"
-                                                             + script, "args": list(args)})
-
-    def find(self, css: str) -> dict:
-        return self.cmd("POST", "/element", {"using": "css selector", "value": css})
-
-    def click(self, css: str):
-        element_id = next(iter(self.find(css).values()))
-        self.cmd("POST", f"/element/{element_id}/click", {})
-
-    def open(self, url: str):
-        self.cmd("POST", "/url", {"url": url})
-        for _ in range(100):
-            if self.js("return document.readyState;") == "complete":
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"{url} did not finish loading")
-
-    def console(self) -> list[dict]:
-        """Console messages since the last call (chromedriver's log endpoint; not part of W3C)."""
-        return self.cmd("POST", "/se/log", {"type": "browser"}) or []
-
-    def screenshot(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(self.cmd("GET", "/screenshot")))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+# --- the browser (tests/webdriver.py: the W3C WebDriver protocol, spoken with urllib) ------------
 @pytest.fixture(scope="module")
 def browser():
-    port = _free_port()
-    profile = tempfile.mkdtemp(prefix="deberta-edu-book-chromium-")
-    log = tempfile.NamedTemporaryFile(prefix="chromedriver-", suffix=".log", delete=False)
-    driver = subprocess.Popen([CHROMEDRIVER, f"--port={port}"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                WebDriver.request("GET", f"{url}/status", timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError, RuntimeError):
-                time.sleep(0.1)
-        caps = {"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": CHROMIUM, "args": [*FLAGS, f"--user-data-dir={profile}"]},
-            "goog:loggingPrefs": {"browser": "ALL"},
-            "timeouts": {"script": 60000, "pageLoad": 60000},
-        }}}
-        session = WebDriver.request("POST", f"{url}/session", caps, timeout=120)["sessionId"]
-        wd = WebDriver(url, session)
-        wd.console()  # the log endpoint must work with this chromedriver: fail here, loudly, if it does not
+    # the log endpoint must work with this chromedriver: fail at the start, loudly, if it does not
+    with chromium_session(FLAGS, profile_prefix="deberta-edu-book-chromium-",
+                          timeouts={"script": 60000, "pageLoad": 60000}, check_console=True) as wd:
         yield wd
-        WebDriver.request("DELETE", f"{url}/session/{session}")
-    finally:
-        driver.terminate()
-        try:
-            driver.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            driver.kill()
-        shutil.rmtree(profile, ignore_errors=True)
-        Path(log.name).unlink(missing_ok=True)
 
 
 # --- checks shared by every page -----------------------------------------------------------------

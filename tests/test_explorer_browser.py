@@ -14,116 +14,21 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 import torch
+from webdriver import CHROMEDRIVER, CHROMIUM, FLAGS, MISSING, chromium_session
 
 from deberta_edu import DebertaForMaskedLM, DebertaModel, checkpoint, make_config
-from deberta_edu.explorer import MAX_TOKENS, explorer_html, iframe, load_demo, save_explorer
+from deberta_edu.explorer import MAX_TOKENS, checkpoint_label, explorer_html, iframe, load_demo, save_explorer
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-needs_browser = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="headless Chromium and chromedriver not found; install them with `make browser-deps` "
-    "(Debian: apt-get install chromium chromium-driver)",
-)
-
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1200,1000",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class WebDriver:
-    """The handful of W3C WebDriver commands the test needs."""
-
-    def __init__(self, url: str, session: str):
-        self.url, self.session = url, session
-
-    @staticmethod
-    def request(method: str, url: str, body=None, timeout: float = 60):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            url, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return json.loads(r.read() or b"{}").get("value")
-        except urllib.error.HTTPError as e:
-            raise RuntimeError(f"webdriver {method} {url}: {e.code} {e.read()[:500]!r}") from None
-
-    def cmd(self, method: str, path: str, body=None):
-        return self.request(method, f"{self.url}/session/{self.session}{path}", body)
-
-    def js(self, script: str, *args):
-        return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
-
-    def click(self, css: str):
-        element = self.cmd("POST", "/element", {"using": "css selector", "value": css})
-        element_id = next(iter(element.values()))
-        self.cmd("POST", f"/element/{element_id}/click", {})
+needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    port = _free_port()
-    profile = tempfile.mkdtemp(prefix="deberta-edu-chromium-")
-    log = tempfile.NamedTemporaryFile(prefix="chromedriver-", suffix=".log", delete=False)
-    driver = subprocess.Popen([CHROMEDRIVER, f"--port={port}"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):  # wait for chromedriver to listen
-            try:
-                WebDriver.request("GET", f"{url}/status", timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError, RuntimeError):
-                time.sleep(0.1)
-        caps = {
-            "capabilities": {
-                "alwaysMatch": {
-                    "browserName": "chrome",
-                    "goog:chromeOptions": {
-                        "binary": CHROMIUM,
-                        "args": [*FLAGS, f"--user-data-dir={profile}"],
-                    },
-                    "goog:loggingPrefs": {"browser": "ALL"},
-                }
-            }
-        }
-        session = WebDriver.request("POST", f"{url}/session", caps, timeout=120)["sessionId"]
-        wd = WebDriver(url, session)
+    with chromium_session([*FLAGS, "--window-size=1200,1000"]) as wd:
         yield wd
-        WebDriver.request("DELETE", f"{url}/session/{session}")
-    finally:
-        driver.terminate()
-        try:
-            driver.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            driver.kill()
-        shutil.rmtree(profile, ignore_errors=True)
-        os.unlink(log.name)
 
 
 @pytest.fixture(scope="module")
@@ -253,9 +158,31 @@ def test_load_demo_with_a_checkpoint(tmp_path):
     model = DebertaForMaskedLM(make_config("tiny", vocab_size=24))
     folder = checkpoint.save_pretrained(model, tmp_path / "ckpt", tokenizer_file=tmp_path / "sp.model")
     demo = load_demo("a new store", folder=folder)
-    assert demo.trained and str(folder) in demo.source
+    assert demo.trained and demo.source.startswith("trained checkpoint: ckpt (")
+    assert str(tmp_path) not in demo.source and "/" not in demo.source  # no path of this machine
     assert isinstance(demo.model, DebertaForMaskedLM) and not demo.model.training
     assert demo.tokens[0] == "[CLS]" and demo.tokens[-1] == "[SEP]"
     assert demo.input_ids[0] == 1 and demo.input_ids[-1] == 2
     assert "store" in "".join(demo.tokens)
     assert explorer_html(demo.model, demo.input_ids, demo.tokens).count('"layers": 2') == 1
+
+
+def test_checkpoint_label_names_no_path_of_this_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEBERTA_EDU_DATA", str(tmp_path / "data"))
+    lesson = checkpoint.lesson_checkpoint("lesson4")
+    lesson.mkdir(parents=True)
+    assert checkpoint_label(lesson) == "trained checkpoint: lesson 4"
+    run = {"name": "lesson4", "size": "tiny", "variant": "deberta", "source": "bbc", "steps": 400}
+    (lesson / "train_config.json").write_text(json.dumps(run))
+    assert checkpoint_label(lesson) == "trained checkpoint: lesson 4 (tiny deberta, 400 steps on bbc)"
+    other = tmp_path / "elsewhere" / "my-run"
+    other.mkdir(parents=True)
+    (other / "train_config.json").write_text(json.dumps({**run, "name": "ablation"}))
+    assert checkpoint_label(other) == "trained checkpoint: my-run (ablation, tiny deberta, 400 steps on bbc)"
+    (other / "train_config.json").write_text("{not json")
+    model = DebertaModel(make_config("tiny", vocab_size=24))
+    assert checkpoint_label(other, model) == "trained checkpoint: my-run (2 layers, 2 heads, hidden size 128)"
+    # without a checkpoint, the random stand-in says where it looked, relative to the data root
+    demo = load_demo("a new store", folder=tmp_path / "data" / "checkpoints" / "none")
+    assert "no checkpoint in $DEBERTA_EDU_DATA/checkpoints/none" in demo.source
+    assert str(tmp_path) not in demo.source
