@@ -23,9 +23,10 @@ def pretrained_for_lessons(name: str = "lesson4", progress: bool = False):
         train(cfg, train_data, val_data, tokenizer=tokenizer, out_dir=folder, progress=progress)
     model = load_pretrained(folder)
     tokenizer = load_tokenizer(folder / TOKENIZER_FILE)
-    origin = f"{folder}"
+    origin = f"checkpoint {folder.name}"
     config_file = folder / "train_config.json"
     if config_file.exists():
         cfg = json.loads(config_file.read_text())
-        origin = f"{cfg.get('name')} ({cfg.get('steps')} steps of {cfg.get('batch_size')} x {cfg.get('seq_length')}) at {folder}"
+        steps = f"{cfg.get('steps')} steps of {cfg.get('batch_size')} x {cfg.get('seq_length')} tokens"
+        origin = f"{cfg.get('name')} ({steps}, {cfg.get('source')}), checkpoint {folder.name}"
     return model, tokenizer, origin
