@@ -40,14 +40,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import torch
 
 from . import pretrain
 from .checkpoint import lesson_checkpoint
 from .config import DebertaConfig
-from .emd import DebertaForMaskedLM
 from .finetune import FinetuneConfig, finetune
 from .positions import relative_rows_and_index
 from .pretrain import TrainConfig
@@ -256,37 +254,6 @@ class Job:
                 "eval_examples": self.eval_examples}
 
 
-@contextlib.contextmanager
-def compiled_layers(enabled: bool):
-    """While active, the models that ``pretrain.train`` builds run each encoder layer through torch.compile.
-
-    ``Module.compile`` compiles in place, so parameter names and checkpoints stay as they are. A graph
-    that fails to compile runs eagerly (dynamo's ``suppress_errors``), so the run goes on either way.
-    """
-    if not enabled:
-        yield
-        return
-    import torch._dynamo
-
-    class CompiledLayers(DebertaForMaskedLM):
-        def __init__(self, config):
-            super().__init__(config)
-            for layer in self.deberta.encoder.layers:
-                layer.compile()
-
-    torch._dynamo.reset()  # each variant compiles afresh, never stopped by the graphs of the previous ones
-    settings = {"suppress_errors": True, "cache_size_limit": 64}
-    previous = {k: getattr(torch._dynamo.config, k) for k in settings}
-    for k, v in settings.items():
-        setattr(torch._dynamo.config, k, v)
-    try:
-        with mock.patch.object(pretrain, "DebertaForMaskedLM", CompiledLayers):
-            yield
-    finally:
-        for k, v in previous.items():
-            setattr(torch._dynamo.config, k, v)
-
-
 def load_sentiment(sentiment_file: str | None, eval_examples: int | None) -> dict:
     from .sentiment import load_splits
 
@@ -309,9 +276,8 @@ def run_job(job: Job) -> dict:
     train_data, val_data, tokenizer = pretrain.prepare_data(job.cfg)
     out_dir = Path(job.work_dir) / job.run if job.work_dir else None
     try:
-        with compiled_layers(job.compile):
-            result = pretrain.train(job.cfg, train_data, val_data, tokenizer=tokenizer, out_dir=out_dir,
-                                    device=job.device, progress=job.progress)
+        result = pretrain.train(job.cfg.replace(compile=job.compile), train_data, val_data, tokenizer=tokenizer,
+                                out_dir=out_dir, device=job.device, progress=job.progress)
     except FloatingPointError as err:  # a diverged run is a result too, and the other runs go on
         print(f"[{job.run}] failed: {err}", flush=True)
         return {"run": job.run, "variant": job.cfg.variant, "seed": job.cfg.seed, "key": job.key(),
@@ -428,8 +394,8 @@ def fit_steps(scale: Scale, configs: dict[str, TrainConfig], device: str, timing
     cfg = configs["deberta"].replace(steps=timing_steps, warmup_steps=timing_steps, log_every=timing_steps // 3,
                                      eval_every=0, save_every=0, name="timing")
     train_data, _, tokenizer = pretrain.prepare_data(cfg)
-    with compiled_layers(scale.compile):
-        result = pretrain.train(cfg, train_data, None, tokenizer=tokenizer, device=device, progress=False)
+    result = pretrain.train(cfg.replace(compile=scale.compile), train_data, None, tokenizer=tokenizer, device=device,
+                            progress=False)
     windows = [r for r in result.history if r["kind"] == "train"][1:]  # the first window holds the warm-up
     step_s = cfg.tokens_per_step / statistics.median(r["tokens_per_s"] for r in windows)
     costs = {run: _cost(c) for run, c in configs.items()}

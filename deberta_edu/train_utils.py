@@ -148,6 +148,20 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def compile_layers(model: nn.Module) -> None:
+    """torch.compile every encoder layer in place (names and checkpoints unchanged).
+
+    A graph that fails to compile runs eagerly (dynamo's ``suppress_errors``), so a run goes on either way.
+    """
+    import torch._dynamo
+
+    torch._dynamo.reset()  # each model compiles afresh, never stopped by the graphs of previous ones
+    torch._dynamo.config.suppress_errors = True
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    for layer in unwrap(model).deberta.encoder.layers:
+        layer.compile()
+
+
 # ----------------------------------------------------------------------------- precision
 
 
