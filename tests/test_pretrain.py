@@ -34,13 +34,7 @@ TRAIN = synthetic_data(256, 32, 64, seed=0)  # (256, 32): [CLS] ... [SEP], vocab
 VAL = synthetic_data(32, 32, 64, seed=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; the same thread count also keeps float sums reproducible."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def params(model):

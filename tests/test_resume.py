@@ -35,13 +35,7 @@ CFG = get_config("debug")  # 20 steps, a checkpoint every 10, dropout 0.1
 TRAIN, VAL, _ = prepare_data(CFG)  # what the command line uses for --config debug
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Bitwise comparisons need one thread count everywhere (float sums depend on the split)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Stop(Exception):
