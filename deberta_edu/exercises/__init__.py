@@ -1,0 +1,66 @@
+"""Checkers for the lessons' exercises: run the learner's function on many cases against the library.
+
+Each ``check_*`` prints "✓ … all N cases pass" and returns a ``CheckResult``, or raises AssertionError
+that names the failing cases (inputs, expected, got) and, when the answer matches a known mistake,
+says which one. A function that still raises NotImplementedError is reported as "not attempted yet"
+without an error, so a lesson runs top to bottom before the exercises are done.
+
+    lesson 1  check_relative_distance, check_relative_distance_matrix, check_distinct_rows
+    lesson 2  check_c2p, check_p2c, check_scores
+    lesson 3  check_emd, check_shift_answers
+    lesson 4  check_mask_80_10_10, check_perplexity, check_never_masked
+    lesson 5  check_symmetric_kl, check_linf_step
+"""
+
+from ._common import CheckResult
+from .lesson1 import check_distinct_rows, check_relative_distance, check_relative_distance_matrix
+from .lesson2 import MISTAKE_HINTS, check_c2p, check_p2c, check_scores
+from .lesson3 import (
+    EMD_MISTAKES,
+    SHIFT_QUESTIONS,
+    _emd_variant,
+    check_emd,
+    check_shift_answers,
+    shift_invariance,
+)
+from .lesson4 import (
+    MASKING_MISTAKES,
+    NEVER_MASKED_QUESTIONS,
+    PERPLEXITY_MISTAKES,
+    apply_80_10_10,
+    check_mask_80_10_10,
+    check_never_masked,
+    check_perplexity,
+    never_masked,
+)
+from .lesson5 import KL_HINTS, LINF_HINTS, check_linf_step, check_symmetric_kl, linf_step
+
+__all__ = [
+    "CheckResult",
+    "EMD_MISTAKES",
+    "KL_HINTS",
+    "LINF_HINTS",
+    "MASKING_MISTAKES",
+    "MISTAKE_HINTS",
+    "NEVER_MASKED_QUESTIONS",
+    "PERPLEXITY_MISTAKES",
+    "SHIFT_QUESTIONS",
+    "_emd_variant",
+    "apply_80_10_10",
+    "check_c2p",
+    "check_distinct_rows",
+    "check_emd",
+    "check_linf_step",
+    "check_mask_80_10_10",
+    "check_never_masked",
+    "check_p2c",
+    "check_perplexity",
+    "check_relative_distance",
+    "check_relative_distance_matrix",
+    "check_scores",
+    "check_shift_answers",
+    "check_symmetric_kl",
+    "linf_step",
+    "never_masked",
+    "shift_invariance",
+]
