@@ -375,20 +375,10 @@ def plot_score_variance(d: int, samples: int = 20000, seed: int = 0) -> Figure:
     left, right = fig.subplots(1, 2, sharey=True)
     bins = np.linspace(-5, 5, 81)
     for ax, scale, name in ((left, math.sqrt(d), "√d"), (right, math.sqrt(3 * d), "√(3d)")):
-        ax.hist(
-            (one / scale).numpy(),
-            bins=bins,
-            alpha=0.6,
-            density=True,
-            label=f"c2c alone: var {float((one / scale).var()):.2f}",
-        )
-        ax.hist(
-            (three / scale).numpy(),
-            bins=bins,
-            alpha=0.6,
-            density=True,
-            label=f"c2c + c2p + p2c: var {float((three / scale).var()):.2f}",
-        )
+        for scores, label in ((one, "c2c alone"), (three, "c2c + c2p + p2c")):
+            scaled = scores / scale
+            ax.hist(scaled.numpy(), bins=bins, alpha=0.6, density=True,
+                    label=f"{label}: var {float(scaled.var()):.2f}")
         ax.set_title(f"scores divided by {name} (d = {d})")
         ax.set_xlabel("score")
         ax.legend(fontsize=8)

@@ -55,6 +55,17 @@ def _not_attempted(name: str, why: str = "your function raises NotImplementedErr
     return CheckResult(name, 0, False, attempted=False)
 
 
+def _answers_pending(name: str, answers, questions: dict, meaning: str) -> CheckResult | None:
+    """Check the form of a dict of True/False answers: a "not attempted" result while any is None, else None."""
+    if not isinstance(answers, dict) or set(answers) != set(questions):
+        raise AssertionError(
+            f"{name}: give a dict with exactly the keys {list(questions)}, each {meaning}; got {answers!r}"
+        )
+    if any(v is None for v in answers.values()):
+        return _not_attempted(name, "some answers are still None")
+    return None
+
+
 def _checker(run: Callable[[Callable], CheckResult]):
     """Wrap a checker so that an unfinished function gives a friendly note instead of an error."""
 

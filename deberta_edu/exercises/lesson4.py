@@ -9,7 +9,7 @@ import torch
 
 from ..masking import mask_tokens
 from ..tokenizer import Tokenizer
-from ._common import CheckResult, _as_array, _call, _checker, _finish, _not_attempted
+from ._common import CheckResult, _answers_pending, _as_array, _call, _checker, _finish
 
 MASKING_MISTAKES = {
     "labels everywhere": (
@@ -240,13 +240,9 @@ def never_masked(tokenizer=None, rows: int = 20, seed: int = 0) -> dict[str, boo
 def check_never_masked(answers: dict[str, bool], tokenizer=None) -> CheckResult:
     """``answers[piece]`` is True where you expect the piece NEVER to be chosen for prediction (label -100)."""
     name = "check_never_masked"
-    if not isinstance(answers, dict) or set(answers) != set(NEVER_MASKED_QUESTIONS):
-        raise AssertionError(
-            f"{name}: give a dict with exactly the keys {list(NEVER_MASKED_QUESTIONS)}, each True (never "
-            f"chosen) or False (can be chosen); got {answers!r}"
-        )
-    if any(v is None for v in answers.values()):
-        return _not_attempted(name, "some answers are still None")
+    pending = _answers_pending(name, answers, NEVER_MASKED_QUESTIONS, "True (never chosen) or False (can be chosen)")
+    if pending is not None:
+        return pending
     measured = never_masked(tokenizer)
     failures = []
     for piece, question in NEVER_MASKED_QUESTIONS.items():
