@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DebertaConfig
-from .model import DebertaModel, ModelOutput, activation
+from .model import DebertaModel, ModelOutput, activation, key_padding
 
 
 class EnhancedMaskDecoder(nn.Module):
@@ -37,7 +37,7 @@ class EnhancedMaskDecoder(nn.Module):
     def forward(self, model: DebertaModel, out: ModelOutput, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = out.hidden_states[-2]  # (B, L, D) output of layer L − 1: keys and values
         query = out.position_embeddings + hidden  # (B, L, D) absolute positions enter here
-        padding = (attention_mask == 0)[:, None, None, :]
+        padding = key_padding(attention_mask)
         rel = model.encoder.relative_table(hidden.size(1), hidden.device)
         last_layer = model.encoder.layers[-1]
         for _ in range(self.steps):

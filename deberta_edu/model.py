@@ -25,6 +25,11 @@ ACTIVATIONS = {
 }
 
 
+def key_padding(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) mask of 1 = token, 0 = padding -> (B, 1, 1, L) bool, True at padded keys (broadcasts over heads, queries)."""
+    return (attention_mask == 0)[:, None, None, :]
+
+
 def activation(name: str):
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
@@ -216,7 +221,7 @@ class DebertaModel(nn.Module):
         self.check_inputs(input_ids, attention_mask)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        padding = (attention_mask == 0)[:, None, None, :]  # (B, 1, 1, L): True at padded keys
+        padding = key_padding(attention_mask)  # (B, 1, 1, L)
         x, positions = self.embeddings(input_ids, attention_mask, token_type_ids)
         rel = self.encoder.relative_table(input_ids.size(1), input_ids.device)
         hidden, details = self.encoder(x, attention_mask, padding, rel, return_details)

@@ -6,7 +6,7 @@ import torch
 
 from ..config import make_config
 from ..emd import DebertaForMaskedLM, EnhancedMaskDecoder
-from ..model import DebertaModel
+from ..model import DebertaModel, key_padding
 from ._common import CheckResult, _answers_pending, _as_array, _call, _checker, _finish
 
 
@@ -25,7 +25,7 @@ def _emd_variant(
     hidden = out.hidden_states[keys_from]
     query = out.hidden_states[query_from] + (out.position_embeddings if positions else 0)
     keys = hidden + out.position_embeddings if positions_in_keys else hidden
-    padding = (attention_mask == 0)[:, None, None, :]
+    padding = key_padding(attention_mask)
     rel = model.encoder.relative_table(hidden.size(1), hidden.device)
     for _ in range(steps):
         query = model.encoder.layers[-1](keys, padding, rel, query_states=query)
