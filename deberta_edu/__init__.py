@@ -1,17 +1,42 @@
 """deberta-edu: the DeBERTa paper (He et al., 2020, arXiv 2006.03654) built in readable PyTorch.
 
-Reading order follows the data: positions -> attention -> model -> emd -> masking; interop checks the
-whole against Hugging Face transformers.
+The package is in wings, and arrows point one way (a test checks it):
+
+    facts, figures   what every wing shares (ids, paths, file names, the smoke flag; how figures are made)
+    model/           config → positions → attention → encoder → emd; classify, checkpoint, interop
+    data/            text → corpus → tokenizer → packing; sentiment         (never imports the model)
+    training/        masking, engine, pretrain, sift, finetune, bench     (imports model and data)
+    ablation/        lesson 6: plan → run → report                         (imports training)
+    lessons/         viz, plots, widgets, explorer, pretrained, exercises  (imports anything; imported by none)
+
+The public API is re-exported here, so lessons and users never need a wing's path. ``viz``, ``widgets``
+and ``exercises`` are loaded on first use (they pull in matplotlib and ipywidgets).
 """
 
-from .attention import DisentangledSelfAttention, DisentangledSelfAttentionV1, naive_attention
-from .checkpoint import lesson_checkpoint, load_pretrained, save_pretrained
-from .config import VARIANTS, DebertaConfig, make_config
-from .emd import DebertaForMaskedLM, EnhancedMaskDecoder, MLMHead
-from .interop import from_hf, to_hf
-from .masking import mask_tokens
-from .model import DebertaModel
-from .positions import log_bucket, relative_distance, relative_distance_matrix
+from __future__ import annotations
+
+import importlib
+
+from .model.attention import DisentangledSelfAttention, DisentangledSelfAttentionV1, naive_attention
+from .model.checkpoint import lesson_checkpoint, load_pretrained, save_pretrained
+from .model.config import VARIANTS, DebertaConfig, make_config
+from .model.emd import DebertaForMaskedLM, EnhancedMaskDecoder, MLMHead
+from .model.encoder import DebertaModel
+from .model.interop import from_hf, to_hf
+from .model.positions import log_bucket, relative_distance, relative_distance_matrix
+from .training.masking import mask_tokens
+
+_LAZY = {"viz": "deberta_edu.lessons.viz", "widgets": "deberta_edu.lessons.widgets",
+         "exercises": "deberta_edu.lessons.exercises"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'deberta_edu' has no attribute {name!r}")
+
 
 __all__ = [
     "DebertaConfig",
@@ -33,4 +58,7 @@ __all__ = [
     "relative_distance",
     "relative_distance_matrix",
     "to_hf",
+    "viz",
+    "widgets",
+    "exercises",
 ]

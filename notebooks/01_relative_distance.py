@@ -194,7 +194,7 @@ bucket_panel
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
-# Each exercise has a checker from `deberta_edu.exercises`: it runs your function on many cases and tells you
+# Each exercise has a checker from `deberta_edu.lessons.exercises`: it runs your function on many cases and tells you
 # which fail, with the expected and the actual value. Replace `raise NotImplementedError` with your code and
 # run the cell. The solutions are in the hidden cells below each exercise.
 #

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from deberta_edu import DebertaModel, exercises, make_config, naive_attention, relative_distance, viz, widgets
-from deberta_edu.explorer import load_demo, show_explorer
+from deberta_edu.lessons.explorer import load_demo, show_explorer
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # tiny models: one thread avoids the cost of coordinating threads
@@ -259,7 +259,7 @@ attention_panel
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # The same maps in a self-contained page (no server, no kernel: it also works in the static book). Click a layer,
-# a map or a head thumbnail; hover over a cell to read its value. `deberta_edu.explorer.save_explorer(path, ...)`
+# a map or a head thumbnail; hover over a cell to read its value. `deberta_edu.lessons.explorer.save_explorer(path, ...)`
 # writes it to a file you can open in any browser.
 
 # %%

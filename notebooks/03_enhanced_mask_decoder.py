@@ -34,7 +34,6 @@
 
 # %%
 import inspect
-import os
 
 import torch
 from torch import nn
@@ -48,8 +47,9 @@ from deberta_edu import (
     viz,
     widgets,
 )
+from deberta_edu.facts import smoke
 
-SMOKE = os.environ.get("DEBERTA_EDU_SMOKE") == "1"  # CI runs a smaller probe
+SMOKE = smoke()  # CI runs a smaller probe
 torch.manual_seed(0)
 torch.set_num_threads(1)  # tiny models: one thread avoids the cost of coordinating threads
 

@@ -34,19 +34,19 @@
 # %%
 import json
 import math
-import os
 import time
 
 import matplotlib.pyplot as plt
 import torch
 
 from deberta_edu import DebertaForMaskedLM, exercises, mask_tokens, viz
-from deberta_edu.checkpoint import lesson_checkpoint, load_pretrained
-from deberta_edu.corpus import load_split
-from deberta_edu.plots import LivePlot, plot_training
-from deberta_edu.pretrain import get_config, prepare_data, train
+from deberta_edu.data.corpus import load_split
+from deberta_edu.facts import smoke
+from deberta_edu.lessons.plots import LivePlot, plot_training
+from deberta_edu.model.checkpoint import lesson_checkpoint, load_pretrained
+from deberta_edu.training.pretrain import get_config, prepare_data, train
 
-SMOKE = os.environ.get("DEBERTA_EDU_SMOKE") == "1"  # CI trains for seconds instead of minutes
+SMOKE = smoke()  # CI trains for seconds instead of minutes
 torch.manual_seed(0)
 torch.set_num_threads(1)  # a tiny model: 2 threads gain little, and stall when other jobs share the cores
 
@@ -67,7 +67,7 @@ torch.set_num_threads(1)  # a tiny model: 2 threads gain little, and stall when 
 # every token.
 #
 # Our data: the BBC News corpus, tokenized with the course's SentencePiece tokenizer (8,000 pieces) and packed
-# into rows of `[CLS]` + 126 pieces + `[SEP]` (`deberta_edu.packing`). The first call builds them; later calls read the cache.
+# into rows of `[CLS]` + 126 pieces + `[SEP]` (`deberta_edu.data.packing`). The first call builds them; later calls read the cache.
 
 # %%
 cfg = get_config("lesson4")  # "lesson4-smoke" when DEBERTA_EDU_SMOKE=1
@@ -434,7 +434,7 @@ viz.plot_fill_mask({"before training": before, "after training": after}, context
 # ## The checkpoint
 #
 # `train` saved the model, with the tokenizer beside it, as safetensors. Lessons 2 and 3 (the attention
-# explorer) and lesson 5 load it with `deberta_edu.lessons.pretrained_for_lessons()`. From a shell,
+# explorer) and lesson 5 load it with `deberta_edu.lessons.pretrained.pretrained_for_lessons()`. From a shell,
 # `python -m deberta_edu.pretrain --config lesson4` trains the same model; `--config mini` and larger
 # sizes are for a GPU.
 

@@ -29,17 +29,17 @@
 # 4. fine-tune the model of lesson 4 on movie-review sentiment with and without SiFT, over several seeds.
 
 # %%
-import os
 
 import matplotlib.pyplot as plt
 import torch
 
-from deberta_edu.finetune import collate, compare, encode
-from deberta_edu.lessons import pretrained_for_lessons
-from deberta_edu.sentiment import LICENSE, load_splits
-from deberta_edu.sift import AdversarialConfig, Adversary, perturb, symmetric_kl
+from deberta_edu.data.sentiment import LICENSE, load_splits
+from deberta_edu.facts import smoke
+from deberta_edu.lessons.pretrained import pretrained_for_lessons
+from deberta_edu.training.finetune import collate, compare, encode
+from deberta_edu.training.sift import AdversarialConfig, Adversary, perturb, symmetric_kl
 
-SMOKE = os.environ.get("DEBERTA_EDU_SMOKE") == "1"
+SMOKE = smoke()
 torch.manual_seed(0)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -75,7 +75,7 @@ print("encoder:", origin)
 # the parameters' ``.grad``.
 
 # %%
-from deberta_edu.classify import DebertaForSequenceClassification  # noqa: E402
+from deberta_edu.model.classify import DebertaForSequenceClassification  # noqa: E402
 
 clf = DebertaForSequenceClassification.from_mlm(pretrained).eval()
 rows, labels = encode(splits["dev"][:16], tokenizer, max_length=48)
@@ -219,7 +219,7 @@ if committed.exists():
 #
 # **Exercise 1. Symmetric KL.** Write `my_symmetric_kl(logits_p, logits_q)`: two (B, C) tensors of logits in,
 # KL(p‖q) + KL(q‖p) averaged over the B rows out (one number). The checker compares it with
-# `deberta_edu.sift.symmetric_kl` and checks what a divergence must be: symmetric, non-negative, zero for
+# `deberta_edu.training.sift.symmetric_kl` and checks what a divergence must be: symmetric, non-negative, zero for
 # identical inputs, and unchanged when a constant is added to all logits of a row. It recognises the usual
 # slips (one KL only, no mean over rows, probabilities where log-probabilities belong).
 

@@ -37,27 +37,27 @@
 # whatever our table says is the result, including where it disagrees.
 
 # %%
-import os
 import tempfile
 
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import Image, Markdown, display
 
-from deberta_edu import reproduce
-from deberta_edu.emd import DebertaForMaskedLM
-from deberta_edu.pretrain import Batches, MaskSpec, prepare_data
-from deberta_edu.reproduce import LABELS, VARIANTS, get_scale, train_flops_per_token, variant_configs
-from deberta_edu.train_utils import Distributed
+from deberta_edu.ablation import reproduce
+from deberta_edu.ablation.reproduce import LABELS, VARIANTS, get_scale, train_flops_per_token, variant_configs
+from deberta_edu.facts import smoke
+from deberta_edu.model.emd import DebertaForMaskedLM
+from deberta_edu.training.engine import Distributed
+from deberta_edu.training.pretrain import Batches, MaskSpec, prepare_data
 
-SMOKE = os.environ.get("DEBERTA_EDU_SMOKE") == "1"
+SMOKE = smoke()
 torch.manual_seed(0)
 torch.set_num_threads(2)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Five models, one config
 #
-# A variant is a handful of `DebertaConfig` fields (`deberta_edu.config.VARIANTS`), never an `if` in the
+# A variant is a handful of `DebertaConfig` fields (`deberta_edu.model.config.VARIANTS`), never an `if` in the
 # model. `variant_configs` makes one `TrainConfig` per variant from a single shared one, so the runs cannot
 # drift apart in anything else: learning rate, batch, steps, seed, data, evaluation. The check below is the
 # same one `run_ablation` performs before it trains anything.
@@ -236,7 +236,7 @@ check_flops(my_train_flops)
 
 # %% tags=["hide-input", "solution"] jupyter={"source_hidden": true}
 # Solution
-from deberta_edu.positions import table_span  # noqa: E402
+from deberta_edu.model.positions import table_span  # noqa: E402
 
 
 def my_train_flops(config, L):
@@ -307,7 +307,7 @@ for claim in real["comparison"]["claims"]:
 
 # %% tags=["hide-input", "solution"] jupyter={"source_hidden": true}
 # Solution
-from deberta_edu.pretrain import train  # noqa: E402
+from deberta_edu.training.pretrain import train  # noqa: E402
 
 both = configs["no_emd"].replace(name="ablation-smoke-no_emd_c2p", model_overrides={
     **configs["no_emd"].model_overrides, "terms": ("c2c", "p2c")})

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from deberta_edu import DebertaConfig, naive_attention, relative_distance
-from deberta_edu.attention import build_attention
-from deberta_edu.model import Encoder
-from deberta_edu.positions import log_bucket
+from deberta_edu.model.attention import build_attention
+from deberta_edu.model.encoder import Encoder
+from deberta_edu.model.positions import log_bucket
 
 LAYOUTS = [
     dict(layout="v2", share_att_key=True),

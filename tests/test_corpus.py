@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from deberta_edu import corpus, large_corpus
+from deberta_edu.data import corpus, large_corpus
 
 
 @pytest.fixture(autouse=True)

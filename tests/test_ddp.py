@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from deberta_edu.checkpoint import load_tensors
-from deberta_edu.pretrain import get_config, prepare_data, train
-from deberta_edu.train_utils import LOG_FILE, STATE_FILE, read_jsonl
+from deberta_edu.model.checkpoint import load_tensors
+from deberta_edu.training.engine import LOG_FILE, STATE_FILE, read_jsonl
+from deberta_edu.training.pretrain import get_config, prepare_data, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def test_two_processes_match_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     # Each of the 2 ranks takes 8 of the 16 rows, in 2 micro-batches of 4 (gradient accumulation).
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "deberta_edu.pretrain", "--config", "debug", "--steps", "6", "--dropout", "0",
+           "-m", "deberta_edu.training.pretrain", "--config", "debug", "--steps", "6", "--dropout", "0",
            "--grad-accum", "2", "--out", str(out), "--no-progress"]
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -10,12 +10,12 @@ from deberta_edu import (
     EnhancedMaskDecoder,
     exercises,
     mask_tokens,
-    packing,
     relative_distance,
     relative_distance_matrix,
 )
-from deberta_edu.sift import AdversarialConfig, Adversary, perturb, symmetric_kl
-from deberta_edu.tokenizer import Tokenizer
+from deberta_edu.data import packing
+from deberta_edu.data.tokenizer import Tokenizer
+from deberta_edu.training.sift import AdversarialConfig, Adversary, perturb, symmetric_kl
 
 
 def not_yet(*args):

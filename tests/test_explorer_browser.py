@@ -19,8 +19,16 @@ import pytest
 import torch
 from webdriver import CHROMEDRIVER, CHROMIUM, FLAGS, MISSING, chromium_session
 
-from deberta_edu import DebertaForMaskedLM, DebertaModel, checkpoint, make_config
-from deberta_edu.explorer import MAX_TOKENS, checkpoint_label, explorer_html, iframe, load_demo, save_explorer
+from deberta_edu import DebertaForMaskedLM, DebertaModel, make_config
+from deberta_edu.lessons.explorer import (
+    MAX_TOKENS,
+    checkpoint_label,
+    explorer_html,
+    iframe,
+    load_demo,
+    save_explorer,
+)
+from deberta_edu.model import checkpoint
 
 needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING)
 

@@ -3,9 +3,9 @@
 import torch
 
 from deberta_edu import DebertaForMaskedLM, make_config
-from deberta_edu.finetune import FinetuneConfig, collate, finetune
-from deberta_edu.sentiment import Example
-from deberta_edu.sift import AdversarialConfig
+from deberta_edu.data.sentiment import Example
+from deberta_edu.training.finetune import FinetuneConfig, collate, finetune
+from deberta_edu.training.sift import AdversarialConfig
 
 
 class WordTokenizer:

@@ -11,7 +11,7 @@ it with the menu item Run > Run All Cells, waits for the kernel, and checks that
 * the browser console shows no error and no request leaves the machine;
 * the notebook files are left as they were (autosave is off in the test's settings).
 
-The kernel side of the round trip is real: the picture is drawn by ``deberta_edu.widgets`` in the
+The kernel side of the round trip is real: the picture is drawn by ``deberta_edu.lessons.widgets`` in the
 kernel after the slider's new value arrives. Skipped when chromium/chromedriver (`make browser-deps`)
 or JupyterLab/ipywidgets are missing. On failure a screenshot and the server's log are kept under
 pytest's temporary folder and named in the message.

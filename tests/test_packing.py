@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from deberta_edu import corpus, packing
-from deberta_edu.packing import PackedDataset, build_dataset, export_shard, import_shard, pack
-from deberta_edu.tokenizer import train_tokenizer
+from deberta_edu.data import corpus, packing
+from deberta_edu.data.packing import PackedDataset, build_dataset, export_shard, import_shard, pack
+from deberta_edu.data.tokenizer import train_tokenizer
 
 WORDS = (
     "the model learns to predict masked words from context while attention mixes content and position".split()

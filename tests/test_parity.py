@@ -14,7 +14,7 @@ from transformers import (  # noqa: E402
 )
 
 import deberta_edu as de  # noqa: E402
-from deberta_edu.checkpoint import load_pretrained, save_pretrained  # noqa: E402
+from deberta_edu.model.checkpoint import load_pretrained, save_pretrained  # noqa: E402
 
 SMALL = dict(vocab_size=500, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128,
              layer_norm_eps=1e-7, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)

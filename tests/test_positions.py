@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deberta_edu import log_bucket, relative_distance, relative_distance_matrix
-from deberta_edu.positions import relative_rows_and_index
+from deberta_edu.model.positions import relative_rows_and_index
 
 ij = st.integers(min_value=0, max_value=600)
 ks = st.integers(min_value=1, max_value=300)

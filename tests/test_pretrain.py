@@ -5,11 +5,20 @@ import json
 import pytest
 import torch
 
-from deberta_edu.checkpoint import lesson_checkpoint, load_pretrained
-from deberta_edu.config import SIZES, VARIANTS, make_config
-from deberta_edu.emd import DebertaForMaskedLM
-from deberta_edu.plots import LivePlot, compare_runs, in_notebook, load_records, plot_training, smooth
-from deberta_edu.pretrain import (
+from deberta_edu.lessons.plots import LivePlot, compare_runs, in_notebook, load_records, plot_training, smooth
+from deberta_edu.model.checkpoint import lesson_checkpoint, load_pretrained
+from deberta_edu.model.config import SIZES, VARIANTS, make_config
+from deberta_edu.model.emd import DebertaForMaskedLM
+from deberta_edu.training.engine import (
+    LOG_FILE,
+    Distributed,
+    Precision,
+    build_optimizer,
+    optimizer_step,
+    read_jsonl,
+    warmup_linear,
+)
+from deberta_edu.training.pretrain import (
     CONFIGS,
     Batches,
     Evaluator,
@@ -19,15 +28,6 @@ from deberta_edu.pretrain import (
     mlm_loss,
     synthetic_data,
     train,
-)
-from deberta_edu.train_utils import (
-    LOG_FILE,
-    Distributed,
-    Precision,
-    build_optimizer,
-    optimizer_step,
-    read_jsonl,
-    warmup_linear,
 )
 
 TRAIN = synthetic_data(256, 32, 64, seed=0)  # (256, 32): [CLS] ... [SEP], vocabulary of 64

@@ -14,10 +14,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from deberta_edu.checkpoint import load_tensors
-from deberta_edu.emd import DebertaForMaskedLM
-from deberta_edu.pretrain import Batches, MaskSpec, get_config, mlm_loss, prepare_data, train
-from deberta_edu.train_utils import (
+from deberta_edu.model.checkpoint import load_tensors
+from deberta_edu.model.emd import DebertaForMaskedLM
+from deberta_edu.training.engine import (
     LOG_FILE,
     STATE_FILE,
     Distributed,
@@ -29,6 +28,7 @@ from deberta_edu.train_utils import (
     read_jsonl,
     save_training_state,
 )
+from deberta_edu.training.pretrain import Batches, MaskSpec, get_config, mlm_loss, prepare_data, train
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = get_config("debug")  # 20 steps, a checkpoint every 10, dropout 0.1
@@ -141,7 +141,7 @@ KILLED_RUN = textwrap.dedent(
     import sys, time
     import torch
     torch.set_num_threads(1)
-    from deberta_edu.pretrain import get_config, prepare_data, train
+    from deberta_edu.training.pretrain import get_config, prepare_data, train
 
     def hang(record):  # after logging step 13 the process "hangs" until it is killed
         if record["kind"] == "train" and record["step"] == 13:
@@ -174,7 +174,7 @@ def test_killed_process_resumes_bitwise(tmp_path):
     assert max(r["step"] for r in read_jsonl(out / LOG_FILE)) == 13
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "deberta_edu.pretrain", "--config", "debug", "--out", str(out), "--resume",
+        [sys.executable, "-m", "deberta_edu.training.pretrain", "--config", "debug", "--out", str(out), "--resume",
          "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert resumed.returncode == 0, resumed.stderr

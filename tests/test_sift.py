@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from deberta_edu import make_config
-from deberta_edu.classify import DebertaForSequenceClassification
-from deberta_edu.sentiment import load_splits, parse
-from deberta_edu.sift import AdversarialConfig, Adversary, perturb, symmetric_kl
+from deberta_edu.data.sentiment import load_splits, parse
+from deberta_edu.model.classify import DebertaForSequenceClassification
+from deberta_edu.training.sift import AdversarialConfig, Adversary, perturb, symmetric_kl
 
 V = 200
 

@@ -6,8 +6,8 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from deberta_edu import corpus, tokenizer
-from deberta_edu.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from deberta_edu.data import corpus, tokenizer
+from deberta_edu.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 WORDS = (
     "the a model learns to predict masked words from their context while attention mixes content and "

@@ -7,7 +7,7 @@ import torch
 from matplotlib.figure import Figure
 
 from deberta_edu import DebertaForMaskedLM, DebertaModel, make_config, relative_distance, viz
-from deberta_edu.positions import relative_distance_matrix
+from deberta_edu.model.positions import relative_distance_matrix
 
 
 def _tiny(variant="deberta", **kw):

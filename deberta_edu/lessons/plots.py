@@ -10,13 +10,13 @@ Functions return the figure (closed in pyplot, so a notebook shows it once: as t
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from .train_utils import LOG_FILE, read_jsonl
+from deberta_edu.figures import figure_png, smooth
+from deberta_edu.training.engine import LOG_FILE, read_jsonl
 
 
 def load_records(source) -> list[dict]:
@@ -27,15 +27,6 @@ def load_records(source) -> list[dict]:
         path = Path(source)
         return read_jsonl(path / LOG_FILE if path.is_dir() else path)
     return list(source)
-
-
-def smooth(values: list[float], weight: float = 0.9) -> list[float]:
-    """Exponential moving average, debiased at the start (as TensorBoard draws it)."""
-    out, avg = [], 0.0
-    for n, v in enumerate(values, start=1):
-        avg = weight * avg + (1 - weight) * v
-        out.append(avg / (1 - weight**n))
-    return out
 
 
 def _series(records: list[dict], kind: str, key: str) -> tuple[list[float], list[float]]:
@@ -114,12 +105,6 @@ def compare_runs(runs: dict, metric: str = "val_loss", x: str = "step", ax=None)
 def _done(fig: Figure) -> Figure:
     plt.close(fig)  # the caller displays it; pyplot must not show it a second time
     return fig
-
-
-def figure_png(fig: Figure, dpi: int = 90) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return buf.getvalue()
 
 
 def in_notebook() -> bool:

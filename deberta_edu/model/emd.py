@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DebertaConfig
-from .model import DebertaModel, ModelOutput, activation, key_padding
+from .encoder import DebertaModel, ModelOutput, activation, key_padding
 
 
 class EnhancedMaskDecoder(nn.Module):

@@ -9,7 +9,6 @@ draw them.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,25 +18,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 
-from .positions import log_bucket, relative_distance, relative_distance_matrix
-
-
-def figure_png(fig: Figure, dpi: int = 90) -> bytes:
-    """A matplotlib Figure rendered to PNG bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return buf.getvalue()
-
-
-class PlotFigure(Figure):
-    """A Figure that shows itself in Jupyter (as PNG) with no pyplot and no inline backend."""
-
-    def _repr_png_(self) -> bytes:
-        return figure_png(self)
-
-
-SCORE_CMAP = "RdBu_r"  # signed scores: red attracts, blue repels, white is zero
-PROB_CMAP = "Blues"  # probabilities: white 0 to dark blue
+from deberta_edu.figures import PROB_CMAP, SCORE_CMAP, PlotFigure
+from deberta_edu.model.positions import log_bucket, relative_distance, relative_distance_matrix
 
 
 # --- lesson 1: relative distance ---------------------------------------------------------------

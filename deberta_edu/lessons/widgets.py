@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 import ipywidgets as widgets
 import numpy as np
 
+from deberta_edu.figures import figure_png
+
 from . import viz
 from .explorer import DESCRIPTIONS
 
@@ -45,7 +47,7 @@ class Panel(widgets.VBox):
             self.message.value = f"<span style='color:#b00'>{e}</span>"
             return
         self.message.value = ""
-        self.image.value = viz.figure_png(self.figure)
+        self.image.value = figure_png(self.figure)
 
 
 def _slider(description: str, value: int, lo: int, hi: int, step: int = 1) -> widgets.IntSlider:

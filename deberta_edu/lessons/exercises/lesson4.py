@@ -7,8 +7,9 @@ import math
 import numpy as np
 import torch
 
-from ..masking import mask_tokens
-from ..tokenizer import Tokenizer
+from deberta_edu.data.tokenizer import Tokenizer
+from deberta_edu.training.masking import mask_tokens
+
 from ._common import CheckResult, _answers_pending, _as_array, _call, _checker, _finish
 
 MASKING_MISTAKES = {

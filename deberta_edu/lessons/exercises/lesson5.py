@@ -7,7 +7,8 @@ import math
 import numpy as np
 import torch
 
-from ..sift import symmetric_kl
+from deberta_edu.training.sift import symmetric_kl
+
 from ._common import CheckResult, _as_array, _call, _checker, _finish
 
 
@@ -74,7 +75,7 @@ def _scalar(x) -> float | None | tuple[int, ...]:
 def check_symmetric_kl(fn) -> CheckResult:
     """``fn(logits_p, logits_q)``, both (B, C), -> KL(p‖q) + KL(q‖p) averaged over the B rows (a scalar).
 
-    Checked against ``deberta_edu.sift.symmetric_kl`` and for the properties a divergence must have:
+    Checked against ``deberta_edu.training.sift.symmetric_kl`` and for the properties a divergence must have:
     symmetric, zero for identical inputs, unchanged when a constant is added to a row of logits, >= 0.
     """
     name = "check_symmetric_kl"

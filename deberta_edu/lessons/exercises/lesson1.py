@@ -7,7 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..positions import relative_distance, relative_distance_matrix
+from deberta_edu.model.positions import relative_distance, relative_distance_matrix
+
 from ._common import CheckResult, _as_array, _as_int, _call, _checker, _finish
 
 

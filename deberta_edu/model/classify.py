@@ -10,7 +10,7 @@ from torch import nn
 
 from .config import DebertaConfig
 from .emd import DebertaForMaskedLM
-from .model import DebertaModel, activation
+from .encoder import DebertaModel, activation
 
 
 @dataclass

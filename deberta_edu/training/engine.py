@@ -29,11 +29,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .checkpoint import load_tensors, save_tensors
+from deberta_edu.facts import CONFIG_FILE, LOG_FILE, STATE_FILE  # noqa: F401 (re-exported)
+from deberta_edu.model.checkpoint import load_tensors, save_tensors
 
-STATE_FILE = "trainer_state.safetensors"  # resume from this: model + optimizer + step + RNG
-LOG_FILE = "metrics.jsonl"  # one JSON record per line: training steps and evaluations
-CONFIG_FILE = "train_config.json"
 STATE_FORMAT = "deberta_edu/train-state/1"
 
 

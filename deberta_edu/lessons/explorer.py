@@ -22,13 +22,15 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
-from .config import make_config
-from .model import DebertaModel
+from deberta_edu.facts import DATA_ENV, PROJECT_ROOT, SPECIAL_PIECES, checkpoint_dir
+from deberta_edu.model import checkpoint
+from deberta_edu.model.config import make_config
+from deberta_edu.model.encoder import DebertaModel
+
 from .viz import AttentionMaps, attention_maps
 
 MAX_TOKENS = 64  # the page draws L × L cells per map; longer inputs become unreadable and heavy
-SPECIALS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]  # ids 0 … 4, as in the course's tokenizer
+SPECIALS = list(SPECIAL_PIECES)  # ids 0 … 4, as in the course's tokenizer
 
 DESCRIPTIONS = {
     "c2c": "content-to-content: does token i's content look for token j's content?",
@@ -141,11 +143,7 @@ def lesson_checkpoint_folder() -> Path:
 
     The data root defaults to ``<repo>/data``.
     """
-    find = getattr(checkpoint, "lesson_checkpoint", None)  # provided by the pretraining lesson when present
-    if find is not None:
-        return Path(find())
-    root = os.environ.get("DEBERTA_EDU_DATA") or Path(__file__).resolve().parent.parent / "data"
-    return Path(root) / "checkpoints" / "lesson4"
+    return checkpoint_dir("lesson4")
 
 
 def _shown(path: str | Path) -> str:
@@ -154,8 +152,8 @@ def _shown(path: str | Path) -> str:
     Printed labels end up in executed notebooks and the course site, so they must not name this machine.
     """
     path = Path(os.path.abspath(path))
-    data = os.environ.get("DEBERTA_EDU_DATA")
-    for base, prefix in ((data, "$DEBERTA_EDU_DATA/"), (Path(__file__).resolve().parent.parent, "")):
+    data = os.environ.get(DATA_ENV)
+    for base, prefix in ((data, f"${DATA_ENV}/"), (PROJECT_ROOT, "")):
         if base:
             try:
                 return prefix + path.relative_to(Path(os.path.abspath(base))).as_posix()

@@ -17,12 +17,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from deberta_edu.facts import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, checkpoint_dir
+
 from .config import DebertaConfig
 from .emd import DebertaForMaskedLM
-from .model import DebertaModel
-
-MODEL_FILE = "model.safetensors"
-TOKENIZER_FILE = "tokenizer.model"
+from .encoder import DebertaModel
 
 
 def atomic_write(path: str | Path, write) -> Path:
@@ -84,5 +83,16 @@ def load_pretrained(folder: str | Path, map_location: str | torch.device = "cpu"
 
 def lesson_checkpoint(name: str = "lesson4") -> Path:
     """Where a lesson's trained model lives: <data root>/checkpoints/<name> (data root: $DEBERTA_EDU_DATA)."""
-    root = os.environ.get("DEBERTA_EDU_DATA") or Path(__file__).resolve().parent.parent / "data"
-    return Path(root) / "checkpoints" / name
+    return checkpoint_dir(name)
+
+
+def describe_checkpoint(folder: str | Path) -> str:
+    """One line for a reader: which run made the model in ``folder`` (from its train_config.json)."""
+    folder = Path(folder)
+    origin = f"checkpoint {folder.name}"
+    config_file = folder / CONFIG_FILE
+    if config_file.exists():
+        cfg = json.loads(config_file.read_text())
+        steps = f"{cfg.get('steps')} steps of {cfg.get('batch_size')} x {cfg.get('seq_length')} tokens"
+        origin = f"{cfg.get('name')} ({steps}, {cfg.get('source')}), checkpoint {folder.name}"
+    return origin

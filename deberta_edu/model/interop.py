@@ -20,7 +20,7 @@ import torch
 
 from .config import DebertaConfig
 from .emd import DebertaForMaskedLM
-from .model import DebertaModel
+from .encoder import DebertaModel
 
 # (our name, transformers' name) inside the encoder model; the order matters only for readability.
 _RENAMES = [

@@ -8,8 +8,9 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from ..attention import DisentangledSelfAttention
-from ..positions import relative_distance_matrix
+from deberta_edu.model.attention import DisentangledSelfAttention
+from deberta_edu.model.positions import relative_distance_matrix
+
 from ._common import CheckResult, _as_array, _call, _checker, _finish
 
 

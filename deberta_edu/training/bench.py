@@ -1,0 +1,210 @@
+"""Training-step speed and peak memory of our model against transformers' DebertaV2ForMaskedLM.
+
+    python -m deberta_edu.bench                      # CPU target of issue 4 (2 threads)
+    python -m deberta_edu.bench --preset base --device cuda --dtype bf16   # GPU, base size
+
+Both models get identical weights (ours is converted with ``from_hf``) and the identical batch. First the
+outputs are checked equal (logits and loss to 1e-5, eval mode); then training steps (forward, backward,
+AdamW) run interleaved, A B A B ..., so that both see the same machine conditions, and the median of the
+per-round speed ratios is printed. Peak memory: on CUDA ``max_memory_allocated``; on CPU, where torch
+keeps no such counter, each model runs its steps in a fresh subprocess and the growth of the process's
+peak resident memory over the loaded model is compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+PRESETS = {
+    # issue 4's CPU target
+    "cpu": dict(batch=16, length=128, hidden=256, layers=4, heads=4, ffn=1024, vocab=8000, buckets=256),
+    # issue 6's GPU target: base size
+    "base": dict(batch=32, length=512, hidden=768, layers=12, heads=12, ffn=3072, vocab=128100, buckets=256),
+}
+
+
+def build(args):
+    from transformers import DebertaV2Config, DebertaV2ForMaskedLM
+
+    from deberta_edu.model.interop import from_hf
+
+    from .masking import mask_tokens
+
+    torch.manual_seed(0)
+    hf_config = DebertaV2Config(
+        vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
+        num_attention_heads=args.heads, intermediate_size=args.ffn, max_position_embeddings=512,
+        relative_attention=True, position_buckets=args.buckets, max_relative_positions=-1,
+        pos_att_type=["p2c", "c2p"], share_att_key=True, norm_rel_ebd="layer_norm",
+        position_biased_input=False, layer_norm_eps=1e-7, legacy=False,
+    )
+    theirs = DebertaV2ForMaskedLM(hf_config)
+    ours = from_hf(theirs)  # emd off: the same function as transformers computes
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, args.vocab, (args.batch, args.length), generator=g)
+    ids[:, 0], ids[:, -1] = 1, 2
+    inputs, labels = mask_tokens(ids, vocab_size=args.vocab, mask_token_id=4, special_token_ids=[0, 1, 2, 3, 4],
+                                 generator=g)
+    return ours, theirs, inputs, labels
+
+
+def make_step(model, inputs, labels, args, ours: bool):
+    dev = torch.device(args.device)
+    model.to(dev).train()
+    inputs, labels = inputs.to(dev), labels.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-6, weight_decay=0.01)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    fwd = model
+    if args.compile:
+        fwd = torch.compile(model)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            if ours:
+                loss = fwd(inputs, labels=labels, only_masked_logits=not args.full_logits).loss
+            else:
+                loss = fwd(input_ids=inputs, labels=labels).loss
+        loss.backward()
+        opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return loss
+
+    return step
+
+
+def check_equal(ours, theirs, inputs, labels):
+    ours.eval()
+    theirs.eval()
+    with torch.no_grad():
+        a = ours(inputs, labels=labels)
+        b = theirs(input_ids=inputs, labels=labels)
+    d_logits = (a.logits - b.logits).abs().max().item()
+    d_loss = abs(a.loss.item() - b.loss.item())
+    print(f"check: max |Δ logits| = {d_logits:.2e}, |Δ loss| = {d_loss:.2e}")
+    if d_logits > 1e-5 or d_loss > 1e-5:
+        raise SystemExit("outputs differ by more than 1e-5: not benchmarking different functions")
+
+
+def flops_per_token(args) -> float:
+    """Model FLOPs of one training step per token (forward + backward = 3 x forward)."""
+    D, L, F_, T = args.hidden, args.layers, args.ffn, args.length
+    per_layer = 2 * (4 * D * D + 2 * D * F_)  # q, k, v, out projections and the FFN
+    per_layer += 2 * 2 * T * D * 3  # scores (c2c + c2p + p2c) and probabilities @ values, roughly
+    head = 2 * (D * D + D * args.vocab)
+    return 3 * (L * per_layer + head)
+
+
+def _proc_status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status (peak memory on CPU needs Linux)")
+
+
+def memory_child(args, which: str):
+    """Run in a subprocess: report peak resident memory growth of `steps` training steps."""
+    ours, theirs, inputs, labels = build(args)
+    model = ours if which == "ours" else theirs
+    del theirs, ours
+    step = make_step(model, inputs, labels, args, ours=which == "ours")
+    base = _proc_status_kib("VmHWM")  # this process's own high-water mark (ru_maxrss survives exec)
+    for _ in range(3):
+        step()
+    peak = _proc_status_kib("VmHWM")
+    print(json.dumps({"which": which, "base_kib": base, "peak_kib": peak, "growth_mib": (peak - base) / 1024}))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    for name in ("batch", "length", "hidden", "layers", "heads", "ffn", "vocab", "buckets"):
+        p.add_argument(f"--{name}", type=int)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--compile", action="store_true", help="torch.compile both models")
+    p.add_argument("--full-logits", action="store_true", help="ours computes logits at every position too")
+    p.add_argument("--peak-tflops", type=float, default=None, help="accelerator peak, for MFU")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--memory-child", choices=["ours", "theirs"], help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    for k, v in PRESETS[args.preset].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.dtype is None:
+        args.dtype = "bf16" if args.device == "cuda" else "fp32"
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        return memory_child(args, args.memory_child)
+
+    ours, theirs, inputs, labels = build(args)
+    check_equal(ours, theirs, inputs, labels)
+    steps = {"ours": make_step(ours, inputs, labels, args, True),
+             "transformers": make_step(theirs, inputs, labels, args, False)}
+    times = {k: [] for k in steps}
+    for r in range(args.warmup + args.rounds):
+        for name, step in steps.items():
+            t = time.perf_counter()
+            step()
+            if r >= args.warmup:
+                times[name].append(time.perf_counter() - t)
+    tokens = args.batch * args.length
+    ratios = [t / o for o, t in zip(times["ours"], times["transformers"], strict=True)]
+    result = {
+        "device": args.device, "dtype": args.dtype, "threads": args.threads, "torch": torch.__version__,
+        "shape": {k: getattr(args, k) for k in PRESETS["cpu"]},
+        "tokens_per_s": {k: tokens / statistics.median(v) for k, v in times.items()},
+        "speed_ratio_median": statistics.median(ratios),
+        "full_logits": args.full_logits, "compile": args.compile,
+    }
+    if args.device == "cuda":
+        mem = {}
+        for name, step in steps.items():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            step()
+            mem[name] = torch.cuda.max_memory_allocated() / 2**20
+        result["peak_memory_mib"] = mem
+        name = torch.cuda.get_device_name()
+        peak = args.peak_tflops or (989.0 if "H100" in name or "H200" in name else None)
+        if peak:
+            result["mfu"] = {k: v * flops_per_token(args) / (peak * 1e12) for k, v in result["tokens_per_s"].items()}
+        result["gpu"] = name
+    else:
+        mem = {}
+        for which in ("ours", "theirs"):
+            out = subprocess.run([sys.executable, "-m", "deberta_edu.training.bench", *(argv or sys.argv[1:]),
+                                  "--memory-child", which], capture_output=True, text=True, check=True,
+                                 env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+            mem["ours" if which == "ours" else "transformers"] = json.loads(out.stdout.strip().splitlines()[-1])[
+                "growth_mib"]
+        result["peak_memory_growth_mib"] = mem
+    tps = result["tokens_per_s"]
+    print(f"tokens/s: ours {tps['ours']:.0f}, transformers {tps['transformers']:.0f}; "
+          f"median speed ratio ours/transformers = {result['speed_ratio_median']:.2f}x")
+    mem_key = "peak_memory_mib" if args.device == "cuda" else "peak_memory_growth_mib"
+    m = result[mem_key]
+    print(f"peak memory ({mem_key}): ours {m['ours']:.0f} MiB, transformers {m['transformers']:.0f} MiB")
+    if "mfu" in result:
+        print(f"MFU: ours {result['mfu']['ours']:.1%}, transformers {result['mfu']['transformers']:.1%}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()

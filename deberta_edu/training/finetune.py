@@ -1,0 +1,212 @@
+"""Fine-tuning a pretrained encoder for sequence classification, with or without SiFT.
+
+It reuses the pretraining engine's pieces (``train_utils``): AdamW without decay on biases and
+LayerNorm, warmup then linear decay, clipping, mixed precision, the progress bar and the JSONL log.
+The adversarial loss of ``sift`` is simply added inside the loss function, so λ = 0 is exactly plain
+fine-tuning.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from deberta_edu.model.checkpoint import save_tensors
+from deberta_edu.model.classify import DebertaForSequenceClassification
+from deberta_edu.model.emd import DebertaForMaskedLM
+
+from .engine import (
+    JsonlLogger,
+    Precision,
+    build_optimizer,
+    generator,
+    optimizer_step,
+    progress_bar,
+    set_lr,
+    warmup_linear,
+)
+from .sift import AdversarialConfig, Adversary
+
+
+@dataclass
+class FinetuneConfig:
+    lr: float = 1e-4
+    batch_size: int = 32
+    epochs: float = 3.0
+    max_length: int = 64
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    seed: int = 0
+    max_train_examples: int | None = None  # a smoke size
+    adversarial: AdversarialConfig = field(default_factory=lambda: AdversarialConfig(lam=0.0))
+    precision: str = "auto"
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    progress: bool = True
+
+
+@dataclass
+class FinetuneResult:
+    dev_accuracy: float
+    test_accuracy: float
+    history: list[dict]
+    model: DebertaForSequenceClassification
+    config: FinetuneConfig
+
+
+def encode(examples, tokenizer, max_length: int) -> tuple[list[list[int]], torch.Tensor]:
+    """[CLS] + the snippet's pieces (cut to fit) + [SEP] for each example, and the labels."""
+    ids = [[tokenizer.cls_id, *tokenizer.encode(e.text)[: max_length - 2], tokenizer.sep_id] for e in examples]
+    return ids, torch.tensor([e.label for e in examples])
+
+
+def collate(rows: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad to the longest row: (input_ids, attention_mask), both (B, L)."""
+    L = max(len(r) for r in rows)
+    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), L), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def accuracy(model, rows, labels, batch_size: int = 128, device="cpu") -> float:
+    model.eval()
+    correct = 0
+    for s in range(0, len(rows), batch_size):
+        ids, mask = collate(rows[s : s + batch_size])
+        logits = model(ids.to(device), mask.to(device)).logits
+        correct += int((logits.argmax(-1).cpu() == labels[s : s + batch_size]).sum())
+    model.train()
+    return correct / max(1, len(rows))
+
+
+def finetune(
+    pretrained: DebertaForMaskedLM,
+    splits: dict,
+    tokenizer,
+    cfg: FinetuneConfig | None = None,
+    out_dir: str | Path | None = None,
+) -> FinetuneResult:
+    """Fine-tune a copy of ``pretrained``'s encoder on ``splits`` ({"train", "dev", "test"} of Examples)."""
+    cfg = cfg or FinetuneConfig()
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)  # the new head's initialisation and dropout
+    config = pretrained.config.replace(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
+    model = DebertaForSequenceClassification(config, num_labels=2)
+    model.deberta.load_state_dict(pretrained.deberta.state_dict())
+    model.to(device).train()
+
+    train = splits["train"][: cfg.max_train_examples] if cfg.max_train_examples else splits["train"]
+    train_rows, train_labels = encode(train, tokenizer, cfg.max_length)
+    dev_rows, dev_labels = encode(splits["dev"], tokenizer, cfg.max_length)
+    test_rows, test_labels = encode(splits["test"], tokenizer, cfg.max_length)
+
+    steps_per_epoch = max(1, len(train_rows) // cfg.batch_size)
+    total = max(1, int(cfg.epochs * steps_per_epoch))
+    warmup = int(cfg.warmup_fraction * total)
+    optimizer = build_optimizer(model, cfg.lr, weight_decay=cfg.weight_decay)
+    precision = Precision(cfg.precision, device)
+    adversary = Adversary(model.deberta.embeddings, cfg.adversarial, generator=generator(cfg.seed, "sift"))
+    log = JsonlLogger(Path(out_dir) / "metrics.jsonl" if out_dir else None)
+    stats: dict = {}
+
+    def loss_fn(model, batch):
+        ids, mask, labels = batch
+        out = model(ids, mask, labels=labels)
+        if cfg.adversarial.lam == 0:
+            return out.loss
+        adv, s = adversary.loss(lambda: model(ids, mask).logits, out.logits, (*ids.shape, config.hidden_size))
+        stats.update(s)
+        return out.loss + adv
+
+    bar = progress_bar(total, desc=f"fine-tuning (λ={cfg.adversarial.lam}, seed {cfg.seed})", enabled=cfg.progress)
+    order = torch.empty(0, dtype=torch.long)
+    for step in range(total):
+        epoch, k = divmod(step, steps_per_epoch)
+        if k == 0:  # a fresh shuffle per epoch, a pure function of (seed, epoch)
+            order = torch.randperm(len(train_rows), generator=generator(cfg.seed, "order", epoch))
+        idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size].tolist()
+        ids, mask = collate([train_rows[i] for i in idx])
+        batch = (ids.to(device), mask.to(device), train_labels[idx].to(device))
+        set_lr(optimizer, cfg.lr * warmup_linear(step, warmup, total))
+        out = optimizer_step(model, optimizer, [batch], loss_fn, [len(idx)], precision=precision)
+        record = {"step": step + 1, "loss": out.loss.item(), **stats}
+        if (step + 1) % max(1, total // 4) == 0 or step + 1 == total:
+            record["dev_accuracy"] = accuracy(model, dev_rows, dev_labels, device=device)
+        log.log(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}")
+        bar.update()
+    bar.close()
+    dev_acc = accuracy(model, dev_rows, dev_labels, device=device)
+    test_acc = accuracy(model, test_rows, test_labels, device=device)
+    if out_dir:
+        meta = {"config": json.dumps(config.to_dict()), "kind": "classifier", "num_labels": "2",
+                "finetune": json.dumps({**asdict(cfg), "adversarial": asdict(cfg.adversarial)})}
+        save_tensors(model.state_dict(), Path(out_dir) / "classifier.safetensors", meta)
+    return FinetuneResult(dev_acc, test_acc, log.records, model.eval(), cfg)
+
+
+def compare(pretrained, splits, tokenizer, lams=(0.0, 1.0), seeds=(0, 1, 2), **cfg_changes) -> dict:
+    """Fine-tune with each λ and seed; {λ: {"test": [acc per seed], "dev": [...], "mean", "std"}}."""
+    table = {}
+    for lam in lams:
+        runs = []
+        for seed in seeds:
+            cfg = FinetuneConfig(seed=seed, adversarial=AdversarialConfig(lam=lam), **cfg_changes)
+            runs.append(finetune(pretrained, splits, tokenizer, cfg))
+        tests = [r.test_accuracy for r in runs]
+        table[lam] = {"test": tests, "dev": [r.dev_accuracy for r in runs], "mean": statistics.mean(tests),
+                      "std": statistics.stdev(tests) if len(tests) > 1 else 0.0}
+    return table
+
+
+def main(argv=None):
+    """python -m deberta_edu.finetune: lesson 5's comparison at full size, written as JSON."""
+    import argparse
+    import platform
+    import sys
+    import time
+
+    from deberta_edu.data.sentiment import load_splits
+    from deberta_edu.data.tokenizer import load_tokenizer
+    from deberta_edu.facts import MODEL_FILE, TOKENIZER_FILE, checkpoint_dir
+    from deberta_edu.model.checkpoint import describe_checkpoint, load_pretrained
+
+    p = argparse.ArgumentParser(description="Fine-tune lesson 4's model on sentiment, with and without SiFT")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--lams", type=float, nargs="+", default=[0.0, 1.0])
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--out", default="results/sift/results.json")
+    p.add_argument("--encoder", help="folder of a pretrained model (default: lesson 4's checkpoint)")
+    args = p.parse_args(argv)
+    start = time.time()
+    folder = Path(args.encoder) if args.encoder else checkpoint_dir("lesson4")
+    if not ((folder / MODEL_FILE).exists() and (folder / TOKENIZER_FILE).exists()):
+        sys.exit(f"error: no pretrained model in {folder} ({MODEL_FILE} + {TOKENIZER_FILE}). Run lesson 4, or "
+                 "`python -m deberta_edu.pretrain --config lesson4`, or pass --encoder FOLDER.")
+    pretrained, tokenizer = load_pretrained(folder), load_tokenizer(folder / TOKENIZER_FILE)
+    origin = describe_checkpoint(folder)
+    table = compare(pretrained, load_splits(), tokenizer, lams=tuple(args.lams), seeds=tuple(args.seeds),
+                    epochs=args.epochs, lr=args.lr, batch_size=32, max_length=64)
+    command = "python -m deberta_edu.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = {"command": command,
+              "encoder": origin, "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+              "wall_time_s": round(time.time() - start, 1), "seeds": args.seeds,
+              "test_accuracy": {f"lambda={lam}": row for lam, row in table.items()}}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    for lam, row in table.items():
+        print(f"λ={lam}: test accuracy {row['mean']:.4f} ± {row['std']:.4f}  {row['test']}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
