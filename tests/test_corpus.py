@@ -7,13 +7,14 @@ import time
 
 import pytest
 
-from deberta_edu.data import corpus, large_corpus
+from deberta_edu import facts
+from deberta_edu.data import corpus, large_corpus, text
 
 
 @pytest.fixture(autouse=True)
 def data_root(tmp_path, monkeypatch):
     root = tmp_path / "data"
-    monkeypatch.setenv(corpus.DATA_ENV, str(root))
+    monkeypatch.setenv(facts.DATA_ENV, str(root))
     return root
 
 
@@ -24,12 +25,12 @@ def docs_of(n, seed=0):
 
 
 def test_data_root_follows_env(data_root):
-    assert corpus.data_root() == data_root
+    assert facts.data_root() == data_root
 
 
 def test_clean_normalizes_unicode_and_whitespace():
     raw = "  Cafe\u0301\tau\u00a0lait  \r\n\n\n second\x07 line \u2009 here \n"
-    assert corpus.clean(raw) == "Caf\u00e9 au lait\nsecond line here"
+    assert text.clean(raw) == "Caf\u00e9 au lait\nsecond line here"
 
 
 def test_clean_documents_drops_tiny_empty_and_duplicate_docs():
@@ -40,7 +41,7 @@ def test_clean_documents_drops_tiny_empty_and_duplicate_docs():
         "A long  enough first document. ",
         "Another document here.",
     ]
-    assert corpus.clean_documents(docs) == ["A long enough first document.", "Another document here."]
+    assert text.clean_documents(docs) == ["A long enough first document.", "Another document here."]
 
 
 def test_split_is_stable_under_reordering_and_disjoint():
@@ -138,7 +139,7 @@ def test_html_to_text_keeps_only_the_main_article():
         "<div><p>First &amp; <b>bold</b> paragraph.</p><script>var x;</script></div></div>"
         "<footer>Copyright</footer></body></html>"
     )
-    assert corpus.clean(large_corpus.html_to_text(html)) == "Title\nFirst & bold paragraph."
+    assert text.clean(large_corpus.html_to_text(html)) == "Title\nFirst & bold paragraph."
 
 
 def test_build_large_reports_and_skips_a_failing_part(monkeypatch, data_root, capsys):
@@ -183,10 +184,25 @@ def test_every_source_has_a_license():
 
 
 @pytest.mark.skipif(
-    not (corpus.PROJECT_ROOT / "data" / "bbc" / "raw").is_dir(), reason="bbc not fetched (fetch bbc)"
+    not (facts.PROJECT_ROOT / "data" / "bbc" / "raw").is_dir(), reason="bbc not fetched (fetch bbc)"
 )
 def test_real_bbc_corpus(monkeypatch):
-    monkeypatch.setenv(corpus.DATA_ENV, str(corpus.PROJECT_ROOT / "data"))
-    assert len(list((corpus.PROJECT_ROOT / "data" / "bbc" / "raw").rglob("*.txt"))) == 2225
+    monkeypatch.setenv(facts.DATA_ENV, str(facts.PROJECT_ROOT / "data"))
+    assert len(list((facts.PROJECT_ROOT / "data" / "bbc" / "raw").rglob("*.txt"))) == 2225
     docs = corpus.load_documents("bbc")
     assert 2000 < len(docs) <= 2225  # the dataset has some exact duplicate articles
+
+
+def test_a_mixture_is_the_union_of_its_parts_splits(monkeypatch):
+    assert corpus.mixture("bbc+large") == [("bbc", 1), ("large", 1)] and corpus.mixture("bbc") is None
+    assert corpus.mixture("bbc*3+large") == [("bbc", 3), ("large", 1)]
+    assert corpus.unweighted("bbc*3+large") == "bbc+large" and corpus.unweighted("bbc") == "bbc"
+    for bad in ("bbc+nope", "bbc*0+large", "bbc*x+large"):
+        with pytest.raises(ValueError, match="unknown part"):
+            corpus.mixture(bad)
+    fake = {"bbc": (["b1", "b2"], ["bv"]), "large": (["l1"], ["lv"])}
+    real = corpus.load_split
+    monkeypatch.setattr(corpus, "load_split", lambda s, f=0.05: fake[s] if s in fake else real(s, f))
+    assert real("bbc+large") == (["b1", "b2", "l1"], ["bv", "lv"])
+    assert real("bbc*2+large") == (["b1", "b2", "b1", "b2", "l1"], ["bv", "lv"])
+    assert corpus.corpus_name("bbc+large") == "bbc+large" and corpus.corpus_name("bbc*8+large") == "bbcx8+large"

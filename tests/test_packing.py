@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from deberta_edu import facts
 from deberta_edu.data import corpus, packing
 from deberta_edu.data.packing import PackedDataset, build_dataset, export_shard, import_shard, pack
 from deberta_edu.data.tokenizer import train_tokenizer
@@ -33,14 +34,14 @@ def write_corpus(folder, n_docs=200, seed=0):
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pack")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(corpus.DATA_ENV, str(folder / "data"))
+        mp.setenv(facts.DATA_ENV, str(folder / "data"))
         source = write_corpus(folder)
         yield source, train_tokenizer(source, vocab_size=320)
 
 
 @pytest.fixture
 def data_root(tmp_path, monkeypatch):
-    monkeypatch.setenv(corpus.DATA_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv(facts.DATA_ENV, str(tmp_path / "data"))
     return tmp_path / "data"
 
 
@@ -137,7 +138,7 @@ def test_shard_round_trip(data_root, tmp_path):
 
     # on the offline machine the cache is complete: no corpus is needed
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(corpus.DATA_ENV, str(offline))
+        mp.setenv(facts.DATA_ENV, str(offline))
         train2, _, tok2 = build_dataset(source, vocab_size=320, max_seq_length=32)
     assert torch.equal(PackedDataset(train2)[0], PackedDataset(train)[0]) and tok2.sha256 == tok.sha256
 

@@ -6,7 +6,8 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from deberta_edu.data import corpus, tokenizer
+from deberta_edu import facts
+from deberta_edu.data import tokenizer
 from deberta_edu.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 WORDS = (
@@ -35,7 +36,7 @@ def write_corpus(folder, n_docs=200, seed=0):
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tok")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(corpus.DATA_ENV, str(folder / "data"))
+        mp.setenv(facts.DATA_ENV, str(folder / "data"))
         source = write_corpus(folder)
         yield source, train_tokenizer(source, vocab_size=400)
 
@@ -90,7 +91,7 @@ def test_word_start_mask(tok):
 def test_training_is_cached(trained, monkeypatch):
     source, tok = trained
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(corpus.DATA_ENV, str(tok.path.parent.parent))
+        mp.setenv(facts.DATA_ENV, str(tok.path.parent.parent))
 
         def no_training(**kwargs):
             raise AssertionError("trained again")
@@ -102,7 +103,7 @@ def test_training_is_cached(trained, monkeypatch):
 
 
 def test_too_large_vocab_says_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setenv(corpus.DATA_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv(facts.DATA_ENV, str(tmp_path / "data"))
     source = write_corpus(tmp_path, n_docs=20)
     with pytest.raises(ValueError, match="smaller vocab_size"):
         train_tokenizer(source, vocab_size=50_000)

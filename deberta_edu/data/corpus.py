@@ -25,21 +25,18 @@ import argparse
 import hashlib
 import importlib.metadata
 import json
-import os
-import re
 import subprocess
 import sys
-import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from deberta_edu.facts import DATA_ENV, PROJECT_ROOT, data_root
+from deberta_edu.facts import DATA_ENV, data_root
 
 from .large_corpus import LARGE_PARTS
 from .large_corpus import build_large as _build_large
-from .text import LICENSES, MIN_CHARS, decode_bytes, clean, clean_documents, read_documents, write_documents
+from .text import LICENSES, clean_documents, decode_bytes, read_documents, write_documents
 
 SOURCES = ("bbc", "large")
 LOCAL_SUFFIXES = (".txt", ".md")
@@ -111,6 +108,8 @@ def load_documents(source: str | Path = "bbc") -> list[str]:
         if not text.is_dir() or not any(text.glob("*.txt")):
             raise _missing("large", text)
         docs = [d for p in sorted(text.glob("*.txt")) for d in read_documents(p)]
+    elif parts := mixture(source):
+        return [d for name, _ in parts for d in load_documents(name)]
     elif Path(source).exists():
         docs = [d for p in _local_files(Path(source)) for d in read_documents(p)]
     else:
@@ -123,9 +122,11 @@ def load_documents(source: str | Path = "bbc") -> list[str]:
 
 
 def corpus_name(source: str | Path) -> str:
-    """A short name for caches: 'bbc', 'large', or 'local-<stem>-<hash of the absolute path>'."""
+    """A short name for caches: 'bbc', 'large', 'bbc+large', or 'local-<stem>-<hash of the absolute path>'."""
     if str(source) in SOURCES:
         return str(source)
+    if mixture(source):
+        return str(source).replace("*", "x")  # 'bbc*8+large' -> 'bbcx8+large', a tidy folder name
     path = Path(source).resolve()
     return f"local-{path.stem}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
 
@@ -151,8 +152,42 @@ def prepare(source: str | Path = "bbc", out: str | Path | None = None, val_fract
     return out
 
 
+def mixture(source: str | Path) -> list[tuple[str, int]] | None:
+    """The (named source, repeats) of a mixture such as 'bbc+large' or 'bbc*8+large', else None.
+
+    ``name*k`` repeats that part's training documents k times (its validation documents once): a small
+    corpus keeps its weight beside a large one.
+    """
+    text = str(source)
+    if "+" not in text and "*" not in text:
+        return None
+    parts = []
+    for part in text.split("+"):
+        name, _, times = part.partition("*")
+        if name not in SOURCES or (times and not (times.isdigit() and int(times) >= 1)):
+            raise ValueError(
+                f"a mixture joins named sources ({', '.join(SOURCES)}) with '+', each optionally '*k' with "
+                f"k >= 1 (e.g. 'bbc*8+large'); unknown part {part!r} in {text!r}"
+            )
+        parts.append((name, int(times or 1)))
+    return parts
+
+
+def unweighted(source: str | Path) -> str | Path:
+    """A mixture without its repeats ('bbc*8+large' -> 'bbc+large'); any other source as it is."""
+    parts = mixture(source)
+    return "+".join(name for name, _ in parts) if parts else source
+
+
 def load_split(source: str | Path = "bbc", val_fraction: float = 0.05) -> tuple[list[str], list[str]]:
-    """Train and validation documents; a named source is prepared once (again when its files change)."""
+    """Train and validation documents; a named source is prepared once (again when its files change).
+
+    A mixture 'bbc*8+large' is the union of each part's split (training documents repeated as asked):
+    every part keeps its own held-out documents.
+    """
+    if parts := mixture(source):
+        splits = [(load_split(name, val_fraction), times) for name, times in parts]
+        return [d for (train, _), k in splits for d in train * k], [d for (_, val), _ in splits for d in val]
     if str(source) not in SOURCES:
         return train_val_split(load_documents(source), val_fraction)
     source = str(source)

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from deberta_edu.data import corpus
+
 from .tokenizer import Tokenizer, train_tokenizer
 
 ENCODE_BATCH = 256  # documents per call into SentencePiece
@@ -167,7 +168,8 @@ def build_dataset(
     folder = dataset_dir(source, vocab_size, max_seq_length)
     if rebuild or not _is_complete(folder, max_seq_length):
         train_docs, val_docs = corpus.load_split(source)
-        tokenizer = train_tokenizer(source, vocab_size)
+        base = corpus.unweighted(source)  # the tokenizer of 'bbc*8+large' is the one of 'bbc+large'
+        tokenizer = train_tokenizer(base, vocab_size, train_docs=train_docs if base == source else None)
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(tokenizer.path, folder / "tokenizer.model")
         for split, docs in (("train", train_docs), ("val", val_docs)):

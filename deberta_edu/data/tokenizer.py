@@ -122,10 +122,15 @@ def training_lines(docs: Iterable[str], max_chars: int = 2000) -> Iterator[str]:
 
 
 def train_tokenizer(
-    source: str | Path = "bbc", vocab_size: int = 8000, val_fraction: float = 0.05
+    source: str | Path = "bbc", vocab_size: int = 8000, val_fraction: float = 0.05,
+    train_docs: list[str] | None = None,
 ) -> Tokenizer:
-    """Train (or load from the cache) a unigram tokenizer on the training split of a corpus."""
-    train_docs, _ = corpus.load_split(source, val_fraction)
+    """Train (or load from the cache) a unigram tokenizer on the training split of a corpus.
+
+    ``train_docs``: that split, when the caller has already loaded it (packing does), so it is read once.
+    """
+    if train_docs is None:
+        train_docs, _ = corpus.load_split(source, val_fraction)
     lines = list(training_lines(train_docs))
     options = dict(TRAINER_OPTIONS, vocab_size=vocab_size)
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())

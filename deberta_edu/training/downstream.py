@@ -1,0 +1,147 @@
+"""Did pretraining help? Frozen features, a linear probe, and the baselines that give the numbers meaning.
+
+A pretrained encoder is worth something when its features separate classes that a model from random
+weights cannot, with few labels, and better than counting words. Every arm here sees the same labelled
+documents (one draw per seed) and is scored on the same held-out test set:
+
+    majority        the best constant answer: the most frequent *test* class (with balanced training
+                    labels the training majority is a tie, so this is the upper bound of any constant)
+    bag of words    multinomial Naive Bayes on lower-cased words (add-one smoothing)
+    random init     the same architecture with freshly drawn weights, frozen features + linear probe
+    pretrained      the trained encoder, frozen features + the same linear probe
+
+Features are the encoder's last hidden states, mean-pooled over the real tokens of a document (long
+documents are read in chunks of ``max_length``). The probe is multinomial logistic regression with an L2
+penalty on standardized features, fitted by L-BFGS: deterministic, so its variance is the labels' draw.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import torch
+
+from deberta_edu.facts import encode_pair
+
+WORD = re.compile(r"[a-z0-9']+")
+
+
+@torch.no_grad()
+def document_features(model, tokenizer, texts: Sequence[str], max_length: int = 128, max_chunks: int = 4,
+                      batch_size: int = 32) -> torch.Tensor:
+    """(N, hidden) mean-pooled encoder states of each text (its first ``max_chunks`` chunks)."""
+    encoder = getattr(model, "deberta", model)  # a DebertaForMaskedLM's encoder, or the encoder itself
+    encoder.eval()
+    rows, owner = [], []
+    for n, ids in enumerate(tokenizer.encode_batch(list(texts))):
+        step = max_length - 2
+        for start in range(0, max(len(ids), 1), step)[:max_chunks]:
+            rows.append(encode_pair(ids[start:start + step]))
+            owner.append(n)
+    sums = torch.zeros(len(texts), encoder.config.hidden_size)
+    counts = torch.zeros(len(texts), 1)
+    owner_t = torch.tensor(owner)
+    for b in range(0, len(rows), batch_size):
+        chunk = rows[b:b + batch_size]
+        width = max(map(len, chunk))
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)  # PAD_ID = 0
+        for i, r in enumerate(chunk):
+            ids[i, :len(r)] = torch.tensor(r)
+        mask = (ids != 0).long()
+        hidden = encoder(ids, attention_mask=mask).last_hidden_state  # (B, L, H)
+        who = owner_t[b:b + batch_size]
+        sums.index_add_(0, who, (hidden * mask[..., None]).sum(1))
+        counts.index_add_(0, who, mask.sum(1, keepdim=True).float())
+    return sums / counts.clamp(min=1)
+
+
+def linear_probe(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Tensor, test_y: Sequence[int],
+                 l2: float = 1e-2, classes: int | None = None) -> float:
+    """Test accuracy of an L2-regularized multinomial logistic regression on standardized features."""
+    y = torch.as_tensor(list(train_y))
+    classes = classes or int(y.max()) + 1
+    mean, std = train_x.mean(0), train_x.std(0).clamp(min=1e-6)
+    xs, xt = (train_x - mean) / std, (test_x - mean) / std
+    w = torch.zeros(xs.shape[1], classes, requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xs @ w + b, y) + l2 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        pred = (xt @ w + b).argmax(1)
+    return (pred == torch.as_tensor(list(test_y))).float().mean().item()
+
+
+def naive_bayes(train_texts: Sequence[str], train_y: Sequence[int], test_texts: Sequence[str],
+                test_y: Sequence[int]) -> float:
+    """Test accuracy of multinomial Naive Bayes on lower-cased word counts (add-one smoothing)."""
+    classes = sorted(set(train_y))
+    counts = {c: Counter() for c in classes}
+    for text, c in zip(train_texts, train_y, strict=True):
+        counts[c].update(WORD.findall(text.lower()))
+    vocab = set().union(*counts.values())
+    prior = {c: math.log(list(train_y).count(c) / len(train_y)) for c in classes}
+    total = {c: sum(counts[c].values()) + len(vocab) for c in classes}
+    right = 0
+    for text, truth in zip(test_texts, test_y, strict=True):
+        words = [w for w in WORD.findall(text.lower()) if w in vocab]
+        score = {c: prior[c] + sum(math.log((counts[c][w] + 1) / total[c]) for w in words) for c in classes}
+        right += max(score, key=score.get) == truth
+    return right / len(test_y)
+
+
+def majority(test_y: Sequence[int]) -> float:
+    """Accuracy of the best constant classifier: always the most frequent test class."""
+    return Counter(test_y).most_common(1)[0][1] / len(test_y)
+
+
+def summary(values: Sequence[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "runs": list(values)}
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Welch's t-test of mean(a) > mean(b) (one-sided) and two-sided, from scipy."""
+    from scipy import stats
+
+    two = stats.ttest_ind(a, b, equal_var=False)
+    one = stats.ttest_ind(a, b, equal_var=False, alternative="greater")
+    return {"difference": statistics.fmean(a) - statistics.fmean(b), "t": float(two.statistic),
+            "p_two_sided": float(two.pvalue), "p_greater": float(one.pvalue)}
+
+
+def compare_arms(draw: Callable[[int], tuple[list[str], list[int]]], test: tuple[list[str], list[int]],
+                 encoders: dict[str, Callable[[int], tuple[object, object]]], seeds: Sequence[int],
+                 fixed: Sequence[str] = (), max_length: int = 128, max_chunks: int = 4,
+                 progress: Callable[[str], None] = print) -> dict:
+    """Every arm on every seed. ``draw(seed)`` gives the labelled training texts; ``encoders[name](seed)``
+    gives (model, tokenizer) for a probe arm (a random-init arm draws its weights from the seed). The arms
+    named in ``fixed`` do not depend on the seed (a trained model): their test features are computed once."""
+    test_texts, test_y = test
+    arms: dict[str, list[float]] = {"majority": [], "bag of words": [], **{name: [] for name in encoders}}
+    cache: dict[str, torch.Tensor] = {}
+    for seed in seeds:
+        texts, y = draw(seed)
+        arms["majority"].append(majority(test_y))
+        arms["bag of words"].append(naive_bayes(texts, y, test_texts, test_y))
+        for name, make in encoders.items():
+            model, tokenizer = make(seed)
+            test_x = cache.get(name) if name in fixed else None
+            if test_x is None:
+                test_x = document_features(model, tokenizer, test_texts, max_length, max_chunks)
+                if name in fixed:
+                    cache[name] = test_x
+            train_x = document_features(model, tokenizer, texts, max_length, max_chunks)
+            arms[name].append(linear_probe(train_x, y, test_x, test_y, classes=max(test_y) + 1))
+        progress(f"seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in arms.items()))
+    return {name: summary(values) for name, values in arms.items()}
