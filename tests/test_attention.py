@@ -46,27 +46,26 @@ def _delta(config):
 @pytest.mark.parametrize("terms", TERM_SETS, ids="+".join)
 def test_naive_equals_fast_every_term(layout, terms):
     config, attn, rel, table, hidden = _setup(layout, terms)
-    mask = torch.ones(2, hidden.size(1), dtype=torch.bool)
-    mask[1, 9:] = False
-    padding = (~mask)[:, None, None, :]
+    keep = torch.ones(2, hidden.size(1), dtype=torch.bool)  # (B, L) True at real tokens, in both versions
+    keep[1, 9:] = False
     with torch.no_grad():
-        fast_ctx, details = attn(hidden, padding, rel, return_details=True)
-        sdpa_ctx = attn(hidden, padding, rel)  # the fused path (or the explicit one without c2c)
+        fast_ctx, details = attn(hidden, keep, rel, return_details=True)
+        sdpa_ctx = attn(hidden, keep, rel)  # the fused path (or the explicit one without c2c)
         for b in range(2):
-            n_terms, n_probs, n_ctx = naive_attention(attn, hidden[b], table, _delta(config), key_mask=mask[b])
+            n_terms, n_probs, n_ctx = naive_attention(attn, hidden[b], table, _delta(config), keep=keep[b])
             for t in terms:
                 torch.testing.assert_close(details.terms[t][b], n_terms[t], atol=1e-5, rtol=1e-5, msg=t)
-            keep = mask[b]  # padded queries may differ; real ones must not
-            torch.testing.assert_close(details.probs[b][:, keep], n_probs[:, keep], atol=1e-6, rtol=1e-5)
-            torch.testing.assert_close(fast_ctx[b][keep], n_ctx[keep], atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(sdpa_ctx[b][keep], n_ctx[keep], atol=1e-5, rtol=1e-5)
+            real = keep[b]  # padded queries may differ; real ones must not
+            torch.testing.assert_close(details.probs[b][:, real], n_probs[:, real], atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(fast_ctx[b][real], n_ctx[real], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(sdpa_ctx[b][real], n_ctx[real], atol=1e-5, rtol=1e-5)
 
 
 def test_naive_equals_fast_with_log_buckets():
     config, attn, rel, table, hidden = _setup(LAYOUTS[0], ("c2c", "c2p", "p2c", "p2p"), k=40, buckets=8, L=50)
-    padding = torch.zeros(2, 1, 1, 50, dtype=torch.bool)
+    keep = torch.ones(2, 50, dtype=torch.bool)  # nothing padded
     with torch.no_grad():
-        _, details = attn(hidden, padding, rel, return_details=True)
+        _, details = attn(hidden, keep, rel, return_details=True)
         n_terms, _, _ = naive_attention(attn, hidden[0], table, _delta(config))
     for t in details.terms:
         torch.testing.assert_close(details.terms[t][0], n_terms[t], atol=1e-5, rtol=1e-5)
@@ -83,7 +82,7 @@ def test_p2c_uses_delta_i_j_not_the_papers_delta_j_i():
     """The released convention: p2c reads the same table row as c2p, δ(i, j)."""
     config, attn, rel, table, hidden = _setup(LAYOUTS[1], ("c2c", "p2c"))
     with torch.no_grad():
-        _, details = attn(hidden, torch.zeros(2, 1, 1, 13, dtype=torch.bool), rel, return_details=True)
+        _, details = attn(hidden, torch.ones(2, 13, dtype=torch.bool), rel, return_details=True)
         W = attn.projection_weights()
         Kc = (hidden[0] @ W["k"][0].T + W["k"][1]).view(13, 3, 8).transpose(0, 1)
         Qr = (table @ W["q_r"][0].T + W["q_r"][1]).view(-1, 3, 8).transpose(0, 1)
@@ -97,7 +96,7 @@ def test_p2c_uses_delta_i_j_not_the_papers_delta_j_i():
 def test_p2p_depends_on_distance_only():
     config, attn, rel, table, hidden = _setup(LAYOUTS[0], ("c2c", "p2p"), k=20)
     with torch.no_grad():
-        _, d1 = attn(hidden, torch.zeros(2, 1, 1, 13, dtype=torch.bool), rel, return_details=True)
+        _, d1 = attn(hidden, torch.ones(2, 13, dtype=torch.bool), rel, return_details=True)
     p2p = d1.terms["p2p"]
     assert torch.equal(p2p[0], p2p[1]), "the same for every sequence (no content in it)"
     assert torch.allclose(p2p[0, :, 3, 1], p2p[0, :, 10, 8]), "and the same for every pair at equal distance"

@@ -129,12 +129,12 @@ def test_scores():
 
 # --- lesson 3 -------------------------------------------------------------------------------------
 def test_emd():
-    assert exercises.check_emd(lambda model, out, mask: EnhancedMaskDecoder()(model, out, mask))
+    assert exercises.check_emd(lambda model, out: EnhancedMaskDecoder()(model.encoder.layers[-1], out.encoder_state))
     assert not exercises.check_emd(not_yet).attempted
     for mistake, (kw, hint) in exercises.EMD_MISTAKES.items():
         with pytest.raises(AssertionError) as e:
             exercises.check_emd(
-                lambda model, out, mask, kw=kw: exercises._emd_variant(model, out, mask, **kw)
+                lambda model, out, kw=kw: exercises._emd_variant(model, out, **kw)
             )
         assert mistake in str(e.value) and hint in str(e.value)
 

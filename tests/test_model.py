@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from deberta_edu import VARIANTS, DebertaForMaskedLM, DebertaModel, make_config
+from deberta_edu.model import encoder as encoder_module
 
 V = 300
 
@@ -44,11 +45,44 @@ def test_emd_reuses_the_last_layer_and_has_no_weights():
         out = model(ids, output_hidden_states=True)
         H = out.hidden_states[-2]
         q = model.deberta.embeddings.position_embeddings.weight[:20] + H
-        padding = torch.zeros(2, 1, 1, 20, dtype=torch.bool)
+        keep = torch.ones(2, 20, dtype=torch.bool)  # nothing padded
         rel = model.deberta.encoder.relative_table(20, "cpu")
         last = model.deberta.encoder.layers[-1]
-        q = last(H, padding, rel, query_states=last(H, padding, rel, query_states=q))
+        q = last(H, keep, rel, query_states=last(H, keep, rel, query_states=q))
     torch.testing.assert_close(out.decoder_hidden_state, q)
+
+
+def test_emd_reads_what_the_encoder_built_once(monkeypatch):
+    """One relative table and one mask per forward: the EMD's two passes get the encoder's own objects."""
+    model = _mlm(emd=True)
+    ids = _ids()
+    mask = torch.ones_like(ids)
+    mask[1, 15:] = 0
+    built = []
+    build = encoder_module.relative_rows_and_index
+    monkeypatch.setattr(encoder_module, "relative_rows_and_index",
+                        lambda *args, **kw: built.append(1) or build(*args, **kw))
+    seen = []  # (hidden_states, keep, rel) of every call of the last layer
+    hook = model.deberta.encoder.layers[-1].register_forward_pre_hook(lambda module, args: seen.append(args))
+    with torch.no_grad():
+        out = model(ids, mask)
+    hook.remove()
+    assert len(built) == 1, "the relative table is built once per forward, not again for the EMD"
+    assert len(seen) == 3  # once in the encoder, twice in the EMD
+    (H, keep, rel), *emd_calls = seen
+    assert keep.dtype == torch.bool and torch.equal(keep, mask == 1)  # True at real tokens
+    for H_emd, keep_emd, rel_emd in emd_calls:
+        assert H_emd is H and keep_emd is keep and rel_emd is rel
+    assert torch.isfinite(out.logits).all()
+
+
+def test_boolean_and_integer_masks_agree():
+    model = _mlm()
+    ids = _ids()
+    mask = torch.ones_like(ids)
+    mask[0, 12:] = 0
+    with torch.no_grad():
+        assert torch.equal(model(ids, mask).logits, model(ids, mask.bool()).logits)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

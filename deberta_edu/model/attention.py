@@ -144,17 +144,19 @@ class DisentangledSelfAttention(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        padding: torch.Tensor,
+        keep: torch.Tensor,
         rel: RelativeTable | None,
         query_states: torch.Tensor | None = None,
         return_details: bool = False,
     ):
         """Attend from ``query_states`` (default: ``hidden_states``) to ``hidden_states``.
 
-        hidden_states, query_states: (B, L, D); padding: (B, 1, 1, L) bool, True at padded keys.
-        Returns the context (B, L, D), and AttentionDetails when ``return_details``.
+        hidden_states, query_states: (B, L, D); keep: (B, L) bool, True at the real tokens (the keys
+        that may be read; padding is False). Returns the context (B, L, D), and AttentionDetails when
+        ``return_details``.
         """
         query_states = hidden_states if query_states is None else query_states
+        keep = keep[:, None, None, :]  # (B, 1, 1, L): the same keys for every head and query
         q, k, v = self.content_qkv(hidden_states, query_states)  # (B, H, L, d) each
         pos_q = pos_k = None
         if self.needs_pos_key or self.needs_pos_query:
@@ -164,7 +166,7 @@ class DisentangledSelfAttention(nn.Module):
 
         if return_details or "c2c" not in self.terms:
             terms = self.term_scores(q, k, pos_q, pos_k, index)
-            scores = sum(terms.values()).masked_fill(padding, masked)  # (B, H, L, L)
+            scores = sum(terms.values()).masked_fill(~keep, masked)  # (B, H, L, L)
             probs = torch.softmax(scores, dim=-1)
             context = self.dropout(probs) @ v  # (B, H, L, d)
             details = AttentionDetails(terms, probs) if return_details else None
@@ -172,7 +174,7 @@ class DisentangledSelfAttention(nn.Module):
             # Fast path: c2c inside scaled_dot_product_attention, the position terms as one additive bias.
             position_terms = [t for t in self.terms if t != "c2c"]
             bias = sum(self.term_scores(q, k, pos_q, pos_k, index, position_terms).values())  # (B, H, L, L)
-            bias = torch.as_tensor(bias, dtype=q.dtype, device=q.device).masked_fill(padding, masked)
+            bias = torch.as_tensor(bias, dtype=q.dtype, device=q.device).masked_fill(~keep, masked)
             context = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=bias, dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale
             )
@@ -256,13 +258,14 @@ def naive_attention(
     hidden: torch.Tensor,
     table: torch.Tensor,
     delta,
-    key_mask: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
     query: torch.Tensor | None = None,
 ):
     """One sequence, written as the paper writes it. Slow; for teaching and for tests.
 
     hidden (L, D), query (L, D) or None, table (2k, D) the relative table, delta(i, j) -> table row,
-    key_mask (L,) bool with False at padding. Returns ({term: (H, L, L)}, probs (H, L, L), out (L, D)).
+    keep (L,) bool, True at the real tokens (as in the fast version).
+    Returns ({term: (H, L, L)}, probs (H, L, L), out (L, D)).
     """
     W = attention.projection_weights()
 
@@ -290,8 +293,8 @@ def naive_attention(
                 if "p2p" in terms:
                     terms["p2p"][h, i, j] = Qr[h, delta(i, j)] @ Kr[h, delta(j, i)] * scale
     scores = sum(terms.values())
-    if key_mask is not None:
-        scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+    if keep is not None:
+        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
     probs = torch.softmax(scores, dim=-1)  # (H, L, L)
     out = (probs @ Vc).transpose(0, 1).flatten(-2)  # (L, H·d)
     return terms, probs, out

@@ -13,6 +13,9 @@ As in the released code:
     Q_2    = layer_L(keys/values = H, queries = Q_1)       (applied a second time)
     logits = MLM head(Q_2)
 
+The encoder hands over H, the absolute positions, the ``keep`` mask and the relative table, each built once
+per forward, in an ``EncoderState``; the EMD re-derives none of them, and is given layer_L explicitly.
+
 The MLM head is dense -> gelu -> LayerNorm -> tied word embeddings + bias. With ``config.emd = False``
 (the −EMD ablation, and what transformers implements) the head reads the last layer's output instead.
 """
@@ -26,22 +29,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DebertaConfig
-from .encoder import DebertaModel, ModelOutput, activation, key_padding
+from .encoder import DebertaModel, EncoderState, Layer, activation
 
 
 class EnhancedMaskDecoder(nn.Module):
-    """No weights of its own: it reuses the encoder's last layer and absolute position table."""
+    """No weights of its own: it reuses the encoder's last layer and what the encoder built."""
 
     steps = 2  # the last layer is applied twice with shared weights
 
-    def forward(self, model: DebertaModel, out: ModelOutput, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = out.hidden_states[-2]  # (B, L, D) output of layer L − 1: keys and values
-        query = out.position_embeddings + hidden  # (B, L, D) absolute positions enter here
-        padding = key_padding(attention_mask)
-        rel = model.encoder.relative_table(hidden.size(1), hidden.device)
-        last_layer = model.encoder.layers[-1]
-        for _ in range(self.steps):
-            query = last_layer(hidden, padding, rel, query_states=query)
+    def forward(self, last_layer: Layer, state: EncoderState) -> torch.Tensor:
+        H = state.penultimate  # (B, L, D) output of layer L − 1: keys and values, never changed
+        query = state.positions + H  # (B, L, D) Q_0: absolute positions enter here, and only here
+        for _ in range(self.steps):  # Q_1, Q_2
+            query = last_layer(H, state.keep, state.rel, query_states=query)
         return query
 
 
@@ -95,10 +95,11 @@ class DebertaForMaskedLM(nn.Module):
         """
         if labels is not None and labels.shape != input_ids.shape:
             raise ValueError(f"labels has shape {tuple(labels.shape)}, input_ids {tuple(input_ids.shape)}")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        out = self.deberta(input_ids, attention_mask, token_type_ids, output_hidden_states=True)
-        h = self.emd(self.deberta, out, attention_mask) if self.emd is not None else out.last_hidden_state
+        out = self.deberta(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
+        if self.emd is not None:
+            h = self.emd(self.deberta.encoder.layers[-1], out.encoder_state)  # (B, L, D)
+        else:
+            h = out.last_hidden_state
         word_embeddings = self.deberta.embeddings.word_embeddings.weight
         if only_masked_logits and labels is not None:
             selected = labels != -100

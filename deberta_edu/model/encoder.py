@@ -3,6 +3,11 @@
 Post-LN blocks as in BERT and the released DeBERTa. Released DeBERTa adds no absolute position at
 the input: every layer sees positions only through the relative table, shared by all layers
 (layer-normed in v2/v3). The BERT-style baseline adds an absolute position table at the input instead.
+
+One mask inside the model: ``keep`` (B, L) bool, True at the real tokens, read from the user's
+``attention_mask`` (1 = token, 0 = padding, as in transformers) once per forward. The encoder builds it,
+the relative table and the absolute positions once, and hands them on in ``EncoderState`` with the output
+of layer L − 1, which is all the Enhanced Mask Decoder needs besides the last layer itself.
 """
 
 from __future__ import annotations
@@ -25,11 +30,6 @@ ACTIVATIONS = {
 }
 
 
-def key_padding(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, L) mask of 1 = token, 0 = padding -> (B, 1, 1, L) bool, True at padded keys (broadcasts over heads, queries)."""
-    return (attention_mask == 0)[:, None, None, :]
-
-
 def activation(name: str):
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
@@ -37,11 +37,21 @@ def activation(name: str):
 
 
 @dataclass
+class EncoderState:
+    """What the encoder built once in a forward pass, handed to what comes after it (the EMD)."""
+
+    keep: torch.Tensor  # (B, L) bool, True at real tokens: the keys attention may read
+    rel: RelativeTable | None  # the relative table's rows and δ into them, shared by all layers
+    positions: torch.Tensor | None  # (1, L, D) absolute position embeddings, when the model has them
+    penultimate: torch.Tensor  # (B, L, D) output of layer L − 1 (the embeddings when L = 1)
+
+
+@dataclass
 class ModelOutput:
     last_hidden_state: torch.Tensor  # (B, L, D)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings, then each layer's output
     attentions: tuple[AttentionDetails, ...] | None = None  # per layer, when return_details=True
-    position_embeddings: torch.Tensor | None = None  # (1, L, D) absolute positions, when the model has them
+    encoder_state: EncoderState | None = None  # what the EMD reads; always set by DebertaModel
 
 
 class Embeddings(nn.Module):
@@ -60,7 +70,7 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
+    def forward(self, input_ids, keep, token_type_ids=None):
         x = self.word_embeddings(input_ids)  # (B, L, D)
         positions = None
         if self.position_embeddings is not None:
@@ -70,7 +80,7 @@ class Embeddings(nn.Module):
         if self.token_type_embeddings is not None:
             tt = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
             x = x + self.token_type_embeddings(tt)
-        x = self.norm(x) * attention_mask.unsqueeze(-1).to(x.dtype)  # padded tokens start at zero
+        x = self.norm(x) * keep.unsqueeze(-1).to(x.dtype)  # padded tokens start at zero
         return self.dropout(x), positions
 
 
@@ -97,9 +107,9 @@ class Layer(nn.Module):
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states, padding, rel, query_states=None, return_details=False):
+    def forward(self, hidden_states, keep, rel, query_states=None, return_details=False):
         query_states = hidden_states if query_states is None else query_states
-        out = self.attention(hidden_states, padding, rel, query_states, return_details)
+        out = self.attention(hidden_states, keep, rel, query_states, return_details)
         context, details = out if return_details else (out, None)
         x = self.attention_norm(query_states + self.dropout(self.attention_out(context)))  # residual: queries
         x = self.ffn_norm(x + self.dropout(self.ffn(x)))
@@ -118,11 +128,11 @@ class ConvLayer(nn.Module):
         self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, embeddings, layer_output, attention_mask):
-        keep = attention_mask.unsqueeze(-1).to(layer_output.dtype)  # (B, L, 1)
-        out = self.conv(embeddings.transpose(1, 2)).transpose(1, 2) * keep  # (B, L, D)
+    def forward(self, embeddings, layer_output, keep):
+        zero_pads = keep.unsqueeze(-1).to(layer_output.dtype)  # (B, L, 1): 1 at tokens, 0 at padding
+        out = self.conv(embeddings.transpose(1, 2)).transpose(1, 2) * zero_pads  # (B, L, D)
         out = self.act(self.dropout(out))
-        return self.norm(layer_output + out) * keep
+        return self.norm(layer_output + out) * zero_pads
 
 
 class Encoder(nn.Module):
@@ -152,22 +162,22 @@ class Encoder(nn.Module):
             table = self.rel_norm(table)
         return RelativeTable(table, index)
 
-    def forward(self, embeddings, attention_mask, padding, rel, return_details=False):
+    def forward(self, embeddings, keep, rel, return_details=False):
         hidden_states = [embeddings]
         details = []
         x = embeddings
         for i, layer in enumerate(self.layers):
-            out = layer(x, padding, rel, return_details=return_details)
+            out = layer(x, keep, rel, return_details=return_details)
             x, d = out if return_details else (out, None)
             if i == 0 and self.conv is not None:
-                x = self.conv(embeddings, x, attention_mask)
+                x = self.conv(embeddings, x, keep)
             hidden_states.append(x)
             details.append(d)
         return hidden_states, details
 
 
 class DebertaModel(nn.Module):
-    """The encoder. ``forward`` returns ModelOutput(last_hidden_state=(B, L, D), ...)."""
+    """The encoder. ``forward`` returns ModelOutput(last_hidden_state=(B, L, D), ..., encoder_state)."""
 
     def __init__(self, config: DebertaConfig):
         super().__init__()
@@ -220,14 +230,15 @@ class DebertaModel(nn.Module):
                 output_hidden_states=False) -> ModelOutput:
         self.check_inputs(input_ids, attention_mask)
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        padding = key_padding(attention_mask)  # (B, 1, 1, L)
-        x, positions = self.embeddings(input_ids, attention_mask, token_type_ids)
-        rel = self.encoder.relative_table(input_ids.size(1), input_ids.device)
-        hidden, details = self.encoder(x, attention_mask, padding, rel, return_details)
+            keep = torch.ones_like(input_ids, dtype=torch.bool)  # (B, L) nothing padded
+        else:
+            keep = attention_mask != 0  # (B, L) the one mask polarity inside: True at real tokens
+        x, positions = self.embeddings(input_ids, keep, token_type_ids)
+        rel = self.encoder.relative_table(input_ids.size(1), input_ids.device)  # once, for all layers and the EMD
+        hidden, details = self.encoder(x, keep, rel, return_details)
         return ModelOutput(
             last_hidden_state=hidden[-1],
             hidden_states=tuple(hidden) if output_hidden_states else None,
             attentions=tuple(details) if return_details else None,
-            position_embeddings=positions,
+            encoder_state=EncoderState(keep, rel, positions, penultimate=hidden[-2]),
         )

@@ -6,7 +6,7 @@ import torch
 
 from deberta_edu.model.config import make_config
 from deberta_edu.model.emd import DebertaForMaskedLM, EnhancedMaskDecoder
-from deberta_edu.model.encoder import DebertaModel, key_padding
+from deberta_edu.model.encoder import DebertaModel
 
 from ._common import CheckResult, _answers_pending, _as_array, _call, _checker, _finish
 
@@ -14,7 +14,6 @@ from ._common import CheckResult, _answers_pending, _as_array, _call, _checker, 
 def _emd_variant(
     model,
     out,
-    attention_mask,
     *,
     keys_from=-2,
     query_from=-2,
@@ -23,13 +22,12 @@ def _emd_variant(
     positions_in_keys=False,
 ) -> torch.Tensor:
     """The EMD with one thing changed: the mistakes the checker recognises."""
+    state = out.encoder_state
     hidden = out.hidden_states[keys_from]
-    query = out.hidden_states[query_from] + (out.position_embeddings if positions else 0)
-    keys = hidden + out.position_embeddings if positions_in_keys else hidden
-    padding = key_padding(attention_mask)
-    rel = model.encoder.relative_table(hidden.size(1), hidden.device)
+    query = out.hidden_states[query_from] + (state.positions if positions else 0)
+    keys = hidden + state.positions if positions_in_keys else hidden
     for _ in range(steps):
-        query = model.encoder.layers[-1](keys, padding, rel, query_states=query)
+        query = model.encoder.layers[-1](keys, state.keep, state.rel, query_states=query)
     return query
 
 
@@ -50,7 +48,7 @@ EMD_MISTAKES = {
     "applied three times": ({"steps": 3}, "the last layer is applied twice, not three times."),
     "no positions": (
         {"positions": False},
-        "the absolute positions (out.position_embeddings) must be added to "
+        "the absolute positions (out.encoder_state.positions) must be added to "
         "the query: they are the whole point of the EMD.",
     ),
     "positions in keys": (
@@ -62,11 +60,11 @@ EMD_MISTAKES = {
 
 @_checker
 def check_emd(fn) -> CheckResult:
-    """``fn(model, out, attention_mask)`` must return what ``EnhancedMaskDecoder`` returns: (B, L, D).
+    """``fn(model, out)`` must return what ``EnhancedMaskDecoder`` returns: (B, L, D).
 
     ``model`` is a DebertaModel with absolute positions, ``out = model(ids, attention_mask,
-    output_hidden_states=True)`` (use ``out.hidden_states``, ``out.position_embeddings``,
-    ``model.encoder.layers[-1]`` and ``model.encoder.relative_table``).
+    output_hidden_states=True)`` (use ``out.hidden_states``, ``model.encoder.layers[-1]`` and what the
+    encoder built once, ``out.encoder_state``: ``.positions``, ``.keep`` and ``.rel``).
     """
     name = "check_emd"
     failures, found, cases = [], [], 0
@@ -91,8 +89,8 @@ def check_emd(fn) -> CheckResult:
         mask[1, 9 - pad :] = 0
         with torch.no_grad():
             out = model(ids, mask, output_hidden_states=True)
-            expected = EnhancedMaskDecoder()(model, out, mask)
-            got = _as_array(_call(fn, model, out, mask))
+            expected = EnhancedMaskDecoder()(model.encoder.layers[-1], out.encoder_state)
+            got = _as_array(_call(fn, model, out))
             what = f"{layers} layers, batch of 2 with {pad} padded tokens"
             if got is None or got.shape != tuple(expected.shape):
                 failures.append(
@@ -105,7 +103,7 @@ def check_emd(fn) -> CheckResult:
                 continue
             failures.append(f"{what}: max |difference| {float((got_t - expected).abs().max()):.3g}")
             for mistake, (kw, _) in EMD_MISTAKES.items():
-                if torch.allclose(got_t, _emd_variant(model, out, mask, **kw), atol=1e-5):
+                if torch.allclose(got_t, _emd_variant(model, out, **kw), atol=1e-5):
                     found.append(mistake)
                     break
     hint = ""
@@ -113,8 +111,8 @@ def check_emd(fn) -> CheckResult:
         hint = f"this looks like '{found[0]}': {EMD_MISTAKES[found[0]][1]}"
     elif failures:
         hint = (
-            "H = out.hidden_states[-2]; query = out.position_embeddings + H; twice: query = last_layer(H, "
-            "padding, rel, query_states=query)."
+            "H = out.hidden_states[-2]; state = out.encoder_state; query = state.positions + H; twice: "
+            "query = model.encoder.layers[-1](H, state.keep, state.rel, query_states=query)."
         )
     return _finish(name, cases, failures, hint)
 
