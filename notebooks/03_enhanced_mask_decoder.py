@@ -144,12 +144,11 @@ print(f"EMD parameters: 0; extra parameters with EMD: {n_params(mlm) - n_params(
 with torch.no_grad():
     out = mlm.deberta(ids, output_hidden_states=True)
     H = out.hidden_states[-2]  # (1, L, D) output of layer L − 1: keys and values
-    query = H + out.position_embeddings  # Q_0 = H + P
-    padding = torch.zeros(1, 1, 1, ids.size(1), dtype=torch.bool)  # nothing padded
-    rel = mlm.deberta.encoder.relative_table(ids.size(1), ids.device)
+    state = out.encoder_state  # what the encoder built once: positions, keep mask, relative table
+    query = H + state.positions  # Q_0 = H + P
     last_layer = mlm.deberta.encoder.layers[-1]
     for _ in range(2):  # Q_1, Q_2
-        query = last_layer(H, padding, rel, query_states=query)
+        query = last_layer(H, state.keep, state.rel, query_states=query)
 assert torch.allclose(query, result.decoder_hidden_state, atol=1e-6)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -230,8 +229,11 @@ class Probe(nn.Module):
         self.classifier = nn.Linear(self.config.hidden_size, 2)
 
     def forward(self, ids, mask, pos):
-        out = self.encoder(ids, mask, output_hidden_states=True)
-        states = self.emd(self.encoder, out, mask) if self.emd is not None else out.last_hidden_state
+        out = self.encoder(ids, mask)
+        if self.emd is not None:
+            states = self.emd(self.encoder.encoder.layers[-1], out.encoder_state)
+        else:
+            states = out.last_hidden_state
         return self.classifier(states[torch.arange(len(ids)), pos])  # (B, 2) from the noun's state
 
 
@@ -284,15 +286,15 @@ viz.plot_accuracies(accuracy, chance, f"subject or object slot? ({steps} trainin
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
-# **Exercise 1.** Write the EMD yourself: `my_emd(model, out, attention_mask)` gets a `DebertaModel` with an
-# absolute position table and `out = model(ids, attention_mask, output_hidden_states=True)`; return what
-# `EnhancedMaskDecoder` returns. Use `out.hidden_states`, `out.position_embeddings`, `model.encoder.layers[-1]`
-# and `model.encoder.relative_table(length, device)`; the padding mask is `(attention_mask == 0)[:, None, None, :]`.
+# **Exercise 1.** Write the EMD yourself: `my_emd(model, out)` gets a `DebertaModel` with an absolute position
+# table and `out = model(ids, attention_mask, output_hidden_states=True)`; return what `EnhancedMaskDecoder`
+# returns. Use `out.hidden_states`, `model.encoder.layers[-1]` and what the encoder built once,
+# `out.encoder_state`: `.positions` (P), `.keep` (True at real tokens) and `.rel` (the relative table).
 # The checker recognises the usual slips (keys from the wrong layer, one pass instead of two, positions in the keys…).
 
 
 # %%
-def my_emd(model, out, attention_mask):
+def my_emd(model, out):
     raise NotImplementedError  # your code here
 
 
@@ -301,13 +303,12 @@ exercises.check_emd(my_emd)
 
 # %% tags=["hide-input", "solution"] jupyter={"source_hidden": true}
 # Solution
-def my_emd(model, out, attention_mask):
+def my_emd(model, out):
     H = out.hidden_states[-2]  # keys and values: layer L − 1
-    query = H + out.position_embeddings  # absolute positions, in the query only
-    padding = (attention_mask == 0)[:, None, None, :]
-    rel = model.encoder.relative_table(H.size(1), H.device)
+    state = out.encoder_state
+    query = H + state.positions  # absolute positions, in the query only
     for _ in range(2):  # the last layer, twice, same weights
-        query = model.encoder.layers[-1](H, padding, rel, query_states=query)
+        query = model.encoder.layers[-1](H, state.keep, state.rel, query_states=query)
     return query
 
 
