@@ -44,7 +44,9 @@ from deberta_edu.data.corpus import load_split
 from deberta_edu.facts import smoke
 from deberta_edu.lessons.plots import LivePlot, plot_training
 from deberta_edu.model.checkpoint import lesson_checkpoint, load_pretrained
-from deberta_edu.training.pretrain import get_config, prepare_data, train
+from deberta_edu.training.configs import get_config
+from deberta_edu.training.mlm_data import prepare_data
+from deberta_edu.training.pretrain import train
 
 SMOKE = smoke()  # CI trains for seconds instead of minutes
 torch.manual_seed(0)

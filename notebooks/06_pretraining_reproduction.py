@@ -48,7 +48,7 @@ from deberta_edu.ablation.reproduce import LABELS, VARIANTS, get_scale, train_fl
 from deberta_edu.facts import smoke
 from deberta_edu.model.emd import DebertaForMaskedLM
 from deberta_edu.training.engine import Distributed
-from deberta_edu.training.pretrain import Batches, MaskSpec, prepare_data
+from deberta_edu.training.mlm_data import Batches, MaskSpec, prepare_data
 
 SMOKE = smoke()
 torch.manual_seed(0)

@@ -13,9 +13,12 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from deberta_edu.facts import LOG_FILE, STATE_FILE
 from deberta_edu.model.checkpoint import load_tensors
-from deberta_edu.training.engine import LOG_FILE, STATE_FILE, read_jsonl
-from deberta_edu.training.pretrain import get_config, prepare_data, train
+from deberta_edu.training.configs import get_config
+from deberta_edu.training.mlm_data import prepare_data
+from deberta_edu.training.pretrain import train
+from deberta_edu.training.state import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 

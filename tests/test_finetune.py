@@ -3,8 +3,9 @@
 import torch
 
 from deberta_edu import DebertaForMaskedLM, make_config
+from deberta_edu.data.batch import Batch
 from deberta_edu.data.sentiment import Example
-from deberta_edu.training.finetune import FinetuneConfig, collate, finetune
+from deberta_edu.training.finetune import FinetuneConfig, classification_batch, collate, finetune
 from deberta_edu.training.sift import AdversarialConfig
 
 
@@ -36,6 +37,9 @@ def test_collate_pads_and_masks():
     ids, mask = collate([[1, 7, 2], [1, 2]])
     assert ids.tolist() == [[1, 7, 2], [1, 2, 0]]
     assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    batch = classification_batch([[1, 7, 2], [1, 2]], torch.tensor([1, 0]))  # the Batch pretraining uses too
+    assert isinstance(batch, Batch) and torch.equal(batch.input_ids, ids) and torch.equal(batch.attention_mask, mask)
+    assert batch.labels.tolist() == [1, 0] and batch.num_targets == 2  # one class per sequence
 
 
 def test_finetune_learns_with_and_without_sift(tmp_path):

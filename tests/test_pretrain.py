@@ -5,30 +5,17 @@ import json
 import pytest
 import torch
 
+from deberta_edu.data.batch import Batch
+from deberta_edu.facts import LOG_FILE
 from deberta_edu.lessons.plots import LivePlot, compare_runs, in_notebook, load_records, plot_training, smooth
 from deberta_edu.model.checkpoint import lesson_checkpoint, load_pretrained
 from deberta_edu.model.config import SIZES, VARIANTS, make_config
 from deberta_edu.model.emd import DebertaForMaskedLM
-from deberta_edu.training.engine import (
-    LOG_FILE,
-    Distributed,
-    Precision,
-    build_optimizer,
-    optimizer_step,
-    read_jsonl,
-    warmup_linear,
-)
-from deberta_edu.training.pretrain import (
-    CONFIGS,
-    Batches,
-    Evaluator,
-    MaskSpec,
-    get_config,
-    main,
-    mlm_loss,
-    synthetic_data,
-    train,
-)
+from deberta_edu.training.configs import CONFIGS, get_config
+from deberta_edu.training.engine import Distributed, Precision, build_optimizer, optimizer_step, warmup_linear
+from deberta_edu.training.mlm_data import Batches, MaskSpec, synthetic_data
+from deberta_edu.training.pretrain import Evaluator, main, mlm_loss, train
+from deberta_edu.training.state import read_jsonl
 
 TRAIN = synthetic_data(256, 32, 64, seed=0)  # (256, 32): [CLS] ... [SEP], vocabulary of 64
 VAL = synthetic_data(32, 32, 64, seed=1)
@@ -110,16 +97,29 @@ def test_masks_are_a_function_of_seed_and_step_and_change_every_epoch():
     b = Batches(TRAIN, cfg, MaskSpec(64), Distributed())
     for step in (0, 5, 40):
         assert all(torch.equal(x, y) for x, y in zip(a.global_batch(step), b.global_batch(step), strict=True))
-    assert not torch.equal(a.global_batch(0)[1], b.global_batch(1)[1])
+    assert not torch.equal(a.global_batch(0).labels, b.global_batch(1).labels)
     # Every row once per epoch, each time with a new mask.
     per_epoch = a.steps_per_epoch
     assert sorted(a.order(0).tolist()) == list(range(len(TRAIN)))
     row = int(a.order(0)[0])  # the first row of step 0
     step1 = per_epoch + int((a.order(1) == row).nonzero()) // cfg.batch_size
     pos1 = int((a.order(1) == row).nonzero()) % cfg.batch_size
-    labels0, labels1 = a.global_batch(0)[1][0], a.global_batch(step1)[1][pos1]
+    labels0, labels1 = a.global_batch(0).labels[0], a.global_batch(step1).labels[pos1]
     assert torch.equal(torch.where(labels0 != -100, labels0, TRAIN[row]), TRAIN[row])  # the same row
     assert not torch.equal(labels0 != -100, labels1 != -100)
+
+
+def test_micro_batches_are_slices_of_the_global_batch():
+    cfg = get_config("debug", grad_accum=4)
+    batches = Batches(TRAIN, cfg, MaskSpec(64), Distributed())
+    whole = batches.global_batch(3)
+    micro, weights = batches.micro_batches(3)
+    assert all(isinstance(b, Batch) for b in [whole, *micro]) and len(micro) == 4
+    for field in Batch._fields:  # input_ids, labels, attention_mask: each the global batch's, cut in 4
+        assert torch.equal(torch.cat([getattr(b, field) for b in micro]), getattr(whole, field))
+    assert weights == [b.num_targets for b in micro] and sum(weights) == int((whole.labels != -100).sum())
+    ids, labels, mask = whole  # unpacks in the order pretraining batches always had
+    assert torch.equal(mask, (ids != 0).long()) and torch.equal(labels, whole.labels)
 
 
 def test_update_does_not_depend_on_how_the_batch_is_split():

@@ -9,8 +9,9 @@ import torch
 from deberta_edu.ablation import reproduce
 from deberta_edu.ablation.reproduce import NOISE_RUN, VARIANTS, Scale, get_scale, variant_configs
 from deberta_edu.data import corpus
+from deberta_edu.training.configs import TrainConfig
 from deberta_edu.training.engine import Distributed
-from deberta_edu.training.pretrain import Batches, MaskSpec, TrainConfig, synthetic_data
+from deberta_edu.training.mlm_data import Batches, MaskSpec, synthetic_data
 
 WORDS = "the model learns to predict masked words from context while attention mixes content and position".split()
 

@@ -14,21 +14,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from deberta_edu.facts import LOG_FILE, STATE_FILE
 from deberta_edu.model.checkpoint import load_tensors
 from deberta_edu.model.emd import DebertaForMaskedLM
-from deberta_edu.training.engine import (
-    LOG_FILE,
-    STATE_FILE,
-    Distributed,
-    JsonlLogger,
-    Precision,
-    build_optimizer,
-    load_training_state,
-    optimizer_step,
-    read_jsonl,
-    save_training_state,
-)
-from deberta_edu.training.pretrain import Batches, MaskSpec, get_config, mlm_loss, prepare_data, train
+from deberta_edu.training.configs import get_config
+from deberta_edu.training.engine import Distributed, Precision, build_optimizer, optimizer_step
+from deberta_edu.training.mlm_data import Batches, MaskSpec, prepare_data
+from deberta_edu.training.pretrain import mlm_loss, train
+from deberta_edu.training.state import JsonlLogger, load_training_state, read_jsonl, save_training_state
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = get_config("debug")  # 20 steps, a checkpoint every 10, dropout 0.1
@@ -141,7 +134,9 @@ KILLED_RUN = textwrap.dedent(
     import sys, time
     import torch
     torch.set_num_threads(1)
-    from deberta_edu.training.pretrain import get_config, prepare_data, train
+    from deberta_edu.training.configs import get_config
+    from deberta_edu.training.mlm_data import prepare_data
+    from deberta_edu.training.pretrain import train
 
     def hang(record):  # after logging step 13 the process "hangs" until it is killed
         if record["kind"] == "train" and record["step"] == 13:

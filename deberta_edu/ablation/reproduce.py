@@ -46,9 +46,9 @@ import torch
 from deberta_edu.model.checkpoint import lesson_checkpoint
 from deberta_edu.model.config import DebertaConfig
 from deberta_edu.model.positions import relative_rows_and_index
-from deberta_edu.training import pretrain
+from deberta_edu.training import engine, mlm_data, pretrain
+from deberta_edu.training.configs import TrainConfig
 from deberta_edu.training.finetune import FinetuneConfig, finetune
-from deberta_edu.training.pretrain import TrainConfig
 
 SCHEMA = "deberta_edu/ablation/1"
 RESULTS_FILE = "results.json"
@@ -273,7 +273,7 @@ def run_job(job: Job) -> dict:
         torch.set_num_threads(job.threads)
     start = time.perf_counter()
     print(f"[{job.run}] pretraining: {job.cfg.steps} steps x {job.cfg.tokens_per_step:,} tokens", flush=True)
-    train_data, val_data, tokenizer = pretrain.prepare_data(job.cfg)
+    train_data, val_data, tokenizer = mlm_data.prepare_data(job.cfg)
     out_dir = Path(job.work_dir) / job.run if job.work_dir else None
     try:
         result = pretrain.train(job.cfg.replace(compile=job.compile), train_data, val_data, tokenizer=tokenizer,
@@ -370,13 +370,13 @@ def unigram_baseline(cfg: TrainConfig) -> dict:
     """
     import numpy as np
 
-    train_data, val_data, tokenizer = pretrain.prepare_data(cfg)
-    spec = pretrain.MaskSpec.of(cfg, tokenizer)
+    train_data, val_data, tokenizer = mlm_data.prepare_data(cfg)
+    spec = mlm_data.MaskSpec.of(cfg, tokenizer)
     rows = train_data.rows() if hasattr(train_data, "rows") else train_data.numpy()
     counts = np.bincount(np.asarray(rows).ravel(), minlength=spec.vocab_size).astype(np.float64)
     counts[list(spec.special_ids)] = 0  # [CLS], [SEP], padding are never masked targets
     log_p = torch.from_numpy(np.log((counts + 1) / (counts + 1).sum()))  # (V,)
-    labels = pretrain.Evaluator(val_data, cfg, spec, pretrain.Distributed(), pretrain.Precision("fp32", "cpu")).labels
+    labels = pretrain.Evaluator(val_data, cfg, spec, engine.Distributed(), engine.Precision("fp32", "cpu")).batch.labels
     targets = labels[labels != -100]  # (N,) the held-out masked tokens
     return {"val_loss": float(-log_p[targets].mean()), "val_accuracy": float((targets == log_p.argmax()).float().mean()),
             "val_tokens": len(targets)}
@@ -393,7 +393,7 @@ def fit_steps(scale: Scale, configs: dict[str, TrainConfig], device: str, timing
     """
     cfg = configs["deberta"].replace(steps=timing_steps, warmup_steps=timing_steps, log_every=timing_steps // 3,
                                      eval_every=0, save_every=0, name="timing")
-    train_data, _, tokenizer = pretrain.prepare_data(cfg)
+    train_data, _, tokenizer = mlm_data.prepare_data(cfg)
     result = pretrain.train(cfg.replace(compile=scale.compile), train_data, None, tokenizer=tokenizer, device=device,
                             progress=False)
     windows = [r for r in result.history if r["kind"] == "train"][1:]  # the first window holds the warm-up

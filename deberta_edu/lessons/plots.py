@@ -15,8 +15,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from deberta_edu.facts import LOG_FILE
 from deberta_edu.figures import figure_png, smooth
-from deberta_edu.training.engine import LOG_FILE, read_jsonl
+from deberta_edu.training.state import read_jsonl
 
 
 def load_records(source) -> list[dict]:

@@ -15,7 +15,9 @@ def pretrained_for_lessons(name: str = "lesson4", progress: bool = False):
     """
     folder = lesson_checkpoint(name)
     if not ((folder / MODEL_FILE).exists() and (folder / TOKENIZER_FILE).exists()):
-        from deberta_edu.training.pretrain import get_config, prepare_data, train
+        from deberta_edu.training.configs import get_config
+        from deberta_edu.training.mlm_data import prepare_data
+        from deberta_edu.training.pretrain import train
 
         cfg = get_config(name, smoke=True)
         train_data, val_data, tokenizer = prepare_data(cfg)

@@ -1,7 +1,8 @@
 """Fine-tuning a pretrained encoder for sequence classification, with or without SiFT.
 
-It reuses the pretraining engine's pieces (``train_utils``): AdamW without decay on biases and
+It reuses the pretraining engine's pieces (``engine``, ``state``): AdamW without decay on biases and
 LayerNorm, warmup then linear decay, clipping, mixed precision, the progress bar and the JSONL log.
+Its batches are the same ``Batch`` as pretraining's, with one class per sequence as labels.
 The adversarial loss of ``sift`` is simply added inside the loss function, so λ = 0 is exactly plain
 fine-tuning.
 """
@@ -15,12 +16,13 @@ from pathlib import Path
 
 import torch
 
+from deberta_edu.data.batch import Batch
+from deberta_edu.facts import LOG_FILE
 from deberta_edu.model.checkpoint import save_tensors
 from deberta_edu.model.classify import DebertaForSequenceClassification
 from deberta_edu.model.emd import DebertaForMaskedLM
 
 from .engine import (
-    JsonlLogger,
     Precision,
     build_optimizer,
     generator,
@@ -30,6 +32,7 @@ from .engine import (
     warmup_linear,
 )
 from .sift import AdversarialConfig, Adversary
+from .state import JsonlLogger
 
 
 @dataclass
@@ -75,16 +78,57 @@ def collate(rows: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch
     return ids, mask
 
 
+def classification_batch(rows: list[list[int]], labels: torch.Tensor) -> Batch:
+    """The padded rows and their classes, as the training loop and ``accuracy`` read them."""
+    ids, mask = collate(rows)
+    return Batch(input_ids=ids, labels=labels, attention_mask=mask)
+
+
 @torch.no_grad()
 def accuracy(model, rows, labels, batch_size: int = 128, device="cpu") -> float:
     model.eval()
     correct = 0
     for s in range(0, len(rows), batch_size):
-        ids, mask = collate(rows[s : s + batch_size])
-        logits = model(ids.to(device), mask.to(device)).logits
-        correct += int((logits.argmax(-1).cpu() == labels[s : s + batch_size]).sum())
+        batch = classification_batch(rows[s : s + batch_size], labels[s : s + batch_size])
+        logits = model(batch.input_ids.to(device), batch.attention_mask.to(device)).logits
+        correct += int((logits.argmax(-1).cpu() == batch.labels).sum())
     model.train()
     return correct / max(1, len(rows))
+
+
+def classifier_from(pretrained: DebertaForMaskedLM, dropout: float) -> DebertaForSequenceClassification:
+    """A classifier whose encoder is a copy of ``pretrained``'s; its head is new (from the global RNG)."""
+    config = pretrained.config.replace(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    model = DebertaForSequenceClassification(config, num_labels=2)
+    model.deberta.load_state_dict(pretrained.deberta.state_dict())
+    return model
+
+
+def training_batches(rows: list[list[int]], labels: torch.Tensor, cfg: FinetuneConfig, steps_per_epoch: int,
+                     steps: int):
+    """(step, Batch) for each of ``steps`` updates; a fresh shuffle per epoch, drawn from (seed, epoch)."""
+    order = torch.empty(0, dtype=torch.long)
+    for step in range(steps):
+        epoch, k = divmod(step, steps_per_epoch)
+        if k == 0:
+            order = torch.randperm(len(rows), generator=generator(cfg.seed, "order", epoch))
+        idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size].tolist()
+        yield step, classification_batch([rows[i] for i in idx], labels[idx])
+
+
+def sift_loss(cfg: FinetuneConfig, adversary: Adversary, hidden_size: int, stats: dict):
+    """loss_fn(model, batch): cross-entropy + λ x SiFT's adversarial loss (its numbers go to ``stats``)."""
+
+    def loss_fn(model, batch: Batch) -> torch.Tensor:
+        ids, mask = batch.input_ids, batch.attention_mask
+        out = model(ids, mask, labels=batch.labels)
+        if cfg.adversarial.lam == 0:
+            return out.loss
+        adv, s = adversary.loss(lambda: model(ids, mask).logits, out.logits, (*ids.shape, hidden_size))
+        stats.update(s)
+        return out.loss + adv
+
+    return loss_fn
 
 
 def finetune(
@@ -98,10 +142,7 @@ def finetune(
     cfg = cfg or FinetuneConfig()
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)  # the new head's initialisation and dropout
-    config = pretrained.config.replace(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
-    model = DebertaForSequenceClassification(config, num_labels=2)
-    model.deberta.load_state_dict(pretrained.deberta.state_dict())
-    model.to(device).train()
+    model = classifier_from(pretrained, cfg.dropout).to(device).train()
 
     train = splits["train"][: cfg.max_train_examples] if cfg.max_train_examples else splits["train"]
     train_rows, train_labels = encode(train, tokenizer, cfg.max_length)
@@ -114,29 +155,15 @@ def finetune(
     optimizer = build_optimizer(model, cfg.lr, weight_decay=cfg.weight_decay)
     precision = Precision(cfg.precision, device)
     adversary = Adversary(model.deberta.embeddings, cfg.adversarial, generator=generator(cfg.seed, "sift"))
-    log = JsonlLogger(Path(out_dir) / "metrics.jsonl" if out_dir else None)
-    stats: dict = {}
-
-    def loss_fn(model, batch):
-        ids, mask, labels = batch
-        out = model(ids, mask, labels=labels)
-        if cfg.adversarial.lam == 0:
-            return out.loss
-        adv, s = adversary.loss(lambda: model(ids, mask).logits, out.logits, (*ids.shape, config.hidden_size))
-        stats.update(s)
-        return out.loss + adv
+    stats: dict = {}  # the adversarial loss's numbers of the last step
+    loss_fn = sift_loss(cfg, adversary, model.config.hidden_size, stats)
+    log = JsonlLogger(Path(out_dir) / LOG_FILE if out_dir else None)
 
     bar = progress_bar(total, desc=f"fine-tuning (λ={cfg.adversarial.lam}, seed {cfg.seed})", enabled=cfg.progress)
-    order = torch.empty(0, dtype=torch.long)
-    for step in range(total):
-        epoch, k = divmod(step, steps_per_epoch)
-        if k == 0:  # a fresh shuffle per epoch, a pure function of (seed, epoch)
-            order = torch.randperm(len(train_rows), generator=generator(cfg.seed, "order", epoch))
-        idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size].tolist()
-        ids, mask = collate([train_rows[i] for i in idx])
-        batch = (ids.to(device), mask.to(device), train_labels[idx].to(device))
+    for step, batch in training_batches(train_rows, train_labels, cfg, steps_per_epoch, total):
         set_lr(optimizer, cfg.lr * warmup_linear(step, warmup, total))
-        out = optimizer_step(model, optimizer, [batch], loss_fn, [len(idx)], precision=precision)
+        weights = [batch.num_targets]  # the examples of the batch
+        out = optimizer_step(model, optimizer, [batch.to(device)], loss_fn, weights, precision=precision)
         record = {"step": step + 1, "loss": out.loss.item(), **stats}
         if (step + 1) % max(1, total // 4) == 0 or step + 1 == total:
             record["dev_accuracy"] = accuracy(model, dev_rows, dev_labels, device=device)
@@ -147,10 +174,15 @@ def finetune(
     dev_acc = accuracy(model, dev_rows, dev_labels, device=device)
     test_acc = accuracy(model, test_rows, test_labels, device=device)
     if out_dir:
-        meta = {"config": json.dumps(config.to_dict()), "kind": "classifier", "num_labels": "2",
-                "finetune": json.dumps({**asdict(cfg), "adversarial": asdict(cfg.adversarial)})}
-        save_tensors(model.state_dict(), Path(out_dir) / "classifier.safetensors", meta)
+        save_classifier(model, cfg, out_dir)
     return FinetuneResult(dev_acc, test_acc, log.records, model.eval(), cfg)
+
+
+def save_classifier(model: DebertaForSequenceClassification, cfg: FinetuneConfig, out_dir) -> Path:
+    """classifier.safetensors in out_dir: the weights, the model config and how it was fine-tuned."""
+    meta = {"config": json.dumps(model.config.to_dict()), "kind": "classifier", "num_labels": "2",
+            "finetune": json.dumps({**asdict(cfg), "adversarial": asdict(cfg.adversarial)})}
+    return save_tensors(model.state_dict(), Path(out_dir) / "classifier.safetensors", meta)
 
 
 def compare(pretrained, splits, tokenizer, lams=(0.0, 1.0), seeds=(0, 1, 2), **cfg_changes) -> dict:

@@ -1,0 +1,194 @@
+"""The named pretraining runs: a ``TrainConfig`` says which model, on which data, trained how.
+
+Sizes (tiny, mini, small, base; ``SIZE_TRAINING`` gives their data and schedule) times variants (deberta,
+bert, no_emd, no_c2p, no_p2c) make ``tiny-no_c2p`` and the like; ``lesson4`` (and its smoke size) and
+``debug`` are the course's own. ``get_config`` returns a copy, ``apply_overrides`` changes fields by name
+(the command line's ``--set lr=3e-4 --set model.hidden_size=64``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from deberta_edu import facts
+from deberta_edu.model.config import SIZES, VARIANTS, DebertaConfig, make_config
+
+from .engine import PRECISIONS
+
+
+@dataclass
+class TrainConfig:
+    """A model (size + variant + overrides), its data, and how to train it."""
+
+    name: str = "custom"
+    size: str = "tiny"  # a key of config.SIZES
+    variant: str = "deberta"  # a key of config.VARIANTS: deberta, bert, no_emd, no_c2p, no_p2c
+    model_overrides: dict = field(default_factory=dict)  # any DebertaConfig field, e.g. {"hidden_size": 64}
+    source: str = "bbc"  # corpus for build_dataset, or "synthetic"
+    vocab_size: int = 8000
+    seq_length: int = 128
+    batch_size: int = 32  # sequences per optimizer step, all ranks and micro-batches together
+    grad_accum: int = 1  # micro-batches per rank per step
+    steps: int = 1000
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    adam_eps: float = 1e-6
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float = 1.0
+    mlm_probability: float = 0.15
+    whole_word_masking: bool = False  # needs a tokenizer (its word_start_mask); slower, per-row Python
+    dropout: float | None = None  # None keeps the model config's (0.1)
+    precision: str = "auto"  # auto: bf16 (or fp16) autocast on GPU, fp32 on CPU
+    compile: bool = False  # torch.compile each encoder layer (the same numbers, faster on a GPU)
+    log_every: int = 1  # steps per train record (its loss is the mean over those steps)
+    eval_every: int = 100  # steps between held-out evaluations (0: only at the end)
+    eval_rows: int = 256  # held-out sequences per evaluation (the first ones of the validation set)
+    eval_batch_size: int = 64
+    eval_seed: int = 1234  # eval masks depend on this alone, so runs with other seeds stay comparable
+    save_every: int = 100  # steps between checkpoints (0: only at the end)
+    seed: int = 0
+
+    def __post_init__(self):
+        self.adam_betas = tuple(self.adam_betas)
+        self.model_overrides = dict(self.model_overrides)
+        if self.size not in SIZES:
+            raise ValueError(f"unknown size {self.size!r}; choose from {sorted(SIZES)}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose from {sorted(VARIANTS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("batch_size", "grad_accum", "steps", "log_every", "eval_rows", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.save_every % self.log_every:
+            raise ValueError(
+                f"save_every ({self.save_every}) must be a multiple of log_every ({self.log_every}): a "
+                "checkpoint between two log records would lose the running loss, and resume would not be exact"
+            )
+
+    def model_config(self, vocab_size: int | None = None) -> DebertaConfig:
+        """The DebertaConfig to build (vocab_size: the tokenizer's, if it differs from the config's)."""
+        extra = {}
+        if self.dropout is not None:
+            extra = {"hidden_dropout_prob": self.dropout, "attention_probs_dropout_prob": self.dropout}
+        vocab = vocab_size or self.vocab_size
+        return make_config(self.size, self.variant, vocab_size=vocab, **{**extra, **self.model_overrides})
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_length
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(copy.deepcopy(self), **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# Fields that do not change what a run computes; a resumed run may change them.
+NON_TRAJECTORY_FIELDS = ("name", "log_every", "eval_every", "eval_rows", "eval_batch_size", "save_every", "compile")
+
+
+def check_same_run(saved: dict, cfg: TrainConfig, state) -> None:
+    """Refuse to resume from ``state`` (a checkpoint trained with config ``saved``) in another trajectory."""
+    now = cfg.to_dict()
+    diff = {k: (saved.get(k), now[k]) for k in now
+            if k not in NON_TRAJECTORY_FIELDS and json.loads(json.dumps(now[k])) != saved.get(k)}
+    if diff:
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"cannot resume from {state}: it was trained with another config ({listed}). "
+            "Resume with the same config, or start afresh in another --out folder."
+        )
+
+
+# Per size: data and schedule. Sized for one GPU in minutes (tiny, mini) to hours (base); the paper
+# trains base for 1M steps of 256 x 512 tokens (Table 8).
+SIZE_TRAINING: dict[str, dict] = {
+    "tiny": dict(source="bbc", vocab_size=8000, seq_length=128, batch_size=32, lr=1e-3, warmup_steps=200,
+                 steps=3000, eval_every=250, save_every=250, log_every=10),
+    "mini": dict(source="bbc", vocab_size=8000, seq_length=128, batch_size=64, lr=7e-4, warmup_steps=300,
+                 steps=5000, eval_every=500, save_every=500, log_every=10),
+    "small": dict(source="large", vocab_size=32000, seq_length=512, batch_size=64, lr=5e-4, warmup_steps=1000,
+                  steps=20000, eval_every=1000, save_every=1000, log_every=50),
+    "base": dict(source="large", vocab_size=32000, seq_length=512, batch_size=256, lr=2e-4, warmup_steps=2000,
+                 steps=50000, eval_every=2000, save_every=2000, log_every=50),
+}
+
+
+def _named_configs() -> dict[str, TrainConfig]:
+    configs = {}
+    for size, training in SIZE_TRAINING.items():
+        for variant in VARIANTS:
+            name = f"{size}-{variant}"
+            configs[name] = TrainConfig(name=name, size=size, variant=variant, **training)
+        configs[size] = configs[f"{size}-deberta"].replace(name=size)
+    # Lesson 4: a tiny DeBERTa on BBC News, about 1-2 minutes on 2 CPU cores (820K tokens); smoke: ~10 s.
+    # Dropout off: so short a run underfits, and dropout only slows it down.
+    configs["lesson4"] = TrainConfig(
+        name="lesson4", size="tiny", source="bbc", vocab_size=8000, seq_length=128, batch_size=16,
+        lr=1e-3, warmup_steps=30, steps=400, dropout=0.0, eval_every=100, eval_rows=128, save_every=100,
+    )
+    configs["lesson4-smoke"] = configs["lesson4"].replace(
+        name="lesson4-smoke", batch_size=8, steps=25, warmup_steps=5, eval_every=25, eval_rows=32, save_every=25
+    )
+    # A model of a few thousand weights on synthetic data: checks the plumbing in seconds (tests, CI).
+    configs["debug"] = TrainConfig(
+        name="debug", size="tiny", source="synthetic", vocab_size=64, seq_length=32, batch_size=16,
+        model_overrides=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                             max_position_embeddings=64, position_buckets=16),
+        lr=1e-2, warmup_steps=4, steps=20, eval_every=10, eval_rows=32, eval_batch_size=32, save_every=10,
+    )
+    return configs
+
+
+CONFIGS: dict[str, TrainConfig] = _named_configs()
+
+
+def get_config(name: str, smoke: bool | None = None, **changes) -> TrainConfig:
+    """A copy of a named config. With ``smoke`` (default: env DEBERTA_EDU_SMOKE=1), ``<name>-smoke`` if it exists."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; choose from {sorted(CONFIGS)}")
+    if smoke is None:
+        smoke = facts.smoke()
+    if smoke and f"{name}-smoke" in CONFIGS:
+        name = f"{name}-smoke"
+    return CONFIGS[name].replace(**changes)
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
+    """``["lr=3e-4", "model.hidden_size=64"]``: TrainConfig fields, or DebertaConfig fields after ``model.``."""
+    changes, model = {}, dict(cfg.model_overrides)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_fields = {f.name for f in dataclasses.fields(DebertaConfig)}
+    for a in assignments:
+        key, sep, value = a.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {a!r}")
+        if key.startswith("model."):
+            if key[6:] not in model_fields:
+                raise ValueError(f"{key[6:]!r} is not a DebertaConfig field; choose from {sorted(model_fields)}")
+            model[key[6:]] = _parse_value(value)
+        elif key in fields:
+            changes[key] = _parse_value(value)
+        else:
+            raise ValueError(f"{key!r} is not a TrainConfig field; choose from {sorted(fields)} or model.<field>")
+    return cfg.replace(**changes, model_overrides=model)

@@ -1,0 +1,199 @@
+"""What a run leaves behind to be read or continued: its JSONL log, and its resumable state.
+
+Resumable runs save everything that decides the future (weights, optimizer moments, step, the random
+state that drives dropout) in one safetensors file, written atomically; data order, masks and the
+learning rate are pure functions of (seed, step) (``engine.derive_seed``), so they need no saving at all.
+A run killed mid-write leaves a torn last log line, which ``read_jsonl`` drops.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from deberta_edu.model.checkpoint import load_tensors, save_tensors
+
+from .engine import Distributed, Precision, derive_seed, unwrap
+
+STATE_FORMAT = "deberta_edu/train-state/1"
+
+
+# ----------------------------------------------------------------------------- logs
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a JSONL file. A broken last line (the process was killed mid-write) is dropped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_text().splitlines()
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n != len(lines) - 1:
+                raise ValueError(f"{path}, line {n + 1} is not JSON: {line[:80]!r}") from None
+    return records
+
+
+class JsonlLogger:
+    """Keeps every record in ``records`` and appends it, as one JSON line, to ``path`` (if given).
+
+    ``resume_step=s`` keeps the file's records up to step s and drops the rest: a run killed after
+    its last checkpoint logged steps that the resumed run will log again. Without it, the file
+    starts empty.
+    """
+
+    def __init__(self, path: str | Path | None = None, resume_step: int | None = None):
+        self.path = Path(path) if path is not None else None
+        self.records: list[dict] = []
+        if self.path is None:
+            return
+        if resume_step is not None:
+            self.records = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
+    def log(self, record: dict) -> None:
+        self.records.append(record)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+
+
+# ----------------------------------------------------------------------------- resumable checkpoints
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _rng_states_of_all_ranks(world: Distributed) -> dict[str, torch.Tensor]:
+    """{"rng.cpu.<rank>": state, ...}: every process draws its own dropout masks."""
+    mine = _rng_state(world.device)
+    states = [mine]
+    if world.enabled:
+        states = [None] * world.world_size
+        dist.all_gather_object(states, mine)
+    return {f"rng.{kind}.{rank}": t for rank, s in enumerate(states) for kind, t in s.items()}
+
+
+def save_training_state(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    *,
+    precision: Precision | None = None,
+    world: Distributed | None = None,
+    metadata: dict | None = None,
+) -> Path | None:
+    """Everything a run needs to continue exactly, in one safetensors file (no pickle).
+
+    Tensors: ``model.<name>``, ``optimizer.<param name>.<exp_avg|exp_avg_sq|step>``, ``rng.cpu.<rank>``
+    (and ``rng.cuda.<rank>``). JSON metadata: step, the optimizer's hyperparameters, the GradScaler,
+    and whatever ``metadata`` holds. Call it on every rank (they exchange RNG states); rank 0 writes.
+    """
+    world = world or Distributed()
+    rng = _rng_states_of_all_ranks(world)
+    if not world.is_main:
+        return None
+    model = unwrap(model)
+    names = {p: n for n, p in model.named_parameters()}
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    order = [names[p] for g in optimizer.param_groups for p in g["params"]]
+    sd = optimizer.state_dict()
+    for index, state in sd["state"].items():
+        for key, value in state.items():
+            tensors[f"optimizer.{order[index]}.{key}"] = torch.as_tensor(value)
+    tensors.update(rng)
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in sd["param_groups"]]
+    meta = {
+        "format": STATE_FORMAT,
+        "step": str(step),
+        "world_size": str(world.world_size),
+        "optimizer_groups": json.dumps(groups),
+        "optimizer_params": json.dumps([[order[i] for i in g["params"]] for g in sd["param_groups"]]),
+        "scaler": json.dumps(precision.scaler.state_dict() if precision else {}),
+        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()},
+    }
+    return save_tensors(tensors, path, meta)
+
+
+def load_training_state(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    precision: Precision | None = None,
+    world: Distributed | None = None,
+    restore_rng: bool = True,
+) -> dict[str, str]:
+    """Put a ``save_training_state`` file back into model, optimizer, scaler and RNG; returns the metadata."""
+    world = world or Distributed()
+    tensors, meta = load_tensors(path)
+    if meta.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not a training state (format {meta.get('format')!r}, expected {STATE_FORMAT!r})")
+    model = unwrap(model)
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    if optimizer is not None:
+        _restore_optimizer(optimizer, model, tensors, meta, path)
+    if precision is not None and json.loads(meta.get("scaler", "{}")):
+        precision.scaler.load_state_dict(json.loads(meta["scaler"]))
+    if restore_rng:
+        _restore_rng(tensors, meta, world, path)
+    return meta
+
+
+def _restore_optimizer(optimizer, model: nn.Module, tensors: dict, meta: dict, path) -> None:
+    """The AdamW moments and hyperparameters, matched to this optimizer's parameters by name."""
+    saved = json.loads(meta["optimizer_params"])
+    names = {p: n for n, p in model.named_parameters()}
+    current = [[names[p] for p in g["params"]] for g in optimizer.param_groups]
+    if saved != current:
+        raise ValueError(
+            f"{path} holds optimizer state for other parameters than this model's optimizer; "
+            "was it written for another model config?"
+        )
+    order = [n for g in saved for n in g]
+    state = {}
+    for index, name in enumerate(order):
+        prefix = f"optimizer.{name}."
+        entry = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if entry:
+            state[index] = entry
+    groups, start = [], 0
+    for g, params in zip(json.loads(meta["optimizer_groups"]), saved, strict=True):
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append({**g, "params": list(range(start, start + len(params)))})
+        start += len(params)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _restore_rng(tensors: dict, meta: dict, world: Distributed, path) -> None:
+    """This rank's random state (it drives dropout), or a fresh seed, with a warning, if none was saved."""
+    key = f"rng.cpu.{world.rank}"
+    if key in tensors:
+        torch.set_rng_state(tensors[key])
+        if world.device.type == "cuda" and f"rng.cuda.{world.rank}" in tensors:
+            torch.cuda.set_rng_state(tensors[f"rng.cuda.{world.rank}"], world.device)
+    else:
+        warnings.warn(
+            f"{path} has no random state for rank {world.rank} (it was saved by {meta.get('world_size')} "
+            "process(es)); dropout continues from a fresh seed, so the run is no longer bit-exact",
+            stacklevel=3,  # the caller of load_training_state
+        )
+        torch.manual_seed(derive_seed("resume", int(meta["step"]), world.rank))
