@@ -111,6 +111,32 @@ def test_only_masked_logits_is_an_exact_shortcut():
     torch.testing.assert_close(short.loss, full.loss)
 
 
+@pytest.mark.parametrize("layout", [{}, {"share_att_key": False}, {"conv_kernel_size": 3}])
+def test_the_emd_decodes_only_the_masked_tokens_exactly(layout):
+    """Appendix A.7: decoding only the masked positions gives their rows of the full EMD, and the same gradients."""
+    torch.manual_seed(0)
+    model = DebertaForMaskedLM(make_config("tiny", vocab_size=V, max_position_embeddings=64, position_buckets=8,
+                                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **layout))
+    assert model.emd is not None
+    ids = _ids()
+    mask = torch.ones_like(ids)
+    mask[1, 15:] = 0  # padding in one row
+    labels = torch.full_like(ids, -100)
+    labels[0, [2, 4, 11]], labels[1, 9] = torch.tensor([5, 17, 8]), 23  # rows with different counts
+    full = model(ids, mask, labels=labels)
+    full.loss.backward()
+    full_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    short = model(ids, mask, labels=labels, only_masked_logits=True)
+    short.loss.backward()
+    torch.testing.assert_close(short.decoder_hidden_state, full.decoder_hidden_state[labels != -100])
+    torch.testing.assert_close(short.logits, full.logits[labels != -100])
+    torch.testing.assert_close(short.loss, full.loss)
+    for name, p in model.named_parameters():
+        if name in full_grads:
+            torch.testing.assert_close(p.grad, full_grads[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
 def test_no_labelled_token_gives_zero_loss():
     model = _mlm()
     out = model(_ids(), labels=torch.full((2, 20), -100))

@@ -13,7 +13,7 @@ from deberta_edu.model.config import SIZES, VARIANTS, make_config
 from deberta_edu.model.emd import DebertaForMaskedLM
 from deberta_edu.training.configs import CONFIGS, get_config
 from deberta_edu.training.engine import Distributed, Precision, build_optimizer, optimizer_step, warmup_linear
-from deberta_edu.training.mlm_data import Batches, MaskSpec, synthetic_data
+from deberta_edu.training.mlm_data import Batches, MaskSpec, prepare_data, synthetic_data
 from deberta_edu.training.pretrain import Evaluator, main, mlm_loss, train
 from deberta_edu.training.state import read_jsonl
 
@@ -203,3 +203,31 @@ def test_cli(tmp_path, capsys):
     assert "tiny-no_c2p" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="not a TrainConfig field"):
         main(["--config", "debug", "--set", "learning_rate=1", "--out", str(tmp_path)])
+
+
+def test_a_token_budget_sets_the_steps():
+    cfg = get_config("debug").replace(budget_tokens=16 * 32 * 7)
+    cfg = type(cfg).from_dict(cfg.to_dict())
+    assert cfg.steps == 7
+    with pytest.raises(ValueError, match="less than one step"):
+        get_config("debug").replace(budget_tokens=10)
+
+
+def test_one_cycle_warms_up_then_reaches_zero_at_the_end_of_the_budget():
+    from deberta_edu.training.engine import one_cycle
+
+    assert one_cycle(0.025, 0.05) == pytest.approx(0.5) and one_cycle(0.05, 0.05) == pytest.approx(1.0)
+    assert one_cycle(0.525, 0.05) == pytest.approx(0.5) and one_cycle(1.0, 0.05) == 0.0
+    assert one_cycle(2.0, 0.05) == 0.0 and one_cycle(0.0, 0.05) > 0
+
+
+def test_a_time_budget_stops_the_run_and_its_schedule_ends_near_zero(tmp_path):
+    cfg = get_config("debug").replace(steps=100_000, budget_seconds=1.5, log_every=1, eval_every=0,
+                                      save_every=0, warmup_fraction=0.1)
+    train_data, val_data, tok = prepare_data(cfg)
+    result = train(cfg, train_data, val_data, tokenizer=tok, out_dir=tmp_path, progress=False)
+    steps = [r for r in result.history if r["kind"] == "train"]
+    assert 1 < len(steps) < 100_000
+    assert steps[-1]["train_time"] == pytest.approx(1.5, abs=0.5)
+    assert steps[-1]["lr"] < 0.2 * cfg.lr  # the schedule followed the clock down
+    assert max(r["lr"] for r in steps) > 0.8 * cfg.lr

@@ -177,6 +177,18 @@ def build_dataset(
     return folder / "train.npy", folder / "val.npy", Tokenizer(folder / "tokenizer.model")
 
 
+def pack_validation(source: str | Path, tokenizer: Tokenizer, max_seq_length: int, folder: Path) -> Path:
+    """The held-out documents of ``source`` packed with another corpus's tokenizer, beside its arrays.
+
+    A model trained on 'bbc*8+large' is scored on BBC's own held-out documents: ``val-bbc.npy``.
+    """
+    path = Path(folder) / f"val-{corpus.corpus_name(source)}.npy"
+    if not (path.exists() and path.with_suffix(".json").exists()):
+        _, val_docs = corpus.load_split(source)
+        pack(val_docs, tokenizer, max_seq_length, path, source=corpus.corpus_name(source))
+    return path
+
+
 # ----------------------------------------------------------------------------- shards
 
 

@@ -41,7 +41,11 @@ from .config import DebertaConfig
 
 @dataclass
 class RelativeTable:
-    """The relative-position rows a layer needs: ``table`` (R, D) and ``index`` (L, L) into it."""
+    """The relative-position rows a layer needs: ``table`` (R, D) and ``index`` (L, L) into it.
+
+    ``index`` may also be (B, M, L): the rows of M chosen query positions per sequence (the EMD decodes
+    only the masked tokens).
+    """
 
     table: torch.Tensor
     index: torch.Tensor
@@ -104,13 +108,19 @@ class DisentangledSelfAttention(nn.Module):
 
     # --- the four terms ---------------------------------------------------------------------------
     @staticmethod
-    def c2p(q, pos_k, index):
+    def _per_head(index):
+        """(L, L) as it is; (B, M, L) -> (B, 1, M, L), the same rows for every head."""
+        return index if index.dim() == 2 else index.unsqueeze(1)
+
+    @classmethod
+    def c2p(cls, q, pos_k, index):
         """Content-to-position: Q^c_i · K^r_{δ(i,j)}."""
         scores = q @ pos_k.transpose(-1, -2)  # (B, H, L, R): query i against every table row
+        index = cls._per_head(index)
         return torch.gather(scores, -1, index.expand(*scores.shape[:-1], index.size(-1)))  # (B, H, L, L)
 
-    @staticmethod
-    def p2c(k, pos_q, index):
+    @classmethod
+    def p2c(cls, k, pos_q, index):
         """Position-to-content: K^c_j · Q^r_{δ(i,j)}.
 
         The paper's eq. (4) indexes Q^r by δ(j, i). The released checkpoints (and transformers) use
@@ -118,13 +128,15 @@ class DisentangledSelfAttention(nn.Module):
         mirrored distance, a different model that no released weights were trained for.
         """
         scores = k @ pos_q.transpose(-1, -2)  # (B, H, L, R): key j against every table row
-        rows_for_j = index.transpose(0, 1)  # [j, i] = δ(i, j)
-        scores = torch.gather(scores, -1, rows_for_j.expand(*scores.shape[:-1], index.size(0)))  # [.., j, i]
+        rows_for_j = cls._per_head(index).transpose(-1, -2)  # [j, i] = δ(i, j)
+        scores = torch.gather(scores, -1, rows_for_j.expand(*scores.shape[:-1], index.size(-2)))  # [.., j, i]
         return scores.transpose(-1, -2)  # (B, H, L, L) indexed [i, j]
 
     @staticmethod
     def p2p(pos_q, pos_k, index):
         """Position-to-position: Q^r_{δ(i,j)} · K^r_{δ(j,i)}; depends on i − j only."""
+        if index.dim() != 2:
+            raise ValueError("p2p needs the full (L, L) relative index, not the rows of chosen queries")
         table_scores = pos_q @ pos_k.transpose(-1, -2)  # (H, R, R)
         R = table_scores.size(-1)
         pair = index * R + index.transpose(0, 1)  # (L, L): flat position of (δ(i,j), δ(j,i))

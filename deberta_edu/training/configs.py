@@ -27,20 +27,24 @@ class TrainConfig:
     size: str = "tiny"  # a key of config.SIZES
     variant: str = "deberta"  # a key of config.VARIANTS: deberta, bert, no_emd, no_c2p, no_p2c
     model_overrides: dict = field(default_factory=dict)  # any DebertaConfig field, e.g. {"hidden_size": 64}
-    source: str = "bbc"  # corpus for build_dataset, or "synthetic"
+    source: str = "bbc"  # corpus for build_dataset ("bbc", "large", "bbc*8+large", a folder), or "synthetic"
+    eval_source: str | None = None  # held-out documents of this corpus (None: the source's own)
     vocab_size: int = 8000
     seq_length: int = 128
     batch_size: int = 32  # sequences per optimizer step, all ranks and micro-batches together
     grad_accum: int = 1  # micro-batches per rank per step
-    steps: int = 1000
+    steps: int = 1000  # optimizer updates; with budget_tokens, derived from it
+    budget_tokens: int | None = None  # train on this many tokens: steps = budget_tokens / tokens_per_step
+    budget_seconds: float | None = None  # stop after this much training time; the schedule follows the clock
     lr: float = 1e-3
     warmup_steps: int = 100
+    warmup_fraction: float = 0.05  # with budget_seconds: warmup as a fraction of the budget
     weight_decay: float = 0.01
     adam_eps: float = 1e-6
     adam_betas: tuple[float, float] = (0.9, 0.999)
     max_grad_norm: float = 1.0
     mlm_probability: float = 0.15
-    whole_word_masking: bool = False  # needs a tokenizer (its word_start_mask); slower, per-row Python
+    whole_word_masking: bool = True  # span masking of whole words (n-grams); needs a tokenizer
     dropout: float | None = None  # None keeps the model config's (0.1)
     precision: str = "auto"  # auto: bf16 (or fp16) autocast on GPU, fp32 on CPU
     compile: bool = False  # torch.compile each encoder layer (the same numbers, faster on a GPU)
@@ -53,6 +57,15 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if self.budget_tokens is not None:
+            if self.budget_tokens < self.tokens_per_step:
+                raise ValueError(f"budget_tokens={self.budget_tokens} is less than one step of "
+                                 f"{self.tokens_per_step} tokens (batch_size x seq_length); raise it")
+            self.steps = self.budget_tokens // self.tokens_per_step
+        if self.budget_seconds is not None and not self.budget_seconds > 0:
+            raise ValueError(f"budget_seconds must be > 0, got {self.budget_seconds}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         self.adam_betas = tuple(self.adam_betas)
         self.model_overrides = dict(self.model_overrides)
         if self.size not in SIZES:
@@ -146,6 +159,7 @@ def _named_configs() -> dict[str, TrainConfig]:
     # A model of a few thousand weights on synthetic data: checks the plumbing in seconds (tests, CI).
     configs["debug"] = TrainConfig(
         name="debug", size="tiny", source="synthetic", vocab_size=64, seq_length=32, batch_size=16,
+        whole_word_masking=False,
         model_overrides=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                              max_position_embeddings=64, position_buckets=16),
         lr=1e-2, warmup_steps=4, steps=20, eval_every=10, eval_rows=32, eval_batch_size=32, save_every=10,

@@ -134,6 +134,18 @@ def warmup_linear(step: int, warmup_steps: int, total_steps: int) -> float:
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
+def one_cycle(progress: float, warmup_fraction: float) -> float:
+    """Learning-rate factor at ``progress`` in [0, 1] of a budget: linear warmup, then linear decay to 0.
+
+    The schedule of a run whose length is a budget of time (Izsak et al. 2021; Geiping & Goldstein 2022):
+    it reaches zero exactly when the budget is spent, however many steps that turns out to be.
+    """
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < warmup_fraction:
+        return max(progress / warmup_fraction, 1e-3)
+    return (1.0 - progress) / (1.0 - warmup_fraction)
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -52,6 +52,10 @@ def prepare_data(cfg: TrainConfig):
     from deberta_edu.data.packing import PackedDataset, build_dataset
 
     train_path, val_path, tokenizer = build_dataset(cfg.source, cfg.vocab_size, cfg.seq_length)
+    if cfg.eval_source is not None and cfg.eval_source != cfg.source:
+        from deberta_edu.data.packing import pack_validation
+
+        val_path = pack_validation(cfg.eval_source, tokenizer, cfg.seq_length, train_path.parent)
     return PackedDataset(train_path), PackedDataset(val_path), tokenizer
 
 
@@ -75,8 +79,9 @@ class MaskSpec:
     @classmethod
     def of(cls, cfg: TrainConfig, tokenizer=None) -> MaskSpec:
         if tokenizer is None:
-            if cfg.whole_word_masking:
-                raise ValueError("whole_word_masking needs a tokenizer (its word_start_mask); pass tokenizer=")
+            if cfg.whole_word_masking and cfg.source != "synthetic":  # synthetic rows have no words: per token
+                raise ValueError("whole_word_masking needs a tokenizer (its word_start_mask); pass tokenizer=, "
+                                 "or set whole_word_masking=False")
             return cls(cfg.vocab_size)
         word_starts = tokenizer.word_start_mask() if cfg.whole_word_masking else None
         return cls(tokenizer.vocab_size, tokenizer.mask_id, tokenizer.pad_id, tuple(tokenizer.special_ids),

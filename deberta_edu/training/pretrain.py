@@ -56,6 +56,7 @@ from .engine import (
     compile_layers,
     derive_seed,
     generator,
+    one_cycle,
     optimizer_step,
     progress_bar,
     set_lr,
@@ -185,6 +186,17 @@ class _Run:
         check_same_run(json.loads(meta["train_config"]), self.cfg, self.state_file)
         return int(meta["step"]), float(meta["elapsed"]), float(meta["train_time"])
 
+    def spent(self, window: _Window) -> float:
+        """Training time so far, the open window included (what a time budget counts)."""
+        return self.train_time + (time.perf_counter() - window.start if window.steps else 0.0)
+
+    def lr_factor(self, step: int, window: _Window) -> float:
+        """The schedule: warmup then linear decay to zero, over the steps or over the time budget."""
+        cfg = self.cfg
+        if cfg.budget_seconds is None:
+            return warmup_linear(step, cfg.warmup_steps, cfg.steps)
+        return one_cycle(self.spent(window) / cfg.budget_seconds, cfg.warmup_fraction)
+
     def record(self, r: dict) -> None:
         if self.world.is_main:
             self.logger.log(r)
@@ -262,13 +274,16 @@ def train(
     if run.start == 0 and cfg.eval_every:
         run.evaluate(0)
     window = _Window()
+    last = run.start
     for step in range(run.start, cfg.steps):  # `step` updates are done; this one makes update step + 1
-        lr = cfg.lr * warmup_linear(step, cfg.warmup_steps, cfg.steps)
+        if cfg.budget_seconds is not None and run.spent(window) >= cfg.budget_seconds:
+            break  # the time budget is spent (checked between steps; the schedule has reached zero)
+        lr = cfg.lr * run.lr_factor(step, window)
         set_lr(run.optimizer, lr)
         micro, weights = batches.micro_batches(step)
         window.add(optimizer_step(run.ddp, run.optimizer, micro, mlm_loss, weights, precision=run.precision,
                                   max_grad_norm=cfg.max_grad_norm, world=world))
-        done = step + 1
+        done = last = step + 1
         run.bar.update(1)
         logged = done % cfg.log_every == 0 or done == cfg.steps
         if logged:
@@ -279,9 +294,11 @@ def train(
             run.save(done)
         if logged:
             window = _Window()  # it starts now: eval and checkpoint time are not training time
-    if run.start < cfg.steps:  # (a finished run that is resumed only loads its state)
-        run.evaluate(cfg.steps)
-        run.save(cfg.steps)
+    if last > run.start:  # (a finished run that is resumed only loads its state)
+        if window.steps:  # a time budget ended between two records
+            run.log_train(last, lr, window)
+        run.evaluate(last)
+        run.save(last)
     return run.finish(tokenizer)
 
 
