@@ -7,6 +7,7 @@ import torch
 from matplotlib.figure import Figure
 
 from deberta_edu import DebertaForMaskedLM, DebertaModel, make_config, relative_distance, viz
+from deberta_edu.lessons.viz.lesson1 import _staircase
 from deberta_edu.model.positions import relative_distance_matrix
 
 
@@ -49,7 +50,7 @@ def test_clamped_mask():
 
 
 def test_staircase_separates_clamped_cells():
-    xs, ys = viz._staircase(6, 2)  # boundary of i − j = 2: at row i the edge is at x = i − 2 + 0.5
+    xs, ys = _staircase(6, 2)  # boundary of i − j = 2: at row i the edge is at x = i − 2 + 0.5
     for x, y in zip(xs[::2], ys[::2], strict=True):
         i = y + 0.5
         assert x == i - 2 + 0.5
@@ -161,3 +162,14 @@ def test_plots_do_not_touch_pyplot():
     viz.plot_delta(5, 2)
     viz.plot_buckets(100, 64, 16)
     assert plt.get_fignums() == before
+
+
+def test_viz_is_one_module_per_lesson_and_reexports_them():
+    import importlib
+
+    for n in (1, 2, 3, 4):
+        module = importlib.import_module(f"deberta_edu.lessons.viz.lesson{n}")
+        public = [name for name, obj in vars(module).items()
+                  if not name.startswith("_") and getattr(obj, "__module__", None) == module.__name__]
+        assert public and all(getattr(viz, name) is getattr(module, name) for name in public)
+        assert set(public) <= set(viz.__all__)
