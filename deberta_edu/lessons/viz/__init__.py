@@ -10,7 +10,7 @@ figures that draw them. Every public name is re-exported here: ``from deberta_ed
     lesson1   relative distance: δ(i, j), the clamp and the log buckets, word pairs
     lesson2   disentangled attention: per-term maps of a model, the √(3d) scale
     lesson3   absolute positions and the EMD: outputs under a shift, probe accuracies
-    lesson4   masked-language-model pretraining: fill-in-the-blank guesses
+    lesson4   masked-language-model pretraining: the 80/10/10 rates, fill-in-the-blank guesses
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .lesson2 import (
     score_variances,
 )
 from .lesson3 import plot_accuracies, plot_shift_difference, shift_difference
-from .lesson4 import FillMask, fill_mask, plot_fill_mask
+from .lesson4 import FillMask, fill_mask, plot_fill_mask, plot_mask_rates
 
 __all__ = [
     # lesson 1
@@ -67,4 +67,5 @@ __all__ = [
     "FillMask",
     "fill_mask",
     "plot_fill_mask",
+    "plot_mask_rates",
 ]

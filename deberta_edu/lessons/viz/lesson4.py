@@ -1,4 +1,8 @@
-"""Lesson 4 pictures: a masked language model's top-k guesses at each [MASK] (``fill_mask``), as bars."""
+"""Lesson 4 pictures: the 80/10/10 rates against the rule, and a masked LM's top-k guesses at each [MASK].
+
+``plot_mask_rates`` draws what ``mask_tokens`` did; ``fill_mask`` collects guesses and ``plot_fill_mask``
+draws them.
+"""
 
 from __future__ import annotations
 
@@ -101,4 +105,18 @@ def plot_fill_mask(
                 ax.set_ylabel(contexts[r], fontsize=8, rotation=0, ha="right", va="center")
         note = " (dotted: 1 / V, dashed: the answer)" if vocab_size else " (dashed: the answer)"
         axes[-1, c].set_xlabel("probability" + note, fontsize=8)
+    return fig
+
+
+def plot_mask_rates(rates: dict[str, float], expected: dict[str, float], title: str = "") -> Figure:
+    """A bar per measured rate (chosen, [MASK], random, unchanged) and a black tick at what the rule says."""
+    fig = new_figure((6, 2.6))
+    ax = fig.subplots()
+    names = list(rates)
+    colors = ["0.6", "tab:blue", "tab:orange", "tab:green"][: len(names)]  # chosen, [MASK], random, unchanged
+    ax.bar(names, [rates[n] for n in names], color=colors)
+    ticks = [expected[n] for n in names]
+    ax.scatter(names, ticks, marker="_", s=900, color="black", label="the rule", zorder=3)
+    ax.set(ylabel="measured rate", title=title)
+    ax.legend()
     return fig
