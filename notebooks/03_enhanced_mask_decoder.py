@@ -36,7 +36,6 @@
 import inspect
 
 import torch
-from torch import nn
 
 from deberta_edu import (
     DebertaForMaskedLM,
@@ -48,6 +47,14 @@ from deberta_edu import (
     widgets,
 )
 from deberta_edu.facts import smoke
+from deberta_edu.training.probe import (
+    PositionProbe,
+    ProbeTask,
+    held_out,
+    majority_rate,
+    probe_batch,
+    train_probe,
+)
 
 SMOKE = smoke()  # CI runs a smaller probe
 torch.manual_seed(0)
@@ -190,77 +197,33 @@ shift_panel
 # - **BERT-style** (`bert`): the same, with absolute positions added at the input;
 # - **DeBERTa with EMD**: the classifier reads the EMD output (positions added before the last layer's two passes).
 
+# %% [markdown]
+# The toy language and the probe live in the library (`deberta_edu.training.probe`, where the ablation of
+# lesson 6 can reuse the probe as a metric). They are short enough to read here:
+
 # %%
 WINDOW = 16
-THE, NEW = vocab.index("the"), vocab.index("new")
-NOUNS = torch.tensor([vocab.index(w) for w in ("store", "mall", "opened", "beside", "a")])  # any word will do
-
-
-def make_batch(n, generator):
-    """(ids, attention_mask, noun position, label) with label 1 = object slot (second half of the window)."""
-    label = torch.randint(0, 2, (n,), generator=generator)
-    subject_pos = torch.randint(2, WINDOW // 2, (n,), generator=generator)  # noun after "the new"
-    object_pos = torch.randint(WINDOW // 2, WINDOW, (n,), generator=generator)
-    pos = torch.where(label == 1, object_pos, subject_pos)
-    noun = NOUNS[torch.randint(0, len(NOUNS), (n,), generator=generator)]
-    ids = torch.zeros(n, WINDOW, dtype=torch.long)  # [PAD] everywhere …
-    rows = torch.arange(n)
-    ids[rows, pos - 2], ids[rows, pos - 1], ids[rows, pos] = THE, NEW, noun  # … but the phrase
-    return ids, (ids != 0).long(), pos, label
-
-
-class Probe(nn.Module):
-    """A tiny encoder (+ EMD when the variant has it) and a linear classifier on the noun's state."""
-
-    def __init__(self, variant):
-        super().__init__()
-        self.config = make_config(
-            "tiny",
-            variant,
-            **kw,
-            hidden_size=64,
-            intermediate_size=128,
-            max_position_embeddings=WINDOW,
-            position_buckets=-1,
-            max_relative_positions=8,
-        )
-        self.encoder = DebertaModel(self.config)
-        self.emd = EnhancedMaskDecoder() if self.config.emd else None
-        self.classifier = nn.Linear(self.config.hidden_size, 2)
-
-    def forward(self, ids, mask, pos):
-        out = self.encoder(ids, mask)
-        if self.emd is not None:
-            states = self.emd(self.encoder.encoder.layers[-1], out.encoder_state)
-        else:
-            states = out.last_hidden_state
-        return self.classifier(states[torch.arange(len(ids)), pos])  # (B, 2) from the noun's state
-
+task = ProbeTask(
+    the=vocab.index("the"),
+    new=vocab.index("new"),
+    nouns=tuple(vocab.index(w) for w in ("store", "mall", "opened", "beside", "a")),  # any word will do
+    window=WINDOW,
+)
+print(inspect.getsource(probe_batch))
+print(inspect.getsource(PositionProbe))
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # Train each variant with the same seed, data and steps, then measure accuracy on 2,000 held-out examples:
 
 # %%
 steps = 120 if SMOKE else 400
-test_ids, test_mask, test_pos, test_label = make_batch(2000, torch.Generator().manual_seed(1234))
-chance = max(test_label.float().mean().item(), 1 - test_label.float().mean().item())
+test = held_out(task, 2000, seed=1234)
+chance = majority_rate(test.label)
 accuracy = {}
 for name, variant in {"relative only": "no_emd", "BERT-style": "bert", "DeBERTa + EMD": "deberta"}.items():
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
-    probe = Probe(variant)
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=3e-3)
-    for _ in range(steps):
-        x, mask, pos, label = make_batch(32, generator)
-        loss = nn.functional.cross_entropy(probe(x, mask, pos), label)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    probe.eval()
-    with torch.no_grad():
-        predicted = probe(test_ids, test_mask, test_pos).argmax(-1)
-    accuracy[name] = (predicted == test_label).float().mean().item()
-    print(f"{name:14s} accuracy {accuracy[name]:.1%}  (final training loss {loss.item():.3f})")
+    probe = train_probe(variant, task, vocab_size=len(vocab), steps=steps, test=test)  # seed 0, AdamW 3e-3
+    accuracy[name] = probe.accuracy
+    print(f"{name:14s} accuracy {accuracy[name]:.1%}  (final training loss {probe.final_loss:.3f})")
 
 assert abs(accuracy["relative only"] - chance) < 0.06  # blind to absolute position: chance
 assert accuracy["BERT-style"] > 0.9 and accuracy["DeBERTa + EMD"] > 0.9  # both see it
@@ -334,9 +297,10 @@ my_answers = {"no_emd": True, "bert": False, "deberta_encoder": True, "deberta_d
 exercises.check_shift_answers(my_answers)
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
-# **Exercise 3 (open).** Change `make_batch` so that the label depends on *relative* position only, e.g.
-# "is the noun directly after 'new', or two words after it?" (insert another word). Which of the three models
-# can solve it now? Predict, then re-run the probe.
+# **Exercise 3 (open).** Write your own `make_batch(task, n, generator)` (start from `probe_batch` above) so
+# that the label depends on *relative* position only, e.g. "is the noun directly after 'new', or two words
+# after it?" (insert another word). Which of the three models can solve it now? Predict, then re-run the probe
+# with `train_probe(variant, task, vocab_size=len(vocab), steps=steps, make_batch=make_batch)`.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## What we built

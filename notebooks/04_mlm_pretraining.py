@@ -36,13 +36,22 @@ import json
 import math
 import time
 
-import matplotlib.pyplot as plt
 import torch
 
 from deberta_edu import DebertaForMaskedLM, exercises, mask_tokens, viz
 from deberta_edu.data.corpus import load_split
 from deberta_edu.facts import smoke
 from deberta_edu.lessons.plots import LivePlot, plot_training
+from deberta_edu.lessons.pretraining_view import (
+    context,
+    encode_row,
+    guess_table,
+    guesses,
+    hide,
+    partly_hidden,
+    shown,
+    what_happened,
+)
 from deberta_edu.model.checkpoint import lesson_checkpoint, load_pretrained
 from deberta_edu.training.configs import get_config
 from deberta_edu.training.mlm_data import prepare_data
@@ -94,17 +103,8 @@ SENTENCES = [
 assert all(any(s in doc for doc in val_docs) for s in SENTENCES)
 assert not any(s in doc for s in SENTENCES for doc in train_docs)
 
-
-def encode_row(text):
-    """[CLS] pieces [SEP]: a row as the packed training data has them."""
-    return torch.tensor([tokenizer.cls_id, *tokenizer.encode(text), tokenizer.sep_id])
-
-
-def piece(i):
-    return tokenizer.id_to_piece(i)
-
-
-print([piece(i) for i in encode_row(SENTENCES[1])])
+piece = tokenizer.id_to_piece
+print([piece(i) for i in encode_row(tokenizer, SENTENCES[1])])  # [CLS] pieces [SEP], as the packed rows
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## The 80/10/10 rule on a real sentence
@@ -119,16 +119,7 @@ MASKING = dict(
     vocab_size=tokenizer.vocab_size, mask_token_id=tokenizer.mask_id, special_token_ids=tokenizer.special_ids
 )
 
-
-def what_happened(original, shown, label):
-    if label == -100:
-        return ""
-    if shown == tokenizer.mask_id:
-        return "chosen → [MASK]"
-    return "chosen → unchanged" if shown == original else "chosen → random"
-
-
-row = encode_row(SENTENCES[1])
+row = encode_row(tokenizer, SENTENCES[1])
 for seed in range(1000):  # the first draw that shows [MASK], a random token and an unchanged one
     masked, labels = mask_tokens(row, generator=torch.Generator().manual_seed(seed), **MASKING)
     cases = {what_happened(*t) for t in zip(row.tolist(), masked.tolist(), labels.tolist(), strict=True)}
@@ -175,16 +166,8 @@ assert torch.equal(labels[chosen], rows[chosen])  # a label is the original toke
 # (A random replacement equals the original token once in about 8,000 draws; it then counts as unchanged.)
 
 # %%
-fig, ax = plt.subplots(figsize=(6, 2.6))
-names = list(rates)
-ax.bar(names, [rates[n] for n in names], color=["0.6", "tab:blue", "tab:orange", "tab:green"])
-ax.scatter(names, [expected[n] for n in names], marker="_", s=900, color="black", label="the rule", zorder=3)
-ax.set(
-    ylabel="measured rate",
-    title=f"{chosen.sum().item():,} chosen of {candidates.sum().item():,} held-out tokens",
-)
-ax.legend()
-fig.tight_layout()
+title = f"{chosen.sum().item():,} chosen of {candidates.sum().item():,} held-out tokens"
+viz.plot_mask_rates(rates, expected, title)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Whole-word masking
@@ -198,18 +181,7 @@ fig.tight_layout()
 
 # %%
 word_starts = tokenizer.word_start_mask()  # (V,) True for pieces that begin a word
-
-
-def shown(ids):
-    """The pieces the model sees, as text ("▁" becomes a space)."""
-    return "".join(
-        piece(i).replace("▁", " ") if i != tokenizer.mask_id else " [MASK]"
-        for i in ids.tolist()
-        if i not in (tokenizer.cls_id, tokenizer.sep_id)
-    ).strip()
-
-
-row = encode_row(SENTENCES[1])
+row = encode_row(tokenizer, SENTENCES[1])
 for seed in range(1000):  # the first draw that hides a word of several pieces
     ww_masked, ww_labels = mask_tokens(
         row, generator=torch.Generator().manual_seed(seed), word_starts=word_starts, **MASKING
@@ -219,40 +191,24 @@ for seed in range(1000):  # the first draw that hides a word of several pieces
         break
 print("pieces:    ", " ".join(piece(i) for i in row.tolist()))
 print("hidden:    ", " ".join(piece(i) for i in row[ww_labels != -100].tolist()))
-print("model sees:", shown(torch.where(ww_labels != -100, tokenizer.mask_id, row)))
+print("model sees:", shown(tokenizer, torch.where(ww_labels != -100, tokenizer.mask_id, row)))
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # The claim, measured on every held-out row: with per-piece masking, a good share of the chosen pieces belong to
-# a word whose other pieces stay visible; with whole-word masking, none do.
-
+# a word whose other pieces stay visible; with whole-word masking, none do (`partly_hidden` counts them).
 
 # %%
-def partly_hidden(rows, labels):
-    """Fraction of the chosen pieces whose word has other pieces that were not chosen."""
-    specials = torch.isin(rows, torch.tensor(tokenizer.special_ids))
-    words = (word_starts[rows] | specials).long().cumsum(-1)  # (N, L) word number within each row
-    words = words + torch.arange(len(rows))[:, None] * (rows.size(1) + 1)  # unique across rows
-    chosen = labels != -100
-    pieces_per_word = torch.bincount(words.flatten())
-    chosen_per_word = torch.bincount(words.flatten(), weights=chosen.flatten().double())
-    partly = chosen & (chosen_per_word[words] < pieces_per_word[words])
-    return (partly.sum() / chosen.sum()).item()
-
-
 ww_masked, ww_labels = mask_tokens(
     rows, generator=torch.Generator().manual_seed(0), word_starts=word_starts, **MASKING
 )
 ww_rate = ((ww_labels != -100).sum() / candidates.sum()).item()
-print(
-    f"per piece:  {rates['chosen']:.1%} of the tokens chosen; {partly_hidden(rows, labels):.1%} of them "
-    "have a visible piece of the same word"
-)
-print(
-    f"whole word: {ww_rate:.1%} of the tokens chosen; {partly_hidden(rows, ww_labels):.1%} of them "
-    "have a visible piece of the same word"
-)
-assert partly_hidden(rows, labels) > 0.05
-assert partly_hidden(rows, ww_labels) == 0.0
+partly = partly_hidden(rows, labels, word_starts)  # per piece
+ww_partly = partly_hidden(rows, ww_labels, word_starts)  # whole words
+same_word = "of them have a visible piece of the same word"
+print(f"per piece:  {rates['chosen']:.1%} of the tokens chosen; {partly:.1%} {same_word}")
+print(f"whole word: {ww_rate:.1%} of the tokens chosen; {ww_partly:.1%} {same_word}")
+assert partly > 0.05
+assert ww_partly == 0.0
 assert 0.12 < ww_rate <= 0.16
 
 # %% [markdown]
@@ -282,38 +238,12 @@ print(
 
 # %%
 BLANKS = {0: ["the", "month"], 2: ["Minister"], 3: ["years"], 4: ["of", "rates"]}  # sentence: words to hide
-
-
-def hide(text, words):
-    """(input ids, labels) of a sentence with each word (one piece "▁word") replaced by [MASK]."""
-    ids = encode_row(text)
-    pieces = [piece(i) for i in ids.tolist()]
-    labels = torch.full_like(ids, -100)
-    for word in words:
-        t = pieces.index("▁" + word)  # a ValueError here: the word is not a single piece
-        labels[t] = ids[t]
-    return torch.where(labels != -100, tokenizer.mask_id, ids), labels
-
-
-examples = [hide(SENTENCES[n], words) for n, words in BLANKS.items()]
+examples = [hide(tokenizer, SENTENCES[n], words) for n, words in BLANKS.items()]  # (input ids, labels) each
 for masked_ids, _ in examples:
-    print(shown(masked_ids))
+    print(shown(tokenizer, masked_ids))
 
-
-def guesses(model):
-    return [g for ids, labels in examples for g in viz.fill_mask(model, ids, labels, piece, k=5)]
-
-
-def print_guesses(predictions):
-    for n, per_model in enumerate(zip(*predictions.values(), strict=True)):
-        print(f"[MASK] {n + 1}: the answer is {per_model[0].answer}")
-        for name, g in zip(predictions, per_model, strict=True):
-            top = "  ".join(f"{p} {q:.2%}" for p, q in zip(g.pieces, g.probs, strict=True))
-            print(f"  {name:>6}: {top}    (answer: rank {g.answer_rank:,})")
-
-
-before = guesses(fresh)
-print_guesses({"before": before})
+before = guesses(fresh, examples, piece, k=5)  # viz.fill_mask at every [MASK] of every example
+print(guess_table({"before": before}))
 assert max(g.probs[0] for g in before) < 0.01  # no opinions yet: about 1/8000 for every piece
 
 # %% [markdown]
@@ -406,20 +336,15 @@ plot_training(result)
 # The same held-out sentences, the same hidden words (green: the answer).
 
 # %%
-after = guesses(result.model)
-print_guesses({"before": before, "after": after})
+after = guesses(result.model, examples, piece, k=5)
+print(guess_table({"before": before, "after": after}))
 if not SMOKE:  # the answers moved up the list: the geometric mean of their ranks fell
     assert sum(math.log(g.answer_rank) for g in after) < sum(math.log(g.answer_rank) for g in before)
 
-
-def context(ids, t, width=3):
-    """The words around position t, with the [MASK] there."""
-    left, right = shown(ids[max(1, t - width) : t]), shown(ids[t + 1 : t + 1 + width])
-    return f"…{left} ___ {right}…"
-
-
-contexts = [
-    context(ids, t) for ids, labels in examples for t in (labels != -100).nonzero().flatten().tolist()
+contexts = [  # the words around each [MASK], to label the rows
+    context(tokenizer, ids, t)
+    for ids, labels in examples
+    for t in (labels != -100).nonzero().flatten().tolist()
 ]
 viz.plot_fill_mask({"before training": before, "after training": after}, contexts, tokenizer.vocab_size)
 

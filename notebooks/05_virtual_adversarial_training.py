@@ -30,11 +30,11 @@
 
 # %%
 
-import matplotlib.pyplot as plt
 import torch
 
 from deberta_edu.data.sentiment import LICENSE, load_splits
 from deberta_edu.facts import smoke
+from deberta_edu.figures import subplots
 from deberta_edu.lessons.pretrained import pretrained_for_lessons
 from deberta_edu.training.finetune import collate, compare, encode
 from deberta_edu.training.sift import AdversarialConfig, Adversary, perturb, symmetric_kl
@@ -98,8 +98,10 @@ assert all(p.grad is None for p in clf.parameters()), "no gradient may reach the
 # moves every token by exactly η in L∞ (the per-token normalisation), whatever the size of its gradient.
 
 # %%
+step = (delta1 - delta0).abs().amax(-1)[mask.bool()]
+assert torch.allclose(step, torch.full_like(step, adversary.config.step_size), rtol=1e-3)
 real = mask[0].bool()
-fig, ax = plt.subplots(1, 2, figsize=(10, 3))
+fig, ax = subplots(1, 2, figsize=(10, 3))
 ax[0].bar(range(int(real.sum())), delta0[0][real].abs().amax(-1), label="‖δ₀‖∞ (noise)")
 ax[0].bar(range(int(real.sum())), (delta1 - delta0)[0][real].abs().amax(-1), alpha=0.6, label="‖δ₁ − δ₀‖∞ (ascent)")
 ax[0].axhline(2 * adversary.config.sigma, ls="--", c="k", lw=0.8)
@@ -107,9 +109,7 @@ ax[0].set(xlabel="token", ylabel="L∞ norm", title="perturbation per token")
 ax[0].legend(fontsize=8)
 ax[1].hist(delta0.flatten(), bins=60)
 ax[1].set(title="δ₀: N(0, σ²) clipped at ±2σ", xlabel="value")
-fig.tight_layout()
-step = (delta1 - delta0).abs().amax(-1)[mask.bool()]
-assert torch.allclose(step, torch.full_like(step, adversary.config.step_size), rtol=1e-3)
+fig
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## The adversarial direction against a random one
@@ -137,14 +137,14 @@ def kl_along(direction):
 
 along_adv = kl_along(adv_dir)
 along_random = [kl_along(d) for d in random_dirs]
-fig, ax = plt.subplots(figsize=(5, 3))
+assert along_adv[-1] > max(c[-1] for c in along_random), "the ascent direction should hurt more than random ones"
+fig, ax = subplots(figsize=(5, 3))
 ax.plot(ts, along_adv, "o-", label="adversarial direction")
 for i, curve in enumerate(along_random):
     ax.plot(ts, curve, "--", c="gray", label="random directions" if i == 0 else None)
 ax.set(xlabel="step size t (per-token L∞, normalised units)", ylabel="KL_sym(clean, perturbed)")
 ax.legend()
-fig.tight_layout()
-assert along_adv[-1] > max(c[-1] for c in along_random), "the ascent direction should hurt more than random ones"
+fig
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Why normalise first: the "scale-invariant" part
@@ -165,13 +165,13 @@ ratio = {
     "VAT, fresh table": sigma / fresh.std(-1),
     "SiFT (normalised)": sigma / normalized.std(-1),
 }
-fig, ax = plt.subplots(figsize=(6, 3))
-ax.boxplot(list(ratio.values()), tick_labels=list(ratio.keys()))
-ax.set(yscale="log", ylabel="σ / std of the token vector", title="the same σ, very different relative sizes")
-fig.tight_layout()
 for name, r in ratio.items():
     print(f"{name:24s} relative size of σ: median {r.median().item():.3f}, spread ×{(r.max() / r.min()).item():.1f}")
 assert ratio["SiFT (normalised)"].std() < 1e-3 * ratio["SiFT (normalised)"].mean() + 1e-6
+fig, ax = subplots(figsize=(6, 3))
+ax.boxplot(list(ratio.values()), tick_labels=list(ratio.keys()))
+ax.set(yscale="log", ylabel="σ / std of the token vector", title="the same σ, very different relative sizes")
+fig
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Fine-tuning with and without SiFT
@@ -283,13 +283,13 @@ steps = {
     "L∞ per token (SiFT)": my_linf_step(grad).abs().amax(-1)[real],
     "L2 over the batch": (grad / grad.norm()).abs().amax(-1)[real],
 }
-fig, ax = plt.subplots(figsize=(6, 3))
+assert torch.allclose(steps["L∞ per token (SiFT)"], torch.ones(int(real.sum())))
+fig, ax = subplots(figsize=(6, 3))
 for name, size in steps.items():
     ax.plot(size.sort().values, "o", ms=3, label=name)
 ax.set(yscale="log", xlabel="real tokens of the batch, sorted", ylabel="max |step| of the token")
 ax.legend()
-fig.tight_layout()
-assert torch.allclose(steps["L∞ per token (SiFT)"], torch.ones(int(real.sum())))
+fig
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # **Exercise 3. λ sweep.** Re-run the fine-tuning with λ ∈ {0, 0.5, 1, 4}. Where does the adversarial term

@@ -26,6 +26,7 @@ from deberta_edu.lessons.explorer import (
     explorer_html,
     iframe,
     load_demo,
+    page_template,
     save_explorer,
 )
 from deberta_edu.model import checkpoint
@@ -123,6 +124,22 @@ def test_page_is_self_contained():
     assert page.count("</script>") == 4  # error hook, data, explorer, error display: nothing else
     html_out = iframe(page).data
     assert "srcdoc=" in html_out and "<script" not in html_out  # escaped inside the attribute
+
+
+def test_page_template_is_package_data_and_the_data_cannot_break_out():
+    from importlib import resources
+
+    template = resources.files("deberta_edu.lessons").joinpath("explorer.html").read_text(encoding="utf-8")
+    assert template == page_template()
+    assert template.count("__TITLE__") == 1 and template.count("__DATA__") == 1
+    tokens = ["</script>", "__DATA__", "<b>"]
+    page = explorer_html(_tiny_model(), torch.randint(5, 40, (3,)), tokens, title="a </script> __DATA__ & b")
+    assert page.count("</script>") == template.count("</script>")  # nothing closed a script early
+    # as text only: the title (in <title> and in the data) and the token; the data went in once
+    assert "__TITLE__" not in page and page.count("__DATA__") == 3
+    assert "<title>a &lt;/script&gt; __DATA__ &amp; b</title>" in page
+    data = page.split('type="application/json">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(data)["tokens"] == tokens
 
 
 def test_page_keeps_the_model_mode_and_checks_length():

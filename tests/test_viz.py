@@ -7,6 +7,7 @@ import torch
 from matplotlib.figure import Figure
 
 from deberta_edu import DebertaForMaskedLM, DebertaModel, make_config, relative_distance, viz
+from deberta_edu.lessons.viz.lesson1 import _staircase
 from deberta_edu.model.positions import relative_distance_matrix
 
 
@@ -49,7 +50,7 @@ def test_clamped_mask():
 
 
 def test_staircase_separates_clamped_cells():
-    xs, ys = viz._staircase(6, 2)  # boundary of i − j = 2: at row i the edge is at x = i − 2 + 0.5
+    xs, ys = _staircase(6, 2)  # boundary of i − j = 2: at row i the edge is at x = i − 2 + 0.5
     for x, y in zip(xs[::2], ys[::2], strict=True):
         i = y + 0.5
         assert x == i - 2 + 0.5
@@ -160,4 +161,55 @@ def test_plots_do_not_touch_pyplot():
     before = plt.get_fignums()
     viz.plot_delta(5, 2)
     viz.plot_buckets(100, 64, 16)
+    assert plt.get_fignums() == before
+
+
+def test_viz_is_one_module_per_lesson_and_reexports_them():
+    import importlib
+
+    for n in (1, 2, 3, 4):
+        module = importlib.import_module(f"deberta_edu.lessons.viz.lesson{n}")
+        public = [name for name, obj in vars(module).items()
+                  if not name.startswith("_") and getattr(obj, "__module__", None) == module.__name__]
+        assert public and all(getattr(viz, name) is getattr(module, name) for name in public)
+        assert set(public) <= set(viz.__all__)
+
+
+def _records(steps=6):
+    train = [{"kind": "train", "step": s, "loss": 9.0 - s, "lr": 1e-3, "tokens_per_s": 1e4}
+             for s in range(1, steps + 1)]
+    evals = [{"kind": "eval", "step": s, "val_loss": 9.0 - s, "val_accuracy": 0.1 * s, "val_perplexity": 2.0}
+             for s in (0, steps)]
+    return train + evals
+
+
+def test_training_plots_do_not_touch_pyplot(monkeypatch):
+    import matplotlib.pyplot as plt
+    from IPython import display as ipy
+
+    from deberta_edu.figures import PlotFigure
+    from deberta_edu.lessons.plots import LivePlot, compare_runs, plot_loss, plot_training
+
+    before = plt.get_fignums()
+    records = _records()
+    for fig in (plot_loss(records), plot_training(records), compare_runs({"a": records, "b": records})):
+        assert isinstance(fig, PlotFigure) and fig._repr_png_().startswith(b"\x89PNG")
+    assert plt.get_fignums() == before
+
+    shown = []  # a notebook's output area: one display, then updates in place
+
+    class Handle:
+        def update(self, image):
+            shown.append(("update", image))
+
+    def display(image, display_id=False):
+        shown.append(("display", image))
+        return Handle()
+
+    monkeypatch.setattr(ipy, "display", display)
+    live = LivePlot(every=2, enabled=True)
+    for record in records:
+        live(record)
+    assert [kind for kind, _ in shown] == ["display"] + ["update"] * (live.draws - 1) and live.draws == 5
+    assert all(image.data.startswith(b"\x89PNG") for _, image in shown)
     assert plt.get_fignums() == before

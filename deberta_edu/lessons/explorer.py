@@ -9,6 +9,8 @@ sum (the score before the softmax) and the attention probabilities, drawn on a c
 term or a head thumbnail; hover a cell to read its value. Everything is computed once in Python by
 ``viz.attention_maps`` and shipped as JSON inside the page, so the page works offline and as a static
 file. ``load_demo`` finds the course's trained checkpoint, or builds a clearly labelled random model.
+
+The page itself (CSS, JavaScript, two placeholders) is package data beside this module, ``explorer.html``.
 """
 
 from __future__ import annotations
@@ -18,17 +20,29 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from pathlib import Path
 
 import torch
 
-from deberta_edu.facts import DATA_ENV, PROJECT_ROOT, SPECIAL_PIECES, checkpoint_dir
-from deberta_edu.model import checkpoint
+from deberta_edu.facts import (
+    CONFIG_FILE,
+    DATA_ENV,
+    MODEL_FILE,
+    PROJECT_ROOT,
+    SPECIAL_PIECES,
+    TOKENIZER_FILE,
+    checkpoint_dir,
+    encode_pair,
+)
+from deberta_edu.model.checkpoint import load_pretrained
 from deberta_edu.model.config import make_config
 from deberta_edu.model.encoder import DebertaModel
 
 from .viz import AttentionMaps, attention_maps
 
+PAGE_FILE = "explorer.html"  # package data: the page, read by page_template()
 MAX_TOKENS = 64  # the page draws L × L cells per map; longer inputs become unreadable and heavy
 SPECIALS = list(SPECIAL_PIECES)  # ids 0 … 4, as in the course's tokenizer
 
@@ -86,7 +100,14 @@ def maps_html(maps: AttentionMaps, *, title: str = "DeBERTa attention explorer",
         ],
     }
     payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")  # safe inside <script>
-    return _PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
+    head, tail = page_template().split("__DATA__")  # one placeholder each, filled once: text in the
+    return head.replace("__TITLE__", html.escape(title)) + payload + tail  # title or data is never re-read
+
+
+@cache
+def page_template() -> str:
+    """``explorer.html``: the page with the placeholders ``__TITLE__`` (in <title>) and ``__DATA__`` (JSON)."""
+    return resources.files(__package__).joinpath(PAGE_FILE).read_text(encoding="utf-8")
 
 
 def save_explorer(path: str | Path, model, input_ids, tokens=None, **kwargs) -> Path:
@@ -172,7 +193,7 @@ def checkpoint_label(folder: str | Path, model=None) -> str:
     folder = Path(folder)
     where = "lesson 4" if os.path.abspath(folder) == os.path.abspath(lesson_checkpoint_folder()) else folder.name
     try:
-        run = json.loads((folder / "train_config.json").read_text(encoding="utf-8"))
+        run = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         run = {}
     if isinstance(run, dict) and run.get("steps"):
@@ -196,14 +217,14 @@ def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) ->
     not flat. Its patterns are those of random weights: structure from the equations, not from language.
     """
     folder = lesson_checkpoint_folder() if folder is None else Path(folder)
-    weights, spm_file = folder / checkpoint.MODEL_FILE, folder / checkpoint.TOKENIZER_FILE
+    weights, spm_file = folder / MODEL_FILE, folder / TOKENIZER_FILE
     if weights.exists() and spm_file.exists():
         import sentencepiece as spm
 
         sp = spm.SentencePieceProcessor(model_file=str(spm_file))
-        model = checkpoint.load_pretrained(folder)
+        model = load_pretrained(folder)
         pieces = sp.encode(sentence, out_type=int)
-        ids = torch.tensor([1, *pieces, 2])  # [CLS] … [SEP]
+        ids = torch.tensor(encode_pair(pieces))  # [CLS] … [SEP]
         tokens = ["[CLS]", *(sp.id_to_piece(i) for i in pieces), "[SEP]"]
         vocab = model.config.vocab_size
         if int(ids.max()) >= vocab:
@@ -225,7 +246,7 @@ def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) ->
         attention_probs_dropout_prob=0.0,
     )
     model = DebertaModel(config).eval()
-    ids = torch.tensor([1, *(vocab.index(w) for w in words), 2])
+    ids = torch.tensor(encode_pair(vocab.index(w) for w in words))  # [CLS] … [SEP]
     tokens = ["[CLS]", *words, "[SEP]"]
     return Demo(
         model,
@@ -235,182 +256,3 @@ def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) ->
         f"RANDOMLY INITIALISED tiny model (no checkpoint in {_shown(folder)}); run lesson 4 to train one",
     )
 
-
-_PAGE = r"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>__TITLE__</title>
-<script>
-// Errors are recorded for the browser test (and shown on the page), before anything else runs.
-window.__errors = [];
-window.addEventListener("error", function (e) { window.__errors.push(String(e.message)); });
-(function () { var ce = console.error; console.error = function () {
-  window.__errors.push(Array.prototype.join.call(arguments, " ")); ce.apply(console, arguments); }; })();
-</script>
-<style>
-  body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 12px; color: #222; }
-  h1 { font-size: 18px; margin: 0 0 4px; }
-  .note { color: #a33; margin: 0 0 8px; font-size: 13px; }
-  .row { display: flex; flex-wrap: wrap; align-items: center; gap: 6px; margin: 6px 0; }
-  .label { width: 52px; color: #666; font-size: 12px; }
-  button { font: inherit; padding: 3px 10px; border: 1px solid #bbb; border-radius: 4px; background: #f7f7f7;
-           cursor: pointer; }
-  button.on { background: #2166ac; border-color: #2166ac; color: white; }
-  .thumb { display: inline-flex; flex-direction: column; align-items: center; cursor: pointer; padding: 3px;
-           border: 2px solid transparent; border-radius: 4px; font-size: 11px; color: #555; }
-  .thumb.on { border-color: #2166ac; color: #2166ac; }
-  #desc { color: #444; font-size: 13px; min-height: 1.4em; }
-  #readout { font-family: ui-monospace, monospace; font-size: 12px; min-height: 1.4em; color: #333; }
-  #errors { color: #b00; font-family: monospace; white-space: pre-wrap; }
-  label { font-size: 12px; color: #444; }
-</style></head>
-<body>
-<h1 id="title"></h1>
-<p class="note" id="note"></p>
-<div class="row"><span class="label">layer</span><span id="layers"></span></div>
-<div class="row"><span class="label">map</span><span id="kinds"></span>
-  <label><input type="checkbox" id="shared"> one colour scale for all terms of this head</label></div>
-<div id="desc"></div>
-<div class="row"><span class="label">head</span><span id="heads"></span></div>
-<canvas id="main" width="600" height="600"></canvas>
-<div id="readout">hover over a cell: query i (row) attends to key j (column)</div>
-<div id="errors"></div>
-<script id="explorer-data" type="application/json">__DATA__</script>
-<script>
-(function () {
-  "use strict";
-  var D = JSON.parse(document.getElementById("explorer-data").textContent);
-  var L = D.tokens.length;
-  var state = { layer: 0, head: 0, kind: D.kinds.indexOf("sum") >= 0 ? "sum" : D.kinds[0] };
-  var termKinds = D.kinds.filter(function (k) { return k !== "probs"; });
-
-  function cellSize(n) { return Math.max(8, Math.min(30, Math.floor(480 / n))); }  // as cell_size() in Python
-  function map(layer, kind, head) { return D.maps[layer][D.kinds.indexOf(kind)][head]; }
-  function maxAbs(values) {
-    var m = 1e-9;
-    for (var i = 0; i < values.length; i++) m = Math.max(m, Math.abs(values[i]));
-    return m;
-  }
-  function scaleFor(layer, kind, head) {
-    if (kind === "probs") return maxAbs(map(layer, kind, head));
-    if (!document.getElementById("shared").checked) return maxAbs(map(layer, kind, head));
-    var m = 1e-9;
-    termKinds.forEach(function (k) { m = Math.max(m, maxAbs(map(layer, k, head))); });
-    return m;
-  }
-  function lerp(a, b, t) {
-    return [0, 1, 2].map(function (i) { return Math.round(a[i] + (b[i] - a[i]) * t); });
-  }
-  function colour(v, kind, vmax) {
-    var t = Math.max(-1, Math.min(1, v / vmax)), c;
-    if (kind === "probs") c = lerp([255, 255, 255], [8, 48, 107], Math.max(0, t));
-    else if (t >= 0) c = lerp([247, 247, 247], [178, 24, 43], t);   // red: attracts
-    else c = lerp([247, 247, 247], [33, 102, 172], -t);             // blue: repels
-    return "rgb(" + c.join(",") + ")";
-  }
-  function drawCells(ctx, values, kind, vmax, x0, y0, cell) {
-    for (var i = 0; i < L; i++) for (var j = 0; j < L; j++) {
-      ctx.fillStyle = colour(values[i * L + j], kind, vmax);
-      ctx.fillRect(x0 + j * cell, y0 + i * cell, Math.ceil(cell), Math.ceil(cell));
-    }
-  }
-
-  var main = document.getElementById("main");
-  var geometry = null;
-  function drawMain() {
-    var ctx = main.getContext("2d");
-    var cell = cellSize(L);
-    ctx.font = "12px system-ui, sans-serif";
-    var margin = 10 + Math.max.apply(null, D.tokens.map(function (t) { return ctx.measureText(t).width; }));
-    var width = margin + L * cell + 90, height = margin + L * cell + 10;
-    var dpr = window.devicePixelRatio || 1;
-    main.width = width * dpr; main.height = height * dpr;
-    main.style.width = width + "px"; main.style.height = height + "px";
-    ctx = main.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.fillStyle = "white"; ctx.fillRect(0, 0, width, height);
-    ctx.font = "12px system-ui, sans-serif";
-    var values = map(state.layer, state.kind, state.head);
-    var vmax = scaleFor(state.layer, state.kind, state.head);
-    drawCells(ctx, values, state.kind, vmax, margin, margin, cell);
-    ctx.fillStyle = "#222"; ctx.textBaseline = "middle";
-    D.tokens.forEach(function (t, i) {             // query tokens down the left, key tokens across the top
-      ctx.textAlign = "right"; ctx.fillText(t, margin - 4, margin + (i + 0.5) * cell);
-      ctx.save(); ctx.translate(margin + (i + 0.5) * cell, margin - 4); ctx.rotate(-Math.PI / 2);
-      ctx.textAlign = "left"; ctx.fillText(t, 0, 0); ctx.restore();
-    });
-    var bx = margin + L * cell + 20, bh = L * cell;   // colour bar
-    for (var y = 0; y < bh; y++) {
-      var top = kindTop(state.kind, vmax), bottom = kindBottom(state.kind, vmax);
-      var v = top - (y / bh) * (top - bottom);
-      ctx.fillStyle = colour(v, state.kind, vmax); ctx.fillRect(bx, margin + y, 14, 1);
-    }
-    ctx.fillStyle = "#222"; ctx.textAlign = "left";
-    ctx.fillText(fmt(kindTop(state.kind, vmax)), bx + 18, margin + 6);
-    ctx.fillText(fmt(kindBottom(state.kind, vmax)), bx + 18, margin + bh - 6);
-    ctx.fillStyle = "#888"; ctx.textAlign = "left"; ctx.font = "11px system-ui, sans-serif";
-    ctx.fillText("rows: query i", 2, 10); ctx.fillText("columns: key j", 2, 24);
-    geometry = { margin: margin, cell: cell };
-    main.setAttribute("data-state", state.layer + "/" + state.head + "/" + state.kind);
-  }
-  function kindTop(kind, vmax) { return vmax; }
-  function kindBottom(kind, vmax) { return kind === "probs" ? 0 : -vmax; }
-  function fmt(v) { return Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(3); }
-
-  function drawThumbs() {
-    var box = document.getElementById("heads"); box.innerHTML = "";
-    var cell = Math.max(2, Math.floor(84 / L));
-    for (var h = 0; h < D.heads; h++) {
-      var wrap = document.createElement("span");
-      wrap.className = "thumb" + (h === state.head ? " on" : "");
-      wrap.setAttribute("data-head", h); wrap.title = "head " + h;
-      var c = document.createElement("canvas"); c.width = c.height = cell * L;
-      drawCells(c.getContext("2d"), map(state.layer, state.kind, h), state.kind,
-                scaleFor(state.layer, state.kind, h), 0, 0, cell);
-      wrap.appendChild(c); wrap.appendChild(document.createTextNode("head " + h));
-      wrap.addEventListener("click", (function (h) { return function () { state.head = h; render(); }; })(h));
-      box.appendChild(wrap);
-    }
-  }
-  function buttons(id, items, isOn, onClick, attr) {
-    var box = document.getElementById(id); box.innerHTML = "";
-    items.forEach(function (item) {
-      var b = document.createElement("button");
-      b.textContent = item.label; b.className = isOn(item.value) ? "on" : "";
-      b.setAttribute(attr, item.value); if (item.title) b.title = item.title;
-      b.addEventListener("click", function () { onClick(item.value); render(); });
-      box.appendChild(b);
-    });
-  }
-  function render() {
-    var layers = []; for (var l = 0; l < D.layers; l++) layers.push({ label: String(l), value: l });
-    buttons("layers", layers, function (v) { return v === state.layer; },
-            function (v) { state.layer = v; }, "data-layer");
-    buttons("kinds", D.kinds.map(function (k) { return { label: k, value: k, title: D.descriptions[k] }; }),
-            function (v) { return v === state.kind; }, function (v) { state.kind = v; }, "data-kind");
-    document.getElementById("desc").textContent = D.descriptions[state.kind];
-    drawThumbs(); drawMain();
-  }
-  main.addEventListener("mousemove", function (e) {
-    if (!geometry) return;
-    var r = main.getBoundingClientRect();
-    var j = Math.floor((e.clientX - r.left - geometry.margin) / geometry.cell);
-    var i = Math.floor((e.clientY - r.top - geometry.margin) / geometry.cell);
-    var out = document.getElementById("readout");
-    if (i < 0 || j < 0 || i >= L || j >= L) { out.textContent = "\u00a0"; return; }
-    var v = map(state.layer, state.kind, state.head)[i * L + j];
-    out.textContent = "query " + i + " '" + D.tokens[i] + "' \u2192 key " + j + " '" + D.tokens[j] + "'  " +
-                      state.kind + " = " + v.toFixed(4) + "   (i \u2212 j = " + (i - j) + ")";
-  });
-  document.getElementById("shared").addEventListener("change", render);
-  document.getElementById("title").textContent = D.title;
-  document.getElementById("note").textContent = D.note;
-  render();
-  window.__explorer = { state: state, render: render };
-})();
-</script>
-<script>
-if (window.__errors.length) document.getElementById("errors").textContent = window.__errors.join("\n");
-</script>
-</body></html>
-"""

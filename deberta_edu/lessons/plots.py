@@ -5,18 +5,18 @@
     compare_runs({name: records})   one metric of several runs on shared axes (the ablation lesson)
     LivePlot(every=10)              a ``train(callback=...)`` that redraws the loss curve in a notebook
 
-Functions return the figure (closed in pyplot, so a notebook shows it once: as the cell's value).
+Functions return the figure, built with ``deberta_edu.figures`` (never pyplot's global state), so a notebook
+shows it once, as the cell's value; ``LivePlot`` renders it to PNG and updates one output in place.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from deberta_edu.facts import LOG_FILE
-from deberta_edu.figures import figure_png, smooth
+from deberta_edu.figures import figure_png, smooth, subplots
 from deberta_edu.training.state import read_jsonl
 
 
@@ -38,9 +38,8 @@ def _series(records: list[dict], kind: str, key: str) -> tuple[list[float], list
 def plot_loss(records, ax=None, smoothing: float = 0.9, label: str = "") -> Figure:
     """Training loss (raw and smoothed) and held-out loss against optimizer steps."""
     records = load_records(records)
-    fig = None
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        _, ax = subplots(figsize=(6, 4))
     steps, loss = _series(records, "train", "loss")
     if loss:
         ax.plot(steps, loss, color="tab:blue", alpha=0.25, linewidth=1)
@@ -53,13 +52,13 @@ def plot_loss(records, ax=None, smoothing: float = 0.9, label: str = "") -> Figu
     ax.grid(alpha=0.3)
     if loss or val_loss:
         ax.legend()
-    return _done(fig or ax.figure)
+    return ax.figure
 
 
 def plot_training(records, smoothing: float = 0.9) -> Figure:
     """Three panels: loss; held-out accuracy on masked tokens (with perplexity); learning rate and tokens/s."""
     records = load_records(records)
-    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
+    fig, (ax_loss, ax_acc, ax_lr) = subplots(1, 3, figsize=(15, 4))
     plot_loss(records, ax=ax_loss, smoothing=smoothing)
 
     steps, acc = _series(records, "eval", "val_accuracy")
@@ -81,15 +80,13 @@ def plot_training(records, smoothing: float = 0.9) -> Figure:
         twin = ax_lr.twinx()
         twin.plot(speed_steps, speed, color="tab:gray", alpha=0.6)
         twin.set_ylabel("tokens / s", color="tab:gray")
-    fig.tight_layout()
-    return _done(fig)
+    return fig  # laid out by the figure's constrained layout
 
 
 def compare_runs(runs: dict, metric: str = "val_loss", x: str = "step", ax=None) -> Figure:
     """One line per run: ``compare_runs({"DeBERTa": result_a, "BERT": "runs/bert"}, "val_accuracy")``."""
-    fig = None
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        _, ax = subplots(figsize=(6, 4))
     for name, source in runs.items():
         rows = [r for r in load_records(source) if metric in r]
         values = [r[metric] for r in rows]
@@ -100,12 +97,7 @@ def compare_runs(runs: dict, metric: str = "val_loss", x: str = "step", ax=None)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _done(fig or ax.figure)
-
-
-def _done(fig: Figure) -> Figure:
-    plt.close(fig)  # the caller displays it; pyplot must not show it a second time
-    return fig
+    return ax.figure
 
 
 def in_notebook() -> bool:

@@ -1,0 +1,71 @@
+"""Pictures for the lessons, one module per lesson: pure functions that return numpy arrays or figures.
+
+Nothing here draws on a global pyplot state or calls ``show``: every plot builds its own figure with
+``deberta_edu.figures`` (a ``PlotFigure`` that knows how to show itself as PNG) and returns it, so a notebook
+displays it, a widget renders it to PNG, and a test inspects it, all the same way. In each lesson's module the
+arrays come first (``delta_matrix``, ``attention_maps``, ``shift_difference``, ``fill_mask``), then the
+figures that draw them. Every public name is re-exported here: ``from deberta_edu import viz``, then
+``viz.plot_delta(...)``.
+
+    lesson1   relative distance: δ(i, j), the clamp and the log buckets, word pairs
+    lesson2   disentangled attention: per-term maps of a model, the √(3d) scale
+    lesson3   absolute positions and the EMD: outputs under a shift, probe accuracies
+    lesson4   masked-language-model pretraining: the 80/10/10 rates, fill-in-the-blank guesses
+"""
+
+from __future__ import annotations
+
+from .lesson1 import (
+    PairDistance,
+    clamped_mask,
+    delta_matrix,
+    distinct_rows,
+    pair_distance,
+    plot_buckets,
+    plot_delta,
+    plot_pairs,
+    table_rows,
+)
+from .lesson2 import (
+    AttentionMaps,
+    attention_maps,
+    plot_attention,
+    plot_map,
+    plot_maps,
+    plot_score_variance,
+    plot_terms,
+    score_variances,
+)
+from .lesson3 import plot_accuracies, plot_shift_difference, shift_difference
+from .lesson4 import FillMask, fill_mask, plot_fill_mask, plot_mask_rates
+
+__all__ = [
+    # lesson 1
+    "PairDistance",
+    "clamped_mask",
+    "delta_matrix",
+    "distinct_rows",
+    "pair_distance",
+    "plot_buckets",
+    "plot_delta",
+    "plot_pairs",
+    "table_rows",
+    # lesson 2
+    "AttentionMaps",
+    "attention_maps",
+    "plot_attention",
+    "plot_map",
+    "plot_maps",
+    "plot_score_variance",
+    "plot_terms",
+    "score_variances",
+    # lesson 3
+    "plot_accuracies",
+    "plot_shift_difference",
+    "shift_difference",
+    # lesson 4
+    "FillMask",
+    "fill_mask",
+    "plot_fill_mask",
+    "plot_mask_rates",
+]
