@@ -4,10 +4,15 @@ import argparse
 
 import pytest
 
-from deberta_edu.ablation import reproduce
+from deberta_edu import exercises
+from deberta_edu.ablation import plan
 from deberta_edu.model.config import DebertaConfig
 from deberta_edu.training import bench
 from deberta_edu.training.flops import relative_rows, train_flops_per_token
+
+
+def not_yet(*args):
+    raise NotImplementedError
 
 
 def small(**changes) -> DebertaConfig:
@@ -55,8 +60,8 @@ ABLATION_BEFORE = {
 
 @pytest.mark.parametrize("scale", sorted(ABLATION_BEFORE))
 def test_the_ablation_costs_what_it_cost_before(scale):
-    configs = reproduce.variant_configs(reproduce.get_scale(scale))
-    assert {run: reproduce._cost(cfg) for run, cfg in configs.items()} == pytest.approx(ABLATION_BEFORE[scale],
+    configs = plan.variant_configs(plan.get_scale(scale))
+    assert {run: plan.run_cost(cfg) for run, cfg in configs.items()} == pytest.approx(ABLATION_BEFORE[scale],
                                                                                       rel=1e-12)
 
 
@@ -77,3 +82,39 @@ def test_the_benchmark_counts_with_the_same_model(preset):
     rough_minus_counted = 3 * args.layers * args.hidden * (12 * args.length - 4 * args.length - 2 * 2 * R)
     assert BENCH_BEFORE[preset] - now == pytest.approx(rough_minus_counted, rel=1e-12)
 
+
+def test_check_flops(capsys):
+    assert exercises.check_flops(train_flops_per_token).cases == 10
+    assert "all 10 cases pass" in capsys.readouterr().out
+    assert exercises.check_flops(lambda c, L: train_flops_per_token(c, L) * 1.01)  # within 2%
+    assert not exercises.check_flops(not_yet).attempted
+
+
+@pytest.mark.parametrize(
+    "mistake, wrong",
+    [
+        ("forward only", lambda c, L: train_flops_per_token(c, L) / 3),
+        ("no EMD", lambda c, L: train_flops_per_token(c.replace(emd=False), L)),
+        ("head on every token", lambda c, L: train_flops_per_token(c, L, head_fraction=1.0)),
+        ("no position terms", lambda c, L: train_flops_per_token(c.replace(terms=("c2c",)), L)),
+    ],
+)
+def test_check_flops_names_the_mistake(mistake, wrong):
+    with pytest.raises(AssertionError, match="cases fail") as e:
+        exercises.check_flops(wrong)
+    assert f"this looks like '{mistake}'" in str(e.value)
+    assert "MFLOP per token" in str(e.value)
+
+
+def test_check_flops_whole_table():
+    def whole_table(config, L):  # R = 2 x table_span, never capped at 2L − 1
+        D, F, V = config.hidden_size, config.intermediate_size, config.vocab_size
+        R = 2 * config.position_buckets if config.relative_attention else 0
+        per_pass = 2 * (4 * D * D + 2 * D * F) + 2 * (2 * L * D) + len(config.position_terms) * 2 * R * D
+        passes = config.num_hidden_layers + (2 if config.emd else 0)
+        return 3 * (passes * per_pass + 0.15 * 2 * (D * D + D * V))
+
+    with pytest.raises(AssertionError, match="whole table"):
+        exercises.check_flops(whole_table)
+    with pytest.raises(AssertionError, match="expected a number"):
+        exercises.check_flops(lambda c, L: "many")
