@@ -14,7 +14,7 @@
 # %% [markdown] slideshow={"slide_type": "slide"}
 # # Lesson 6 — Reproducing the pretraining ablation
 #
-# *DeBERTa* (He et al., 2020, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654)), section 5.3 and Table 4.
+# *DeBERTa* (He et al., 2020, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654)), §5.2.1 and Table 4.
 #
 # Lessons 1–4 built the three pieces of DeBERTa (relative positions, disentangled attention with its c2p and p2c
 # terms, the Enhanced Mask Decoder) and a pretraining loop. The paper's ablation asks whether each piece earns
@@ -39,15 +39,18 @@
 # %%
 import tempfile
 
-import matplotlib.pyplot as plt
 import torch
 from IPython.display import Image, Markdown, display
 
-from deberta_edu.ablation import reproduce
-from deberta_edu.ablation.reproduce import LABELS, VARIANTS, get_scale, train_flops_per_token, variant_configs
+from deberta_edu import exercises
+from deberta_edu.ablation import plan, report
+from deberta_edu.ablation.plan import LABELS, VARIANTS, get_scale, variant_configs
+from deberta_edu.ablation.run import run_ablation
 from deberta_edu.facts import smoke
+from deberta_edu.figures import subplots
 from deberta_edu.model.emd import DebertaForMaskedLM
 from deberta_edu.training.engine import Distributed
+from deberta_edu.training.flops import train_flops_per_token
 from deberta_edu.training.mlm_data import Batches, MaskSpec, prepare_data
 
 SMOKE = smoke()
@@ -65,9 +68,9 @@ torch.set_num_threads(2)
 # %%
 scale = get_scale("smoke")
 configs = variant_configs(scale)
-reproduce.check_only_variant_differs(configs)
+plan.check_only_variant_differs(configs)
 for v in VARIANTS:
-    assert set(reproduce.config_differences(configs["deberta"], configs[v])) <= {"variant"}
+    assert set(plan.config_differences(configs["deberta"], configs[v])) <= {"variant"}
 
 fields = ("position_biased_input", "relative_attention", "terms", "emd")
 print(f"{'':12s}" + "".join(f"{f:>24s}" for f in fields))
@@ -97,7 +100,7 @@ print(f"step 2: {masked.shape[0]} rows x {masked.shape[1]} tokens, {(labels != -
 #
 # "The same steps" does not mean the same arithmetic. The EMD runs the last layer twice more, c2p and p2c each
 # add a product against the relative table, and the BERT-style model has none of these.
-# `train_flops_per_token` counts the matrix products per token (forward and backward) from the shapes; it is
+# `train_flops_per_token` (`deberta_edu.training.flops`) counts the matrix products per token (forward and backward) from the shapes; it is
 # also how the GPU run was sized: an H100 at 35% of its 989 bf16 TFLOP/s, about 50 seconds per model.
 
 # %%
@@ -110,11 +113,11 @@ for v in VARIANTS:
           f"-> {tokens_50s / 1e6:4.0f}M tokens in 50 s on an H100 at 35% MFU")
 assert flops["deberta"] > flops["no_c2p"] == flops["no_p2c"] > flops["no_emd"] > flops["bert"]
 
-fig, ax = plt.subplots(figsize=(6, 2.8))
+fig, ax = subplots(figsize=(6, 2.8))
 ax.bar([LABELS[v] for v in VARIANTS], [flops[v] / flops["bert"] for v in VARIANTS], color="tab:blue")
 ax.axhline(1, color="k", lw=0.8)
 ax.set(ylabel="training FLOPs per token\n(BERT-style = 1)", title="GPU scale: 6 layers x 512, 512 tokens")
-fig.tight_layout()
+fig
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## The whole pipeline, small enough to watch
@@ -136,13 +139,13 @@ RUN_SCALE = "smoke"
 if SMOKE:  # CI
     RUN_SCALE = "smoke"
 smoke_dir = tempfile.mkdtemp(prefix=f"ablation-{RUN_SCALE}-")  # never over the committed results
-smoke = reproduce.run_ablation(RUN_SCALE, smoke_dir, progress=False)
-reproduce.assert_learning(smoke)  # every variant: finite losses, held-out and training loss falling
+smoke_run = run_ablation(RUN_SCALE, smoke_dir, progress=False)
+report.assert_learning(smoke_run)  # every variant: finite losses, held-out and training loss falling
 for v in VARIANTS:
-    r = smoke["variants"][v]
+    r = smoke_run["variants"][v]
     print(f"{LABELS[v]:12s} held-out loss {r['val_loss_start']:.3f} -> {r['val_loss']:.3f}   "
           f"sentiment {r['finetune']['test_mean']:.1%}")
-reproduce.plot_curves(smoke)
+report.plot_curves(smoke_run)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## The real run
@@ -151,17 +154,17 @@ reproduce.plot_curves(smoke)
 # CPU-scale reduced reproduction. The header says which, with the exact command, the machine and the wall time.
 
 # %%
-folder = reproduce.committed_results()
+folder = report.committed_results()
 assert folder is not None, "no committed results under results/ (results/ablation-gpu or results/ablation-cpu)"
-real = reproduce.load_results(folder)
-reproduce.assert_learning(real)
+real = report.load_results(folder)
+report.assert_learning(real)
 assert len({r["tokens"] for r in real["variants"].values()}) == 1  # every variant saw the same tokens
 kind = "**CPU-scale reduced reproduction**" if real["cpu_scale"] else "**GPU reproduction**"
 hw = real["hardware"]
 display(Markdown(
     f"{kind} (`{folder.name}`): `{real['command']}` — {hw['gpu'] or hw['cpu']}, torch {real['software']['torch']}, "
     f"{real['wall_time_s'] / 60:.0f} min, {real['tokens_per_run']:,} tokens per model.\n\n"
-    + reproduce.results_table(real)
+    + report.results_table(real)
 ))
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
@@ -169,8 +172,8 @@ display(Markdown(
 # numbers beside the paper's.
 
 # %%
-display(Image(filename=str(folder / reproduce.CURVES_FILE)))
-display(Image(filename=str(folder / reproduce.SUMMARY_FILE)))
+display(Image(filename=str(folder / report.CURVES_FILE)))
+display(Image(filename=str(folder / report.SUMMARY_FILE)))
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Where it agrees with the paper, and where it does not
@@ -180,7 +183,7 @@ display(Image(filename=str(folder / reproduce.SUMMARY_FILE)))
 # for fine-tuning it is twice the standard error of the difference of two means over fine-tuning seeds.
 
 # %%
-for line in reproduce.findings(real):
+for line in report.findings(real):
     print("-", line)
 
 # %% [markdown]
@@ -209,29 +212,15 @@ for line in reproduce.findings(real):
 # scores and probs @ V (L keys each), and for each position term (`config.position_terms`) one product against
 # R relative-table rows, with R = 2 x `table_span(k, buckets)` capped at 2L − 1 (see `relative_rows_and_index`).
 # The EMD adds two passes; the MLM head (D x D, then D x V) runs on the 15% masked tokens only.
+# The checker compares yours with `train_flops_per_token` (within 2%) for the five variants at L = 128 and 512.
 
 
 # %%
-def check_flops(fn):
-    for v in VARIANTS:
-        cfg = gpu[v].model_config()
-        for L in (128, 512):
-            try:
-                got = fn(cfg, L)
-            except NotImplementedError:
-                print("not implemented yet")
-                return
-            expected = train_flops_per_token(cfg, L)
-            assert abs(got - expected) <= 0.02 * expected, (
-                f"{LABELS[v]}, L = {L}: expected {expected / 1e6:.1f} MFLOP per token, got {got / 1e6:.1f}")
-    print("correct for all five variants at L = 128 and 512")
-
-
 def my_train_flops(config, L):
     raise NotImplementedError  # your code here
 
 
-check_flops(my_train_flops)
+exercises.check_flops(my_train_flops)
 
 
 # %% tags=["hide-input", "solution"] jupyter={"source_hidden": true}
@@ -248,7 +237,7 @@ def my_train_flops(config, L):
     return 3 * (passes * per_pass + head)
 
 
-check_flops(my_train_flops)
+exercises.check_flops(my_train_flops)
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # **Exercise 2. Is a difference real?** Write `my_verdict(a, b)`: two lists of test accuracies (one per
@@ -259,24 +248,11 @@ check_flops(my_train_flops)
 
 
 # %%
-def check_verdict(fn):
-    cases = [([0.80, 0.81, 0.79], [0.70, 0.71, 0.69], "A"), ([0.70, 0.72, 0.68], [0.71, 0.69, 0.73], "noise"),
-             ([0.60, 0.61, 0.60], [0.66, 0.65, 0.66], "B"), ([0.75, 0.75], [0.75, 0.75], "noise")]
-    try:
-        got = [fn(a, b) for a, b, _ in cases]
-    except NotImplementedError:
-        print("not implemented yet")
-        return
-    for (a, b, want), g in zip(cases, got, strict=True):
-        assert g == want, f"my_verdict({a}, {b}) = {g!r}, expected {want!r}"
-    print("correct")
-
-
 def my_verdict(a, b):
     raise NotImplementedError  # your code here
 
 
-check_verdict(my_verdict)
+exercises.check_verdict(my_verdict)
 
 
 # %% tags=["hide-input", "solution"] jupyter={"source_hidden": true}
@@ -293,7 +269,7 @@ def my_verdict(a, b):
     return "A" if diff > 0 else "B"
 
 
-check_verdict(my_verdict)
+exercises.check_verdict(my_verdict)
 for claim in real["comparison"]["claims"]:
     other = real["variants"][claim["other"]]["finetune"]["test"]
     print(f"{claim['claim']:32s} -> {my_verdict(real['variants']['deberta']['finetune']['test'], other)}")
@@ -315,4 +291,4 @@ assert both.model_config().terms == ("c2c", "p2c") and not both.model_config().e
 result = train(both, train_data, val_data, tokenizer=tokenizer, progress=False)
 print(f"{'−(EMD+C2P)':12s} held-out loss {result.metrics['val_loss']:.3f}")
 for v in ("deberta", "no_emd", "no_c2p"):
-    print(f"{LABELS[v]:12s} held-out loss {smoke['variants'][v]['val_loss']:.3f}")
+    print(f"{LABELS[v]:12s} held-out loss {smoke_run['variants'][v]['val_loss']:.3f}")

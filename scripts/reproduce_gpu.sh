@@ -41,7 +41,7 @@ prepare() {
   "$PYTHON" -m deberta_edu.packing build large --vocab-size 32000 --max-seq-length 512
   "$PYTHON" -m deberta_edu.packing build bbc --vocab-size 8000 --max-seq-length 128
   local root
-  root=$("$PYTHON" -c "from deberta_edu.corpus import data_root; print(data_root())")
+  root=$("$PYTHON" -c "from deberta_edu.facts import data_root; print(data_root())")
   "$PYTHON" -m deberta_edu.packing export "$SHARD" "$root/packed/large-v32000-L512" "$root/packed/bbc-v8000-L128"
   local bytes
   bytes=$(stat -c %s "$SHARD")
@@ -49,7 +49,7 @@ prepare() {
     echo "error: $SHARD is $((bytes / 1000000)) MB, over the ${MAX_SHARD_MB} MB the device transfer allows" >&2
     exit 1
   fi
-  cp "$("$PYTHON" -c "from deberta_edu.sentiment import data_file; print(data_file())")" "$SNIPPETS"
+  cp "$("$PYTHON" -c "from deberta_edu.data.sentiment import data_file; print(data_file())")" "$SNIPPETS"
   du -sh "$BUNDLE"/*
   echo "ready: carry '$BUNDLE' to the GPU machine and run: scripts/reproduce_gpu.sh run OUTDIR"
 }

@@ -8,7 +8,7 @@ outputs are checked equal (logits and loss to 1e-5, eval mode); then training st
 AdamW) run interleaved, A B A B ..., so that both see the same machine conditions, and the median of the
 per-round speed ratios is printed. Peak memory: on CUDA ``max_memory_allocated``; on CPU, where torch
 keeps no such counter, each model runs its steps in a fresh subprocess and the growth of the process's
-peak resident memory over the loaded model is compared.
+peak resident memory over the loaded model is compared. MFU counts the FLOPs of a step with ``training.flops``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import time
 
 import torch
 
+from .flops import train_flops_per_token
+
 PRESETS = {
     # issue 4's CPU target
     "cpu": dict(batch=16, length=128, hidden=256, layers=4, heads=4, ffn=1024, vocab=8000, buckets=256),
@@ -31,22 +33,28 @@ PRESETS = {
 }
 
 
-def build(args):
-    from transformers import DebertaV2Config, DebertaV2ForMaskedLM
+def hf_config(args):
+    """transformers' DebertaV2Config of the benchmarked shape: v3-style (log buckets, shared keys, no EMD)."""
+    from transformers import DebertaV2Config
 
-    from deberta_edu.model.interop import from_hf
-
-    from .masking import mask_tokens
-
-    torch.manual_seed(0)
-    hf_config = DebertaV2Config(
+    return DebertaV2Config(
         vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
         num_attention_heads=args.heads, intermediate_size=args.ffn, max_position_embeddings=512,
         relative_attention=True, position_buckets=args.buckets, max_relative_positions=-1,
         pos_att_type=["p2c", "c2p"], share_att_key=True, norm_rel_ebd="layer_norm",
         position_biased_input=False, layer_norm_eps=1e-7, legacy=False,
     )
-    theirs = DebertaV2ForMaskedLM(hf_config)
+
+
+def build(args):
+    from transformers import DebertaV2ForMaskedLM
+
+    from deberta_edu.model.interop import from_hf
+
+    from .masking import mask_tokens
+
+    torch.manual_seed(0)
+    theirs = DebertaV2ForMaskedLM(hf_config(args))
     ours = from_hf(theirs)  # emd off: the same function as transformers computes
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, args.vocab, (args.batch, args.length), generator=g)
@@ -96,12 +104,14 @@ def check_equal(ours, theirs, inputs, labels):
 
 
 def flops_per_token(args) -> float:
-    """Model FLOPs of one training step per token (forward + backward = 3 x forward)."""
-    D, L, F_, T = args.hidden, args.layers, args.ffn, args.length
-    per_layer = 2 * (4 * D * D + 2 * D * F_)  # q, k, v, out projections and the FFN
-    per_layer += 2 * 2 * T * D * 3  # scores (c2c + c2p + p2c) and probabilities @ values, roughly
-    head = 2 * (D * D + D * args.vocab)
-    return 3 * (L * per_layer + head)
+    """Model FLOPs of one training step per token (``training.flops``), the MLM head at every position.
+
+    Every position, as transformers computes its logits: one nominal step for both models, whatever ours
+    skips (it computes logits at the masked positions only, unless --full-logits).
+    """
+    from deberta_edu.model.interop import config_from_hf
+
+    return train_flops_per_token(config_from_hf(hf_config(args)), args.length, head_fraction=1.0)
 
 
 def _proc_status_kib(field: str) -> int:
@@ -125,7 +135,8 @@ def memory_child(args, which: str):
     print(json.dumps({"which": which, "base_kib": base, "peak_kib": peak, "growth_mib": (peak - base) / 1024}))
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, with the preset's shape and the device's dtype filled in where not given."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     for name in ("batch", "length", "hidden", "layers", "heads", "ffn", "vocab", "buckets"):
@@ -146,6 +157,63 @@ def main(argv=None):
             setattr(args, k, v)
     if args.dtype is None:
         args.dtype = "bf16" if args.device == "cuda" else "fp32"
+    return args
+
+
+def time_steps(steps: dict, args) -> dict[str, list[float]]:
+    """Seconds per training step of each model, interleaved A B A B so both see the same machine."""
+    times = {k: [] for k in steps}
+    for r in range(args.warmup + args.rounds):
+        for name, step in steps.items():
+            t = time.perf_counter()
+            step()
+            if r >= args.warmup:
+                times[name].append(time.perf_counter() - t)
+    return times
+
+
+def cuda_memory(steps: dict, args, tokens_per_s: dict) -> dict:
+    """Peak allocated memory of one step of each model; MFU where the accelerator's peak is known."""
+    mem = {}
+    for name, step in steps.items():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        mem[name] = torch.cuda.max_memory_allocated() / 2**20
+    out = {"peak_memory_mib": mem}
+    name = torch.cuda.get_device_name()
+    peak = args.peak_tflops or (989.0 if "H100" in name or "H200" in name else None)
+    if peak:
+        out["mfu"] = {k: v * flops_per_token(args) / (peak * 1e12) for k, v in tokens_per_s.items()}
+    out["gpu"] = name
+    return out
+
+
+def cpu_memory(args, argv) -> dict:
+    """Growth of peak resident memory over the loaded model, each model in a fresh subprocess."""
+    mem = {}
+    for which in ("ours", "theirs"):
+        out = subprocess.run([sys.executable, "-m", "deberta_edu.training.bench", *(argv or sys.argv[1:]),
+                              "--memory-child", which], capture_output=True, text=True, check=True,
+                             env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+        mem["ours" if which == "ours" else "transformers"] = json.loads(out.stdout.strip().splitlines()[-1])[
+            "growth_mib"]
+    return {"peak_memory_growth_mib": mem}
+
+
+def print_result(result: dict, args) -> None:
+    tps = result["tokens_per_s"]
+    print(f"tokens/s: ours {tps['ours']:.0f}, transformers {tps['transformers']:.0f}; "
+          f"median speed ratio ours/transformers = {result['speed_ratio_median']:.2f}x")
+    mem_key = "peak_memory_mib" if args.device == "cuda" else "peak_memory_growth_mib"
+    m = result[mem_key]
+    print(f"peak memory ({mem_key}): ours {m['ours']:.0f} MiB, transformers {m['transformers']:.0f} MiB")
+    if "mfu" in result:
+        print(f"MFU: ours {result['mfu']['ours']:.1%}, transformers {result['mfu']['transformers']:.1%}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.memory_child:
         return memory_child(args, args.memory_child)
@@ -154,13 +222,7 @@ def main(argv=None):
     check_equal(ours, theirs, inputs, labels)
     steps = {"ours": make_step(ours, inputs, labels, args, True),
              "transformers": make_step(theirs, inputs, labels, args, False)}
-    times = {k: [] for k in steps}
-    for r in range(args.warmup + args.rounds):
-        for name, step in steps.items():
-            t = time.perf_counter()
-            step()
-            if r >= args.warmup:
-                times[name].append(time.perf_counter() - t)
+    times = time_steps(steps, args)
     tokens = args.batch * args.length
     ratios = [t / o for o, t in zip(times["ours"], times["transformers"], strict=True)]
     result = {
@@ -171,35 +233,10 @@ def main(argv=None):
         "full_logits": args.full_logits, "compile": args.compile,
     }
     if args.device == "cuda":
-        mem = {}
-        for name, step in steps.items():
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            step()
-            mem[name] = torch.cuda.max_memory_allocated() / 2**20
-        result["peak_memory_mib"] = mem
-        name = torch.cuda.get_device_name()
-        peak = args.peak_tflops or (989.0 if "H100" in name or "H200" in name else None)
-        if peak:
-            result["mfu"] = {k: v * flops_per_token(args) / (peak * 1e12) for k, v in result["tokens_per_s"].items()}
-        result["gpu"] = name
+        result.update(cuda_memory(steps, args, result["tokens_per_s"]))
     else:
-        mem = {}
-        for which in ("ours", "theirs"):
-            out = subprocess.run([sys.executable, "-m", "deberta_edu.training.bench", *(argv or sys.argv[1:]),
-                                  "--memory-child", which], capture_output=True, text=True, check=True,
-                                 env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-            mem["ours" if which == "ours" else "transformers"] = json.loads(out.stdout.strip().splitlines()[-1])[
-                "growth_mib"]
-        result["peak_memory_growth_mib"] = mem
-    tps = result["tokens_per_s"]
-    print(f"tokens/s: ours {tps['ours']:.0f}, transformers {tps['transformers']:.0f}; "
-          f"median speed ratio ours/transformers = {result['speed_ratio_median']:.2f}x")
-    mem_key = "peak_memory_mib" if args.device == "cuda" else "peak_memory_growth_mib"
-    m = result[mem_key]
-    print(f"peak memory ({mem_key}): ours {m['ours']:.0f} MiB, transformers {m['transformers']:.0f} MiB")
-    if "mfu" in result:
-        print(f"MFU: ours {result['mfu']['ours']:.1%}, transformers {result['mfu']['transformers']:.1%}")
+        result.update(cpu_memory(args, argv))
+    print_result(result, args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

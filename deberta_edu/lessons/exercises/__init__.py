@@ -10,6 +10,7 @@ without an error, so a lesson runs top to bottom before the exercises are done.
     lesson 3  check_emd, check_shift_answers
     lesson 4  check_mask_80_10_10, check_perplexity, check_never_masked
     lesson 5  check_symmetric_kl, check_linf_step
+    lesson 6  check_flops, check_verdict
 """
 
 from ._common import CheckResult
@@ -34,10 +35,12 @@ from .lesson4 import (
     never_masked,
 )
 from .lesson5 import KL_HINTS, LINF_HINTS, check_linf_step, check_symmetric_kl, linf_step
+from .lesson6 import FLOPS_MISTAKES, VERDICT_MISTAKES, check_flops, check_verdict
 
 __all__ = [
     "CheckResult",
     "EMD_MISTAKES",
+    "FLOPS_MISTAKES",
     "KL_HINTS",
     "LINF_HINTS",
     "MASKING_MISTAKES",
@@ -45,11 +48,13 @@ __all__ = [
     "NEVER_MASKED_QUESTIONS",
     "PERPLEXITY_MISTAKES",
     "SHIFT_QUESTIONS",
+    "VERDICT_MISTAKES",
     "_emd_variant",
     "apply_80_10_10",
     "check_c2p",
     "check_distinct_rows",
     "check_emd",
+    "check_flops",
     "check_linf_step",
     "check_mask_80_10_10",
     "check_never_masked",
@@ -60,6 +65,7 @@ __all__ = [
     "check_scores",
     "check_shift_answers",
     "check_symmetric_kl",
+    "check_verdict",
     "linf_step",
     "never_masked",
     "shift_invariance",

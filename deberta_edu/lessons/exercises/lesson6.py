@@ -1,0 +1,146 @@
+"""Lesson 6: the FLOPs of a training step, and whether a difference between two models is real."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+
+from deberta_edu.ablation.plan import LABELS, VARIANTS, get_scale, variant_configs
+from deberta_edu.model.config import DebertaConfig
+from deberta_edu.model.positions import table_span
+from deberta_edu.training.flops import relative_rows, train_flops_per_token
+
+from ._common import CheckResult, _call, _checker, _finish
+
+FLOPS_TOLERANCE = 0.02  # within 2% of training.flops counts as right: the count is an estimate anyway
+FLOPS_LENGTHS = (128, 512)  # 128: a sequence shorter than the relative table (R = 2L − 1); 512: the whole table
+
+FLOPS_MISTAKES = {
+    "forward only": "a training step is forward + backward, and backward costs about twice the forward: x 3.",
+    "1 FLOP per multiply-add": "a multiply-add is 2 FLOPs: a (m x n) @ (n x p) product costs 2 m n p.",
+    "no EMD": "the EMD runs the last layer twice more: passes = layers + 2 when config.emd is set.",
+    "head on every token": "the MLM head runs on the masked tokens only: 15% of them (x 0.15).",
+    "no position terms": (
+        "each position term (config.position_terms: c2p, p2c) adds a product against R relative-table rows: "
+        "2 R D per term and pass."
+    ),
+    "whole table": (
+        "a sequence of L tokens has only 2L − 1 distances, so it gathers at most 2L − 1 rows of the table: "
+        "R = min(2 x table_span(k, buckets), 2L − 1) (see relative_rows_and_index)."
+    ),
+}
+
+
+def _whole_table(config: DebertaConfig, L: int) -> float:
+    """The count with R = the whole table, even where the sequence gathers fewer rows (a known mistake)."""
+    extra = 2 * table_span(config.max_relative_positions, config.position_buckets) - relative_rows(config, L)
+    passes = config.num_hidden_layers + (2 if config.emd else 0)
+    return train_flops_per_token(config, L) + 3 * passes * 2 * extra * config.hidden_size * len(config.position_terms)
+
+
+def _flops_variants(config: DebertaConfig, L: int) -> dict[str, float]:
+    right = train_flops_per_token(config, L)
+    return {
+        "forward only": right / 3,
+        "1 FLOP per multiply-add": right / 2,
+        "no EMD": train_flops_per_token(config.replace(emd=False), L),
+        "head on every token": train_flops_per_token(config, L, head_fraction=1.0),
+        "no position terms": train_flops_per_token(config.replace(terms=("c2c",)), L),
+        "whole table": _whole_table(config, L),
+    }
+
+
+def _as_float(x) -> float | None:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+@_checker
+def check_flops(fn: Callable[[DebertaConfig, int], float]) -> CheckResult:
+    """``fn(config, L)``: the matrix FLOPs of one training step per token, for the five variants of the GPU
+    scale at L = 128 and 512, within 2% of ``deberta_edu.training.flops.train_flops_per_token``."""
+    name = "check_flops"
+    failures, found, cases = [], [], 0
+    configs = variant_configs(get_scale("gpu"))
+    for v in VARIANTS:
+        config = configs[v].model_config()
+        for L in FLOPS_LENGTHS:
+            cases += 1
+            expected, answer = train_flops_per_token(config, L), _call(fn, config, L)
+            got = _as_float(answer)
+            if got is None or not math.isfinite(got):
+                failures.append(f"{LABELS[v]}, L = {L}: expected a number of FLOPs, got {answer!r}")
+                continue
+            if abs(got - expected) <= FLOPS_TOLERANCE * expected:
+                continue
+            failures.append(f"{LABELS[v]}, L = {L}: expected {expected / 1e6:.1f} MFLOP per token, "
+                            f"got {got / 1e6:.1f}")
+            variants = _flops_variants(config, L).items()
+            found.append(next((m for m, x in variants if x != expected and math.isclose(got, x, rel_tol=1e-3)), None))
+    mistake = next((m for m in found if m), None)
+    hint = ""
+    if mistake:
+        hint = f"this looks like '{mistake}': {FLOPS_MISTAKES[mistake]}"
+    elif failures:
+        hint = ("3 x (passes x [2 (4 D² + 2 D F) + 2 (2 L D) + #terms x 2 R D] + 0.15 x 2 (D² + D V)), "
+                "passes = layers (+ 2 with the EMD)")
+    return _finish(name, cases, failures, hint)
+
+
+# (a, b, the verdict): test accuracies over fine-tuning seeds of model A and model B
+VERDICT_CASES = (
+    ([0.80, 0.81, 0.79], [0.70, 0.71, 0.69], "A"),
+    ([0.70, 0.72, 0.68], [0.71, 0.69, 0.73], "noise"),
+    ([0.60, 0.61, 0.60], [0.66, 0.65, 0.66], "B"),
+    ([0.75, 0.75], [0.75, 0.75], "noise"),
+    ([0.72, 0.74, 0.70], [0.70, 0.72, 0.68], "noise"),  # the difference is 1.2 SE: more than 1, less than 2
+    ([0.82, 0.72], [0.70, 0.60], "noise"),  # over 2 SE with the population std, under with the sample std
+    ([0.81, 0.83, 0.80, 0.82, 0.84], [0.78, 0.80, 0.77, 0.79, 0.76], "A"),
+)
+
+VERDICT_MISTAKES = {
+    "A and B swapped": "A wins when mean(a) − mean(b) is positive (and larger than the noise).",
+    "one SE": "a difference counts when it is larger than TWICE its standard error: 2 sqrt((s_A² + s_B²) / n).",
+    "population std": (
+        "s is the sample standard deviation over the seeds (statistics.stdev, divisor n − 1), not the "
+        "population one (pstdev, divisor n): with 2 or 3 seeds they differ a lot."
+    ),
+}
+
+
+def _verdict(a: list[float], b: list[float], ses: float = 2.0, std=statistics.stdev) -> str:
+    """The rule of ``report.compare_with_paper``, with the two knobs a learner may get wrong."""
+    diff = statistics.mean(a) - statistics.mean(b)
+    if abs(diff) <= ses * math.sqrt((std(a) ** 2 + std(b) ** 2) / len(a)):
+        return "noise"
+    return "A" if diff > 0 else "B"
+
+
+@_checker
+def check_verdict(fn: Callable[[list[float], list[float]], str]) -> CheckResult:
+    """``fn(a, b)``: "A", "B" or "noise" for two lists of test accuracies (one per fine-tuning seed); noise
+    when the difference of the means is at most twice its standard error."""
+    name = "check_verdict"
+    failures, got = [], []
+    for a, b, want in VERDICT_CASES:
+        answer = _call(fn, list(a), list(b))
+        got.append(answer)
+        if answer != want:
+            failures.append(f"my_verdict({a}, {b}): expected {want!r}, got {answer!r}")
+    swap = {"A": "B", "B": "A", "noise": "noise"}
+    variants = {
+        "A and B swapped": [swap[want] for _, _, want in VERDICT_CASES],
+        "one SE": [_verdict(a, b, ses=1.0) for a, b, _ in VERDICT_CASES],
+        "population std": [_verdict(a, b, std=statistics.pstdev) for a, b, _ in VERDICT_CASES],
+    }
+    mistake = next((m for m, answers in variants.items() if failures and answers == got), None)
+    hint = ""
+    if mistake:
+        hint = f"this looks like '{mistake}': {VERDICT_MISTAKES[mistake]}"
+    elif failures:
+        hint = ('diff = mean(a) − mean(b); "noise" if |diff| <= 2 sqrt((stdev(a)² + stdev(b)²) / n), '
+                'else "A" if diff > 0 else "B"')
+    return _finish(name, len(VERDICT_CASES), failures, hint)

@@ -1,0 +1,120 @@
+"""training.flops: one FLOP model, checked by hand on a small config, and what its two users get from it."""
+
+import argparse
+
+import pytest
+
+from deberta_edu import exercises
+from deberta_edu.ablation import plan
+from deberta_edu.model.config import DebertaConfig
+from deberta_edu.training import bench
+from deberta_edu.training.flops import relative_rows, train_flops_per_token
+
+
+def not_yet(*args):
+    raise NotImplementedError
+
+
+def small(**changes) -> DebertaConfig:
+    # D = 8, F = 16, V = 100, 2 layers, k = 4 with the plain clamp (v1): a table of 2k = 8 rows
+    base = dict(vocab_size=100, hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16,
+                max_position_embeddings=16, max_relative_positions=4, position_buckets=-1)
+    return DebertaConfig(**{**base, **changes})
+
+
+def test_a_hand_count():
+    # L = 8: 2L − 1 = 15 distances, more than the 8 rows, so R = 8 (the whole table)
+    projections_ffn = 2 * (4 * 8 * 8 + 2 * 8 * 16)  # 1,024: W_q, W_k, W_v, W_out and the FFN
+    c2c_and_values = 2 * 2 * 8 * 8  # 256: scores and probs @ V against 8 keys
+    position_terms = 2 * (2 * 8 * 8)  # 256: c2p and p2c, each against R = 8 rows
+    passes = 2 + 2  # the EMD runs the last layer twice more
+    head = 0.15 * 2 * (8 * 8 + 8 * 100)  # 259.2: on the masked 15%
+    by_hand = 3 * (passes * (projections_ffn + c2c_and_values + position_terms) + head)
+    assert by_hand == pytest.approx(19_209.6)
+    assert relative_rows(small(), 8) == 8
+    assert train_flops_per_token(small(), 8) == pytest.approx(by_hand, rel=1e-12)
+    # L = 3: 2L − 1 = 5 distances, fewer than the 8 rows: R = 5
+    assert relative_rows(small(), 3) == 5
+    by_hand_3 = 3 * (4 * (1024 + 2 * 2 * 3 * 8 + 2 * (2 * 5 * 8)) + head)
+    assert train_flops_per_token(small(), 3) == pytest.approx(by_hand_3, rel=1e-12)
+    # no EMD: two passes fewer; BERT-style: no relative table, no position terms; every token through the head
+    assert train_flops_per_token(small(emd=False), 8) == pytest.approx(by_hand - 3 * 2 * 1536, rel=1e-12)
+    bert = small(relative_attention=False, terms=("c2c",), emd=False)
+    assert relative_rows(bert, 8) == 0
+    assert train_flops_per_token(bert, 8) == pytest.approx(3 * (2 * (1024 + 256) + head), rel=1e-12)
+    assert train_flops_per_token(small(), 8, head_fraction=1.0) == pytest.approx(
+        by_hand + 3 * 0.85 * 2 * (8 * 8 + 8 * 100), rel=1e-12)
+
+
+# What the ablation's cost (reproduce._cost, now plan.run_cost) gave before the FLOP models became one,
+# measured on the code before the change: the same numbers, to the last digit.
+ABLATION_BEFORE = {
+    "smoke": {"bert": 1250918.4, "deberta": 2820710.4, "no_emd": 1642598.4, "no_c2p": 2429030.4,
+              "no_p2c": 2429030.4},
+    "cpu": {"bert": 3688857.6, "deberta": 8008089.6, "no_emd": 4472217.6, "no_c2p": 7224729.6,
+            "no_p2c": 7224729.6, "deberta-seed1": 8008089.6},
+    "gpu": {"bert": 147102105.6, "deberta": 216308121.6, "no_emd": 165976473.6, "no_c2p": 203725209.6,
+            "no_p2c": 203725209.6, "deberta-seed1": 216308121.6},
+}
+
+
+@pytest.mark.parametrize("scale", sorted(ABLATION_BEFORE))
+def test_the_ablation_costs_what_it_cost_before(scale):
+    configs = plan.variant_configs(plan.get_scale(scale))
+    assert {run: plan.run_cost(cfg) for run, cfg in configs.items()} == pytest.approx(ABLATION_BEFORE[scale],
+                                                                                      rel=1e-12)
+
+
+# bench.flops_per_token before: its own rough count, 3 x (layers x [2 (4 D² + 2 D F) + 12 L D] + 2 (D² + D V)),
+# that is three score terms and the values each against L keys. Now: c2c and probs @ V against L keys, c2p and
+# p2c against the R rows they gather. Everything else is the same count, so the two differ by exactly
+# 3 x layers x D x (12 L − 4 L − 2 x 2 R).
+BENCH_BEFORE = {"cpu": 36_274_176, "base": 1_273_300_992}
+BENCH_NOW = {"cpu": 36_261_888, "base": 1_216_677_888}  # −0.03% (R = 255 ≈ 2L) and −4.4% (R = 512 = L)
+
+
+@pytest.mark.parametrize("preset", sorted(BENCH_BEFORE))
+def test_the_benchmark_counts_with_the_same_model(preset):
+    args = argparse.Namespace(**bench.PRESETS[preset])
+    now = bench.flops_per_token(args)
+    assert now == pytest.approx(BENCH_NOW[preset], rel=1e-12)
+    R = min(2 * args.buckets, 2 * args.length - 1)
+    rough_minus_counted = 3 * args.layers * args.hidden * (12 * args.length - 4 * args.length - 2 * 2 * R)
+    assert BENCH_BEFORE[preset] - now == pytest.approx(rough_minus_counted, rel=1e-12)
+
+
+def test_check_flops(capsys):
+    assert exercises.check_flops(train_flops_per_token).cases == 10
+    assert "all 10 cases pass" in capsys.readouterr().out
+    assert exercises.check_flops(lambda c, L: train_flops_per_token(c, L) * 1.01)  # within 2%
+    assert not exercises.check_flops(not_yet).attempted
+
+
+@pytest.mark.parametrize(
+    "mistake, wrong",
+    [
+        ("forward only", lambda c, L: train_flops_per_token(c, L) / 3),
+        ("no EMD", lambda c, L: train_flops_per_token(c.replace(emd=False), L)),
+        ("head on every token", lambda c, L: train_flops_per_token(c, L, head_fraction=1.0)),
+        ("no position terms", lambda c, L: train_flops_per_token(c.replace(terms=("c2c",)), L)),
+    ],
+)
+def test_check_flops_names_the_mistake(mistake, wrong):
+    with pytest.raises(AssertionError, match="cases fail") as e:
+        exercises.check_flops(wrong)
+    assert f"this looks like '{mistake}'" in str(e.value)
+    assert "MFLOP per token" in str(e.value)
+
+
+def test_check_flops_whole_table():
+    def whole_table(config, L):  # R = 2 x table_span, never capped at 2L − 1
+        D, F, V = config.hidden_size, config.intermediate_size, config.vocab_size
+        R = 2 * config.position_buckets if config.relative_attention else 0
+        per_pass = 2 * (4 * D * D + 2 * D * F) + 2 * (2 * L * D) + len(config.position_terms) * 2 * R * D
+        passes = config.num_hidden_layers + (2 if config.emd else 0)
+        return 3 * (passes * per_pass + 0.15 * 2 * (D * D + D * V))
+
+    with pytest.raises(AssertionError, match="whole table"):
+        exercises.check_flops(whole_table)
+    with pytest.raises(AssertionError, match="expected a number"):
+        exercises.check_flops(lambda c, L: "many")
