@@ -37,10 +37,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from deberta_edu.data.batch import Batch
 from deberta_edu.facts import CONFIG_FILE, LOG_FILE, STATE_FILE
 from deberta_edu.model.checkpoint import lesson_checkpoint, save_pretrained
 from deberta_edu.model.emd import DebertaForMaskedLM
@@ -51,11 +49,9 @@ from .engine import (
     Distributed,
     Precision,
     StepOutput,
-    all_reduce_sum,
     build_optimizer,
     compile_layers,
     derive_seed,
-    generator,
     one_cycle,
     optimizer_step,
     progress_bar,
@@ -63,47 +59,9 @@ from .engine import (
     setup_distributed,
     warmup_linear,
 )
-from .mlm_data import Batches, MaskSpec, prepare_data, take_rows
+from .evaluate import Evaluator, mlm_loss
+from .mlm_data import Batches, MaskSpec, prepare_data
 from .state import JsonlLogger, load_training_state, save_training_state
-
-
-def mlm_loss(model, batch: Batch) -> torch.Tensor:
-    """Mean cross-entropy over the batch's masked tokens (the head runs on those tokens only)."""
-    return model(batch.input_ids, batch.attention_mask, labels=batch.labels, only_masked_logits=True).loss
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-class Evaluator:
-    """MLM loss, accuracy and perplexity on masked held-out tokens; the same masks at every evaluation."""
-
-    def __init__(self, data, cfg: TrainConfig, spec: MaskSpec, world: Distributed, precision: Precision):
-        n = min(cfg.eval_rows, len(data))
-        rows = take_rows(data, torch.arange(n))  # (n, L) the first n rows: fixed across runs
-        self.batch = spec.mask(rows, cfg.mlm_probability, generator(cfg.eval_seed))  # masked once, on the CPU
-        self.mine = torch.arange(world.rank, n, world.world_size)  # rank r evaluates rows r, r + W, ...
-        self.cfg, self.world, self.precision = cfg, world, precision
-
-    @torch.no_grad()
-    def __call__(self, model: DebertaForMaskedLM) -> dict:
-        was_training = model.training
-        model.eval()
-        sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
-        for chunk in self.mine.split(self.cfg.eval_batch_size):
-            ids, labels, mask = self.batch.rows(chunk).to(self.world.device)
-            with self.precision.autocast():
-                out = model(ids, mask, labels=labels, only_masked_logits=True)
-            targets = labels[labels != -100]  # (N,)
-            logits = out.logits.float()  # (N, V)
-            sums += torch.tensor([F.cross_entropy(logits, targets, reduction="sum").item(),
-                                  (logits.argmax(-1) == targets).sum().item(), len(targets)], dtype=torch.float64)
-        model.train(was_training)
-        loss_sum, correct, count = all_reduce_sum(sums.to(self.world.device), self.world).tolist()
-        loss = loss_sum / max(count, 1)
-        return {"val_loss": loss, "val_accuracy": correct / max(count, 1), "val_perplexity": math.exp(min(loss, 80)),
-                "val_tokens": int(count)}
-
 
 # ----------------------------------------------------------------------------- training
 

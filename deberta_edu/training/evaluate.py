@@ -1,0 +1,54 @@
+"""How a pretraining run is scored: the MLM loss it minimizes, and held-out loss, accuracy and perplexity.
+
+The evaluator masks its held-out rows once (a generator seeded by ``eval_seed`` alone), so every
+evaluation of every run with that seed reads the same masked tokens: curves of different runs compare.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from deberta_edu.data.batch import Batch
+from deberta_edu.model.emd import DebertaForMaskedLM
+
+from .configs import TrainConfig
+from .engine import Distributed, Precision, all_reduce_sum, generator
+from .mlm_data import MaskSpec, take_rows
+
+
+def mlm_loss(model, batch: Batch) -> torch.Tensor:
+    """Mean cross-entropy over the batch's masked tokens (the head runs on those tokens only)."""
+    return model(batch.input_ids, batch.attention_mask, labels=batch.labels, only_masked_logits=True).loss
+
+
+class Evaluator:
+    """MLM loss, accuracy and perplexity on masked held-out tokens; the same masks at every evaluation."""
+
+    def __init__(self, data, cfg: TrainConfig, spec: MaskSpec, world: Distributed, precision: Precision):
+        n = min(cfg.eval_rows, len(data))
+        rows = take_rows(data, torch.arange(n))  # (n, L) the first n rows: fixed across runs
+        self.batch = spec.mask(rows, cfg.mlm_probability, generator(cfg.eval_seed))  # masked once, on the CPU
+        self.mine = torch.arange(world.rank, n, world.world_size)  # rank r evaluates rows r, r + W, ...
+        self.cfg, self.world, self.precision = cfg, world, precision
+
+    @torch.no_grad()
+    def __call__(self, model: DebertaForMaskedLM) -> dict:
+        was_training = model.training
+        model.eval()
+        sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+        for chunk in self.mine.split(self.cfg.eval_batch_size):
+            ids, labels, mask = self.batch.rows(chunk).to(self.world.device)
+            with self.precision.autocast():
+                out = model(ids, mask, labels=labels, only_masked_logits=True)
+            targets = labels[labels != -100]  # (N,)
+            logits = out.logits.float()  # (N, V)
+            sums += torch.tensor([F.cross_entropy(logits, targets, reduction="sum").item(),
+                                  (logits.argmax(-1) == targets).sum().item(), len(targets)], dtype=torch.float64)
+        model.train(was_training)
+        loss_sum, correct, count = all_reduce_sum(sums.to(self.world.device), self.world).tolist()
+        loss = loss_sum / max(count, 1)
+        return {"val_loss": loss, "val_accuracy": correct / max(count, 1), "val_perplexity": math.exp(min(loss, 80)),
+                "val_tokens": int(count)}
