@@ -35,7 +35,7 @@ import torch
 from deberta_edu.facts import PROJECT_ROOT
 from deberta_edu.training import mlm_data, pretrain
 from deberta_edu.training.configs import TrainConfig
-from deberta_edu.training.engine import Distributed, Precision
+from deberta_edu.training.evaluate import unigram_baseline
 from deberta_edu.training.finetune import FinetuneConfig, finetune
 
 from . import plan
@@ -169,30 +169,6 @@ def run_jobs(jobs: list[Job], workers: int = 1, reuse: bool = False) -> dict[str
             futures = {j.run: pool.submit(run_job, j) for j in todo}
             done.update({run: f.result() for run, f in futures.items()})
     return {j.run: done[j.run] for j in jobs}
-
-
-# ----------------------------------------------------------------------------- a model with no context
-
-
-def unigram_baseline(cfg: TrainConfig) -> dict:
-    """Held-out loss and accuracy of predicting every masked token from word frequencies alone.
-
-    The counts come from the training rows (add-one smoothing); the targets are exactly the masked
-    tokens that ``pretrain.Evaluator`` scores. A model at this loss has not yet learned to use the context:
-    early MLM training sits on this plateau before it falls.
-    """
-    import numpy as np
-
-    train_data, val_data, tokenizer = mlm_data.prepare_data(cfg)
-    spec = mlm_data.MaskSpec.of(cfg, tokenizer)
-    rows = train_data.rows() if hasattr(train_data, "rows") else train_data.numpy()
-    counts = np.bincount(np.asarray(rows).ravel(), minlength=spec.vocab_size).astype(np.float64)
-    counts[list(spec.special_ids)] = 0  # [CLS], [SEP], padding are never masked targets
-    log_p = torch.from_numpy(np.log((counts + 1) / (counts + 1).sum()))  # (V,)
-    labels = pretrain.Evaluator(val_data, cfg, spec, Distributed(), Precision("fp32", "cpu")).batch.labels
-    targets = labels[labels != -100]  # (N,) the held-out masked tokens
-    return {"val_loss": float(-log_p[targets].mean()), "val_accuracy": float((targets == log_p.argmax()).float().mean()),
-            "val_tokens": len(targets)}
 
 
 # ----------------------------------------------------------------------------- provenance

@@ -52,12 +52,19 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
 
 
-def save_pretrained(model: DebertaModel | DebertaForMaskedLM, folder: str | Path, tokenizer_file=None) -> Path:
-    """Write ``folder/model.safetensors`` (+ ``tokenizer.model`` when a SentencePiece file is given)."""
+def save_pretrained(model: DebertaModel | DebertaForMaskedLM, folder: str | Path, tokenizer_file=None,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write ``folder/model.safetensors`` (+ ``tokenizer.model`` when a SentencePiece file is given).
+
+    ``dtype=torch.float16`` halves the file (the committed course model); loading casts back to float32.
+    """
     folder = Path(folder)
     kind = "mlm" if isinstance(model, DebertaForMaskedLM) else "encoder"
     meta = {"config": json.dumps(model.config.to_dict()), "kind": kind, "format": "deberta_edu/1"}
-    save_tensors(model.state_dict(), folder / MODEL_FILE, meta)
+    state = model.state_dict()
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    save_tensors(state, folder / MODEL_FILE, meta)
     if tokenizer_file is not None:
         atomic_write(folder / TOKENIZER_FILE, lambda tmp: shutil.copyfile(tokenizer_file, tmp))
     return folder

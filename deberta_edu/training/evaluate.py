@@ -52,3 +52,27 @@ class Evaluator:
         loss = loss_sum / max(count, 1)
         return {"val_loss": loss, "val_accuracy": correct / max(count, 1), "val_perplexity": math.exp(min(loss, 80)),
                 "val_tokens": int(count)}
+
+
+def unigram_baseline(cfg: TrainConfig, data=None) -> dict:
+    """Held-out loss and accuracy of predicting every masked token from word frequencies alone.
+
+    The counts come from the training rows (add-one smoothing); the targets are exactly the masked
+    tokens that ``Evaluator`` scores. A model at this loss has not yet learned to use the context:
+    early MLM training sits on this plateau before it falls. ``data``: (train, val, tokenizer) if prepared.
+    """
+    import numpy as np
+
+    from .mlm_data import prepare_data
+
+    train_data, val_data, tokenizer = data if data is not None else prepare_data(cfg)
+    spec = MaskSpec.of(cfg, tokenizer)
+    rows = train_data.rows() if hasattr(train_data, "rows") else train_data.numpy()
+    counts = np.bincount(np.asarray(rows).ravel(), minlength=spec.vocab_size).astype(np.float64)
+    counts[list(spec.special_ids)] = 0  # [CLS], [SEP], padding are never masked targets
+    log_p = torch.from_numpy(np.log((counts + 1) / (counts + 1).sum()))  # (V,)
+    labels = Evaluator(val_data, cfg, spec, Distributed(), Precision("fp32", "cpu")).batch.labels
+    targets = labels[labels != -100]  # (N,) the held-out masked tokens
+    loss = float(-log_p[targets].mean())
+    return {"val_loss": loss, "val_accuracy": float((targets == log_p.argmax()).float().mean()),
+            "val_perplexity": math.exp(loss), "val_tokens": len(targets)}

@@ -1,0 +1,134 @@
+"""The course model: trained once by the recipe of ``configs["course"]``, committed in results/course-model/.
+
+Lessons 2, 3 and 5 and the book show this model (unless a learner has trained a better one in lesson 4),
+so every picture of attention maps and every fill-mask in the course comes from a model that learned
+something. Its files are small and plain: fp16 weights (safetensors, config in the metadata), the
+SentencePiece model, the training config, a downsampled log, and ``metrics.json`` with the held-out
+numbers beside the word-frequency baseline on the same masked tokens.
+
+    python -m deberta_edu.pretrain --config course --out data/checkpoints/course    # ~60 min on 2 cores
+    python -m deberta_edu.training.course export data/checkpoints/course            # -> results/course-model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from deberta_edu.data.tokenizer import Tokenizer
+from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, RESULTS_ROOT, TOKENIZER_FILE
+from deberta_edu.model.checkpoint import load_pretrained, save_pretrained
+
+from .configs import TrainConfig
+from .evaluate import Evaluator, unigram_baseline
+from .mlm_data import MaskSpec, prepare_data
+from .state import read_jsonl
+
+COURSE_DIR = RESULTS_ROOT / "course-model"
+METRICS_FILE = "metrics.json"
+LOG_KEEP = 400  # records of the downsampled training log
+
+
+def load_course_model(folder: str | Path | None = None):
+    """(DebertaForMaskedLM with its EMD, Tokenizer) from the committed files, offline, in float32, eval mode."""
+    folder = Path(folder) if folder is not None else COURSE_DIR
+    if not (folder / MODEL_FILE).exists():
+        raise FileNotFoundError(
+            f"no course model in {folder} ({MODEL_FILE} is missing). It is committed in results/course-model/; "
+            "check out the repository again, or rebuild it with the commands in deberta_edu/training/course.py"
+        )
+    model = load_pretrained(folder).float().eval()
+    return model, Tokenizer(folder / TOKENIZER_FILE)
+
+
+def course_metrics(folder: str | Path | None = None) -> dict:
+    """The committed metrics.json of the course model (held-out numbers, baseline, tokens, time, machine)."""
+    folder = Path(folder) if folder is not None else COURSE_DIR
+    return json.loads((folder / METRICS_FILE).read_text())
+
+
+def course_label(metrics: dict | None = None) -> str:
+    """How every figure names the model: name, tokens seen, held-out accuracy."""
+    m = metrics or course_metrics()
+    return (f"course model ({m['model']}, {m['tokens'] / 1e6:.0f}M tokens, held-out BBC masked-token "
+            f"accuracy {m['held_out']['val_accuracy']:.1%})")
+
+
+def _downsample(records: list[dict], keep: int) -> list[dict]:
+    train = [r for r in records if r.get("kind") == "train"]
+    every = max(1, len(train) // keep)
+    return [r for i, r in enumerate(train) if i % every == 0 or r is train[-1]] + \
+        [r for r in records if r.get("kind") == "eval"]
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def export(run_dir: str | Path, out: str | Path = COURSE_DIR, command: str = "") -> dict:
+    """Write the committed files of a finished course run; the held-out numbers are measured afresh here."""
+    run_dir, out = Path(run_dir), Path(out)
+    cfg = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
+    model = load_pretrained(run_dir).float().eval()
+    out.mkdir(parents=True, exist_ok=True)
+    save_pretrained(model, out, run_dir / TOKENIZER_FILE, dtype=torch.float16)
+    shutil.copyfile(run_dir / CONFIG_FILE, out / CONFIG_FILE)
+    records = read_jsonl(run_dir / LOG_FILE)
+    with open(out / LOG_FILE, "w") as f:
+        for r in _downsample(records, LOG_KEEP):
+            f.write(json.dumps(r) + "\n")
+
+    data = prepare_data(cfg)
+    spec = MaskSpec.of(cfg, data[2])
+    from .engine import Distributed, Precision
+
+    shipped, _ = load_course_model(out)  # score the fp16 weights that are committed, not the fp32 run
+    held = Evaluator(data[1], cfg.replace(eval_rows=10_000), spec, Distributed(), Precision("fp32", "cpu"))(shipped)
+    base = unigram_baseline(cfg.replace(eval_rows=10_000), data)
+    train = [r for r in records if r.get("kind") == "train"]
+    metrics = {
+        "model": f"DeBERTa v3 layout, {model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}, "
+                 f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, EMD on",
+        "config": cfg.name, "command": command, "source": cfg.source, "held_out_source": cfg.eval_source or cfg.source,
+        "tokens": train[-1]["tokens"], "steps": train[-1]["step"], "train_time_s": round(train[-1]["train_time"]),
+        "wall_time_s": round(train[-1]["time"]), "machine": _machine(), "exported": time.strftime("%Y-%m-%d"),
+        "held_out": held, "unigram_baseline": base,
+        "below_unigram_nats": base["val_loss"] - held["val_loss"],
+    }
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def main(argv=None) -> None:
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m deberta_edu.training.course", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("export", help="write results/course-model from a finished run folder")
+    e.add_argument("run_dir")
+    e.add_argument("--out", default=str(COURSE_DIR))
+    args = p.parse_args(argv)
+    try:
+        m = export(args.run_dir, args.out, command="python -m deberta_edu.pretrain --config course --out "
+                   f"{Path(args.run_dir).name}; python -m deberta_edu.training.course export {Path(args.run_dir).name}")
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    print(json.dumps({k: m[k] for k in ("tokens", "held_out", "unigram_baseline", "below_unigram_nats")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
