@@ -1,4 +1,4 @@
-r"""The Enhanced Mask Decoder (paper sec. 3.3 and A.8) and the masked-language-model head.
+r"""The Enhanced Mask Decoder (paper §3.2 and A.8) and the masked-language-model head.
 
 Relative positions alone cannot tell "a new **store** opened beside the new **mall**" apart from the
 same words at other places: both nouns follow "new", so their local relative context is alike, but one

@@ -127,7 +127,8 @@ def check_same_run(saved: dict, cfg: TrainConfig, state) -> None:
 
 
 # Per size: data and schedule. Sized for one GPU in minutes (tiny, mini) to hours (base); the paper
-# trains base for 1M steps of 256 x 512 tokens (Table 8).
+# trains its base model for 1M steps of batch 2K, the base models of its ablation for 1M steps of batch 256
+# (Table 8; 512 tokens a sequence in the released scripts).
 SIZE_TRAINING: dict[str, dict] = {
     "tiny": dict(source="bbc", vocab_size=8000, seq_length=128, batch_size=32, lr=1e-3, warmup_steps=200,
                  steps=3000, eval_every=250, save_every=250, log_every=10),

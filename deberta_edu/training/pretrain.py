@@ -1,4 +1,4 @@
-"""Masked-language-model pretraining (paper sec. 4.1 and appendix A.2), from a notebook or the shell.
+"""Masked-language-model pretraining (paper §2.2, eq. 1; appendix A.2, A.3), from a notebook or the shell.
 
 Every step takes a global batch of packed rows ``[CLS] ... [SEP]``, hides 15% of the tokens
 (``mask_tokens``: 80% [MASK], 10% random, 10% unchanged) and trains the model to predict them:

@@ -1,4 +1,4 @@
-r"""Virtual adversarial training: scale-invariant fine-tuning (SiFT, paper sec. 3.4) and plain VAT.
+r"""Virtual adversarial training: scale-invariant fine-tuning (SiFT, paper §4) and plain VAT.
 
 A model should not change its answer when its input moves a tiny bit. Virtual adversarial training
 (Miyato et al.) looks for the small perturbation δ of the input embeddings that changes the
