@@ -145,3 +145,89 @@ def compare_arms(draw: Callable[[int], tuple[list[str], list[int]]], test: tuple
             arms[name].append(linear_probe(train_x, y, test_x, test_y, classes=max(test_y) + 1))
         progress(f"seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in arms.items()))
     return {name: summary(values) for name, values in arms.items()}
+
+
+# ----------------------------------------------------------------------------- the committed experiment
+
+
+def topic_experiment(model, tokenizer, seeds=range(5), per_class: int = 20, progress=print) -> dict:
+    """BBC topics with ``per_class`` labels per class: the trained encoder against random init and baselines."""
+    from deberta_edu.data.topics import few_labels, load_topics
+    from deberta_edu.model.emd import DebertaForMaskedLM
+
+    topics = load_topics()
+    test = ([d.text for d in topics["test"]], [d.label for d in topics["test"]])
+
+    def draw(seed):
+        docs = few_labels(topics["train"], per_class, seed)
+        return [d.text for d in docs], [d.label for d in docs]
+
+    def random_init(seed):
+        torch.manual_seed(seed)
+        return DebertaForMaskedLM(model.config).eval(), tokenizer
+
+    arms = compare_arms(draw, test, {"pretrained": lambda seed: (model, tokenizer), "random init": random_init},
+                        list(seeds), fixed=["pretrained"], progress=progress)
+    return {"task": f"BBC topics, {per_class} labelled documents per class, {len(test[1])} held-out test documents",
+            "arms": arms, "tests": {
+                "pretrained vs random init": welch(arms["pretrained"]["runs"], arms["random init"]["runs"]),
+                "pretrained vs bag of words": welch(arms["pretrained"]["runs"], arms["bag of words"]["runs"])}}
+
+
+def sentiment_experiment(model, tokenizer, seeds=range(5), train_size: int = 500, progress=print) -> dict:
+    """Lesson 5's snippets with ``train_size`` labels per seed: the same arms, the same probe."""
+    import random
+
+    from deberta_edu.data.sentiment import load_splits
+    from deberta_edu.model.emd import DebertaForMaskedLM
+
+    splits = load_splits()
+    test = ([e.text for e in splits["test"]], [e.label for e in splits["test"]])
+
+    def draw(seed):
+        chosen = random.Random(seed).sample(splits["train"], train_size)
+        return [e.text for e in chosen], [e.label for e in chosen]
+
+    def random_init(seed):
+        torch.manual_seed(seed)
+        return DebertaForMaskedLM(model.config).eval(), tokenizer
+
+    arms = compare_arms(draw, test, {"pretrained": lambda seed: (model, tokenizer), "random init": random_init},
+                        list(seeds), fixed=["pretrained"], max_chunks=1, progress=progress)
+    return {"task": f"movie-review sentiment, {train_size} labelled snippets per seed, {len(test[1])} test snippets",
+            "arms": arms, "tests": {
+                "pretrained vs random init": welch(arms["pretrained"]["runs"], arms["random init"]["runs"]),
+                "pretrained vs bag of words": welch(arms["pretrained"]["runs"], arms["bag of words"]["runs"])}}
+
+
+def main(argv=None) -> None:
+    """python -m deberta_edu.training.downstream [--out DIR]: the course model's value, as results.json."""
+    import argparse
+    import json
+    import time
+    from pathlib import Path
+
+    from .course import course_label, course_metrics, load_course_model
+
+    p = argparse.ArgumentParser(description="Frozen-feature probes of the course model vs random init and baselines")
+    p.add_argument("--out", default="results/pretraining-value")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--skip-sentiment", action="store_true")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    model, tokenizer = load_course_model()
+    start = time.time()
+    result = {"command": "python -m deberta_edu.training.downstream " + " ".join(argv or []),
+              "model": course_label(course_metrics()), "probe": "mean-pooled last encoder layer, frozen; "
+              "L2 logistic regression (L-BFGS) on standardized features",
+              "topics": topic_experiment(model, tokenizer, range(args.seeds))}
+    if not args.skip_sentiment:
+        result["sentiment"] = sentiment_experiment(model, tokenizer, range(args.seeds))
+    result["wall_time_s"] = round(time.time() - start)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v["arms"] for k, v in result.items() if isinstance(v, dict) and "arms" in v}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

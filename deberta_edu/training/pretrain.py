@@ -311,7 +311,8 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
             dist.destroy_process_group()
     if world.is_main:
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
-        print(f"{cfg.name}: {cfg.steps} steps, {result.tokens_per_s:,.0f} tokens/s; {metrics}\nsaved to {out}")
+        done = max((r["step"] for r in result.history if r.get("kind") == "train"), default=0)
+        print(f"{cfg.name}: {done} steps, {result.tokens_per_s:,.0f} tokens/s; {metrics}\nsaved to {out}")
     return result
 
 

@@ -1,0 +1,64 @@
+"""The committed course model and the probes that measure what pretraining bought."""
+
+import json
+
+import pytest
+import torch
+
+from deberta_edu.facts import MODEL_FILE
+from deberta_edu.training import downstream
+from deberta_edu.training.course import COURSE_DIR, course_label, course_metrics, load_course_model
+
+MAX_BYTES = 5 * 2**20
+
+
+def test_the_course_model_is_committed_small_and_loads_offline():
+    for f in COURSE_DIR.iterdir():
+        assert f.stat().st_size <= MAX_BYTES, f"{f.name} is {f.stat().st_size:,} bytes, over 5 MB"
+    model, tok = load_course_model()
+    assert model.emd is not None and not model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert tok.vocab_size == model.config.vocab_size
+    ids = torch.tensor([[1, *tok.encode("The Bank of England raised interest rates."), 2]])
+    assert torch.isfinite(model(ids).logits).all()
+
+
+def test_the_metrics_say_what_the_model_learned_against_the_baseline():
+    m = course_metrics()
+    assert m["held_out"]["val_loss"] < m["unigram_baseline"]["val_loss"]  # it uses context
+    assert m["held_out"]["val_accuracy"] > 3 * m["unigram_baseline"]["val_accuracy"]
+    assert m["tokens"] > 1e6 and m["command"]
+    assert "course model" in course_label(m)
+
+
+def test_a_missing_course_model_says_where_it_comes_from(tmp_path):
+    with pytest.raises(FileNotFoundError, match=MODEL_FILE):
+        load_course_model(tmp_path)
+
+
+def test_the_probe_and_the_baselines_can_tell_classes_apart_or_not():
+    g = torch.Generator().manual_seed(0)
+    y = [i % 3 for i in range(60)]
+    centers = torch.randn(3, 8, generator=g) * 3
+    x = centers[y] + torch.randn(60, 8, generator=g)
+    assert downstream.linear_probe(x[:30], y[:30], x[30:], y[30:]) > 0.9
+    noise = torch.randn(60, 8, generator=g)  # features that carry no label: near chance
+    assert downstream.linear_probe(noise[:30], y[:30], noise[30:], y[30:]) < 0.7
+    texts = ["goal match striker"] * 5 + ["shares bank profit"] * 5
+    labels = [0] * 5 + [1] * 5
+    assert downstream.naive_bayes(texts, labels, ["the striker scored", "bank shares fell"], [0, 1]) == 1.0
+    assert downstream.majority([0, 0, 1]) == pytest.approx(2 / 3)
+    t = downstream.welch([0.9, 0.91, 0.92], [0.5, 0.52, 0.49])
+    assert t["difference"] > 0.3 and t["p_greater"] < 0.01
+
+
+def test_committed_pretraining_value_results_are_consistent():
+    path = COURSE_DIR.parent / "pretraining-value" / "results.json"
+    if not path.exists():
+        pytest.skip("results/pretraining-value not committed yet")
+    r = json.loads(path.read_text())
+    arms = r["topics"]["arms"]
+    for name in ("majority", "bag of words", "random init", "pretrained"):
+        assert len(arms[name]["runs"]) >= 5
+    assert r["topics"]["tests"]["pretrained vs random init"]["difference"] == pytest.approx(
+        arms["pretrained"]["mean"] - arms["random init"]["mean"])
