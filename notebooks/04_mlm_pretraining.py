@@ -16,7 +16,7 @@
 # %% [markdown] slideshow={"slide_type": "slide"}
 # # Lesson 4 — Pretraining with masked language modelling
 #
-# *DeBERTa* (He et al., 2020, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654)), section 4.1 and appendix
+# *DeBERTa* (He et al., 2020, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654)), §2.2 (eq. 1) and appendix
 # A.2; the objective is BERT's (Devlin et al., 2019).
 #
 # Lessons 1–3 built the model; untrained, it knows nothing about language. DeBERTa learns the way BERT does:

@@ -14,7 +14,7 @@
 # %% [markdown] slideshow={"slide_type": "slide"}
 # # Lesson 5 — Virtual adversarial training: scale-invariant fine-tuning (SiFT)
 #
-# The paper's third idea (sec. 3.4). A good classifier should not change its answer when its input
+# The paper's third idea (§4). A good classifier should not change its answer when its input
 # moves a tiny bit. *Virtual adversarial training* (Miyato et al., 2018) makes that a training signal:
 # find the small perturbation of the input that changes the predictions **most**, and penalise the change.
 #
@@ -194,7 +194,7 @@ for row in table.values():
     assert all(0.0 <= a <= 1.0 for a in row["test"])
 
 # %% [markdown]
-# The committed full-size run (`results/sift/results.json`: all 6,000-odd training snippets, one epoch per
+# The committed full-size run (`results/sift/results.json`: all 8,454 training snippets, one epoch per
 # run, the full lesson 4 encoder), for comparison when this lesson runs at its smoke size:
 
 # %%

@@ -276,7 +276,7 @@ for claim in real["comparison"]["claims"]:
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # **Exercise 3. The paper's last two rows.** Table 4 also removes two pieces at once: −(EMD+C2P) (85.8 MNLI-m,
-# 69.1 RACE) and −(EMD+P2C) (85.9, 69.2). Make the TrainConfig of −(EMD+C2P) from the smoke scale's shared
+# 68.1 RACE) and −(EMD+P2C) (85.8, 68.5). Make the TrainConfig of −(EMD+C2P) from the smoke scale's shared
 # config through `model_overrides` (no new code in the library), pretrain it with `pretrain.train`, and put its
 # held-out loss beside the smoke run's five. At the `cpu` scale (`get_scale("cpu")`, about 8 minutes per model),
 # does it land below −EMD and −C2P, as in the paper?
