@@ -41,19 +41,49 @@ def test_delta_matrix_is_eq3():
     assert d.min() == 0 and d.max() == 5
 
 
-def test_clamped_mask():
-    m = viz.clamped_mask(6, 2)
-    i, j = np.indices((6, 6))
-    assert np.array_equal(m, np.abs(i - j) >= 2)
-    d = viz.delta_matrix(6, 2)
-    assert set(d[m & (i < j)]) == {0} and set(d[m & (i > j)]) == {3}
+@pytest.mark.parametrize("length,k", [(6, 2), (12, 4), (8, 1), (5, 5), (9, 3)])
+def test_clamped_mask_is_the_end_rows_of_relative_distance(length, k):
+    d = viz.delta_matrix(length, k)
+    end_rows = np.array([[relative_distance(i, j, k) in (0, 2 * k - 1) for j in range(length)]
+                         for i in range(length)])
+    assert np.array_equal(viz.clamped_mask(length, k), end_rows)
+    i, j = np.indices((length, length))
+    if k >= 2 and length > k:  # the asymmetry: i − j = k − 1 is on the shared top row, −(k − 1) is not
+        assert viz.clamped_mask(length, k)[i - j == k - 1].all()
+        assert not viz.clamped_mask(length, k)[j - i == k - 1].any()
+    assert set(d[viz.clamped_mask(length, k) & (i < j)]) <= {0}
 
 
-def test_staircase_separates_clamped_cells():
-    xs, ys = _staircase(6, 2)  # boundary of i − j = 2: at row i the edge is at x = i − 2 + 0.5
-    for x, y in zip(xs[::2], ys[::2], strict=True):
-        i = y + 0.5
-        assert x == i - 2 + 0.5
+@pytest.mark.parametrize("length,k", [(12, 4), (7, 3), (8, 1), (6, 6)])
+def test_the_picture_veils_exactly_the_end_rows(length, k):
+    fig = viz.plot_delta(length, k)
+    assert np.array_equal(viz.pale_cells(fig), viz.clamped_mask(length, k))
+
+
+@pytest.mark.parametrize("length,k", [(12, 4), (7, 3), (9, 2)])
+def test_staircases_separate_pale_from_exact_cells(length, k):
+    pale = viz.clamped_mask(length, k)
+    for d in (-k, k - 2):
+        xs, ys = _staircase(length, d)
+        assert xs, f"no edge drawn for d = {d}"
+        for x, y in zip(xs[::2], ys[::2], strict=True):
+            i, left, right = int(y + 0.5), int(x - 0.5), int(x + 0.5)
+            assert (i - left, i - right) == (d + 1, d)
+            assert pale[i, left] != pale[i, right], (d, i, x)
+
+
+def test_shaw_and_t5_rows():
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    d = np.arange(-50, 51)
+    assert np.array_equal(viz.shaw_rows(d, 4), np.clip(-d, -4, 4) + 4)
+    assert np.array_equal(viz.shaw_rows(d, 4) + viz.shaw_rows(-d, 4), np.full(d.shape, 8))  # symmetric
+    far = np.arange(-3000, 3001)
+    for buckets, max_distance in ((32, 128), (64, 256), (16, 40)):
+        ref = T5Attention._relative_position_bucket(
+            torch.tensor(-far), bidirectional=True, num_buckets=buckets, max_distance=max_distance
+        )
+        assert np.array_equal(viz.t5_buckets(far, buckets, max_distance), ref.numpy())
 
 
 def test_table_rows_and_distinct_rows():
@@ -136,6 +166,8 @@ def test_every_figure_draws():
     figures = [
         viz.plot_delta(10, 3),
         viz.plot_delta(30, 5),
+        viz.plot_delta(8, 1),
+        viz.plot_schemes(3, 16, 40, span=12),
         viz.plot_buckets(600, 256, 64),
         viz.plot_pairs(["deep learning works".split(), "so deep a learning".split()], "deep", "learning", 4),
         viz.plot_attention(maps, 1, 1, "probs"),
@@ -148,9 +180,11 @@ def test_every_figure_draws():
     for fig in figures:
         assert isinstance(fig, Figure)
         assert _png(fig)[:4] == b"\x89PNG"
-    assert len(figures[4].axes) == 2  # the map and its colour bar
+    assert len(figures[6].axes) == 2  # the map and its colour bar
     with pytest.raises(ValueError, match=">= 1"):
         viz.plot_delta(0, 2)
+    with pytest.raises(ValueError, match="k=0"):
+        viz.plot_delta(5, 0)
     with pytest.raises(ValueError, match="at least one map"):
         viz.plot_maps({}, [])
 

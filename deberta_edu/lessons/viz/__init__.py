@@ -7,7 +7,7 @@ arrays come first (``delta_matrix``, ``attention_maps``, ``shift_difference``, `
 figures that draw them. Every public name is re-exported here: ``from deberta_edu import viz``, then
 ``viz.plot_delta(...)``.
 
-    lesson1   relative distance: δ(i, j), the clamp and the log buckets, word pairs
+    lesson1   relative distance: δ(i, j), its asymmetric clamp, Shaw's clip and T5's buckets, log buckets
     lesson2   disentangled attention: per-term maps of a model, the √(3d) scale
     lesson3   absolute positions and the EMD: outputs under a shift, probe accuracies
     lesson4   masked-language-model pretraining: the 80/10/10 rates, fill-in-the-blank guesses
@@ -21,9 +21,13 @@ from .lesson1 import (
     delta_matrix,
     distinct_rows,
     pair_distance,
+    pale_cells,
     plot_buckets,
     plot_delta,
     plot_pairs,
+    plot_schemes,
+    shaw_rows,
+    t5_buckets,
     table_rows,
 )
 from .lesson2 import (
@@ -46,9 +50,13 @@ __all__ = [
     "delta_matrix",
     "distinct_rows",
     "pair_distance",
+    "pale_cells",
     "plot_buckets",
     "plot_delta",
     "plot_pairs",
+    "plot_schemes",
+    "shaw_rows",
+    "t5_buckets",
     "table_rows",
     # lesson 2
     "AttentionMaps",
