@@ -142,10 +142,73 @@ def test_attention_maps_of_an_mlm_model_and_errors():
         viz.attention_maps(model, torch.randint(5, 30, (5,)), tokens=list("abc"))
 
 
-def test_score_variances_three_terms_three_times():
-    one, three = viz.score_variances(64, samples=20000)
-    assert 55 < one < 73
-    assert 2.7 < three / one < 3.3
+def _one_head(length=9, k=3, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    qc, kc, vc = (torch.randn(length, d, generator=g) for _ in range(3))
+    qr, kr = (torch.randn(2 * k, d, generator=g) for _ in range(2))
+    return qc, kc, vc, qr, kr, relative_distance_matrix(length, k=k)
+
+
+def test_algorithm1_is_the_fast_path_with_the_released_choices():
+    from deberta_edu import DisentangledSelfAttention as DSA
+
+    qc, kc, vc, qr, kr, delta = _one_head()
+    d = qc.size(1)
+    terms, out = viz.algorithm1(qc, kc, vc, qr, kr, delta, "released", 3)
+    fast = {"c2c": qc @ kc.T, "c2p": DSA.c2p(qc[None, None], kr[None], delta)[0, 0],
+            "p2c": DSA.p2c(kc[None, None], qr[None], delta)[0, 0]}
+    for name in fast:
+        torch.testing.assert_close(terms[name], fast[name])
+    torch.testing.assert_close(out, torch.softmax(sum(fast.values()) / (3 * d) ** 0.5, -1) @ vc)
+    printed, out_printed = viz.algorithm1(qc, kc, vc, qr, kr, delta)  # δ[j, i] and √(2d), as printed
+    torch.testing.assert_close(printed["p2c"], DSA.p2c(kc[None, None], qr[None], delta.T)[0, 0])
+    assert not torch.allclose(printed["p2c"], terms["p2c"], atol=1e-3)
+    assert not torch.allclose(out_printed, out, atol=1e-3)
+    with pytest.raises(ValueError, match="line 15"):
+        viz.algorithm1(qc, kc, vc, qr, kr, delta, "eq4")
+
+
+@pytest.mark.parametrize("length,k", [(9, 3), (12, 4), (5, 1), (6, 8)])
+def test_mirror_rows_turns_released_p2c_into_eq4_exactly_where_i_minus_j_below_k(length, k):
+    from deberta_edu import DisentangledSelfAttention as DSA
+
+    _, kc, _, qr, _, delta = _one_head(length, k)
+    paper = DSA.p2c(kc[None, None], qr[None], delta.T)[0, 0]
+    mirrored = DSA.p2c(kc[None, None], viz.mirror_rows(qr)[None], delta)[0, 0]
+    i, j = np.indices((length, length))
+    agree = (paper - mirrored).abs().numpy() < 1e-6
+    assert np.array_equal(agree, i - j < k)
+
+
+def test_fit_distance_bias_is_exact_for_functions_of_delta_with_few_rows():
+    g = torch.Generator().manual_seed(1)
+    k, length, d = 4, 11, 16
+    delta = relative_distance_matrix(length, k=k)
+    pos_k = torch.randn(2, 2 * k, d, generator=g)
+    per_row = torch.randn(2, 2 * k, generator=g)
+    target = per_row[:, delta]  # (2, L, L): a function of δ(i, j) alone
+    fit = viz.fit_distance_bias(target, pos_k, delta, scale=0.5)
+    assert fit.residual.abs().max() < 1e-4 and fit.bias.shape == (2, d)
+    torch.testing.assert_close(fit.fitted, 0.5 * torch.einsum("hd,hijd->hij", fit.bias, pos_k[:, delta]))
+    content = torch.randn(2, length, length, generator=g)  # not a function of δ: cannot be matched
+    assert viz.fit_distance_bias(content, pos_k, delta).residual.abs().max() > 0.1
+    wide = relative_distance_matrix(40, k=40)  # 79 rows read, d = 16: most per-row maps are out of reach
+    pos_wide = torch.randn(1, 80, d, generator=g)
+    target_wide = torch.randn(1, 80, generator=g)[:, wide]
+    assert viz.fit_distance_bias(target_wide, pos_wide, wide).residual.abs().max() > 0.1
+
+
+def test_scale_study_measures_the_softmax_under_both_scales():
+    torch.manual_seed(0)
+    cfg = _tiny(initializer_range=128**-0.5)
+    study = viz.scale_study(DebertaModel(cfg).eval(), torch.randint(5, 30, (24,)))
+    assert set(study.term_variance) == {"c2c", "c2p", "p2c"} and study.n_terms == 3
+    assert all(0.5 < v < 2.0 for v in study.term_variance.values())
+    assert 0.8 < float(study.scores.std()) < 1.25 and study.scores.shape == (2, 24, 24)
+    assert study.entropy["√d"] < study.entropy["√(3d)"] < study.uniform_entropy
+    assert study.max_prob["√d"] > study.max_prob["√(3d)"]
+    flat = viz.scale_study(DebertaModel(_tiny()).eval(), torch.randint(5, 30, (24,)))  # std 0.02 weights
+    assert study.uniform_entropy - flat.entropy["√(3d)"] < 0.01  # tiny scores: every scale is flat
 
 
 def test_shift_difference_relative_vs_absolute():
@@ -173,7 +236,7 @@ def test_every_figure_draws():
         viz.plot_attention(maps, 1, 1, "probs"),
         viz.plot_terms(maps, 0, 0),
         viz.plot_maps({"c2c": np.eye(3), "probs": np.eye(3)}, list("abc"), "two maps"),
-        viz.plot_score_variance(16, samples=500),
+        viz.plot_scale_study(viz.scale_study(model, torch.randint(5, 30, (6,))), "a title"),
         viz.plot_shift_difference({"a": np.ones(3) * 1e-8, "b": np.ones(3)}, list("xyz"), 2),
         viz.plot_accuracies({"rel": 0.5, "bert": 1.0}, chance=0.5),
     ]

@@ -136,9 +136,9 @@ def check_exact_window(fn: Callable[[int], object]) -> CheckResult:
             wide += got == (-k, k)
     hint = ""
     if failures and wide:
-        hint = "−k and k are clamped: row 0 is read by every i − j <= −k, the top row by every i − j >= k − 1."
+        hint = "−k and k are clamped: row 0 is read by all i − j <= −k, the top row by all i − j >= k − 1."
     elif failures and symmetric:
-        hint = "the window is not symmetric: which row does i − j = k − 1 read, and which distances read it too?"
+        hint = "the window is not symmetric: which row does i − j = k − 1 read, and who else reads it?"
     elif failures:
         hint = (
             "list, for each row, the distances that read it (try k = 2 by hand); "

@@ -125,8 +125,9 @@ def plot_schemes(k: int = 4, num_buckets: int = 32, max_distance: int = 128, spa
     exact = num_buckets // 4 - 1
     panels = [
         (f"Shaw et al.: clip to [−{k}, {k}], {2 * k + 1} rows", d, k - shaw_rows(d, k), (-(k - 1), k - 1)),
-        (f"DeBERTa eq. (3): {2 * k} rows, ends at −{k} and {k - 1}", d, table_rows(d, k) - k, (-(k - 1), k - 2)),
-        (f"T5: {num_buckets} scalar buckets, far beyond {max_distance} shared", d5, t5_signed, (-exact, exact)),
+        (f"DeBERTa eq. (3): {2 * k} rows, ends at −{k} and {k - 1}", d, table_rows(d, k) - k,
+         (-(k - 1), k - 2)),
+        (f"T5: {num_buckets} scalar buckets, beyond {max_distance} shared", d5, t5_signed, (-exact, exact)),
     ]
     fig = new_figure((12, 3.4))
     for ax, (title, x, rows, (lo, hi)) in zip(fig.subplots(1, 3), panels, strict=True):
