@@ -201,8 +201,8 @@ assert len(np.unique(t5)) == 31  # 32 buckets, one never used (j − i = 0 count
 assert len(np.unique(viz.t5_buckets(np.arange(128, 3001)))) == 1  # beyond max_distance: one bucket
 
 # %% [markdown]
-# The last two lines of asserts say that eq. (3)'s mirror, row(d) + row(−d) = 2k, holds only inside the window;
-# lesson 2 needs exactly this relation.
+# The second assert is the mirror of eq. (3): row(d) + row(−d) = 2k inside the window |d| < k, and 2k − 1 beyond
+# it, where Shaw's clip keeps 2k. Lesson 2 needs exactly this relation.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## "deep learning", wherever it stands

@@ -86,7 +86,7 @@ torch.set_num_threads(1)  # tiny models: one thread avoids the cost of coordinat
 #
 # | model | position in the score | terms |
 # |---|---|---|
-# | BERT | absolute $p_i$, added to the word once, at the input; the four products share $W_q, W_k$ and are mixed together after layer 1 | all four, entangled |
+# | BERT | absolute $p_i$, added to the word once, at the input (and layer-normed with it): only the first layer's score splits into these products, all through the same $W_q, W_k$ | all four, entangled |
 # | Shaw et al. (2018) | a relative vector $a_{ij}$ added to the key: $x_i W^Q (x_j W^K + a_{ij})^\top$ | c2c + c2p |
 # | Transformer-XL (Dai et al., 2019) | sinusoidal $R_{i-j}$; two learned global vectors u, v: $u W_{k,E}\, x_j$ and $v W_{k,R} R_{i-j}$ | c2c + c2p + a content bias + a per-distance bias |
 # | DeBERTa | a learned relative table P, shared by all layers and given to *every* layer, with its own projections (v1) | c2c + c2p + **p2c** |
@@ -112,7 +112,7 @@ torch.set_num_threads(1)  # tiny models: one thread avoids the cost of coordinat
 #
 # A tiny random model is enough to check the equations: two layers, two heads of size d = 64, k = 4.
 # (`share_att_key=False` gives positions their own projections $W_{q,r}, W_{k,r}$ as in eq. (4); v2/v3 reuse
-# $W_q, W_k$ for them, which changes nothing below.)
+# $W_q, W_k$ for them, which changes none of the equations checked next, and matters for the p2c index below.)
 
 # %%
 k = 4
