@@ -16,7 +16,7 @@
 # %% [markdown] slideshow={"slide_type": "slide"}
 # # Lesson 1 — Relative distance δ(i, j)
 #
-# *DeBERTa: Decoding-enhanced BERT with Disentangled Attention* (He et al., 2020, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654)), section 3.1, equation (3).
+# *DeBERTa: Decoding-enhanced BERT with Disentangled Attention* (He et al., 2020, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654), numbered as in v6), §3.1, eq. (3).
 #
 # BERT tells each token **where it is**: position 0, 1, 2, … each get an embedding that is added to the word.
 # DeBERTa instead tells each *pair* of tokens **how far apart they are**. This lesson builds that distance,
@@ -26,6 +26,9 @@
 # why δ takes values in [0, 2k), and how DeBERTa v2/v3 stretch the same table over long sequences with log buckets.
 
 # %%
+import math
+
+import numpy as np
 import torch
 
 from deberta_edu import exercises, log_bucket, relative_distance, relative_distance_matrix, viz, widgets
@@ -47,7 +50,7 @@ _ = torch.manual_seed(0)  # nothing here is random, but every lesson starts from
 # ## The equation
 #
 # Token *i* (the query) looking at token *j* (the key) reads row δ(i, j) of a table with **2k** rows,
-# where *k* is the maximum relative distance (paper, eq. 3):
+# where *k* is the maximum relative distance (paper §3.1, eq. 3):
 #
 # $$
 # \delta(i, j) = \begin{cases}
@@ -57,7 +60,7 @@ _ = torch.manual_seed(0)  # nothing here is random, but every lesson starts from
 # \end{cases}
 # $$
 #
-# Shifting i − j by +k turns distances −k … k − 1 into row numbers 0 … 2k − 1; distances beyond ±k share the
+# Shifting i − j by +k turns distances −k … k − 1 into row numbers 0 … 2k − 1; farther distances share the
 # rows at the ends. In the library this is `deberta_edu.relative_distance(i, j, k)`:
 
 # %%
@@ -65,30 +68,69 @@ k = 4
 print([relative_distance(i=5, j=j, k=k) for j in range(12)])  # token 5 looking at tokens 0 … 11
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
-# The model needs δ for every pair at once: an L × L matrix. Build it with two loops straight from the
-# equation, then check it against the library's vectorised `relative_distance_matrix`.
+# Write the three cases down as they stand in eq. (3), and let the checker of the exercises compare them with
+# the library on every pair up to 2k + 2 apart and several k, the boundaries included:
+
+# %%
+def delta_eq3(i, j, k):
+    if i - j <= -k:
+        return 0
+    if i - j >= k:
+        return 2 * k - 1
+    return i - j + k
+
+
+assert exercises.check_relative_distance(delta_eq3)
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
+# The model needs δ for every pair at once: an L × L matrix. Built with two loops from our three cases, it
+# must equal the library's vectorised `relative_distance_matrix` (one `clamp(i − j + k, 0, 2k − 1)`, as in the
+# released code):
 
 # %%
 L = 12
-naive = torch.tensor([[relative_distance(i, j, k) for j in range(L)] for i in range(L)])
+naive = torch.tensor([[delta_eq3(i, j, k) for j in range(L)] for i in range(L)])
 fast = relative_distance_matrix(L, k=k)
 assert torch.equal(naive, fast)
 fast
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
-# Three claims about this matrix, each proved by an `assert`:
+# ## The clamp is not symmetric
 #
-# 1. **Range [0, 2k)**: every entry is a valid row of a table with 2k rows.
-# 2. **Only i − j matters**: moving both tokens by the same amount leaves δ unchanged
-#    (the matrix is constant along every diagonal).
-# 3. **The clamp**: all pairs further apart than k share the two end rows, 0 and 2k − 1.
+# Look at the third case at i − j = k − 1: it gives k − 1 + k = 2k − 1, the top row, the same row the second
+# case gives every i − j ≥ k. So the two ends differ:
+#
+# | row | read by |
+# |---|---|
+# | 0 | every i − j ≤ −k (the key k or more tokens to the right) |
+# | 1 … 2k − 2 | one distance each: i − j = −(k − 1) … k − 2 |
+# | 2k − 1 | every i − j ≥ k − 1 (the key k − 1 or more tokens to the left) |
+#
+# A token tells apart k − 1 keys to its right but only k − 2 to its left. Count, for each row, the distances
+# that read it (distances far beyond ±k included):
+
+# %%
+distances = torch.arange(-3 * k, 3 * k + 1)
+rows = torch.tensor([delta_eq3(int(d), 0, k) for d in distances])  # δ(d, 0) = row of i − j = d
+readers = {r: distances[rows == r].tolist() for r in range(2 * k)}
+own_row = [ds[0] for ds in readers.values() if len(ds) == 1]
+assert min(readers[0]) == -3 * k and max(readers[0]) == -k  # row 0: i − j <= −k
+assert min(readers[2 * k - 1]) == k - 1 and max(readers[2 * k - 1]) == 3 * k  # top row: i − j >= k − 1
+assert own_row == list(range(-(k - 1), k - 1))  # −(k − 1) … k − 2: one row each
+print(f"k = {k}: row 0 ← i − j ≤ {max(readers[0])}, row {2 * k - 1} ← i − j ≥ {min(readers[2 * k - 1])}, "
+      f"own rows for {own_row[0]} … {own_row[-1]}")
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
+# Two more claims about the matrix, each an `assert` that would fail if δ were built otherwise:
+#
+# 1. **Range [0, 2k)**: every entry is a valid row of a table with 2k rows, and both ends are used.
+# 2. **Only i − j matters**: moving both tokens by the same amount leaves δ unchanged (the matrix is constant
+#    along every diagonal): the row says nothing about *where* the pair sits.
 
 # %%
 delta = relative_distance_matrix(40, k=k)
 assert delta.min() == 0 and delta.max() == 2 * k - 1  # 1. rows 0 … 2k − 1
 assert torch.equal(delta[1:, 1:], delta[:-1, :-1])  # 2. δ(i + 1, j + 1) = δ(i, j)
-i, j = torch.meshgrid(torch.arange(40), torch.arange(40), indexing="ij")
-assert (delta[i - j <= -k] == 0).all() and (delta[i - j >= k] == 2 * k - 1).all()  # 3. the clamp
 print(f"{len(torch.unique(delta))} distinct rows for 40 tokens and k = {k}")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -96,19 +138,71 @@ print(f"{len(torch.unique(delta))} distinct rows for 40 tokens and k = {k}")
 #
 # Rows are queries *i*, columns keys *j*. The colour is the table row. Along the diagonal (i = j) every token
 # reads row k; one step left of the diagonal (j = i − 1, the previous token) reads k + 1, and so on.
-# Beyond the white staircase the distance is at least k and clamped (pale cells): the model only knows
-# "far to the left" or "far to the right".
+# Pale cells read an end row that farther distances share: left of the lower white staircase (i − j ≥ k − 1)
+# and right of the upper one (i − j ≤ −k). The lower staircase hugs the diagonal one cell closer: the asymmetry
+# of the table above.
 
 # %%
-viz.plot_delta(12, 4)
+picture = viz.plot_delta(12, 4)
+end_row = (naive == 0) | (naive == 2 * k - 1)  # from our three cases, not from viz
+assert np.array_equal(viz.pale_cells(picture), end_row.numpy())  # the picture veils exactly those cells
+assert np.array_equal(viz.clamped_mask(12, 4), end_row.numpy())
+picture
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
-# **Try it**: drag the sliders. With k ≥ L nothing is clamped. With k = 1 the table has only two rows:
-# which pairs share row 1, and what can a token still tell apart?
+# **Try it**: drag the sliders. With k ≥ L every distance in the sequence has a row of its own (with k = L the
+# corner cell i − j = L − 1 sits on the top row, pale because longer sequences would share it).
+#
+# **And k = 1?** The table has two rows. Row 0 is read by every i − j ≤ −1: all keys to the right of the
+# query. Row 1 = 2k − 1 is read by every i − j ≥ 0: the query itself *and* every key to its left. So δ is just
+# "is the key to my right?": a token can no longer tell itself from its left neighbours, and no distance has
+# a row of its own. In code, δ with k = 1 is the lower-triangular indicator j ≤ i:
+
+# %%
+delta_k1 = viz.delta_matrix(12, 1)
+i12, j12 = np.indices((12, 12))
+assert np.array_equal(delta_k1, (j12 <= i12).astype(delta_k1.dtype))  # 1 where j <= i, 0 where j > i
+rows_k1 = viz.table_rows(np.arange(-12, 13), 1)
+assert all((rows_k1 == r).sum() > 1 for r in (0, 1))  # no distance reads a row alone
+assert delta_k1[5, 5] == delta_k1[5, 0]  # myself and a key five to my left: the same row
 
 # %%
 delta_panel = widgets.delta_widget(length=12, k=4)
 delta_panel
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## Eq. (3) between Shaw et al. and T5
+#
+# DeBERTa's table is one of a family. Before it:
+#
+# - **Shaw et al. (2018)** add a learned vector $a_{ij}$ to each key (and value), chosen by
+#   $\operatorname{clip}(j - i, -k, k)$: **2k + 1** rows, $w_{-k} \dots w_k$, symmetric, exact up to k − 1 on
+#   both sides. The query then meets it as $x_i W^Q a_{ij}^\top$: a content-to-position term (lesson 2).
+# - **T5** (Raffel et al., 2020) adds a learned *scalar* per head and bucket to the score, no vector: half the
+#   buckets for each direction; in each half, distances below a quarter of the buckets are exact, the rest
+#   grow logarithmically up to `max_distance` (128), and everything farther shares the last bucket.
+# - **DeBERTa eq. (3)**: 2k rows, i − j instead of j − i, and the asymmetric ends found above.
+#   v2/v3 combine it with T5's idea, below.
+#
+# Each scheme as a function of the distance (the shaded band: distances with a row of their own):
+
+# %%
+viz.plot_schemes(k=4, num_buckets=32, max_distance=128, span=40)
+
+# %%
+d40 = np.arange(-40, 41)
+shaw, eq3 = viz.shaw_rows(d40, 4), viz.table_rows(d40, 4)
+assert np.array_equal(shaw + shaw[::-1], np.full_like(shaw, 2 * 4))  # Shaw: row(d) + row(−d) = 2k everywhere
+mirror_sum = eq3 + eq3[::-1]  # eq. (3): row(d) + row(−d)
+assert set(d40[mirror_sum != 2 * 4]) == set(d40[np.abs(d40) >= 4])  # = 2k only inside |d| < k
+assert len(np.unique(shaw)) == 2 * 4 + 1 and len(np.unique(eq3)) == 2 * 4
+t5 = viz.t5_buckets(np.arange(-3000, 3001))
+assert len(np.unique(t5)) == 31  # 32 buckets, one never used (j − i = 0 counts as "not to the right")
+assert len(np.unique(viz.t5_buckets(np.arange(128, 3001)))) == 1  # beyond max_distance: one bucket
+
+# %% [markdown]
+# The second assert is the mirror of eq. (3): row(d) + row(−d) = 2k inside the window |d| < k, and 2k − 1 beyond
+# it, where Shaw's clip keeps 2k. Lesson 2 needs exactly this relation.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## "deep learning", wherever it stands
@@ -141,15 +235,31 @@ viz.plot_pairs(sentences, "deep", "learning", k)
 #
 # DeBERTa v1 uses eq. (3) with k = 512: a table of 1024 rows, and a token 600 positions away shares its row
 # with one 5,000 positions away. DeBERTa v2 and v3 keep the table small (2 × `position_buckets` = 512 rows) yet
-# still tell long distances apart: distances up to `position_buckets / 2` stay exact, longer ones fall into
-# buckets whose width grows exponentially, so the bucket grows with log|i − j|:
+# still tell long distances apart, with T5's rule: **exact near, logarithmic far**. Derive the bucket of a
+# distance d from that rule, with b = `position_buckets`, m = b/2 and K = `max_relative_positions`:
 #
-# $$\text{bucket}(d) = \operatorname{sign}(d)\left(\frac{b}{2} + \left\lceil
-#    \frac{\log(|d| / (b/2))}{\log((k-1)/(b/2))}\left(\frac b2 - 1\right)\right\rceil\right)
-#    \quad\text{for } |d| > b/2,$$
+# 1. *Exact near*: bucket(d) = d for |d| ≤ m.
+# 2. *Logarithmic far*: beyond m the bucket grows like the log of the distance, measured from m:
+#    bucket(d) = m + c · log(|d| / m), which starts at m for |d| = m, so the two pieces join.
+# 3. *Fill the table*: the last bucket b − 1 = m + (m − 1) is reached at |d| = K − 1, so
+#    c · log((K − 1)/m) = m − 1, i.e. c = (m − 1) / log((K − 1)/m).
+# 4. *Round up* to an integer (ceil, so that |d| = m + 1 already gets bucket m + 1), and mirror for d < 0:
 #
-# with b = `position_buckets` and k = `max_relative_positions`. `deberta_edu.log_bucket` implements it with
-# the released code's arithmetic.
+# $$\text{bucket}(d) = \operatorname{sign}(d)\left(m + \left\lceil
+#    \frac{\log(|d| / m)}{\log((K-1)/m)}\,(m - 1)\right\rceil\right)
+#    \quad\text{for } |d| > m .$$
+#
+# Our derivation, written in numpy (float64), against the library's `log_bucket`, which follows the released
+# code's float32 arithmetic:
+
+# %%
+for b, K in ((256, 512), (64, 512), (32, 128)):
+    m = b // 2
+    dd = np.arange(-4 * K, 4 * K + 1)
+    far = np.ceil(np.log(np.maximum(np.abs(dd), 1) / m) / np.log((K - 1) / m) * (m - 1))
+    derived = np.where(np.abs(dd) <= m, dd, np.sign(dd) * (m + far))  # steps 1 to 4
+    assert np.array_equal(derived, log_bucket(torch.tensor(dd), b, K).numpy()), (b, K)
+print("derived buckets equal log_bucket for (256, 512), (64, 512), (32, 128), |d| up to 4K")
 
 # %%
 d = torch.arange(-1000, 1001)
@@ -162,6 +272,22 @@ print(
     "buckets for distances 100, 200, 400, 511, 1000:",
     log_bucket(torch.tensor([100, 200, 400, 511, 1000]), 256, 512).tolist(),
 )
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
+# The table row is then picked with the same clamp as eq. (3), bucket + b clamped to [0, 2b − 1], and the ends
+# are asymmetric again, now for two reasons. Row 0 takes bucket ≤ −b, which the log branch reaches only past
+# |d| = K − 1: i − j ≤ −K. The top row takes bucket ≥ b − 1, and the ceil reaches b − 1 as soon as the
+# fraction in the formula exceeds (m − 2)/(m − 1), i.e. from |d| > m · ((K − 1)/m)^((m − 2)/(m − 1)),
+# about 505.6 for b = 256, K = 512. Predicted, then measured:
+
+# %%
+b, K, m = 256, 512, 128
+first_top = math.floor(m * ((K - 1) / m) ** ((m - 2) / (m - 1))) + 1  # the prediction: 506
+dd = np.arange(-2000, 2001)
+rows_v2 = viz.table_rows(dd, K, b)
+assert dd[rows_v2 == 2 * b - 1].min() == first_top  # top row from i − j >= 506 …
+assert dd[rows_v2 == 0].max() == -K  # … row 0 only from i − j <= −512
+print(f"v2/v3 (b = {b}, K = {K}): row 0 ← i − j ≤ {-K}, row {2 * b - 1} ← i − j ≥ {first_top}")
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # Beyond k − 1 = 511 the bucket keeps growing (317 at distance 1000), but the table has rows only for buckets
@@ -198,28 +324,27 @@ bucket_panel
 # which fail, with the expected and the actual value. Replace `raise NotImplementedError` with your code and
 # run the cell. The solutions are in the hidden cells below each exercise.
 #
-# **Exercise 1.** Write δ(i, j) of eq. (3) yourself (plain Python, no library call).
+# **Exercise 1.** Which distances have a row of their own? Return `(lo, hi)`, the smallest and the largest
+# i − j whose row no other distance reads, as a formula in k (the checker tries k = 1 … 12; return `None`
+# where no distance has a row of its own). Reason it out from eq. (3) before you count.
 
 
 # %%
-def my_delta(i, j, k):
+def my_exact_window(k):
     raise NotImplementedError  # your code here
 
 
-exercises.check_relative_distance(my_delta)
+exercises.check_exact_window(my_exact_window)
 
 
 # %% tags=["hide-input", "solution"] jupyter={"source_hidden": true}
-# Solution
-def my_delta(i, j, k):
-    if i - j <= -k:
-        return 0
-    if i - j >= k:
-        return 2 * k - 1
-    return i - j + k
+# Solution: row 0 is shared by i − j <= −k and the top row by i − j >= k − 1 (the third case already gives
+# 2k − 1 at k − 1); in between, −(k − 1) … k − 2 have a row each. With k = 1 that range is empty.
+def my_exact_window(k):
+    return (-(k - 1), k - 2) if k >= 2 else None
 
 
-exercises.check_relative_distance(my_delta)
+exercises.check_exact_window(my_exact_window)
 
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
@@ -273,8 +398,11 @@ exercises.check_distinct_rows(my_distinct_rows)
 # ## What we built
 #
 # - δ(i, j) turns a pair's distance into a row of a table with 2k rows; it depends on i − j only.
-# - Distances of k or more are clamped: the model knows "far left" and "far right", nothing finer.
-# - v2/v3 keep short distances exact and bucket long ones logarithmically, so one small table covers long inputs.
+# - The clamp is asymmetric: row 0 takes i − j ≤ −k, row 2k − 1 takes i − j ≥ k − 1; only −(k − 1) … k − 2
+#   have rows of their own. Beyond, the model knows "far left" and "far right", nothing finer.
+# - Shaw et al. clip symmetrically to 2k + 1 rows; T5 buckets logarithmically and adds a scalar, not a vector.
+# - v2/v3 keep short distances exact and bucket long ones logarithmically (derived above from "exact near,
+#   logarithmic far"), so one small table covers long inputs.
 #
 # Next, lesson 2 uses these rows: each token pair's attention score gets terms that read the content of one
 # token against the relative position of the other.

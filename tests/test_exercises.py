@@ -36,7 +36,7 @@ def test_relative_distance_right_and_unfinished(capsys):
     "wrong, message",
     [
         (lambda i, j, k: relative_distance(j, i, k), "δ(j, i)"),
-        (lambda i, j, k: i - j + k, "clamp |i − j| >= k"),
+        (lambda i, j, k: i - j + k, "clamp: row 0 when i − j <= −k"),
         (lambda i, j, k: min(max(i - j + k, 0), 2 * k), "2k − 1, not 2k"),
         (lambda i, j, k: 0, "three cases"),
     ],
@@ -57,6 +57,21 @@ def test_relative_distance_matrix():
         exercises.check_relative_distance_matrix(lambda L, k: relative_distance_matrix(L, k=k).float())
     with pytest.raises(AssertionError, match="shape"):
         exercises.check_relative_distance_matrix(lambda L, k: relative_distance_matrix(L + 1, k=k))
+
+
+def test_exact_window():
+    result = exercises.check_exact_window(lambda k: (-(k - 1), k - 2) if k >= 2 else None)
+    assert result.passed and result.cases == 12
+    for wrong, message in [
+        (lambda k: (-(k - 1), k - 1), "not symmetric"),
+        (lambda k: (-k, k), "−k and k are clamped"),
+        (lambda k: (-(k - 1), k - 2), "k = 1"),  # forgets that k = 1 leaves no distance a row of its own
+        (lambda k: "all", "expected a pair"),
+    ]:
+        with pytest.raises(AssertionError, match="cases fail") as e:
+            exercises.check_exact_window(wrong)
+        assert message in str(e.value)
+    assert not exercises.check_exact_window(not_yet).attempted
 
 
 def test_distinct_rows():

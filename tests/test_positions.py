@@ -1,5 +1,8 @@
 """δ(i, j) of eq. (3) and the v2/v3 log buckets."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -26,9 +29,19 @@ def test_delta_clamps_beyond_k(i, j, k):
 
 
 @given(ij, ij, ks)
-def test_delta_symmetry_where_not_clamped(i, j, k):
-    if abs(i - j) < k:
-        assert relative_distance(i, j, k) + relative_distance(j, i, k) == 2 * k
+def test_delta_mirror_holds_exactly_inside_the_window(i, j, k):
+    total = relative_distance(i, j, k) + relative_distance(j, i, k)
+    assert total == (2 * k if abs(i - j) < k else 2 * k - 1)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 8, 17])
+def test_delta_end_rows_are_asymmetric(k):
+    # row 0 is read by i − j <= −k, row 2k − 1 by i − j >= k − 1; the rest have one distance each
+    readers = {}
+    for d in range(-4 * k - 3, 4 * k + 4):
+        readers.setdefault(relative_distance(d, 0, k), []).append(d)
+    assert max(readers[0]) == -k and min(readers[2 * k - 1]) == k - 1
+    assert all(len(readers[r]) == 1 for r in range(1, 2 * k - 1))
 
 
 def test_delta_hand_table():
@@ -65,6 +78,19 @@ def test_log_bucket_properties(buckets, max_rel):
     assert bool((b[1:] >= b[:-1]).all()), "monotone"
     assert torch.equal(log_bucket(-d, buckets, max_rel), -b), "odd"
     assert int(b[d == max_rel - 1]) == buckets - 1, "reaches buckets - 1 at max_relative_positions - 1"
+
+
+@pytest.mark.parametrize("buckets,max_rel", [(256, 512), (64, 512), (32, 128), (16, 64)])
+def test_log_bucket_is_exact_near_logarithmic_far(buckets, max_rel):
+    """The derivation of lesson 1 (float64) equals the released arithmetic (float32), and the row ends."""
+    m = buckets // 2
+    d = np.arange(-4 * max_rel, 4 * max_rel + 1)
+    far = np.ceil(np.log(np.maximum(np.abs(d), 1) / m) / np.log((max_rel - 1) / m) * (m - 1))
+    derived = np.where(np.abs(d) <= m, d, np.sign(d) * (m + far))
+    assert np.array_equal(log_bucket(torch.tensor(d), buckets, max_rel).numpy(), derived)
+    rows = np.clip(derived + buckets, 0, 2 * buckets - 1)
+    assert d[rows == 0].max() == -max_rel
+    assert d[rows == 2 * buckets - 1].min() == math.floor(m * ((max_rel - 1) / m) ** ((m - 2) / (m - 1))) + 1
 
 
 def test_log_bucket_rejects_tiny_max():

@@ -41,19 +41,49 @@ def test_delta_matrix_is_eq3():
     assert d.min() == 0 and d.max() == 5
 
 
-def test_clamped_mask():
-    m = viz.clamped_mask(6, 2)
-    i, j = np.indices((6, 6))
-    assert np.array_equal(m, np.abs(i - j) >= 2)
-    d = viz.delta_matrix(6, 2)
-    assert set(d[m & (i < j)]) == {0} and set(d[m & (i > j)]) == {3}
+@pytest.mark.parametrize("length,k", [(6, 2), (12, 4), (8, 1), (5, 5), (9, 3)])
+def test_clamped_mask_is_the_end_rows_of_relative_distance(length, k):
+    d = viz.delta_matrix(length, k)
+    end_rows = np.array([[relative_distance(i, j, k) in (0, 2 * k - 1) for j in range(length)]
+                         for i in range(length)])
+    assert np.array_equal(viz.clamped_mask(length, k), end_rows)
+    i, j = np.indices((length, length))
+    if k >= 2 and length > k:  # the asymmetry: i − j = k − 1 is on the shared top row, −(k − 1) is not
+        assert viz.clamped_mask(length, k)[i - j == k - 1].all()
+        assert not viz.clamped_mask(length, k)[j - i == k - 1].any()
+    assert set(d[viz.clamped_mask(length, k) & (i < j)]) <= {0}
 
 
-def test_staircase_separates_clamped_cells():
-    xs, ys = _staircase(6, 2)  # boundary of i − j = 2: at row i the edge is at x = i − 2 + 0.5
-    for x, y in zip(xs[::2], ys[::2], strict=True):
-        i = y + 0.5
-        assert x == i - 2 + 0.5
+@pytest.mark.parametrize("length,k", [(12, 4), (7, 3), (8, 1), (6, 6)])
+def test_the_picture_veils_exactly_the_end_rows(length, k):
+    fig = viz.plot_delta(length, k)
+    assert np.array_equal(viz.pale_cells(fig), viz.clamped_mask(length, k))
+
+
+@pytest.mark.parametrize("length,k", [(12, 4), (7, 3), (9, 2)])
+def test_staircases_separate_pale_from_exact_cells(length, k):
+    pale = viz.clamped_mask(length, k)
+    for d in (-k, k - 2):
+        xs, ys = _staircase(length, d)
+        assert xs, f"no edge drawn for d = {d}"
+        for x, y in zip(xs[::2], ys[::2], strict=True):
+            i, left, right = int(y + 0.5), int(x - 0.5), int(x + 0.5)
+            assert (i - left, i - right) == (d + 1, d)
+            assert pale[i, left] != pale[i, right], (d, i, x)
+
+
+def test_shaw_and_t5_rows():
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    d = np.arange(-50, 51)
+    assert np.array_equal(viz.shaw_rows(d, 4), np.clip(-d, -4, 4) + 4)
+    assert np.array_equal(viz.shaw_rows(d, 4) + viz.shaw_rows(-d, 4), np.full(d.shape, 8))  # symmetric
+    far = np.arange(-3000, 3001)
+    for buckets, max_distance in ((32, 128), (64, 256), (16, 40)):
+        ref = T5Attention._relative_position_bucket(
+            torch.tensor(-far), bidirectional=True, num_buckets=buckets, max_distance=max_distance
+        )
+        assert np.array_equal(viz.t5_buckets(far, buckets, max_distance), ref.numpy())
 
 
 def test_table_rows_and_distinct_rows():
@@ -112,10 +142,73 @@ def test_attention_maps_of_an_mlm_model_and_errors():
         viz.attention_maps(model, torch.randint(5, 30, (5,)), tokens=list("abc"))
 
 
-def test_score_variances_three_terms_three_times():
-    one, three = viz.score_variances(64, samples=20000)
-    assert 55 < one < 73
-    assert 2.7 < three / one < 3.3
+def _one_head(length=9, k=3, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    qc, kc, vc = (torch.randn(length, d, generator=g) for _ in range(3))
+    qr, kr = (torch.randn(2 * k, d, generator=g) for _ in range(2))
+    return qc, kc, vc, qr, kr, relative_distance_matrix(length, k=k)
+
+
+def test_algorithm1_is_the_fast_path_with_the_released_choices():
+    from deberta_edu import DisentangledSelfAttention as DSA
+
+    qc, kc, vc, qr, kr, delta = _one_head()
+    d = qc.size(1)
+    terms, out = viz.algorithm1(qc, kc, vc, qr, kr, delta, "released", 3)
+    fast = {"c2c": qc @ kc.T, "c2p": DSA.c2p(qc[None, None], kr[None], delta)[0, 0],
+            "p2c": DSA.p2c(kc[None, None], qr[None], delta)[0, 0]}
+    for name in fast:
+        torch.testing.assert_close(terms[name], fast[name])
+    torch.testing.assert_close(out, torch.softmax(sum(fast.values()) / (3 * d) ** 0.5, -1) @ vc)
+    printed, out_printed = viz.algorithm1(qc, kc, vc, qr, kr, delta)  # δ[j, i] and √(2d), as printed
+    torch.testing.assert_close(printed["p2c"], DSA.p2c(kc[None, None], qr[None], delta.T)[0, 0])
+    assert not torch.allclose(printed["p2c"], terms["p2c"], atol=1e-3)
+    assert not torch.allclose(out_printed, out, atol=1e-3)
+    with pytest.raises(ValueError, match="line 15"):
+        viz.algorithm1(qc, kc, vc, qr, kr, delta, "eq4")
+
+
+@pytest.mark.parametrize("length,k", [(9, 3), (12, 4), (5, 1), (6, 8)])
+def test_mirror_rows_turns_released_p2c_into_eq4_exactly_where_i_minus_j_below_k(length, k):
+    from deberta_edu import DisentangledSelfAttention as DSA
+
+    _, kc, _, qr, _, delta = _one_head(length, k)
+    paper = DSA.p2c(kc[None, None], qr[None], delta.T)[0, 0]
+    mirrored = DSA.p2c(kc[None, None], viz.mirror_rows(qr)[None], delta)[0, 0]
+    i, j = np.indices((length, length))
+    agree = (paper - mirrored).abs().numpy() < 1e-6
+    assert np.array_equal(agree, i - j < k)
+
+
+def test_fit_distance_bias_is_exact_for_functions_of_delta_with_few_rows():
+    g = torch.Generator().manual_seed(1)
+    k, length, d = 4, 11, 16
+    delta = relative_distance_matrix(length, k=k)
+    pos_k = torch.randn(2, 2 * k, d, generator=g)
+    per_row = torch.randn(2, 2 * k, generator=g)
+    target = per_row[:, delta]  # (2, L, L): a function of δ(i, j) alone
+    fit = viz.fit_distance_bias(target, pos_k, delta, scale=0.5)
+    assert fit.residual.abs().max() < 1e-4 and fit.bias.shape == (2, d)
+    torch.testing.assert_close(fit.fitted, 0.5 * torch.einsum("hd,hijd->hij", fit.bias, pos_k[:, delta]))
+    content = torch.randn(2, length, length, generator=g)  # not a function of δ: cannot be matched
+    assert viz.fit_distance_bias(content, pos_k, delta).residual.abs().max() > 0.1
+    wide = relative_distance_matrix(40, k=40)  # 79 rows read, d = 16: most per-row maps are out of reach
+    pos_wide = torch.randn(1, 80, d, generator=g)
+    target_wide = torch.randn(1, 80, generator=g)[:, wide]
+    assert viz.fit_distance_bias(target_wide, pos_wide, wide).residual.abs().max() > 0.1
+
+
+def test_scale_study_measures_the_softmax_under_both_scales():
+    torch.manual_seed(0)
+    cfg = _tiny(initializer_range=128**-0.5)
+    study = viz.scale_study(DebertaModel(cfg).eval(), torch.randint(5, 30, (24,)))
+    assert set(study.term_variance) == {"c2c", "c2p", "p2c"} and study.n_terms == 3
+    assert all(0.5 < v < 2.0 for v in study.term_variance.values())
+    assert 0.8 < float(study.scores.std()) < 1.25 and study.scores.shape == (2, 24, 24)
+    assert study.entropy["√d"] < study.entropy["√(3d)"] < study.uniform_entropy
+    assert study.max_prob["√d"] > study.max_prob["√(3d)"]
+    flat = viz.scale_study(DebertaModel(_tiny()).eval(), torch.randint(5, 30, (24,)))  # std 0.02 weights
+    assert study.uniform_entropy - flat.entropy["√(3d)"] < 0.01  # tiny scores: every scale is flat
 
 
 def test_shift_difference_relative_vs_absolute():
@@ -136,21 +229,25 @@ def test_every_figure_draws():
     figures = [
         viz.plot_delta(10, 3),
         viz.plot_delta(30, 5),
+        viz.plot_delta(8, 1),
+        viz.plot_schemes(3, 16, 40, span=12),
         viz.plot_buckets(600, 256, 64),
         viz.plot_pairs(["deep learning works".split(), "so deep a learning".split()], "deep", "learning", 4),
         viz.plot_attention(maps, 1, 1, "probs"),
         viz.plot_terms(maps, 0, 0),
         viz.plot_maps({"c2c": np.eye(3), "probs": np.eye(3)}, list("abc"), "two maps"),
-        viz.plot_score_variance(16, samples=500),
+        viz.plot_scale_study(viz.scale_study(model, torch.randint(5, 30, (6,))), "a title"),
         viz.plot_shift_difference({"a": np.ones(3) * 1e-8, "b": np.ones(3)}, list("xyz"), 2),
         viz.plot_accuracies({"rel": 0.5, "bert": 1.0}, chance=0.5),
     ]
     for fig in figures:
         assert isinstance(fig, Figure)
         assert _png(fig)[:4] == b"\x89PNG"
-    assert len(figures[4].axes) == 2  # the map and its colour bar
+    assert len(figures[6].axes) == 2  # the map and its colour bar
     with pytest.raises(ValueError, match=">= 1"):
         viz.plot_delta(0, 2)
+    with pytest.raises(ValueError, match="k=0"):
+        viz.plot_delta(5, 0)
     with pytest.raises(ValueError, match="at least one map"):
         viz.plot_maps({}, [])
 

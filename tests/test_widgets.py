@@ -21,6 +21,9 @@ def test_delta_widget_follows_its_sliders():
     assert np.array_equal(panel.data, viz.delta_matrix(14, 9))
     assert panel.image.value != png
     assert panel.message.value == ""
+    panel.controls["k"].value = 1  # the lesson's question: two rows, "is the key to my right?"
+    i, j = np.indices((14, 14))
+    assert np.array_equal(panel.data, (j <= i).astype(panel.data.dtype))
 
 
 def test_bucket_widget_counts_and_reports_bad_settings():

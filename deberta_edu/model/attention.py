@@ -1,4 +1,4 @@
-r"""Disentangled self-attention (paper sec. 3.1).
+r"""Disentangled self-attention (paper §3.1, eqs. (2)–(4); the gather of §3.1.1, Algorithm 1).
 
 Each token i carries a content vector $H_i$; each pair (i, j) a relative position $P_{i|j}$.
 The attention score of BERT, $H_i H_j^\top$, becomes a sum of four terms (eq. 2):
@@ -17,7 +17,14 @@ $$\tilde A_{ij} = \underbrace{Q^c_i \cdot K^c_j}_{\text{c2c}}
 $$H_o = \mathrm{softmax}\!\left(\frac{\tilde A}{\sqrt{d\,(1 + n_{\text{pos}})}}\right) V^c$$
 
 where d is the head size and $n_{\text{pos}}$ the number of position terms (2 in DeBERTa, hence
-$\sqrt{3d}$: each term is a dot product of variance ~d, and their sum has variance ~3d).
+$\sqrt{3d}$: each term is a dot product of variance ~d, and their sum has variance ~3d). Eq. (4) and
+the released code use $\sqrt{3d}$; Algorithm 1's last line prints $\sqrt{2d}$.
+
+Which row each term reads: with $P_{i|j}$ = row δ(i, j), eq. (2)'s c2p $H_i P_{j|i}^\top$ reads δ(j, i)
+and its p2c $P_{i|j} H_j^\top$ reads δ(i, j); eq. (4) (and Algorithm 1) read δ(i, j) for c2p and
+δ(j, i) for p2c. The released code reads δ(i, j) in both, and so do we. Inside the window the two
+differ by the mirror δ(j, i) = 2k − δ(i, j); it is not a relabelling, because c2p and p2c share P
+(and, with share_att_key, W_q and W_k).
 p2p depends on i − j alone, so with relative positions it is a learned bias per distance with no
 content in it; DeBERTa drops it. It is here for teaching, off by default.
 
@@ -114,18 +121,19 @@ class DisentangledSelfAttention(nn.Module):
 
     @classmethod
     def c2p(cls, q, pos_k, index):
-        """Content-to-position: Q^c_i · K^r_{δ(i,j)}."""
+        """Content-to-position: Q^c_i · K^r_{δ(i,j)} (Algorithm 1, lines 3–10)."""
         scores = q @ pos_k.transpose(-1, -2)  # (B, H, L, R): query i against every table row
         index = cls._per_head(index)
         return torch.gather(scores, -1, index.expand(*scores.shape[:-1], index.size(-1)))  # (B, H, L, L)
 
     @classmethod
     def p2c(cls, k, pos_q, index):
-        """Position-to-content: K^c_j · Q^r_{δ(i,j)}.
+        """Position-to-content: K^c_j · Q^r_{δ(i,j)} (Algorithm 1, lines 11–18, with δ(i, j)).
 
-        The paper's eq. (4) indexes Q^r by δ(j, i). The released checkpoints (and transformers) use
-        δ(i, j), the same row as c2p; we match the checkpoints. With δ(j, i) the term would read the
-        mirrored distance, a different model that no released weights were trained for.
+        The paper's eq. (4) and Algorithm 1 (line 15) index Q^r by δ(j, i). The released checkpoints (and
+        transformers) use δ(i, j), the same row as c2p, which is what eq. (2)'s P_{i|j} H_j^T says; we
+        match the checkpoints. With δ(j, i) the term reads the mirrored distance, 2k − δ(i, j) inside the
+        window: a different model, since P (and in v2 W_q) also feed c2p, that no released weights fit.
         """
         scores = k @ pos_q.transpose(-1, -2)  # (B, H, L, R): key j against every table row
         rows_for_j = cls._per_head(index).transpose(-1, -2)  # [j, i] = δ(i, j)
@@ -134,7 +142,11 @@ class DisentangledSelfAttention(nn.Module):
 
     @staticmethod
     def p2p(pos_q, pos_k, index):
-        """Position-to-position: Q^r_{δ(i,j)} · K^r_{δ(j,i)}; depends on i − j only."""
+        """Position-to-position: Q^r_{δ(i,j)} · K^r_{δ(j,i)}, eq. (2) read with P_{i|j} = row δ(i, j).
+
+        Depends on i − j only: a learned bias per distance. The released v2 code's p2p branch slices its
+        3-d (B·H, R, d) position queries with four indices, so it cannot run; this one is for teaching.
+        """
         if index.dim() != 2:
             raise ValueError("p2p needs the full (L, L) relative index, not the rows of chosen queries")
         table_scores = pos_q @ pos_k.transpose(-1, -2)  # (H, R, R)

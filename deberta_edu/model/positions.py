@@ -7,11 +7,16 @@ i − j is mapped to a row of a learned table of relative-position embeddings:
             = 2k − 1       if i − j >= k
             = i − j + k    otherwise                                  (paper, eq. 3)
 
-so the table has 2k rows and every distance beyond ±k shares the row at its end.
+so the table has 2k rows. The clamp is not symmetric: the third case already gives 2k − 1 at
+i − j = k − 1, so row 2k − 1 is read by every i − j >= k − 1 and row 0 by every i − j <= −k; the
+distances −(k − 1) … k − 2 each keep a row of their own. The released code computes the same rows as
+clamp(i − j + k, 0, 2k − 1). (Shaw et al., 2018, clip j − i to [−k, k] instead: 2k + 1 rows, symmetric.)
 
 DeBERTa v2/v3 first squeeze the distance through a logarithmic bucketing (`log_bucket`): distances
 up to ``position_buckets / 2`` are kept exactly, longer ones share logarithmically wider buckets,
-so a table of 2 × 256 rows covers sequences of thousands of tokens.
+so a table of 2 × 256 rows covers sequences of thousands of tokens. The same clamp then picks the
+row, and the ends differ again: with 256 buckets and max_relative_positions 512, row 0 is read from
+i − j <= −512 on, the top row already from i − j >= 506 (the ceil reaches bucket 255 early).
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ import torch
 
 
 def relative_distance(i: int, j: int, k: int) -> int:
-    """δ(i, j) of eq. (3): the row of the relative-position table that token i uses for token j."""
+    """δ(i, j) of eq. (3): the row of the relative-position table that token i uses for token j.
+
+    Row 0 for i − j <= −k, row 2k − 1 for i − j >= k − 1 (k − 1 by the third case, the rest clamped).
+    """
     if k < 1:
         raise ValueError(f"the maximum relative distance k must be >= 1, got k={k}")
     if i - j <= -k:

@@ -5,7 +5,7 @@ that names the failing cases (inputs, expected, got) and, when the answer matche
 says which one. A function that still raises NotImplementedError is reported as "not attempted yet"
 without an error, so a lesson runs top to bottom before the exercises are done.
 
-    lesson 1  check_relative_distance, check_relative_distance_matrix, check_distinct_rows
+    lesson 1  check_relative_distance, check_relative_distance_matrix, check_distinct_rows, check_exact_window
     lesson 2  check_c2p, check_p2c, check_scores
     lesson 3  check_emd, check_shift_answers
     lesson 4  check_mask_80_10_10, check_perplexity, check_never_masked
@@ -14,7 +14,12 @@ without an error, so a lesson runs top to bottom before the exercises are done.
 """
 
 from ._common import CheckResult
-from .lesson1 import check_distinct_rows, check_relative_distance, check_relative_distance_matrix
+from .lesson1 import (
+    check_distinct_rows,
+    check_exact_window,
+    check_relative_distance,
+    check_relative_distance_matrix,
+)
 from .lesson2 import MISTAKE_HINTS, check_c2p, check_p2c, check_scores
 from .lesson3 import (
     EMD_MISTAKES,
@@ -54,6 +59,7 @@ __all__ = [
     "check_c2p",
     "check_distinct_rows",
     "check_emd",
+    "check_exact_window",
     "check_flops",
     "check_linf_step",
     "check_mask_80_10_10",

@@ -1,4 +1,4 @@
-"""Lesson 1: relative distance δ(i, j) and log buckets."""
+"""Lesson 1: relative distance δ(i, j), the asymmetric window of eq. (3), and the rows a sequence reads."""
 
 from __future__ import annotations
 
@@ -34,7 +34,10 @@ def check_relative_distance(fn: Callable[[int, int, int], int]) -> CheckResult:
         if mistakes["swapped"] == len(failures):
             hint = "your answers are δ(j, i): eq. (3) uses i − j (the query's position minus the key's)."
         elif mistakes["no_clamp"] == len(failures):
-            hint = "clamp |i − j| >= k: to row 0 when i − j <= −k, to row 2k − 1 when i − j >= k."
+            hint = (
+                "clamp: row 0 when i − j <= −k, row 2k − 1 when i − j >= k "
+                "(i − j = k − 1 already gives 2k − 1 unclamped)."
+            )
         elif mistakes["top_row"]:
             hint = "the table has 2k rows, 0 … 2k − 1: the top row is 2k − 1, not 2k."
         else:
@@ -95,4 +98,50 @@ def check_distinct_rows(fn: Callable[[int, int], int]) -> CheckResult:
         if failures
         else ""
     )
+    return _finish(name, cases, failures, hint)
+
+
+def exact_window(k: int) -> tuple[int, int] | None:
+    """The smallest and largest i − j that read a row no other distance reads; None if none does.
+
+    Counted by brute force over distances far beyond ±k, from ``relative_distance`` itself.
+    """
+    distances = range(-3 * k - 2, 3 * k + 3)
+    readers: dict[int, list[int]] = {}
+    for d in distances:
+        readers.setdefault(relative_distance(d, 0, k), []).append(d)
+    own = sorted(ds[0] for ds in readers.values() if len(ds) == 1)
+    return (own[0], own[-1]) if own else None
+
+
+@_checker
+def check_exact_window(fn: Callable[[int], object]) -> CheckResult:
+    """``fn(k)`` must return (lo, hi): the smallest and largest distance i − j with a row of its own
+    (no other distance reads it), or None when no distance has one."""
+    name = "check_exact_window"
+    failures, cases = [], 0
+    symmetric = wide = 0
+    for k in range(1, 13):
+        cases += 1
+        expected, got = exact_window(k), _call(fn, k)
+        if got is not None:
+            try:
+                got = (int(got[0]), int(got[1]))
+            except (TypeError, ValueError, IndexError):
+                failures.append(f"k={k}: expected a pair (lo, hi) or None, got {got!r}")
+                continue
+        if got != expected:
+            failures.append(f"k={k}: expected {expected}, got {got}")
+            symmetric += got == (-(k - 1), k - 1)
+            wide += got == (-k, k)
+    hint = ""
+    if failures and wide:
+        hint = "−k and k are clamped: row 0 is read by all i − j <= −k, the top row by all i − j >= k − 1."
+    elif failures and symmetric:
+        hint = "the window is not symmetric: which row does i − j = k − 1 read, and who else reads it?"
+    elif failures:
+        hint = (
+            "list, for each row, the distances that read it (try k = 2 by hand); "
+            "with k = 1 the table has two rows and every distance shares one."
+        )
     return _finish(name, cases, failures, hint)

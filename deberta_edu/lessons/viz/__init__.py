@@ -7,8 +7,8 @@ arrays come first (``delta_matrix``, ``attention_maps``, ``shift_difference``, `
 figures that draw them. Every public name is re-exported here: ``from deberta_edu import viz``, then
 ``viz.plot_delta(...)``.
 
-    lesson1   relative distance: δ(i, j), the clamp and the log buckets, word pairs
-    lesson2   disentangled attention: per-term maps of a model, the √(3d) scale
+    lesson1   relative distance: δ(i, j), its asymmetric clamp, Shaw's clip and T5's buckets, log buckets
+    lesson2   disentangled attention: per-term maps, Algorithm 1, p2p as a c2p bias, the √(3d) scale
     lesson3   absolute positions and the EMD: outputs under a shift, probe accuracies
     lesson4   masked-language-model pretraining: the 80/10/10 rates, fill-in-the-blank guesses
 """
@@ -21,20 +21,29 @@ from .lesson1 import (
     delta_matrix,
     distinct_rows,
     pair_distance,
+    pale_cells,
     plot_buckets,
     plot_delta,
     plot_pairs,
+    plot_schemes,
+    shaw_rows,
+    t5_buckets,
     table_rows,
 )
 from .lesson2 import (
     AttentionMaps,
+    DistanceBiasFit,
+    ScaleStudy,
+    algorithm1,
     attention_maps,
+    fit_distance_bias,
+    mirror_rows,
     plot_attention,
     plot_map,
     plot_maps,
-    plot_score_variance,
+    plot_scale_study,
     plot_terms,
-    score_variances,
+    scale_study,
 )
 from .lesson3 import plot_accuracies, plot_shift_difference, shift_difference
 from .lesson4 import FillMask, fill_mask, plot_fill_mask, plot_mask_rates
@@ -46,19 +55,28 @@ __all__ = [
     "delta_matrix",
     "distinct_rows",
     "pair_distance",
+    "pale_cells",
     "plot_buckets",
     "plot_delta",
     "plot_pairs",
+    "plot_schemes",
+    "shaw_rows",
+    "t5_buckets",
     "table_rows",
     # lesson 2
     "AttentionMaps",
+    "DistanceBiasFit",
+    "ScaleStudy",
+    "algorithm1",
     "attention_maps",
+    "fit_distance_bias",
+    "mirror_rows",
     "plot_attention",
     "plot_map",
     "plot_maps",
-    "plot_score_variance",
+    "plot_scale_study",
     "plot_terms",
-    "score_variances",
+    "scale_study",
     # lesson 3
     "plot_accuracies",
     "plot_shift_difference",

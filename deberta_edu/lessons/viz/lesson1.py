@@ -1,11 +1,14 @@
-"""Lesson 1 pictures: relative distance δ(i, j) of eq. (3), v1's clamp and v2/v3's log buckets, word pairs.
+"""Lesson 1 pictures: relative distance δ(i, j) of eq. (3), v1's clamp and v2/v3's log buckets, word pairs,
+and the two schemes eq. (3) sits between (Shaw et al.'s symmetric clip, T5's log buckets).
 
-Arrays first (``delta_matrix``, ``table_rows``, ``distinct_rows``, ``pair_distance``), then the figures that
-draw them. Every figure is built with ``deberta_edu.figures`` (no pyplot state) and returned.
+Arrays first (``delta_matrix``, ``clamped_mask``, ``table_rows``, ``shaw_rows``, ``t5_buckets``,
+``distinct_rows``, ``pair_distance``), then the figures that draw them. Every figure is built with
+``deberta_edu.figures`` (no pyplot state) and returned.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,15 +27,22 @@ def delta_matrix(length: int, k: int) -> np.ndarray:
 
 
 def clamped_mask(length: int, k: int) -> np.ndarray:
-    """True where |i − j| >= k: the pairs whose distance eq. (3) clamps to row 0 or 2k − 1."""
+    """True where (i, j) reads one of the two end rows of eq. (3), the rows that many distances share.
+
+    The clamp is not symmetric: row 0 takes every i − j <= −k, but row 2k − 1 takes every i − j >= k − 1,
+    because the "otherwise" branch i − j + k already gives 2k − 1 at i − j = k − 1. Written from these
+    inequalities, not from δ, so that a lesson can check the one against the other.
+    """
     i, j = np.indices((length, length))
-    return np.abs(i - j) >= k
+    return (i - j <= -k) | (i - j >= k - 1)
 
 
 def plot_delta(length: int, k: int) -> Figure:
-    """Heat map of δ(i, j); pale cells beyond the white staircase are clamped to a row at the table's end."""
+    """Heat map of δ(i, j); pale cells read an end row (0 or 2k − 1) that farther distances share too."""
     if length < 1:
         raise ValueError(f"the sequence length must be >= 1, got {length}")
+    if k < 1:
+        raise ValueError(f"the maximum relative distance k must be >= 1, got k={k}")
     delta = delta_matrix(length, k)
     clamped = clamped_mask(length, k)
     size = min(7.0, 3.0 + 0.2 * length)
@@ -40,25 +50,21 @@ def plot_delta(length: int, k: int) -> Figure:
     ax = fig.subplots()
     im = ax.imshow(delta, cmap="viridis", vmin=0, vmax=2 * k - 1)
     veil = np.zeros((length, length, 4))
-    veil[clamped] = (1.0, 1.0, 1.0, 0.55)  # white veil over the clamped cells
+    veil[clamped] = (1.0, 1.0, 1.0, 0.55)  # white veil over the cells on a shared end row
     ax.imshow(veil)
-    for d in (k, -k):  # the staircase |i − j| = k that separates exact from clamped distances
+    for d in (-k, k - 2):  # edges between i − j = −k | −k + 1 and between k − 2 | k − 1
         xs, ys = _staircase(length, d)
         ax.plot(xs, ys, color="white", lw=2)
     if length <= 16:
         for (i, j), v in np.ndenumerate(delta):
-            ax.text(
-                j,
-                i,
-                str(v),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="black" if clamped[i, j] or v > 1.3 * k else "white",
-            )
+            dark = clamped[i, j] or v > 1.3 * k
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="black" if dark else "white")
     ax.set_xlabel("key position j")
     ax.set_ylabel("query position i")
-    ax.set_title(f"δ(i, j) for L = {length}, k = {k}: rows 0 … {2 * k - 1}\npale: |i − j| ≥ k, clamped")
+    ax.set_title(
+        f"δ(i, j) for L = {length}, k = {k}: rows 0 … {2 * k - 1}\n"
+        f"pale: row 0 (i − j ≤ {-k}) and row {2 * k - 1} (i − j ≥ {k - 1})"
+    )
     ticks = range(0, length, max(1, length // 12))
     ax.set_xticks(list(ticks))
     ax.set_yticks(list(ticks))
@@ -66,16 +72,72 @@ def plot_delta(length: int, k: int) -> Figure:
     return fig
 
 
+def pale_cells(fig: Figure) -> np.ndarray:
+    """Read back from a ``plot_delta`` figure which cells it veiled: (L, L) bool, as drawn."""
+    return np.asarray(fig.axes[0].images[1].get_array())[..., 3] > 0
+
+
 def _staircase(length: int, d: int) -> tuple[list[float], list[float]]:
-    """Cell-edge path between the cells with i − j = d − sign(d) and those with i − j = d."""
+    """Cell-edge path between the cells with i − j = d (right of it) and those with i − j = d + 1 (left)."""
     xs, ys = [], []
     for i in range(length):
-        j = i - d if d > 0 else i - d - 1  # the last exact cell before the boundary
-        edge = j + 0.5
-        if -0.5 <= edge <= length - 0.5:
+        edge = i - d - 0.5  # between column i − d − 1 (i − j = d + 1) and column i − d (i − j = d)
+        if 0 <= edge <= length - 1:
             xs += [edge, edge]
             ys += [i - 0.5, i + 0.5]
     return xs, ys
+
+
+def shaw_rows(distances: np.ndarray | Sequence[int], k: int) -> np.ndarray:
+    """Shaw et al. (2018) for a signed i − j: row clip(j − i, −k, k) + k of 2k + 1 rows, symmetric."""
+    return np.clip(-np.asarray(distances), -k, k) + k
+
+
+def t5_buckets(
+    distances: np.ndarray | Sequence[int], num_buckets: int = 32, max_distance: int = 128
+) -> np.ndarray:
+    """T5's bidirectional bucket for a signed i − j (T5 itself measures j − i).
+
+    Half the buckets per direction; in each half, distances below a quarter of num_buckets are exact,
+    the rest grow with log|j − i| up to max_distance, and everything farther shares the last bucket.
+    float32 and truncation as T5's code, so that the buckets match it.
+    """
+    rel = -torch.as_tensor(np.asarray(distances), dtype=torch.long)  # j − i
+    half = num_buckets // 2
+    exact = half // 2
+    n = rel.abs()
+    scaled = torch.log(n.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (half - exact)
+    far = torch.clamp(exact + scaled.long(), max=half - 1)
+    return ((rel > 0).long() * half + torch.where(n < exact, n, far)).numpy()
+
+
+def plot_schemes(k: int = 4, num_buckets: int = 32, max_distance: int = 128, span: int = 24) -> Figure:
+    """Three ways to turn a distance into a table row: Shaw's symmetric clip, eq. (3), T5's log buckets.
+
+    Each panel draws the signed row (row minus the table's centre, in the i − j convention) so that the
+    three read alike; the shaded band marks the distances with a row of their own.
+    """
+    d = np.arange(-span, span + 1)
+    d5 = np.arange(-(max_distance + 32), max_distance + 33)
+    half = num_buckets // 2
+    t5 = t5_buckets(d5, num_buckets, max_distance)
+    t5_signed = np.where(t5 >= half, -(t5 - half), t5)  # upper half is j − i > 0, i.e. i − j < 0
+    exact = num_buckets // 4 - 1
+    panels = [
+        (f"Shaw et al.: clip to [−{k}, {k}], {2 * k + 1} rows", d, k - shaw_rows(d, k), (-(k - 1), k - 1)),
+        (f"DeBERTa eq. (3): {2 * k} rows, ends at −{k} and {k - 1}", d, table_rows(d, k) - k,
+         (-(k - 1), k - 2)),
+        (f"T5: {num_buckets} scalar buckets, beyond {max_distance} shared", d5, t5_signed, (-exact, exact)),
+    ]
+    fig = new_figure((12, 3.4))
+    for ax, (title, x, rows, (lo, hi)) in zip(fig.subplots(1, 3), panels, strict=True):
+        ax.axvspan(lo - 0.5, hi + 0.5, color="0.88", zorder=0, label="a row of its own")
+        ax.step(x, rows, where="mid", lw=1.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("distance i − j")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.axes[0].set_ylabel("signed row (row − centre)")
+    return fig
 
 
 def table_rows(distances: np.ndarray | Sequence[int], k: int, position_buckets: int = -1) -> np.ndarray:

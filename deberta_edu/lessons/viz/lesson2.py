@@ -1,6 +1,9 @@
-"""Lesson 2 pictures: disentangled attention, term by term (c2c, c2p, p2c), and why scores are scaled by √3d.
+"""Lesson 2: disentangled attention term by term, Algorithm 1, p2p against a c2p bias, the √(3d) scale.
 
 ``attention_maps`` runs a model once and keeps every layer's per-term score maps; the plots draw them.
+``algorithm1`` transcribes the paper's Algorithm 1 for one head; ``mirror_rows`` relabels a table so that
+δ(i, j) reads what δ(j, i) read; ``fit_distance_bias`` finds the query bias whose c2p part reproduces a
+per-distance map such as p2p; ``scale_study`` measures a layer's softmax under √(3d) and under √d.
 """
 
 from __future__ import annotations
@@ -139,31 +142,138 @@ def plot_terms(maps: AttentionMaps, layer: int, head: int, shared_scale: bool = 
     return plot_maps(named, maps.tokens, f"layer {layer}, head {head}", shared_scale=shared_scale)
 
 
-def score_variances(d: int, n_terms: int = 3, samples: int = 20000, seed: int = 0) -> tuple[float, float]:
-    """Variance of one dot product of unit-variance d-vectors, and of a sum of ``n_terms`` of them."""
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randn(n_terms, samples, d, generator=g)
-    b = torch.randn(n_terms, samples, d, generator=g)
-    dots = (a * b).sum(-1)  # (n_terms, samples): independent dot products
-    return float(dots[0].var()), float(dots.sum(0).var())
+# --- Algorithm 1 (§3.1.1), line by line, for one head ----------------------------------------------
+def algorithm1(qc, kc, vc, qr, kr, delta, p2c_rows: str = "paper", scale_terms: int = 2):
+    """Algorithm 1 of the paper for one head, as printed, with loops over i and j where it has them.
+
+    qc, kc, vc (L, d); qr, kr (2k, d); delta (L, L) with delta[i, j] = δ(i, j). ``p2c_rows="paper"`` reads
+    Ã_p2c[δ[j, i], j] as line 15 prints it, ``"released"`` reads δ[i, j] as the released code does.
+    ``scale_terms`` is the n in softmax(Ã / √(n d)): line 20 prints 2, eq. (4) and the code use 3.
+    Returns ({"c2c", "c2p", "p2c"} each (L, L) unscaled, H_o (L, d)).
+    """
+    if p2c_rows not in ("paper", "released"):
+        raise ValueError(
+            f"p2c_rows must be 'paper' (line 15: δ[j, i]) or 'released' (δ[i, j]), got {p2c_rows!r}"
+        )
+    L, d = qc.shape
+    a_c2c = qc @ kc.T  # line 2
+    a_c2p_all = torch.stack([qc[i] @ kr.T for i in range(L)])  # lines 3–5: (L, 2k), each query vs every row
+    a_p2c_all = torch.stack([kc[j] @ qr.T for j in range(L)], dim=1)  # lines 11–13: (2k, L), column j
+    a_c2p, a_p2c = torch.empty(L, L), torch.empty(L, L)
+    for i in range(L):
+        for j in range(L):
+            a_c2p[i, j] = a_c2p_all[i, delta[i, j]]  # lines 6–10
+            row = delta[j, i] if p2c_rows == "paper" else delta[i, j]
+            a_p2c[i, j] = a_p2c_all[row, j]  # lines 14–18
+    a = a_c2c + a_c2p + a_p2c  # line 19
+    h_o = torch.softmax(a / math.sqrt(scale_terms * d), dim=-1) @ vc  # line 20
+    return {"c2c": a_c2c, "c2p": a_c2p, "p2c": a_p2c}, h_o
 
 
-def plot_score_variance(d: int, samples: int = 20000, seed: int = 0) -> Figure:
-    """Histograms of scores: one term and three terms, each divided by sqrt(d) and by sqrt(3d)."""
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randn(3, samples, d, generator=g)
-    b = torch.randn(3, samples, d, generator=g)
-    dots = (a * b).sum(-1)
-    one, three = dots[0], dots.sum(0)
+def mirror_rows(table: torch.Tensor) -> torch.Tensor:
+    """The table with row r moved to 2k − r (r >= 1), and row 0 given the old top row 2k − 1.
+
+    Read at δ(i, j), it gives what the original gives at δ(j, i) for every i − j < k: the mirror
+    δ(j, i) = 2k − δ(i, j) inside the window, and row 0 ↔ 2k − 1 for i − j <= −k. For i − j >= k no
+    table can: δ(i, j) is the top row for i − j = k − 1 too, where δ(j, i) is 1, not 0.
+    """
+    return torch.cat([table[-1:], table[1:].flip(0)])
+
+
+# --- p2p against a bias in c2p --------------------------------------------------------------------
+@dataclass
+class DistanceBiasFit:
+    """A query bias b per head fitted so that scale · b · K^r_{δ(i,j)} matches a target (H, L, L) map."""
+
+    bias: torch.Tensor  # (H, d)
+    fitted: torch.Tensor  # (H, L, L)
+    residual: torch.Tensor  # (H, L, L): fitted − target
+
+
+def fit_distance_bias(target: torch.Tensor, pos_k: torch.Tensor, index: torch.Tensor, scale: float = 1.0):
+    """Least squares, per head: the query bias b whose c2p part, scale · b · K^r_{δ(i,j)}, best fits ``target``.
+
+    target (H, L, L), e.g. a p2p map; pos_k (H, R, d) the position keys; index (L, L) the rows δ(i, j).
+    Any map that is a function of δ(i, j) alone is matched exactly when the rows it uses are linearly
+    independent in d dimensions (at most d of them).
+    """
+    heads, length, _ = target.shape
+    design = pos_k[:, index].reshape(heads, length * length, -1) * scale  # (H, L·L, d)
+    flat = target.reshape(heads, length * length, 1)
+    bias = torch.linalg.lstsq(design.double(), flat.double()).solution[..., 0].to(target.dtype)  # (H, d)
+    fitted = (design @ bias[..., None]).reshape(heads, length, length)
+    return DistanceBiasFit(bias, fitted, fitted - target)
+
+
+# --- the √(3d) scale, measured on a model -----------------------------------------------------------
+@dataclass
+class ScaleStudy:
+    """What the three-term scores of one layer look like on real tokens, under √(3d) and under √d."""
+
+    term_variance: dict[str, float]  # var(raw term) / d: ≈ 1 when each term is a dot product of variance ≈ d
+    scores: torch.Tensor  # (H, L, L) c2c + c2p + p2c divided by √(3d), as the model computes them
+    entropy: dict[str, float]  # mean entropy of an attention row (nats), for "√(3d)" and "√d"
+    max_prob: dict[str, float]  # mean largest probability of a row
+    uniform_entropy: float  # log L: a row that attends to every key equally
+    n_terms: int = 3  # terms in the score: the model divides by √(n_terms · d)
+
+
+def _entropy(scores: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(scores, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+@torch.no_grad()
+def scale_study(model, input_ids, layer: int = 0) -> ScaleStudy:
+    """Run ``model`` on one sequence; measure one layer's terms, and its softmax under √(3d) and under √d.
+
+    √d is what a one-term (BERT) layer would divide by: the same scores multiplied by √3.
+    """
+    encoder = getattr(model, "deberta", model)
+    ids = torch.as_tensor(input_ids).reshape(1, -1)
+    details = encoder(ids, return_details=True).attentions[layer]
+    attention = encoder.encoder.layers[layer].attention
+    n_terms = 1 + len([t for t in details.terms if t != "c2c"])
+    d = attention.head_size
+    raw = {t: v[0] / attention.scale for t, v in details.terms.items()}  # unscaled dot products
+    scores = sum(details.terms.values())[0]  # (H, L, L)
+    by_scale = {f"√({n_terms}d)": scores, "√d": scores * math.sqrt(n_terms)}
+    return ScaleStudy(
+        term_variance={t: float(v.var() / d) for t, v in raw.items()},
+        scores=scores,
+        entropy={name: float(_entropy(s).mean()) for name, s in by_scale.items()},
+        max_prob={name: float(torch.softmax(s, -1).amax(-1).mean()) for name, s in by_scale.items()},
+        uniform_entropy=math.log(ids.size(1)),
+        n_terms=n_terms,
+    )
+
+
+def plot_scale_study(study: ScaleStudy, title: str = "") -> Figure:
+    """Left: the scores under each scale. Right: mean row entropy as the scores are multiplied by c."""
+    (big, small), (e_big, e_small) = study.entropy.keys(), study.entropy.values()
+    factor = math.sqrt(study.n_terms)  # ÷ √d instead of ÷ √(n d): every score √n times larger
     fig = new_figure((10, 3.4))
-    left, right = fig.subplots(1, 2, sharey=True)
-    bins = np.linspace(-5, 5, 81)
-    for ax, scale, name in ((left, math.sqrt(d), "√d"), (right, math.sqrt(3 * d), "√(3d)")):
-        for scores, label in ((one, "c2c alone"), (three, "c2c + c2p + p2c")):
-            scaled = scores / scale
-            ax.hist(scaled.numpy(), bins=bins, alpha=0.6, density=True,
-                    label=f"{label}: var {float(scaled.var()):.2f}")
-        ax.set_title(f"scores divided by {name} (d = {d})")
-        ax.set_xlabel("score")
-        ax.legend(fontsize=8)
+    left, right = fig.subplots(1, 2)
+    bins = np.linspace(-6, 6, 61)
+    for name, scores in ((big, study.scores), (small, study.scores * factor)):
+        left.hist(scores.flatten().numpy(), bins=bins, alpha=0.6, density=True,
+                  label=f"÷ {name}: std {float(scores.std()):.2f}")
+    left.set_xlabel("score c2c + c2p + p2c")
+    left.set_title("scores entering the softmax")
+    left.legend(fontsize=8)
+    c = np.geomspace(0.25, 8, 40)
+    right.plot(c, [float(_entropy(study.scores * x).mean()) for x in c], lw=2)
+    right.axhline(study.uniform_entropy, color="0.6", ls=":", label="log L: uniform rows")
+    right.plot([1, factor], [e_big, e_small], "o", color="C3")
+    right.annotate(f"÷ {big}", (1, e_big), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    right.annotate(f"÷ {small}", (factor, e_small), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    right.set_xscale("log")
+    right.set_xticks([0.25, 0.5, 1, 2, 4, 8], ["¼", "½", "1", "2", "4", "8"])
+    right.minorticks_off()
+    right.set_xlabel("scores multiplied by c (÷ √d is c = √3)")
+    right.set_ylabel("mean row entropy (nats)")
+    right.set_title("larger scores, sharper rows")
+    right.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
