@@ -191,7 +191,7 @@ def save_classifier(model: DebertaForSequenceClassification, cfg: FinetuneConfig
 
 def compare(pretrained, splits, tokenizer, lams=(0.0, 1.0), seeds=(0, 1, 2), adversarial: dict | None = None,
             **cfg_changes) -> dict:
-    """Fine-tune with each λ and seed; {λ: {"test": [acc per seed], "dev": [...], "mean", "std"}}.
+    """Fine-tune with each λ and seed; {λ: {"test": [acc per seed], "dev": [...], "mean", "std", "adv_loss"}}.
 
     ``adversarial``: AdversarialConfig fields other than λ (default: SiFT with the official settings).
     """
@@ -204,7 +204,8 @@ def compare(pretrained, splits, tokenizer, lams=(0.0, 1.0), seeds=(0, 1, 2), adv
             runs.append(finetune(pretrained, splits, tokenizer, cfg))
         tests = [r.test_accuracy for r in runs]
         table[lam] = {"test": tests, "dev": [r.dev_accuracy for r in runs], "mean": statistics.mean(tests),
-                      "std": statistics.stdev(tests) if len(tests) > 1 else 0.0}
+                      "std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+                      "adv_loss": [r.history[-1].get("adv_loss") for r in runs]}  # last step's, None if λ = 0
     return table
 
 
