@@ -345,8 +345,9 @@ if committed.exists():
 # What the table shows is what it shows. At smoke size (128 training snippets, 4 steps) neither run beats
 # the majority class; the full-size run does, and at this size (a tiny encoder pretrained for minutes) the
 # difference between plain fine-tuning and SiFT is within the seed-to-seed spread. The paper applies SiFT only to its largest model,
-# DeBERTa 1.5B, on SuperGLUE (§4, Table 5), and finds the gain "more prominent for larger DeBERTa models";
-# on GLUE, Table 12 (appendix A.6) gives an average of 91.17 without SiFT and 91.93 with it.
+# DeBERTa 1.5B, on SuperGLUE (§4, Table 5); it reports that the normalisation "substantially improves" the
+# fine-tuned models, an improvement "more prominent for larger DeBERTa models"; on GLUE, Table 12 (appendix
+# A.6) gives DeBERTa 1.5B an average of 91.17 without SiFT and 91.93 with it.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
