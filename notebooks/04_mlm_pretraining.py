@@ -16,8 +16,9 @@
 # %% [markdown] slideshow={"slide_type": "slide"}
 # # Lesson 4 — Pretraining with masked language modelling
 #
-# *DeBERTa* (He et al., 2020, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654)), §2.2 (eq. 1) and appendix
-# A.2; the objective is BERT's (Devlin et al., 2019).
+# *DeBERTa* (He et al., 2020, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654)): the objective of §2.2,
+# eq. (1), which is BERT's (Devlin et al., 2019); the pretraining data of appendix A.2; and appendix A.3, the
+# implementation details: span masking, and the pretraining hyper-parameters of Table 8.
 #
 # Lessons 1–3 built the model; untrained, it knows nothing about language. DeBERTa learns the way BERT does:
 # hide some of the words of a text and train the model to guess them from the rest. No labels are needed —
@@ -25,7 +26,8 @@
 #
 # In this lesson we
 # 1. mask real BBC News sentences with the **80/10/10 rule** and check its rates on a large batch,
-# 2. see **whole-word masking**,
+# 2. see **whole-word span masking** (the paper's span masking, after SpanBERT), ours and the official code's,
+#    and where in a row each one's masks fall,
 # 3. pretrain a tiny DeBERTa on BBC News, on a CPU in about two minutes, with a live loss curve,
 # 4. ask the model to fill in blanks **before and after** training, and measure held-out accuracy and perplexity.
 #
@@ -41,6 +43,7 @@ import torch
 from deberta_edu import DebertaForMaskedLM, exercises, mask_tokens, viz
 from deberta_edu.data.corpus import load_split
 from deberta_edu.facts import smoke
+from deberta_edu.figures import subplots
 from deberta_edu.lessons.plots import LivePlot, plot_training
 from deberta_edu.lessons.pretraining_view import (
     context,
@@ -65,7 +68,7 @@ torch.set_num_threads(1)  # a tiny model: 2 threads gain little, and stall when 
 # ## The objective
 #
 # Choose a random 15% of the tokens of a sequence $x$: the set $\mathcal{C}$. Corrupt the input at those places
-# to get $\tilde x$, and train the model to recover the originals:
+# to get $\tilde x$, and train the model to recover the originals (the paper's eq. (1), written as a loss):
 #
 # $$
 # \mathcal{L}_{MLM} = -\frac{1}{|\mathcal{C}|} \sum_{i \in \mathcal{C}} \log p_\theta(x_i \mid \tilde x)
@@ -170,14 +173,17 @@ title = f"{chosen.sum().item():,} chosen of {candidates.sum().item():,} held-out
 viz.plot_mask_rates(rates, expected, title)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
-# ## Whole-word masking
+# ## Whole-word span masking
 #
 # The tokenizer splits rare words into pieces: "expanding" is `▁expand` + `ing`. If only `ing` is hidden, the
-# visible `▁expand` gives it away, and the model learns little. **Whole-word masking** chooses whole words
-# (in runs of up to 3 words, as DeBERTa's data preparation does) and hides all of their pieces. A piece that
-# starts a word begins with "▁"; `tokenizer.word_start_mask()` marks those, and `mask_tokens` takes it as
-# `word_starts`. A word is what stands between two spaces, so punctuation belongs to the word before it:
-# "expected," is `▁expected` + `,`.
+# visible `▁expand` gives it away, and the model learns little. The paper "include[s] span masking (Joshi et al.,
+# 2020) as an additional masking strategy with the span size up to three" (appendix A.3): SpanBERT's idea of
+# hiding runs of whole words (SpanBERT itself draws longer runs, of a geometric length up to 10 words). In the
+# released code (`NGramMaskGenerator` in `DeBERTa/apps/tasks/mlm_task.py`) a run has n ≤ 3 words with
+# p(n) ∝ 1/n, and every piece of a chosen word is hidden. A piece that starts a word begins with "▁";
+# `tokenizer.word_start_mask()` marks those, and `mask_tokens` takes it as `word_starts`. A word is what stands
+# between two spaces, so punctuation belongs to the word before it: "expected," is `▁expected` + `,` (the
+# official code makes a lone punctuation piece a word of its own).
 
 # %%
 word_starts = tokenizer.word_start_mask()  # (V,) True for pieces that begin a word
@@ -211,9 +217,54 @@ assert partly > 0.05
 assert ww_partly == 0.0
 assert 0.12 < ww_rate <= 0.16
 
+# %% [markdown] slideshow={"slide_type": "subslide"}
+# ### Where the spans fall: ours and the official generator
+#
+# The two place their spans differently. Ours (`spans="random"`) draws span starts in a random order over the
+# whole row until 15% of its ordinary tokens are chosen. The official generator (`spans="official"`) walks the
+# row from left to right in windows of 6n words (6 = int(1 / 0.15)), marks one n-gram at a random place in each
+# window, then keeps the marked words *from the left* until round(0.15 × the row's length) tokens are chosen
+# (at most 80). One n-gram per 6n words marks about 1/6 of the words, more than the 15% budget, so what is
+# marked near the end of a row is dropped. Measured on every held-out row, and on rows of 512 tokens (the
+# length of the official pretraining script; four of our rows end to end): the share of ordinary tokens
+# chosen, by tenth of the row.
+
+# %%
+n_long = len(rows) // 4
+inner = rows[: n_long * 4, 1:-1].reshape(n_long, 4 * 126)[:, :510]  # four rows' pieces end to end
+long_rows = torch.cat([rows[:n_long, :1], inner, rows[:n_long, -1:]], 1)  # (N/4, 512): [CLS] ... [SEP]
+by_tenth = {}  # (masking, row length) -> (10,) share chosen in each tenth of the row
+for spans in ("random", "official"):
+    for length, batch in ((128, rows), (512, long_rows)):
+        _, span_labels = mask_tokens(batch, generator=torch.Generator().manual_seed(1), word_starts=word_starts,
+                                     spans=spans, **MASKING)
+        ordinary = ~torch.isin(batch, torch.tensor(tokenizer.special_ids))  # (N, L)
+        chosen_at = (span_labels != -100).double().sum(0) / ordinary.double().sum(0).clamp(min=1)  # (L,)
+        by_tenth[spans, length] = torch.stack([part.mean() for part in chosen_at[1:-1].chunk(10)])
+print(f"{'':18s}" + "".join(f"{t + 1:>6d}" for t in range(10)) + "   (tenth of the row)")
+for (spans, length), share in by_tenth.items():
+    print(f"{spans:>8s}, {length:3d} tok" + "".join(f"{v:6.1%}" for v in share.tolist()))
+for length in (128, 512):
+    ours, official = by_tenth["random", length], by_tenth["official", length]
+    assert (ours - 0.15).abs().max() < 0.02, f"ours should mask every tenth alike, got {ours.tolist()}"
+    assert official[-1] < 0.8 * official[:5].mean(), "the official generator masks the end of a row less"
+    assert official[:5].mean() > 0.155, "and a little more than 15% before it"
+assert by_tenth["official", 512][-1] < by_tenth["official", 128][-1]  # the longer the row, the more is dropped
+fig, ax = subplots(figsize=(6, 3))
+for (spans, length), share in by_tenth.items():
+    ax.plot(range(1, 11), share, "o-" if spans == "random" else "s--", label=f"{spans}, rows of {length}")
+ax.axhline(0.15, c="k", lw=0.8, ls=":")
+ax.set(xlabel="tenth of the row", ylabel="share of tokens chosen", ylim=(0, 0.2),
+       title="where whole-word span masks fall (held-out BBC rows)")
+ax.legend(fontsize=8)
+fig
+
 # %% [markdown]
-# Our pretraining masks per piece (`cfg.whole_word_masking` is False): a Python loop per row makes whole-word
-# masking slower, and at this size it matters little. Exercise 4 tries it.
+# The official generator's last tenth is masked clearly less often, and the longer the row the stronger the
+# effect; in the windows before it, slightly more than 15%. Ours has no favourite place. Our pretraining uses
+# whole-word span masking with our placement (`cfg.whole_word_masking` is True by default): the choice of
+# words is a small loop in plain Python per row, over random numbers drawn up front. What it costs is measured
+# after training below.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## The model, before training
@@ -254,9 +305,10 @@ assert max(g.probs[0] for g in before) < 0.01  # no opinions yet: about 1/8000 f
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Pretraining
 #
-# The recipe of the paper's Table 8, scaled down: AdamW (ε = 10⁻⁶, weight decay 0.01), the learning rate
-# warmed up linearly then decayed linearly to 0, gradients clipped at norm 1. Every step draws fresh masks for
-# a batch of rows; every `eval_every` steps the model is scored on the same masked held-out rows.
+# The recipe of the paper's Table 8, scaled down: AdamW (ε = 10⁻⁶, β = (0.9, 0.999), weight decay 0.01), the
+# learning rate warmed up linearly then decayed linearly to 0, gradients clipped at norm 1 (Table 8's dropout
+# of 0.1 we turn off: so short a run underfits). Every step draws fresh whole-word span masks for a batch of
+# rows; every `eval_every` steps the model is scored on the same masked held-out rows.
 #
 # The progress bar shows the loss, the speed and the last held-out loss; the plot under it redraws as
 # training runs. At full size this takes about two minutes on one CPU core.
@@ -280,6 +332,18 @@ start = time.perf_counter()
 result = train(cfg, train_data, val_data, tokenizer=tokenizer, out_dir=out_dir, callback=live)
 minutes = (time.perf_counter() - start) / 60
 print(f"{minutes:.1f} minutes, {result.tokens_per_s:,.0f} tokens/s; saved to {result.path}")
+
+# what the span masking cost: masking one training batch against one training step
+assert cfg.whole_word_masking
+batch_rows = rows[: cfg.batch_size]  # (batch_size, 128)
+start = time.perf_counter()
+for seed in range(10):
+    mask_tokens(batch_rows, generator=torch.Generator().manual_seed(seed), word_starts=word_starts, **MASKING)
+mask_s = (time.perf_counter() - start) / 10
+step_s = cfg.tokens_per_step / result.tokens_per_s
+print(f"span masking: {mask_s * 1e3:.1f} ms per batch of {cfg.batch_size} rows, {mask_s / step_s:.1%} of a "
+      f"training step ({step_s * 1e3:.0f} ms)")
+assert mask_s < 0.1 * step_s, "span masking should cost a small part of a step"
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## What it learned
@@ -354,8 +418,9 @@ viz.plot_fill_mask({"before training": before, "after training": after}, context
 # such as "the" and "of" come back at or near the top, while "Minister" after "Prime" is still far down the
 # list (though up from where it started). This is the first phase of every MLM pretraining; reading the
 # context well takes far more text and steps. Ours saw 0.8 million tokens. The paper's smallest setting, the
-# base models of its ablation study, trains for 1M steps of 256 sequences of 512 tokens (Table 8): about
-# 130 billion tokens, 160,000 times more.
+# last column of Table 8 (the base models of its ablation study), trains for 1M steps of 256 sequences; the paper
+# does not print their length, but at the 512 tokens of the released pretraining script that is about 130
+# billion tokens, 160,000 times more.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## The checkpoint
@@ -457,11 +522,11 @@ my_answers = {
 exercises.check_never_masked(my_answers, tokenizer)
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
-# **Exercise 4 (open).** Pretrain with whole-word masking:
-# `train(get_config("lesson4", whole_word_masking=True), train_data, val_data, tokenizer=tokenizer)`
-# (no `out_dir`, so the lesson's checkpoint stays as it is). Its held-out masks hide whole words too, so its
-# loss is not comparable with the run above; compare the fill-in-the-blank guesses instead. Which blanks get
-# easier, which harder?
+# **Exercise 4 (open).** Pretrain with per-piece masking, as BERT did:
+# `train(get_config("lesson4", whole_word_masking=False), train_data, val_data, tokenizer=tokenizer)`
+# (no `out_dir`, so the lesson's checkpoint stays as it is). Its held-out masks hide single pieces too, so its
+# loss is not comparable with the run above (why is it lower?); compare the fill-in-the-blank guesses instead.
+# Which blanks get easier, which harder?
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## What we built
@@ -469,7 +534,9 @@ exercises.check_never_masked(my_answers, tokenizer)
 # - The MLM objective: hide 15% of the tokens and predict them; of those, 80% are shown as `[MASK]`, 10% as a
 #   random token and 10% unchanged, so every visible token might be a target. Measured on 65,000 held-out
 #   tokens, the rates are what the rule says.
-# - Whole-word masking hides all the pieces of a word together, so no piece gives its word away.
+# - Whole-word span masking (appendix A.3, after SpanBERT) hides runs of up to 3 whole words, so no piece gives
+#   its word away. The official generator places its spans so that the end of a row is masked less; ours does
+#   not, and costs a small part of a training step.
 # - A tiny DeBERTa pretrained on BBC News for two minutes: the held-out loss falls from ln 8000 ≈ 9 (an even
 #   guess) to below a unigram model's; frequent words come back in its guesses, content words need far more
 #   training.

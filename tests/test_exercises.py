@@ -15,7 +15,7 @@ from deberta_edu import (
 )
 from deberta_edu.data import packing
 from deberta_edu.data.tokenizer import Tokenizer
-from deberta_edu.training.sift import AdversarialConfig, Adversary, perturb, symmetric_kl
+from deberta_edu.training.sift import AdversarialConfig, SiFT, symmetric_kl
 
 
 def not_yet(*args):
@@ -311,21 +311,20 @@ def test_symmetric_kl():
 
 
 def test_linf_step_reference_is_what_the_adversary_does():
-    """The checker's reference is the step of sift.Adversary.ascent_step (plain VAT: δ on the raw embeddings)."""
+    """The checker's reference is the step of sift.SiFT.ascent_step with step_eps=0 (no 1e-6 beside the norm)."""
     torch.manual_seed(0)
     embeddings = torch.nn.Module()
-    embeddings.word_embeddings = torch.nn.Embedding(20, 8)
+    embeddings.norm = torch.nn.LayerNorm(8)
     head = torch.nn.Linear(8, 3)
-    ids = torch.randint(0, 20, (2, 5))
-    adversary = Adversary(embeddings, AdversarialConfig(normalized=False, step_size=0.1))
+    x = torch.randn(2, 5, 8)
 
     def logits_fn():
-        return head(embeddings.word_embeddings(ids)).mean(1)  # (2, 3)
+        return head(embeddings.norm(x)).mean(1)  # (2, 3)
 
+    adversary = SiFT(embeddings, AdversarialConfig(step_size=0.1, step_eps=0.0))
     clean = logits_fn().detach()
-    delta0 = adversary.initial_delta((2, 5, 8), "cpu").requires_grad_(True)
-    with perturb(adversary.target, delta0):
-        (grad,) = torch.autograd.grad(symmetric_kl(logits_fn(), clean), [delta0])
+    delta0 = adversary.initial_delta((2, 5, 8), "cpu")
+    grad, _ = adversary.delta_grad(logits_fn, clean, delta0)
     delta1, _ = adversary.ascent_step(logits_fn, clean, delta0)
     assert torch.allclose((delta1 - delta0) / 0.1, exercises.linf_step(grad), atol=1e-5)
 

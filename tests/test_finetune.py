@@ -47,11 +47,13 @@ def test_finetune_learns_with_and_without_sift(tmp_path):
     torch.manual_seed(0)
     pretrained = DebertaForMaskedLM(make_config("tiny", vocab_size=64, max_relative_positions=32,
                                                 position_buckets=-1, max_position_embeddings=32))
-    for lam in (0.0, 1.0):
+    for lam, method in ((0.0, "sift"), (1.0, "sift"), (1.0, "vat")):
         cfg = FinetuneConfig(lr=1e-3, epochs=4, batch_size=32, progress=False,
-                             adversarial=AdversarialConfig(lam=lam))
-        result = finetune(pretrained, splits, tok, cfg, out_dir=tmp_path / str(lam))
-        assert result.test_accuracy > 0.9, (lam, result.test_accuracy)
-        assert (tmp_path / str(lam) / "classifier.safetensors").exists()
+                             adversarial=AdversarialConfig(lam=lam, method=method))
+        out = tmp_path / f"{method}-{lam}"
+        result = finetune(pretrained, splits, tok, cfg, out_dir=out)
+        assert result.test_accuracy > 0.9, (lam, method, result.test_accuracy)
+        assert (out / "classifier.safetensors").exists()
         if lam:
             assert "adv_loss" in result.history[-1]
+            assert ("step_linf_per_token" in result.history[-1]) == (method == "sift")

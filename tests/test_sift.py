@@ -1,23 +1,45 @@
-"""SiFT and VAT: the specification, checked."""
+"""SiFT and VAT: checked against a transcription of microsoft/DeBERTa's DeBERTa/sift/sift.py, and the claims.
+
+The transcription below was written for this test from reading the official file (PerturbationLayer,
+hook_sift_layer, AdversarialLearner.loss, symmetric_kl); only the random draw of δ₀ is injected, so that
+both sides start from the same noise.
+"""
 
 import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from deberta_edu import make_config
 from deberta_edu.data.sentiment import load_splits, parse
 from deberta_edu.model.classify import DebertaForSequenceClassification
-from deberta_edu.training.sift import AdversarialConfig, Adversary, perturb, symmetric_kl
+from deberta_edu.training.sift import (
+    VAT,
+    AdversarialConfig,
+    SiFT,
+    build_adversary,
+    clean_kl,
+    layer_norm0,
+    sift_symmetric_ce,
+    symmetric_kl,
+)
 
 V = 200
 
 
-def _model(seed=0, dropout=0.0):
+def _model(seed=0, dropout=0.0, variant="no_emd", embedding_std=None):
     torch.manual_seed(seed)
-    config = make_config("tiny", variant="no_emd", vocab_size=V, hidden_dropout_prob=dropout,
+    config = make_config("tiny", variant=variant, vocab_size=V, hidden_dropout_prob=dropout,
                          attention_probs_dropout_prob=dropout, max_relative_positions=64, position_buckets=-1)
-    return DebertaForSequenceClassification(config, num_labels=2)
+    model = DebertaForSequenceClassification(config, num_labels=2)
+    if embedding_std is not None:  # a trained table's size, so that LayerNorm's ε is negligible
+        with torch.no_grad():
+            model.deberta.embeddings.word_embeddings.weight.normal_(0, embedding_std)
+            model.deberta.embeddings.norm.weight.uniform_(0.5, 1.5)
+            model.deberta.embeddings.norm.bias.normal_(0, 0.1)
+    return model
 
 
 def _batch(seed=0):
@@ -27,95 +49,287 @@ def _batch(seed=0):
     return ids, torch.tensor([0, 1, 1, 0])
 
 
+# --- the official code, transcribed -----------------------------------------------------------------
+class OfficialPerturbationLayer(nn.Module):
+    def __init__(self, hidden_size, delta0, learning_rate=1e-4):
+        super().__init__()
+        self.learning_rate, self.delta0 = learning_rate, delta0
+        self.delta, self.adversarial_mode = None, False
+        self.LayerNorm = nn.LayerNorm(hidden_size, 1e-7, elementwise_affine=False)
+
+    def adversarial_(self, adversarial=True):
+        self.adversarial_mode = adversarial
+        if not adversarial:
+            self.delta = None
+
+    def forward(self, input):
+        if not self.adversarial_mode:
+            self.input = self.LayerNorm(input)
+            return self.input
+        if self.delta is None:
+            self.update_delta(requires_grad=True)
+        return self.perturbated_input
+
+    def update_delta(self, requires_grad=False):
+        if not self.adversarial_mode:
+            return True
+        if self.delta is None:
+            delta = self.delta0.clone()  # the official: clamp(normal_(0, σ), ±2σ)
+        else:
+            grad = self.delta.grad
+            self.delta.grad = None
+            delta = self.delta
+            norm = grad.norm()
+            if torch.isnan(norm) or torch.isinf(norm):
+                return False
+            with torch.no_grad():
+                delta = delta + self.learning_rate * grad / (1e-6 + grad.abs().max(-1, keepdim=True)[0])
+        self.delta = delta.float().detach().requires_grad_(requires_grad)
+        self.perturbated_input = (self.input.to(delta).detach() + self.delta).to(self.input)
+        return True
+
+
+def official_symmetric_kl(logits, target):
+    logprob_stu = F.log_softmax(logits.view(-1, logits.size(-1)).float(), -1)
+    logprob_tea = F.log_softmax(target.view(-1, target.size(-1)).float(), -1)
+    prob_tea, prob_stu = logprob_tea.exp().detach(), logprob_stu.exp().detach()
+    return (prob_tea * (-logprob_stu)).sum(-1) + (prob_stu * (-logprob_tea)).sum(-1)
+
+
+def official_adversarial_loss(model, adv, target, logits_fn):
+    params = list(model.parameters())
+    prev = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    adv.adversarial_(True)
+    pert_loss = official_symmetric_kl(logits_fn(), target.detach()).sum()
+    pert_loss.backward()
+    adv.update_delta(True)
+    for r, p in zip(prev, params, strict=True):
+        p.requires_grad_(r)
+    pert_loss = official_symmetric_kl(logits_fn(), target)
+    delta1 = adv.delta.detach().clone()
+    for r, p in zip(prev, params, strict=True):
+        p.requires_grad_(r)
+    adv.adversarial_(False)
+    return pert_loss.mean(), delta1
+
+
+def _official_step(model, ids, labels, delta0, lam, task=1.0):
+    adv = OfficialPerturbationLayer(model.config.hidden_size, delta0)
+    handle = model.deberta.embeddings.norm.register_forward_pre_hook(lambda m, inputs: adv(inputs[0]))
+    out = model(ids, labels=labels)
+    adv_loss, delta1 = official_adversarial_loss(model, adv, out.logits, lambda: model(ids).logits)
+    (task * out.loss + lam * adv_loss).backward()
+    handle.remove()
+    return adv_loss.detach(), delta1, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def _our_step(model, ids, labels, delta0, lam, task=1.0, **cfg):
+    sift = SiFT(model.deberta.embeddings, AdversarialConfig(lam=lam, **cfg))
+    out = model(ids, labels=labels)
+    adv, stats = sift.loss(lambda: model(ids).logits, out.logits, (*ids.shape, model.config.hidden_size),
+                           delta0=delta0)
+    (task * out.loss + adv).backward()
+    return torch.tensor(stats["adv_loss"]), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("variant", ["no_emd", "bert"])
+def test_sift_matches_the_official_code(variant):
+    """Same δ₀: the same adversarial loss and the same gradient on every parameter as the transcription."""
+    ids, labels = _batch()
+    model = _model(variant=variant, embedding_std=1.0)
+    delta0 = SiFT(model.deberta.embeddings, AdversarialConfig(),
+                  torch.Generator().manual_seed(3)).initial_delta((*ids.shape, 128), "cpu")
+    official_loss, official_delta1, official_grads = _official_step(copy.deepcopy(model), ids, labels, delta0, 5.0)
+    sift = SiFT(model.deberta.embeddings, AdversarialConfig())
+    clean = model(ids).logits
+    delta1, _ = sift.ascent_step(lambda: model(ids).logits, clean, delta0)
+    # the steps agree to 0.1% of η (the clean logits differ by LayerNorm's ε, see the test below)
+    torch.testing.assert_close(delta1 - delta0, official_delta1 - delta0, rtol=1e-3, atol=1e-3 * 1e-4)
+    our_loss, our_grads = _our_step(model, ids, labels, delta0, 5.0)
+    torch.testing.assert_close(our_loss, official_loss, rtol=1e-5, atol=1e-7)
+    for name, grad in official_grads.items():
+        torch.testing.assert_close(our_grads[name], grad, rtol=1e-4, atol=1e-7, msg=name)
+    embeddings = [n for n in our_grads if "word_embeddings" in n or "position_embeddings" in n]
+    assert embeddings, "the test should see the embedding tables"
+
+
+def test_kl_loss_is_not_the_official_one():
+    """The same check fails with loss="kl": the transcription really pins the official loss down."""
+    ids, labels = _batch()
+    model = _model(embedding_std=1.0)
+    delta0 = SiFT(model.deberta.embeddings, AdversarialConfig(),
+                  torch.Generator().manual_seed(4)).initial_delta((*ids.shape, 128), "cpu")
+    official_loss, _, official_grads = _official_step(copy.deepcopy(model), ids, labels, delta0, 5.0, task=0.0)
+    kl_loss, kl_grads = _our_step(model, ids, labels, delta0, 5.0, task=0.0, loss="kl")
+    assert not torch.allclose(kl_loss, official_loss, rtol=1e-3)
+    name = "classifier.weight"  # the adversarial loss's gradient alone
+    ratio = (kl_grads[name].norm() / official_grads[name].norm()).item()
+    assert ratio == pytest.approx(2.0, rel=0.05), f"KL + KL should pull twice as hard near p = q, got x{ratio:.3f}"
+
+
+def test_clean_forward_through_the_official_layernorm_differs_only_by_eps():
+    """The official hook also routes the clean pass through LN₀; LayerNorm(LN₀(x)) = LayerNorm(x) up to ε."""
+    emb = _model().deberta.embeddings  # a fresh table: entries ~0.02, variance 4e-4, so ε = 1e-7 shows
+    x = emb.word_embeddings(_batch()[0])
+    once, twice = emb.norm(x), emb.norm(layer_norm0(x))
+    gap = ((once - twice).abs().max() / once.abs().max()).item()
+    var = x.var(-1, unbiased=False).min().item()
+    assert gap < 1e-7 / var, f"relative gap {gap:.2e} should stay below ε / var = {1e-7 / var:.2e}"
+
+
+def test_the_adversarial_loss_reaches_no_embedding_table():
+    """n = LN₀(x) is detached: the adversarial loss trains the layers after it, never the word table."""
+    ids, _ = _batch()
+    model = _model(variant="bert")
+    sift = SiFT(model.deberta.embeddings, AdversarialConfig(lam=1.0), torch.Generator().manual_seed(0))
+    clean = model(ids).logits.detach()
+    adv, _ = sift.loss(lambda: model(ids).logits, clean, (*ids.shape, 128))
+    adv.backward()
+    emb = model.deberta.embeddings
+    assert emb.word_embeddings.weight.grad is None and emb.position_embeddings.weight.grad is None
+    assert emb.norm.weight.grad is not None and emb.norm.weight.grad.abs().sum() > 0
+
+
+def test_sift_perturbs_the_layer_normalized_input():
+    """With the hook, the embedding LayerNorm computes γ ⊙ LN(LN₀(x) + δ) + β."""
+    model = _model(embedding_std=1.0)
+    emb = model.deberta.embeddings
+    ids, _ = _batch()
+    delta = torch.randn(*ids.shape, 128, generator=torch.Generator().manual_seed(1)) * 0.1
+    seen = []
+    handle = emb.norm.register_forward_hook(lambda m, i, o: seen.append(o))
+    with SiFT(emb, AdversarialConfig()).perturbed(delta):
+        model(ids)
+    handle.remove()
+    x = emb.word_embeddings(ids)
+    expected = F.layer_norm(layer_norm0(x) + delta, (128,), emb.norm.weight, emb.norm.bias, eps=1e-7)
+    torch.testing.assert_close(seen[0], expected)
+
+
+def test_official_loss_value_and_gradient():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(8, 5, generator=g)
+    p = a.softmax(-1)
+    entropy = -(p * p.log()).sum(-1).mean()
+    # its value at p = q is both entropies, not 0
+    torch.testing.assert_close(sift_symmetric_ce(a, a), 2 * entropy)
+    assert symmetric_kl(a, a).item() == pytest.approx(0.0, abs=1e-7)
+    # near p = q its gradient (on the student's logits) is half that of KL + KL
+    b = (a + 1e-3 * torch.randn(8, 5, generator=g)).requires_grad_(True)
+    (g_official,) = torch.autograd.grad(sift_symmetric_ce(b, a), [b])
+    (g_kl,) = torch.autograd.grad(symmetric_kl(b, a), [b])
+    ratio = (g_official.norm() / g_kl.norm()).item()
+    assert ratio == pytest.approx(0.5, rel=0.01), ratio
+    # and it flows into the clean (teacher) logits too, with the opposite sign
+    a_ = a.clone().requires_grad_(True)
+    (g_teacher,) = torch.autograd.grad(sift_symmetric_ce(b.detach(), a_), [a_])
+    torch.testing.assert_close(g_teacher, -g_official, rtol=1e-3, atol=1e-9)
+
+
 def test_symmetric_kl_properties():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
     assert torch.isclose(symmetric_kl(a, b), symmetric_kl(b, a))
     assert symmetric_kl(a, b) > 0
-    assert symmetric_kl(a, a).item() == pytest.approx(0.0, abs=1e-7)
     assert symmetric_kl(a, a + 3.0).item() == pytest.approx(0.0, abs=1e-6), "logits up to a constant"
 
 
-def _train_step(model, ids, labels, lam, seed=0):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    adversary = Adversary(model.deberta.embeddings, AdversarialConfig(lam=lam),
-                          generator=torch.Generator().manual_seed(seed))
-    out = model(ids, labels=labels)
-    adv, _ = adversary.loss(lambda: model(ids).logits, out.logits, (*ids.shape, model.config.hidden_size))
-    (out.loss + adv).backward()
-    opt.step()
-    return model
-
-
-def test_lambda_zero_is_plain_fine_tuning():
+@pytest.mark.parametrize("method", ["sift", "vat"])
+def test_lambda_zero_is_plain_fine_tuning(method):
     ids, labels = _batch()
     a = _model(dropout=0.1)
     b = copy.deepcopy(a)
     torch.manual_seed(1)
-    _train_step(a, ids, labels, lam=0.0)
-    torch.manual_seed(1)  # plain fine-tuning step, same dropout draws
-    opt = torch.optim.AdamW(b.parameters(), lr=1e-3)
+    adversary = build_adversary(a.deberta.embeddings, AdversarialConfig(lam=0.0, method=method))
+    out = a(ids, labels=labels)
+    adv, _ = adversary.loss(lambda: a(ids).logits, out.logits, (*ids.shape, 128), torch.ones_like(ids))
+    (out.loss + adv).backward()
+    torch.manual_seed(1)  # plain fine-tuning, same dropout draws
     b(ids, labels=labels).loss.backward()
-    opt.step()
     for (n, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
-        assert torch.equal(p, q), n
+        assert (p.grad is None and q.grad is None) or torch.equal(p.grad, q.grad), n
 
 
-@pytest.mark.parametrize("normalized", [True, False], ids=["sift", "vat"])
-def test_ascent_increases_the_adversarial_loss_and_leaves_no_parameter_gradient(normalized):
-    model = _model()
+@pytest.mark.parametrize("step_eps", [1e-6, 0.0])
+def test_ascent_increases_the_loss_and_leaves_no_parameter_gradient(step_eps):
+    model = _model(embedding_std=1.0)
     ids, _ = _batch()
-    adversary = Adversary(model.deberta.embeddings, AdversarialConfig(normalized=normalized),
-                          generator=torch.Generator().manual_seed(0))
-    clean = model(ids).logits
-    shape = (*ids.shape, model.config.hidden_size)
-    delta0 = adversary.initial_delta(shape, "cpu")
-    delta1, loss0 = adversary.ascent_step(lambda: model(ids).logits, clean, delta0)
+    cfg = AdversarialConfig(step_size=1e-2, step_eps=step_eps)
+    sift = SiFT(model.deberta.embeddings, cfg, torch.Generator().manual_seed(0))
+    clean = model(ids).logits.detach()
+    delta0 = sift.initial_delta((*ids.shape, 128), "cpu")
+    delta1, loss0 = sift.ascent_step(lambda: model(ids).logits, clean, delta0)
     assert all(p.grad is None for p in model.parameters()), "the ascent step touched parameter gradients"
-    with torch.no_grad(), perturb(adversary.target, delta1, adversary.scale):
-        loss1 = symmetric_kl(model(ids).logits, clean)
-    assert loss1 > loss0, f"ascent did not increase the loss: {loss0.item():.3e} -> {loss1.item():.3e}"
+    # the divergence it climbs (the official value also holds the perturbed entropy, which may fall)
+    with torch.no_grad():
+        with sift.perturbed(delta0):
+            kl0 = symmetric_kl(model(ids).logits, clean)
+        with sift.perturbed(delta1):
+            kl1 = symmetric_kl(model(ids).logits, clean)
+    assert kl1 > kl0, f"ascent did not increase KL_sym: {kl0.item():.6e} -> {kl1.item():.6e} (loss0 {loss0:.4f})"
     # and the step beats a random step of the same per-token size
-    random_dir = torch.randn(shape, generator=torch.Generator().manual_seed(5))
-    random_dir = random_dir / random_dir.abs().amax(-1, keepdim=True)
-    with torch.no_grad(), perturb(adversary.target, delta0 + 1e-3 * random_dir, adversary.scale):
-        loss_random = symmetric_kl(model(ids).logits, clean)
-    assert loss1 > loss_random
+    size = (delta1 - delta0).abs().amax(-1, keepdim=True)
+    random_dir = torch.randn(delta0.shape, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad(), sift.perturbed(delta0 + size * random_dir / random_dir.abs().amax(-1, keepdim=True)):
+        kl_random = symmetric_kl(model(ids).logits, clean)
+    assert kl1 > kl_random
 
 
-def test_perturbation_statistics():
+def test_perturbation_statistics_and_the_official_step_size():
     model = _model()
-    adversary = Adversary(model.deberta.embeddings, AdversarialConfig(), generator=torch.Generator().manual_seed(0))
-    sigma = adversary.config.sigma
-    d0 = adversary.initial_delta((64, 32, 128), "cpu")
+    sift = SiFT(model.deberta.embeddings, AdversarialConfig(step_eps=0.0), torch.Generator().manual_seed(0))
+    sigma = sift.config.sigma
+    d0 = sift.initial_delta((64, 32, 128), "cpu")
     assert d0.abs().max() <= 2 * sigma
     # N(0, σ²) clamped to ±2σ has std σ·sqrt(E[min(z², 4)]) = 0.959σ
     assert d0.std().item() == pytest.approx(0.959 * sigma, rel=0.02)
     assert (d0.abs() == 2 * sigma).float().mean().item() == pytest.approx(0.0455, abs=0.003)
-    assert d0.mean().item() == pytest.approx(0.0, abs=1e-4)
     ids, _ = _batch()
-    clean = model(ids).logits
-    d0 = adversary.initial_delta((*ids.shape, 128), "cpu")
-    d1, _ = adversary.ascent_step(lambda: model(ids).logits, clean, d0)
+    clean = model(ids).logits.detach()
+    d0 = sift.initial_delta((*ids.shape, 128), "cpu")
+    d1, _ = sift.ascent_step(lambda: model(ids).logits, clean, d0)
     step = (d1 - d0).abs().amax(-1)  # per token: exactly η in L∞ over the hidden dimension
-    torch.testing.assert_close(step, torch.full_like(step, adversary.config.step_size), rtol=1e-3, atol=1e-7)
+    torch.testing.assert_close(step, torch.full_like(step, sift.config.step_size), rtol=1e-3, atol=1e-9)
+    # the official 1e-6 beside the norm: with a tiny gradient the step shrinks to η ‖g‖∞ / (1e-6 + ‖g‖∞)
+    official = SiFT(model.deberta.embeddings, AdversarialConfig())
+    grad, _ = official.delta_grad(lambda: model(ids).logits, clean, d0)
+    g_inf = grad.abs().amax(-1)
+    d1_official, _ = official.ascent_step(lambda: model(ids).logits, clean, d0)
+    expected = official.config.step_size * g_inf / (1e-6 + g_inf)
+    # (δ is float32, as the official: a step below its resolution near |δ₀| ~ 2σ, about 2e-9, is lost)
+    torch.testing.assert_close((d1_official - d0).abs().amax(-1), expected, rtol=1e-3, atol=2e-9)
 
 
-def test_sift_perturbs_the_normalized_embeddings():
-    """With γ = 2 the raw change is 2δ: the perturbation is measured in normalized units."""
-    model = _model()
-    emb = model.deberta.embeddings
-    with torch.no_grad():
-        emb.norm.weight.fill_(2.0)
+def test_vat_is_normalised_per_example():
+    """Miyato et al.: r_adv = ε g / ‖g‖₂ over each example's real tokens, in frequency-standardised units."""
+    model = _model(embedding_std=1.0)
     ids, _ = _batch()
-    seen = []  # the embeddings' output (B, L, D), clean then perturbed (dropout is off)
-    handle = emb.register_forward_hook(lambda m, i, o: seen.append(o[0]))
-    model(ids)
-    with perturb(emb.norm, torch.full((*ids.shape, 128), 0.01), emb.norm.weight):
-        model(ids)
-    handle.remove()
-    clean, perturbed = seen
-    torch.testing.assert_close(perturbed - clean, torch.full_like(clean, 0.02))
+    mask = torch.ones_like(ids)
+    mask[0, 10:] = 0  # padding is never perturbed
+    freq = torch.arange(V, dtype=torch.float)
+    vat = VAT(model.deberta.embeddings, AdversarialConfig(method="vat"), torch.Generator().manual_seed(0), freq)
+    clean = model(ids, mask).logits.detach()
+    r_adv, loss0 = vat.ascent_step(lambda: model(ids, mask).logits, clean, mask)
+    norms = r_adv.flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.full_like(norms, vat.config.vat_epsilon))
+    assert r_adv[0, 10:].abs().max() == 0
+    W, f = model.deberta.embeddings.word_embeddings.weight.detach(), freq / freq.sum()
+    var = (f[:, None] * (W - (f[:, None] * W).sum(0)) ** 2).sum(0)
+    torch.testing.assert_close(vat.scale(), (var + 1e-6).sqrt())
+    with torch.no_grad(), vat.perturbed(r_adv):
+        loss1 = clean_kl(model(ids, mask).logits, clean)
+    assert loss1 > loss0
+    with pytest.raises(ValueError, match="attention mask"):
+        vat.loss(lambda: model(ids).logits, clean)
+
+
+@pytest.mark.parametrize("kw,match", [(dict(method="fgsm"), "method"), (dict(loss="mse"), "loss"),
+                                      (dict(step_eps=-1.0), ">= 0")])
+def test_bad_config(kw, match):
+    with pytest.raises(ValueError, match=match):
+        AdversarialConfig(**kw)
 
 
 def test_parse_drops_neutral_and_header():
@@ -129,8 +343,9 @@ def test_sentiment_splits_fixed_and_disjoint():
     except FileNotFoundError as e:
         pytest.skip(str(e))
     sizes = {k: len(v) for k, v in splits.items()}
-    assert sum(sizes.values()) > 10000
+    assert sizes == {"train": 8454, "dev": 1057, "test": 1057}, "lesson 5 quotes these sizes"
     again = load_splits()
     assert [e.text for e in again["test"][:20]] == [e.text for e in splits["test"][:20]]
+    assert not {e.text for e in splits["test"]} & {e.text for e in splits["train"]}
     pos = sum(e.label for e in splits["train"]) / sizes["train"]
     assert 0.3 < pos < 0.7

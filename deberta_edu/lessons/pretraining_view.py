@@ -60,7 +60,9 @@ def partly_hidden(
     token counts as a word of its own.
     """
     specials = torch.isin(rows, torch.tensor(special_ids))
-    words = (word_starts[rows] | specials).long().cumsum(-1)  # (N, L) word number within each row
+    after_special = torch.zeros_like(specials)
+    after_special[:, 1:] = specials[:, :-1]  # a piece after [CLS] starts a word even without "▁" (a row cut mid-word)
+    words = (word_starts[rows] | specials | after_special).long().cumsum(-1)  # (N, L) word number within each row
     words = words + torch.arange(len(rows))[:, None] * (rows.size(1) + 1)  # unique across rows
     chosen = labels != IGNORE
     pieces_per_word = torch.bincount(words.flatten())

@@ -31,7 +31,7 @@ from .engine import (
     set_lr,
     warmup_linear,
 )
-from .sift import AdversarialConfig, Adversary
+from .sift import VAT, AdversarialConfig, SiFT, build_adversary
 from .state import JsonlLogger
 
 
@@ -116,15 +116,15 @@ def training_batches(rows: list[list[int]], labels: torch.Tensor, cfg: FinetuneC
         yield step, classification_batch([rows[i] for i in idx], labels[idx])
 
 
-def sift_loss(cfg: FinetuneConfig, adversary: Adversary, hidden_size: int, stats: dict):
-    """loss_fn(model, batch): cross-entropy + λ x SiFT's adversarial loss (its numbers go to ``stats``)."""
+def sift_loss(cfg: FinetuneConfig, adversary: SiFT | VAT, hidden_size: int, stats: dict):
+    """loss_fn(model, batch): cross-entropy + λ x the adversarial loss (its numbers go to ``stats``)."""
 
     def loss_fn(model, batch: Batch) -> torch.Tensor:
         ids, mask = batch.input_ids, batch.attention_mask
         out = model(ids, mask, labels=batch.labels)
         if cfg.adversarial.lam == 0:
             return out.loss
-        adv, s = adversary.loss(lambda: model(ids, mask).logits, out.logits, (*ids.shape, hidden_size))
+        adv, s = adversary.loss(lambda: model(ids, mask).logits, out.logits, (*ids.shape, hidden_size), mask)
         stats.update(s)
         return out.loss + adv
 
@@ -154,7 +154,11 @@ def finetune(
     warmup = int(cfg.warmup_fraction * total)
     optimizer = build_optimizer(model, cfg.lr, weight_decay=cfg.weight_decay)
     precision = Precision(cfg.precision, device)
-    adversary = Adversary(model.deberta.embeddings, cfg.adversarial, generator=generator(cfg.seed, "sift"))
+    frequencies = None
+    if cfg.adversarial.method == "vat":  # Miyato et al. weight the embedding statistics by word counts
+        frequencies = torch.bincount(torch.tensor([i for r in train_rows for i in r]),
+                                     minlength=model.config.vocab_size).float()
+    adversary = build_adversary(model.deberta.embeddings, cfg.adversarial, generator(cfg.seed, "sift"), frequencies)
     stats: dict = {}  # the adversarial loss's numbers of the last step
     loss_fn = sift_loss(cfg, adversary, model.config.hidden_size, stats)
     log = JsonlLogger(Path(out_dir) / LOG_FILE if out_dir else None)
@@ -185,17 +189,23 @@ def save_classifier(model: DebertaForSequenceClassification, cfg: FinetuneConfig
     return save_tensors(model.state_dict(), Path(out_dir) / "classifier.safetensors", meta)
 
 
-def compare(pretrained, splits, tokenizer, lams=(0.0, 1.0), seeds=(0, 1, 2), **cfg_changes) -> dict:
-    """Fine-tune with each λ and seed; {λ: {"test": [acc per seed], "dev": [...], "mean", "std"}}."""
+def compare(pretrained, splits, tokenizer, lams=(0.0, 1.0), seeds=(0, 1, 2), adversarial: dict | None = None,
+            **cfg_changes) -> dict:
+    """Fine-tune with each λ and seed; {λ: {"test": [acc per seed], "dev": [...], "mean", "std", "adv_loss"}}.
+
+    ``adversarial``: AdversarialConfig fields other than λ (default: SiFT with the official settings).
+    """
     table = {}
     for lam in lams:
         runs = []
         for seed in seeds:
-            cfg = FinetuneConfig(seed=seed, adversarial=AdversarialConfig(lam=lam), **cfg_changes)
+            adv = AdversarialConfig(**{**(adversarial or {}), "lam": lam})
+            cfg = FinetuneConfig(seed=seed, adversarial=adv, **cfg_changes)
             runs.append(finetune(pretrained, splits, tokenizer, cfg))
         tests = [r.test_accuracy for r in runs]
         table[lam] = {"test": tests, "dev": [r.dev_accuracy for r in runs], "mean": statistics.mean(tests),
-                      "std": statistics.stdev(tests) if len(tests) > 1 else 0.0}
+                      "std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+                      "adv_loss": [r.history[-1].get("adv_loss") for r in runs]}  # last step's, None if λ = 0
     return table
 
 
@@ -216,6 +226,8 @@ def main(argv=None):
     p.add_argument("--lams", type=float, nargs="+", default=[0.0, 1.0])
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--step-eps", type=float, default=AdversarialConfig.step_eps,
+                   help="SiFT's ascent step is η g / (step_eps + ‖g‖∞); the official 1e-6 by default, 0 = none")
     p.add_argument("--out", default="results/sift/results.json")
     p.add_argument("--encoder", help="folder of a pretrained model (default: lesson 4's checkpoint)")
     args = p.parse_args(argv)
@@ -226,12 +238,14 @@ def main(argv=None):
                  "`python -m deberta_edu.pretrain --config lesson4`, or pass --encoder FOLDER.")
     pretrained, tokenizer = load_pretrained(folder), load_tokenizer(folder / TOKENIZER_FILE)
     origin = describe_checkpoint(folder)
+    adversarial = {"step_eps": args.step_eps}
     table = compare(pretrained, load_splits(), tokenizer, lams=tuple(args.lams), seeds=tuple(args.seeds),
-                    epochs=args.epochs, lr=args.lr, batch_size=32, max_length=64)
+                    adversarial=adversarial, epochs=args.epochs, lr=args.lr, batch_size=32, max_length=64)
     command = "python -m deberta_edu.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {"command": command,
               "encoder": origin, "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
               "wall_time_s": round(time.time() - start, 1), "seeds": args.seeds,
+              "adversarial": {k: v for k, v in asdict(AdversarialConfig(**adversarial)).items() if k != "lam"},
               "test_accuracy": {f"lambda={lam}": row for lam, row in table.items()}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -132,7 +132,8 @@ def check_symmetric_kl(fn) -> CheckResult:
 def linf_step(grad: torch.Tensor) -> torch.Tensor:
     """SiFT's ascent direction: each token's gradient divided by its L∞ norm over the hidden dimension.
 
-    As in ``sift.Adversary.ascent_step``: a token whose gradient is exactly 0 (padding) keeps a zero step.
+    As ``sift.SiFT.ascent_step`` with ``step_eps=0``: a token whose gradient is exactly 0 (padding) keeps a
+    zero step. (The official code divides by 1e-6 + the norm instead, lesson 5 shows what that changes.)
     """
     return grad / grad.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
 
