@@ -109,6 +109,22 @@ def test_explorer_clicks_redraw_without_errors(browser, page):
             f.write(base64.b64decode(wd.cmd("GET", "/screenshot")))
 
 
+@needs_browser
+def test_an_html_comment_opener_in_the_data_does_not_blank_the_page(browser, tmp_path):
+    """'<!--' and later '<script' in the tokens, title or note used to keep the parser from closing the data."""
+    torch.manual_seed(0)
+    model = DebertaModel(make_config("tiny", vocab_size=40, position_buckets=-1, max_relative_positions=4)).eval()
+    tokens = ["[CLS]", "<!--", "<script>", "x", "</script>", "[SEP]"]
+    page = save_explorer(tmp_path / "comment.html", model, torch.randint(5, 40, (len(tokens),)), tokens,
+                         title="<!-- a <script> title", note="note <!-- <script>")
+    wd = browser
+    wd.cmd("POST", "/url", {"url": page.as_uri()})
+    assert wd.js("return window.__errors;") == [], "JavaScript errors while loading the page"
+    assert wd.js("return document.getElementById('title').textContent;") == "<!-- a <script> title"
+    assert wd.js("return document.querySelectorAll('#heads .thumb').length;") == 2, "the page stayed blank"
+    assert wd.js("return JSON.parse(document.getElementById('explorer-data').textContent).tokens;") == tokens
+
+
 # --- without a browser: the page as text, and the model it is made from ------------------------------
 def _tiny_model(vocab_size=40):
     torch.manual_seed(0)

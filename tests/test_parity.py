@@ -122,10 +122,14 @@ def test_from_directory_with_official_head_turns_emd_on(tmp_path):
         assert torch.equal(again(ids, mask).logits, ours(ids, mask).logits)
 
 
-def test_from_hf_rejects_other_heads():
+def test_from_hf_of_another_head_gives_the_encoder_and_says_so():
     hf = transformers.DebertaV2ForSequenceClassification(DebertaV2Config(**V2))
-    with pytest.raises(ValueError, match="DebertaV2ForSequenceClassification"):
-        de.from_hf(hf)
+    with pytest.warns(UserWarning, match="DebertaV2ForSequenceClassification has no MLM head: loaded its encoder"):
+        ours = de.from_hf(hf)
+    assert type(ours) is de.DebertaModel
+    with pytest.raises(ValueError, match="not a DeBERTa"):
+        de.from_hf(transformers.BertModel(transformers.BertConfig(num_hidden_layers=1, hidden_size=32,
+                                                                  num_attention_heads=2, intermediate_size=64)))
 
 
 def test_from_hf_rejects_missing_directory(tmp_path):

@@ -34,13 +34,13 @@ from tqdm.auto import tqdm
 
 from deberta_edu.facts import DATA_ENV, data_root
 
+from . import files
 from .large_corpus import LARGE_PARTS
 from .large_corpus import build_large as _build_large
-from .text import LICENSES, clean_documents, decode_bytes, read_documents, write_documents
+from .text import LICENSES, MIN_CHARS, clean_documents, decode_bytes, read_documents, write_documents
 
 SOURCES = ("bbc", "large")
 LOCAL_SUFFIXES = (".txt", ".md")
-
 
 
 def fetch_command(source: str) -> str:
@@ -118,7 +118,15 @@ def load_documents(source: str | Path = "bbc") -> list[str]:
             f"existing file or folder. Fetch a named source with `{fetch_command('bbc')}`, "
             "or pass the path of your own .txt/.md files."
         )
-    return clean_documents(docs)
+    docs = clean_documents(docs)
+    if not docs:
+        again = f"Fetch it again with `{fetch_command(str(source))}`." if str(source) in SOURCES else (
+            "Give a file with some text in it.")
+        raise ValueError(
+            f"{source} gives 0 documents: none is at least {MIN_CHARS} characters long after cleaning "
+            f"(a document is a block of lines; blank lines separate documents). {again}"
+        )
+    return docs
 
 
 def corpus_name(source: str | Path) -> str:
@@ -148,7 +156,7 @@ def prepare(source: str | Path = "bbc", out: str | Path | None = None, val_fract
         "val_documents": len(val),
         "val_characters": sum(map(len, val)),
     }
-    (out / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    files.write_text(out / "info.json", json.dumps(info, indent=2) + "\n")  # last: it marks the split complete
     return out
 
 
@@ -193,16 +201,17 @@ def load_split(source: str | Path = "bbc", val_fraction: float = 0.05) -> tuple[
     source = str(source)
     folder = data_root() / source
     info = folder / "info.json"
-    inputs = (
-        (data_root() / "bbc" / "raw").rglob("*.txt") if source == "bbc" else (folder / "text").glob("*.txt")
-    )
-    if (
-        not info.exists()
-        or json.loads(info.read_text()).get("val_fraction") != val_fraction
-        or max((p.stat().st_mtime for p in inputs), default=0) > info.stat().st_mtime
-    ):
-        prepare(source, folder, val_fraction)
-    return read_documents(folder / "train.txt"), read_documents(folder / "val.txt")
+    with files.locked(files.lock_file(folder), f"the {source} split"):  # two builds at once prepare it once
+        inputs = (
+            (data_root() / "bbc" / "raw").rglob("*.txt") if source == "bbc" else (folder / "text").glob("*.txt")
+        )
+        if (
+            not info.exists()
+            or json.loads(info.read_text()).get("val_fraction") != val_fraction
+            or max((p.stat().st_mtime for p in inputs), default=0) > info.stat().st_mtime
+        ):
+            prepare(source, folder, val_fraction)
+        return read_documents(folder / "train.txt"), read_documents(folder / "val.txt")
 
 
 # ----------------------------------------------------------------------------- bbc
@@ -226,9 +235,8 @@ def fetch_bbc() -> Path:
     raw = data_root() / "bbc" / "raw"
     for path in tqdm(files, desc="bbc articles"):
         dest = raw / path.parent.name / path.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(decode_bytes(path.read_bytes()), encoding="utf-8")
-    (data_root() / "bbc" / "LICENSE.txt").write_text(LICENSES["bbc"] + "\n")
+        files.write_text(dest, decode_bytes(path.read_bytes()))
+    files.write_text(data_root() / "bbc" / "LICENSE.txt", LICENSES["bbc"] + "\n")
     print(f"bbc: {len(files)} articles in {raw}")
     return raw
 
@@ -295,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"wrote {out / 'train.txt'} and {out / 'val.txt'}")
         else:
             print(json.dumps(info(args.source, args.val_fraction), indent=2))
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # OSError: a file that cannot be read or written, named in err
         sys.exit(f"error: {err}")
 
 

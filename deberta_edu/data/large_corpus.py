@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 
 from deberta_edu.facts import data_root
 
+from . import files
 from .text import LICENSES, clean_documents, decode_bytes, write_documents
 
 # ----------------------------------------------------------------------------- extractors
@@ -272,6 +272,12 @@ def _unpack_part(part: Part, downloads: Path, root: Path) -> dict[str, Path]:
 def build_large(parts: Iterable[str] | None = None, keep_going: bool = True) -> Path:
     """Gather the large corpus into <data>/large/text/<part>.txt; a failing part is reported and skipped."""
     large = data_root() / "large"
+    with files.locked(files.lock_file(large), "the large corpus"):  # one builder at a time
+        return _gather(large, parts, keep_going)
+
+
+def _gather(large: Path, parts: Iterable[str] | None, keep_going: bool) -> Path:
+    """The build itself, run under the lock of build_large."""
     downloads, text_dir, license_dir = large / "downloads", large / "text", large / "licenses"
     for folder in (downloads, text_dir, license_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -289,7 +295,7 @@ def build_large(parts: Iterable[str] | None = None, keep_going: bool = True) -> 
                 unpacked = _unpack_part(part, downloads, Path(tmp))
                 for package, lic in unpacked.items():
                     if lic.is_file():
-                        shutil.copy(lic, license_dir / f"{package.lstrip('@').replace('/', '-')}.txt")
+                        files.copy(lic, license_dir / f"{package.lstrip('@').replace('/', '-')}.txt")
                 docs = clean_documents(part.extract(Path(tmp)))
             if not docs:
                 raise RuntimeError("no documents extracted")
@@ -312,7 +318,7 @@ def build_large(parts: Iterable[str] | None = None, keep_going: bool = True) -> 
             tqdm.write(f"  {part.name:16s} SKIPPED: {err}")
             if part.registry == "apt":
                 tqdm.write("    (if apt cannot find a package, run `apt-get update` once and try again)")
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    files.write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     size = sum(p.stat().st_size for p in text_dir.glob("*.txt"))
     ok = sum(entry["status"] == "ok" for entry in manifest.values())
     print(

@@ -17,12 +17,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
-import shutil
 import sys
-import tarfile
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,9 +27,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from deberta_edu.data import corpus
+from deberta_edu.data import corpus, files
 
-from .tokenizer import Tokenizer, train_tokenizer
+from .shards import export_shard, import_shard
+from .tokenizer import Tokenizer, check_vocab_size, train_tokenizer
 
 ENCODE_BATCH = 256  # documents per call into SentencePiece
 
@@ -55,11 +52,7 @@ def pack(
     Writes ``out_path`` (.npy, shape (rows, max_seq_length)) and a JSON sidecar beside it. The last
     incomplete row's tokens (fewer than max_seq_length - 2) are dropped so that every row is full.
     """
-    if max_seq_length < 3:
-        raise ValueError(
-            f"max_seq_length must be at least 3 ([CLS], one token, [SEP]), got {max_seq_length}. "
-            "DeBERTa pretrains with 512; the course uses 128."
-        )
+    check_max_seq_length(max_seq_length)
     out_path = Path(out_path)
     if out_path.suffix != ".npy":
         out_path = out_path.with_name(out_path.name + ".npy")
@@ -85,8 +78,7 @@ def pack(
     packed[:, 0] = tokenizer.cls_id
     packed[:, 1:-1] = stream[: rows * content].reshape(rows, content)  # (rows, L - 2)
     packed[:, -1] = tokenizer.sep_id
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out_path, packed)
+    files.save_npy(out_path, packed)  # temp file + rename: never seen half-written
     meta = {
         "source": source,
         "rows": rows,
@@ -98,8 +90,16 @@ def pack(
         "dropped_tail_tokens": int(len(stream) - rows * content),
         "tokenizer_sha256": tokenizer.sha256,
     }
-    out_path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    files.write_text(out_path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
     return out_path
+
+
+def check_max_seq_length(max_seq_length) -> None:
+    if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 3:
+        raise ValueError(
+            f"max_seq_length must be at least 3 ([CLS], one token, [SEP]), got {max_seq_length!r}. "
+            "DeBERTa pretrains with 512; the course uses 128."
+        )
 
 
 class PackedDataset(Dataset):
@@ -142,6 +142,7 @@ def dataset_dir(source: str | Path, vocab_size: int, max_seq_length: int) -> Pat
 
 
 def _is_complete(folder: Path, max_seq_length: int) -> bool:
+    """tokenizer.model, and train/val arrays whose sidecars name it and whose headers match the sidecars."""
     model = folder / "tokenizer.model"
     if not model.exists():
         return False
@@ -150,8 +151,13 @@ def _is_complete(folder: Path, max_seq_length: int) -> bool:
         sidecar = folder / f"{split}.json"
         if not (folder / f"{split}.npy").exists() or not sidecar.exists():
             return False
-        meta = json.loads(sidecar.read_text())
-        if meta["tokenizer_sha256"] != model_sha or meta["max_seq_length"] != max_seq_length:
+        try:
+            meta = json.loads(sidecar.read_text())
+            rows = np.load(folder / f"{split}.npy", mmap_mode="r")  # reads the header only
+            if meta["tokenizer_sha256"] != model_sha or meta["max_seq_length"] != max_seq_length or (
+                    rows.shape != (meta["rows"], max_seq_length) or rows.dtype.name != meta["dtype"]):
+                return False
+        except (ValueError, KeyError, TypeError, OSError):  # a damaged sidecar or array: build again
             return False
     return True
 
@@ -165,15 +171,19 @@ def build_dataset(
     sidecars and a copy of tokenizer.model. A complete folder is used as it is, even without the
     corpus (an imported shard on an offline machine); pass rebuild=True after changing the corpus.
     """
+    check_vocab_size(vocab_size)
+    check_max_seq_length(max_seq_length)
     folder = dataset_dir(source, vocab_size, max_seq_length)
-    if rebuild or not _is_complete(folder, max_seq_length):
-        train_docs, val_docs = corpus.load_split(source)
-        base = corpus.unweighted(source)  # the tokenizer of 'bbc*8+large' is the one of 'bbc+large'
-        tokenizer = train_tokenizer(base, vocab_size, train_docs=train_docs if base == source else None)
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy(tokenizer.path, folder / "tokenizer.model")
-        for split, docs in (("train", train_docs), ("val", val_docs)):
-            pack(docs, tokenizer, max_seq_length, folder / f"{split}.npy", source=corpus.corpus_name(source))
+    # One builder per folder: a second process waits, then finds the folder complete and reuses it.
+    with files.locked(files.lock_file(folder), f"the dataset {folder.name}"):
+        if rebuild or not _is_complete(folder, max_seq_length):
+            files.remove_stale_temps(folder)  # left by a killed build; we hold the lock, so no one is writing
+            train_docs, val_docs = corpus.load_split(source)
+            base = corpus.unweighted(source)  # the tokenizer of 'bbc*8+large' is the one of 'bbc+large'
+            tokenizer = train_tokenizer(base, vocab_size, train_docs=train_docs if base == source else None)
+            files.copy(tokenizer.path, folder / "tokenizer.model")
+            for split, docs in (("train", train_docs), ("val", val_docs)):
+                pack(docs, tokenizer, max_seq_length, folder / f"{split}.npy", source=corpus.corpus_name(source))
     return folder / "train.npy", folder / "val.npy", Tokenizer(folder / "tokenizer.model")
 
 
@@ -183,82 +193,11 @@ def pack_validation(source: str | Path, tokenizer: Tokenizer, max_seq_length: in
     A model trained on 'bbc*8+large' is scored on BBC's own held-out documents: ``val-bbc.npy``.
     """
     path = Path(folder) / f"val-{corpus.corpus_name(source)}.npy"
-    if not (path.exists() and path.with_suffix(".json").exists()):
-        _, val_docs = corpus.load_split(source)
-        pack(val_docs, tokenizer, max_seq_length, path, source=corpus.corpus_name(source))
+    with files.locked(files.lock_file(Path(folder)), f"the dataset {Path(folder).name}"):
+        if not (path.exists() and path.with_suffix(".json").exists()):
+            _, val_docs = corpus.load_split(source)
+            pack(val_docs, tokenizer, max_seq_length, path, source=corpus.corpus_name(source))
     return path
-
-
-# ----------------------------------------------------------------------------- shards
-
-
-def _arcname(path: Path) -> str:
-    """Inside the archive, files keep their place under the data root, so an import restores the cache."""
-    try:
-        return path.resolve().relative_to(corpus.data_root().resolve()).as_posix()
-    except ValueError:
-        return path.name
-
-
-def export_shard(paths: Iterable[str | Path], out_file: str | Path) -> Path:
-    """Write files (or folders) into one .tar.xz with a manifest of SHA-256 sums.
-
-    A packed .npy brings its JSON sidecar along. Used to carry data to a machine without network.
-    """
-    files: list[Path] = []
-    for p in map(Path, paths):
-        found = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-        if not found or not all(f.is_file() for f in found):
-            raise FileNotFoundError(f"Nothing to export at {p}: expected a file or a folder of files.")
-        for f in found:
-            files.append(f)
-            if f.suffix == ".npy" and f.with_suffix(".json").exists():
-                files.append(f.with_suffix(".json"))
-    names: dict[str, Path] = {}
-    for f in files:
-        if names.setdefault(_arcname(f), f).resolve() != f.resolve():
-            raise ValueError(
-                f"Two files would share the name {_arcname(f)!r} in the archive: "
-                f"{names[_arcname(f)]} and {f}. Export them in separate archives."
-            )
-    manifest = {name: hashlib.sha256(f.read_bytes()).hexdigest() for name, f in names.items()}
-
-    out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    with tarfile.open(out_file, "w:xz", preset=6) as tar:
-        body = json.dumps(manifest, indent=2).encode()
-        info = tarfile.TarInfo("MANIFEST.json")
-        info.size = len(body)
-        tar.addfile(info, io.BytesIO(body))
-        for name, f in tqdm(names.items(), desc="compressing", unit="file"):
-            tar.add(f, arcname=name)
-    size = out_file.stat().st_size
-    raw = sum(f.stat().st_size for f in names.values())
-    print(
-        f"{out_file}: {len(names)} files, {raw / 1e6:.1f} MB -> {size / 1e6:.1f} MB "
-        f"in {time.time() - start:.0f} s"
-    )
-    return out_file
-
-
-def import_shard(file: str | Path, dest: str | Path | None = None) -> list[Path]:
-    """Unpack an export_shard archive into dest (default: the data root) and check every checksum."""
-    dest = Path(dest) if dest is not None else corpus.data_root()
-    with tarfile.open(file, "r:xz") as tar:
-        manifest = json.loads(tar.extractfile("MANIFEST.json").read())
-        members = [m for m in tar.getmembers() if m.name != "MANIFEST.json"]
-        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12
-        tar.extractall(dest, members=members, **safe)
-    restored = []
-    for name, sha in manifest.items():
-        path = dest / name
-        if hashlib.sha256(path.read_bytes()).hexdigest() != sha:
-            raise ValueError(
-                f"{path} does not match its checksum in {file}: the archive is damaged; copy it again."
-            )
-        restored.append(path)
-    return restored
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -291,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             for path in import_shard(args.file, args.dest):
                 print(path)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # OSError: a file that cannot be read or written, named in err
         sys.exit(f"error: {err}")
 
 

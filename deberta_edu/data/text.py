@@ -12,6 +12,8 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
+from .files import atomic_write
+
 MIN_CHARS = 20  # documents shorter than a short sentence carry no context for MLM
 
 LICENSES: dict[str, str] = {
@@ -80,16 +82,45 @@ def clean_documents(docs: Iterable[str], min_chars: int = MIN_CHARS) -> list[str
 
 
 def read_documents(path: Path) -> list[str]:
-    """Documents of one file in this project's format: blocks separated by blank lines."""
-    text = decode_bytes(path.read_bytes()).replace("\r\n", "\n")
+    """Documents of one file in this project's format: blocks separated by blank lines.
+
+    A file that is not text (an archive, an image, a model) raises a ValueError instead of becoming
+    documents of noise that a tokenizer would then learn.
+    """
+    raw = path.read_bytes()
+    check_text(raw, path)
+    text = decode_bytes(raw).replace("\r\n", "\n")
     return [block for block in re.split(r"\n[^\S\n]*\n", text) if block.strip()]
 
 
+BINARY_SAMPLE = 1 << 16  # bytes looked at
+MAX_CONTROL_SHARE = 0.05  # text has almost no control characters; binary data has many
+
+
+def check_text(raw: bytes, path: Path | str) -> None:
+    """ValueError if ``raw`` looks binary: a NUL byte, or many control or undecodable characters."""
+    sample = raw[:BINARY_SAMPLE]
+    if not sample:
+        return
+    try:
+        chars = sample.decode("utf-8")
+    except UnicodeDecodeError as err:  # the sample may end inside a character: decode up to it
+        cut = len(raw) > BINARY_SAMPLE and err.start >= len(sample) - 3
+        chars = sample[: err.start].decode("utf-8") if cut else decode_bytes(sample)
+    bad = len(_CONTROL.findall(chars)) + chars.count("\ufffd") + len(sample) * (b"\x00" in sample)
+    if bad > MAX_CONTROL_SHARE * len(chars):
+        raise ValueError(
+            f"{path} does not look like text: {min(bad / max(len(chars), 1), 1):.0%} of its first "
+            f"{len(sample):,} bytes are NUL, control or undecodable characters (text has under "
+            f"{MAX_CONTROL_SHARE:.0%}). Give a UTF-8 .txt or .md file, documents separated by blank lines."
+        )
+
+
 def write_documents(docs: Iterable[str], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    """One document per block, blocks separated by a blank line; written atomically (temp file + rename)."""
+    with atomic_write(path) as f:
         for doc in docs:
-            f.write(doc + "\n\n")
+            f.write((doc + "\n\n").encode("utf-8"))
 
 
 def decode_bytes(raw: bytes) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 
-from deberta_edu.data import corpus
+from deberta_edu.data import corpus, files
 
 SPECIAL_PIECES = ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")
 WORD_START = "▁"  # U+2581, SentencePiece's mark for "a space came before this piece"
@@ -121,6 +121,17 @@ def training_lines(docs: Iterable[str], max_chars: int = 2000) -> Iterator[str]:
                 yield chunk
 
 
+MIN_VOCAB = len(SPECIAL_PIECES) + 256 + 1  # the specials, the 256 byte pieces, and at least one learned piece
+
+
+def check_vocab_size(vocab_size) -> None:
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB:
+        raise ValueError(
+            f"vocab_size must be a whole number >= {MIN_VOCAB} ({len(SPECIAL_PIECES)} special pieces, 256 byte "
+            f"pieces and at least one learned piece), got {vocab_size!r}; the course uses 8000"
+        )
+
+
 def train_tokenizer(
     source: str | Path = "bbc", vocab_size: int = 8000, val_fraction: float = 0.05,
     train_docs: list[str] | None = None,
@@ -128,21 +139,34 @@ def train_tokenizer(
     """Train (or load from the cache) a unigram tokenizer on the training split of a corpus.
 
     ``train_docs``: that split, when the caller has already loaded it (packing does), so it is read once.
+    Two processes asking for the same tokenizer at once train it once: the second waits, then loads it.
     """
+    check_vocab_size(vocab_size)
     if train_docs is None:
         train_docs, _ = corpus.load_split(source, val_fraction)
     lines = list(training_lines(train_docs))
+    if not any(line.strip() for line in lines):
+        raise ValueError(f"{source} has no training text: its training split holds {len(train_docs)} documents "
+                         "and no non-empty line. Give a corpus with text in it.")
     options = dict(TRAINER_OPTIONS, vocab_size=vocab_size)
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
     for line in lines:
         digest.update(line.encode() + b"\n")
     name = f"{corpus.corpus_name(source)}-v{vocab_size}-{digest.hexdigest()[:12]}.model"
     path = corpus.data_root() / "tokenizers" / name
-    if path.exists():
-        return Tokenizer(path)
+    with files.locked(path.with_name(f".{path.stem}.lock"), f"the tokenizer {name}"):
+        if not path.exists():
+            for stale in path.parent.glob(f".{path.stem}.*"):  # left by a killed trainer (we hold the lock)
+                if not stale.name.endswith(".lock"):
+                    stale.unlink(missing_ok=True)
+            _train(lines, options, path, source)
+    return Tokenizer(path)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_prefix = path.with_name(f"{path.stem}.tmp{os.getpid()}")
+
+def _train(lines: list[str], options: dict, path: Path, source) -> None:
+    """SentencePiece writes <prefix>.model and .vocab; a hidden prefix, renamed once both are whole."""
+    tmp_prefix = path.with_name(f".{path.stem}.{os.getpid()}")
+    vocab_size = options["vocab_size"]
     print(
         f"training a {vocab_size}-piece unigram tokenizer on {len(lines):,} lines "
         f"of {corpus.corpus_name(source)}..."
@@ -157,13 +181,26 @@ def train_tokenizer(
             **options,
         )
     except RuntimeError as err:
-        if re.search(r"Vocabulary size (is )?too high", str(err)):
-            raise ValueError(
-                f"vocab_size={vocab_size} is more than this corpus can fill ({err}). "
-                "Use a smaller vocab_size or more text."
-            ) from err
-        raise
-    for suffix in (".model", ".vocab"):
-        os.replace(f"{tmp_prefix}{suffix}", path.with_suffix(suffix))
+        for suffix in (".model", ".vocab"):
+            Path(f"{tmp_prefix}{suffix}").unlink(missing_ok=True)
+        raise _explained(err, vocab_size, source) from err
+    os.replace(f"{tmp_prefix}.vocab", path.with_suffix(".vocab"))
+    os.replace(f"{tmp_prefix}.model", path)  # last: the .model's existence means "trained"
     print(f"tokenizer trained in {time.time() - start:.1f} s: {path}")
-    return Tokenizer(path)
+
+
+def _explained(err: RuntimeError, vocab_size: int, source) -> ValueError:
+    """SentencePiece's RuntimeError ('INTERNAL: src/...cc(638) [...]') as a sentence about this corpus."""
+    text = str(err)
+    if re.search(r"Vocabulary size (is )?too high", text):
+        return ValueError(
+            f"vocab_size={vocab_size} is more than this corpus can fill ({text.strip()}). "
+            "Use a smaller vocab_size or more text."
+        )
+    needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", text)
+    if needed:
+        return ValueError(
+            f"vocab_size={vocab_size} is too small for {source}: its characters, the byte pieces and the "
+            f"specials alone need {needed[1]} pieces. Use vocab_size >= {needed[1]} (the course uses 8000)."
+        )
+    return ValueError(f"SentencePiece could not train a tokenizer on {source}: {text.strip()}")

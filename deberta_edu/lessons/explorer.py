@@ -24,6 +24,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from deberta_edu.facts import (
@@ -71,6 +72,12 @@ def explorer_html(
         raise ValueError(
             f"the explorer draws at most {MAX_TOKENS} tokens, got {ids.numel()}; use a shorter sentence"
         )
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise ValueError(
+            f"the model has non-finite weights (NaN or inf) in {len(bad)} tensors, e.g. {bad[0]!r}: its attention "
+            "maps would be NaN and the page could not draw them. Load a checkpoint saved before training diverged."
+        )
     was_training = getattr(model, "training", False)
     model.eval()
     try:
@@ -82,6 +89,13 @@ def explorer_html(
 
 def maps_html(maps: AttentionMaps, *, title: str = "DeBERTa attention explorer", note: str = "") -> str:
     """The page for maps already computed with ``viz.attention_maps``."""
+    finite = np.isfinite(maps.maps)  # (layers, kinds, heads, L, L)
+    if not finite.all():
+        l, t, h = np.argwhere(~finite)[0][:3]
+        raise ValueError(
+            f"the attention maps hold NaN or inf (first at layer {l}, {maps.kinds[t]}, head {h}); JSON cannot "
+            "carry them and the page would stay blank. Check the model's weights and the input."
+        )
     data = {
         "title": title,
         "note": note,
@@ -99,9 +113,21 @@ def maps_html(maps: AttentionMaps, *, title: str = "DeBERTa attention explorer",
             for l in range(maps.num_layers)
         ],
     }
-    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")  # safe inside <script>
+    payload = embedded_json(data)
     head, tail = page_template().split("__DATA__")  # one placeholder each, filled once: text in the
     return head.replace("__TITLE__", html.escape(title)) + payload + tail  # title or data is never re-read
+
+
+# Inside <script> the HTML parser, not JSON, decides where the data ends: "</script" closes it, and "<!--"
+# followed later by "<script" makes it skip the real "</script>". JSON strings may spell any character as
+# \uXXXX, so "<", ">" and "&" are written that way and the parser never sees them; U+2028/U+2029 too.
+_SCRIPT_SAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def embedded_json(data) -> str:
+    """``data`` as JSON that is inert inside a <script> element; NaN and inf are refused (JSON has neither)."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    return re.sub("[<>&\u2028\u2029]", lambda m: _SCRIPT_SAFE[m[0]], text)
 
 
 @cache

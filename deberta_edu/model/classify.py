@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DebertaConfig
-from .emd import DebertaForMaskedLM
+from .emd import DebertaForMaskedLM, check_labels
 from .encoder import DebertaModel, activation
 
 
@@ -34,6 +34,8 @@ class ContextPooler(nn.Module):
 class DebertaForSequenceClassification(nn.Module):
     def __init__(self, config: DebertaConfig, num_labels: int = 2):
         super().__init__()
+        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+            raise ValueError(f"num_labels must be a whole number >= 1 (2 for a binary task), got {num_labels!r}")
         self.config = config
         self.num_labels = num_labels
         self.deberta = DebertaModel(config)
@@ -52,6 +54,9 @@ class DebertaForSequenceClassification(nn.Module):
         return model
 
     def forward(self, input_ids, attention_mask=None, labels=None) -> ClassifierOutput:
+        if labels is not None:
+            self.deberta.check_inputs(input_ids, attention_mask)  # input_ids first: a clear error
+            check_labels(labels, input_ids.shape[:1], self.num_labels, ignore=None)  # one label per sequence
         hidden = self.deberta(input_ids, attention_mask).last_hidden_state  # (B, L, D)
         logits = self.classifier(self.dropout(self.pooler(hidden)))  # (B, num_labels)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None

@@ -12,10 +12,25 @@ A variant is a set of field values, never an ``if`` in the model code:
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 
 TERMS = ("c2c", "c2p", "p2c", "p2p")
 POSITION_TERMS = ("c2p", "p2c", "p2p")
+ACTIVATION_NAMES = ("gelu", "gelu_new", "relu", "tanh")  # the keys of encoder.ACTIVATIONS
+
+# The least value of each integer field (max_relative_positions and position_buckets take -1 for "off").
+_MIN_SIZES = {
+    "vocab_size": 1, "hidden_size": 1, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 1,
+    "max_position_embeddings": 1, "type_vocab_size": 0, "pad_token_id": 0, "max_relative_positions": -1,
+    "position_buckets": -1, "conv_kernel_size": 0, "conv_groups": 1,
+}
+_WHY = {
+    "num_attention_heads": " (each head reads hidden_size / num_attention_heads dimensions)",
+    "max_position_embeddings": " (the absolute table needs a row per position; DeBERTa uses 512)",
+    "num_hidden_layers": " (the EMD re-applies the last layer, and the encoder is its layers)",
+    "vocab_size": " (one row per token id; the course's tokenizers have 8000)",
+}
 
 VARIANTS: dict[str, dict] = {
     "deberta": {},
@@ -66,6 +81,7 @@ class DebertaConfig:
     head_layout: str = "official"  # transformers naming on export: "official" lm_predictions.* or "legacy" cls.*
 
     def __post_init__(self):
+        self._check_sizes()
         self.terms = tuple(self.terms)
         unknown = [t for t in self.terms if t not in TERMS]
         if unknown:
@@ -99,6 +115,43 @@ class DebertaConfig:
                 "max_relative_positions, or position_buckets=-1 for the plain clamp of eq. (3)"
             )
 
+    def _check_sizes(self):
+        """Sizes are whole numbers in range: a mistake here would otherwise surface deep inside torch."""
+        for name, low in _MIN_SIZES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(
+                    f"{name} must be a whole number, got {value!r} ({type(value).__name__}); "
+                    f"write it without quotes, e.g. {name}={_DEFAULTS[name]}"
+                )
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}{_WHY.get(name, '')}")
+            setattr(self, name, int(value))
+        if not self.pad_token_id < self.vocab_size:
+            raise ValueError(
+                f"pad_token_id={self.pad_token_id} must be a token id, below vocab_size={self.vocab_size}"
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            p = getattr(self, name)
+            if not (isinstance(p, numbers.Real) and 0.0 <= p < 1.0):
+                raise ValueError(f"{name} must be a probability in [0, 1), got {p!r}; the course uses 0.1")
+        if not (isinstance(self.layer_norm_eps, numbers.Real) and self.layer_norm_eps > 0):
+            raise ValueError(f"layer_norm_eps must be a positive number, got {self.layer_norm_eps!r} (e.g. 1e-7)")
+        if self.conv_kernel_size > 0 and self.conv_kernel_size % 2 == 0:
+            raise ValueError(
+                f"conv_kernel_size must be odd (a window centred on each token keeps the length), got "
+                f"{self.conv_kernel_size}; use {self.conv_kernel_size + 1}, or 0 for no convolution"
+            )
+        if self.conv_kernel_size > 0 and self.hidden_size % self.conv_groups:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of conv_groups ({self.conv_groups})"
+            )
+        if self.position_buckets == 1:
+            raise ValueError("position_buckets must be >= 2 for log buckets, or -1 for the plain clamp of eq. (3)")
+        for name in ("hidden_act", "conv_act"):
+            if getattr(self, name) not in ACTIVATION_NAMES:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose from {ACTIVATION_NAMES}")
+
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_attention_heads
@@ -121,6 +174,9 @@ class DebertaConfig:
     def from_dict(cls, d: dict) -> DebertaConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DebertaConfig)}
 
 
 def make_config(size: str = "mini", variant: str = "deberta", **overrides) -> DebertaConfig:

@@ -64,6 +64,21 @@ class EnhancedMaskDecoder(nn.Module):
         return query[valid]  # (N, D), in the order of h[select]
 
 
+def check_labels(labels, shape, num_classes: int, ignore: int | None = -100) -> None:
+    """Labels: an integer tensor of ``shape``, each value a class in [0, num_classes) or ``ignore``."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch tensor, got a {type(labels).__name__}; use torch.as_tensor(labels)")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.shape != shape:
+        raise ValueError(
+            f"labels must be an integer tensor of shape {tuple(shape)}; got a {labels.dtype} tensor of shape "
+            f"{tuple(labels.shape)}"
+        )
+    bad = labels[((labels < 0) | (labels >= num_classes)) & (labels != ignore)]
+    if bad.numel():
+        skip = f", or {ignore} where nothing is predicted" if ignore is not None else ""
+        raise ValueError(f"labels contains {bad[0].item()}, but a label must lie in [0, {num_classes - 1}]{skip}")
+
+
 class MLMHead(nn.Module):
     """dense -> activation -> LayerNorm -> logits against the (tied) word embeddings, plus a bias."""
 
@@ -113,8 +128,9 @@ class DebertaForMaskedLM(nn.Module):
         ``only_masked_logits=True`` computes the head only where labels != -100 (the ~15% of tokens
         the loss reads), an exact shortcut for training.
         """
-        if labels is not None and labels.shape != input_ids.shape:
-            raise ValueError(f"labels has shape {tuple(labels.shape)}, input_ids {tuple(input_ids.shape)}")
+        if labels is not None:
+            self.deberta.check_inputs(input_ids, attention_mask, token_type_ids)  # input_ids first: a clear error
+            check_labels(labels, input_ids.shape, self.config.vocab_size)
         out = self.deberta(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
         only_masked = only_masked_logits and labels is not None
         selected = labels != -100 if only_masked else None

@@ -36,6 +36,54 @@ def activation(name: str):
     return ACTIVATIONS[name]
 
 
+def _described(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
+    return f"an object of type {type(x).__name__}" + (f" and shape {tuple(x.shape)}" if hasattr(x, "shape") else "")
+
+
+def check_ids(ids, name: str, size: int, limit: str, hint: str, shape=None) -> None:
+    """``ids``: an integer tensor (batch, length), length >= 1, every value in [0, size); ``limit`` says why."""
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch tensor of shape (batch, length), got {_described(ids)}; "
+            f"convert it with torch.as_tensor({name}, dtype=torch.long)."
+        )
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool or ids.dim() != 2:
+        raise ValueError(
+            f"{name} must be an integer tensor of shape (batch, length); got {_described(ids)}. "
+            f"For a single sequence use {name}.unsqueeze(0)."
+        )
+    if shape is not None and ids.shape != shape:
+        raise ValueError(f"{name} has shape {tuple(ids.shape)} but input_ids has shape {tuple(shape)}; they must match.")
+    if ids.size(1) == 0:
+        raise ValueError(f"{name} has length 0 (shape {tuple(ids.shape)}); a sequence needs at least one token.")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
+        bad = ids[(ids < 0) | (ids >= size)][0].item()
+        raise ValueError(f"{name} contains {bad}, but ids must lie in [0, {size - 1}] ({limit}). {hint}")
+
+
+def check_mask(mask, shape) -> None:
+    """``attention_mask``: the shape of input_ids, 1 (or True) at real tokens and 0 at padding, nothing else."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(
+            f"attention_mask must be a torch tensor like input_ids, got {_described(mask)}; "
+            "convert it with torch.as_tensor(attention_mask)."
+        )
+    if mask.shape != shape:
+        raise ValueError(
+            f"attention_mask has shape {tuple(mask.shape)} but input_ids has shape "
+            f"{tuple(shape)}; they must match (1 for real tokens, 0 for padding)."
+        )
+    if mask.dtype != torch.bool and mask.numel():
+        bad = mask[(mask != 0) & (mask != 1)]  # NaN compares unequal to both, so it is caught too
+        if bad.numel():
+            raise ValueError(
+                f"attention_mask contains {bad[0].item()}, but it may hold only 1 (a real token) and 0 "
+                "(padding); a mask is not a weight. Build it with (input_ids != pad_id).long()."
+            )
+
+
 @dataclass
 class EncoderState:
     """What the encoder built once in a forward pass, handed to what comes after it (the EMD)."""
@@ -80,7 +128,9 @@ class Embeddings(nn.Module):
         if self.token_type_embeddings is not None:
             tt = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
             x = x + self.token_type_embeddings(tt)
-        x = self.norm(x) * keep.unsqueeze(-1).to(x.dtype)  # padded tokens start at zero
+        # Padded tokens start at exactly zero: where(), not a product, so that a NaN or inf in a padded
+        # token's embedding (NaN × 0 = NaN) cannot reach the real tokens through the values of attention.
+        x = torch.where(keep.unsqueeze(-1), self.norm(x), 0.0)  # (B, L, D)
         return self.dropout(x), positions
 
 
@@ -197,27 +247,17 @@ class DebertaModel(nn.Module):
             if module.padding_idx is not None:
                 nn.init.zeros_(module.weight[module.padding_idx])
 
-    def check_inputs(self, input_ids, attention_mask):
-        """Turn mistakes into ValueErrors that say what was wrong, instead of an index error deep inside."""
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype.is_floating_point or input_ids.dim() != 2:
-            got = type(input_ids).__name__ if not isinstance(input_ids, torch.Tensor) else (
-                f"a {input_ids.dtype} tensor of shape {tuple(input_ids.shape)}")
-            raise ValueError(
-                f"input_ids must be an integer tensor of shape (batch, length); got {got}. "
-                "For a single sequence use input_ids.unsqueeze(0)."
-            )
-        V = self.config.vocab_size
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= V):
-            bad = input_ids[(input_ids < 0) | (input_ids >= V)][0].item()
-            raise ValueError(
-                f"input_ids contains {bad}, but token ids must lie in [0, {V - 1}] (vocab_size={V}). "
-                "Was the text encoded with a tokenizer of another vocabulary?"
-            )
-        if attention_mask is not None and attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has shape "
-                f"{tuple(input_ids.shape)}; they must match (1 for real tokens, 0 for padding)."
-            )
+    def check_inputs(self, input_ids, attention_mask, token_type_ids=None):
+        """Turn mistakes into errors that say what was wrong, instead of an index error deep inside."""
+        V, T = self.config.vocab_size, self.config.type_vocab_size
+        check_ids(input_ids, "input_ids", V, f"vocab_size={V}",
+                  "Was the text encoded with a tokenizer of another vocabulary?")
+        if attention_mask is not None:
+            check_mask(attention_mask, input_ids.shape)
+        if token_type_ids is not None:
+            # without a type table (type_vocab_size=0) only type 0 exists, and it is ignored
+            check_ids(token_type_ids, "token_type_ids", max(T, 1), f"type_vocab_size={T}",
+                      "Pass None, or zeros for a single segment.", shape=input_ids.shape)
         L, P = input_ids.size(1), self.config.max_position_embeddings
         if self.config.needs_absolute_positions and L > P:
             who = "the EMD" if self.config.emd else "the absolute position input"
@@ -228,7 +268,7 @@ class DebertaModel(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, return_details=False,
                 output_hidden_states=False) -> ModelOutput:
-        self.check_inputs(input_ids, attention_mask)
+        self.check_inputs(input_ids, attention_mask, token_type_ids)
         if attention_mask is None:
             keep = torch.ones_like(input_ids, dtype=torch.bool)  # (B, L) nothing padded
         else:

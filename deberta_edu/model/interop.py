@@ -54,8 +54,30 @@ def _ours_to_hf_key(key: str, mlm: bool, head_layout: str) -> str:
 
 
 # --- configs ----------------------------------------------------------------------------------------
+DEBERTA_TYPES = ("deberta", "deberta-v2")  # transformers' model_type of DeBERTa v1, and of v2/v3
+REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def check_hf_config(c, where: str = "the config") -> None:
+    """A DeBERTa config with the sizes a model needs, or a ValueError that says what is not."""
+    if not isinstance(c, dict):
+        raise ValueError(f"{where} holds a {type(c).__name__}, not a JSON object of settings")
+    if c.get("model_type", "deberta-v2") not in DEBERTA_TYPES:
+        raise ValueError(
+            f"{where} describes a {c['model_type']!r} model, not a DeBERTa (model_type 'deberta' or "
+            "'deberta-v2'); from_hf converts only DeBERTa v1, v2 and v3 checkpoints"
+        )
+    missing = [k for k in REQUIRED if k not in c]
+    if missing:
+        raise ValueError(
+            f"{where} lacks {', '.join(missing)}; a DeBERTa config needs all of {', '.join(REQUIRED)}. "
+            "Write the checkpoint again with save_pretrained()."
+        )
+
+
 def config_from_hf(hf_config, emd: bool = False) -> DebertaConfig:
     c = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
+    check_hf_config(c)
     v2 = c.get("model_type", "deberta-v2") != "deberta"
     if c.get("embedding_size", c["hidden_size"]) != c["hidden_size"]:
         raise ValueError(f"embedding_size {c['embedding_size']} != hidden_size {c['hidden_size']} is not supported")
@@ -139,7 +161,11 @@ def config_to_hf(config: DebertaConfig):
 
 # --- weights ----------------------------------------------------------------------------------------
 def _load_dir(path: Path):
-    config = json.loads((path / "config.json").read_text())
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path / 'config.json'} is not valid JSON ({err}); write it again with save_pretrained()") from err
+    check_hf_config(config, str(path / "config.json"))
     files = sorted(path.glob("*.safetensors"))
     if files:
         from safetensors.torch import load_file
@@ -155,13 +181,8 @@ def _load_dir(path: Path):
     return config, state
 
 
-def from_hf(model_or_dir, emd: bool | None = None):
-    """A transformers DeBERTa (object, or directory written by ``save_pretrained``) as a deberta_edu model.
-
-    ``DebertaModel`` / ``DebertaV2Model`` become our DebertaModel; ``*ForMaskedLM`` our DebertaForMaskedLM.
-    ``emd=None`` turns the EMD on only where the weights carry what it needs (an absolute position table
-    that the input does not use, and the official ``lm_predictions`` head); transformers objects never do.
-    """
+def _read(model_or_dir) -> tuple[dict, dict, bool, str]:
+    """(config dict, state dict, has an MLM head, what it is) of a directory or a transformers object."""
     if isinstance(model_or_dir, (str, Path)):
         path = Path(model_or_dir)
         if not (path / "config.json").exists():
@@ -171,15 +192,65 @@ def from_hf(model_or_dir, emd: bool | None = None):
         mlm = any(a.endswith("ForMaskedLM") for a in archs) or any(
             k.startswith(("lm_predictions.", "cls.predictions.")) for k in state
         )
-    else:
-        hf_config = model_or_dir.config.to_dict()
-        state = model_or_dir.state_dict()
-        mlm = type(model_or_dir).__name__.endswith("ForMaskedLM")
-        if not mlm and not type(model_or_dir).__name__.endswith("Model"):
-            raise ValueError(
-                f"from_hf converts DebertaModel, DebertaForMaskedLM, DebertaV2Model and DebertaV2ForMaskedLM; "
-                f"got {type(model_or_dir).__name__}"
-            )
+        return hf_config, state, mlm, f"{path} ({', '.join(archs) or 'no architecture named'})"
+    name = type(model_or_dir).__name__
+    if not (hasattr(model_or_dir, "state_dict") and hasattr(getattr(model_or_dir, "config", None), "to_dict")):
+        raise TypeError(
+            f"from_hf takes a transformers DeBERTa model or the directory save_pretrained() wrote, got a {name}"
+        )
+    hf_config = model_or_dir.config.to_dict()
+    check_hf_config(hf_config, f"the config of {name}")
+    return hf_config, model_or_dir.state_dict(), name.endswith("ForMaskedLM"), name
+
+
+def _encoder_only(state: dict, what: str) -> dict:
+    """The encoder's weights of a checkpoint without an MLM head: bare, or under ``deberta.`` (a task head's)."""
+    if "embeddings.word_embeddings.weight" in state:
+        return state
+    if "deberta.embeddings.word_embeddings.weight" not in state:
+        groups = sorted({k.split(".")[0] for k in state})
+        raise ValueError(
+            f"{what} holds no DeBERTa encoder: neither 'embeddings.word_embeddings.weight' nor "
+            f"'deberta.embeddings.word_embeddings.weight' is among its weights (groups: {', '.join(groups)})"
+        )
+    left = sorted({k.split(".")[0] for k in state if not k.startswith("deberta.")})
+    warnings.warn(
+        f"{what} has no MLM head: loaded its encoder (deberta.*) as a DebertaModel; "
+        f"left out {', '.join(left) or 'nothing'}, which deberta_edu does not implement",
+        stacklevel=3,
+    )
+    return {k.removeprefix("deberta."): v for k, v in state.items() if k.startswith("deberta.")}
+
+
+def _check_sizes(config: DebertaConfig, state: dict, prefix: str, what: str) -> None:
+    """The config's sizes against the tensors, before a model is built: a config that claims 100,000 layers
+    over the weights of 2 must not allocate 100,000 layers first."""
+    layers = {int(m[1]) for k in state if (m := re.match(re.escape(prefix) + r"encoder\.layer\.(\d+)\.", k))}
+    if layers != set(range(config.num_hidden_layers)):
+        raise ValueError(
+            f"the config of {what} says num_hidden_layers={config.num_hidden_layers}, but its weights hold "
+            f"{len(layers)} layers; the config and the weights do not belong together"
+        )
+    word = state.get(prefix + "embeddings.word_embeddings.weight")
+    if word is not None and tuple(word.shape) != (config.vocab_size, config.hidden_size):
+        raise ValueError(
+            f"the config of {what} says vocab_size={config.vocab_size}, hidden_size={config.hidden_size}, "
+            f"but the word embeddings have shape {tuple(word.shape)}"
+        )
+
+
+def from_hf(model_or_dir, emd: bool | None = None):
+    """A transformers DeBERTa (object, or directory written by ``save_pretrained``) as a deberta_edu model.
+
+    ``DebertaModel`` / ``DebertaV2Model`` become our DebertaModel; ``*ForMaskedLM`` our DebertaForMaskedLM;
+    a checkpoint with another head (sequence classification, replaced-token detection) gives its encoder as
+    a DebertaModel, with a warning that says what was left out.
+    ``emd=None`` turns the EMD on only where the weights carry what it needs (an absolute position table
+    that the input does not use, and the official ``lm_predictions`` head); transformers objects never do.
+    """
+    hf_config, state, mlm, what = _read(model_or_dir)
+    if not mlm:
+        state = _encoder_only(state, what)
     prefix = "deberta." if mlm else ""
     has_table = prefix + "embeddings.position_embeddings.weight" in state
     official_head = any(k.startswith("lm_predictions.lm_head.") for k in state)
@@ -195,16 +266,19 @@ def from_hf(model_or_dir, emd: bool | None = None):
             "emd=True needs the absolute position table (deberta.embeddings.position_embeddings.weight), "
             "which this checkpoint does not have"
         )
-    model = DebertaForMaskedLM(config) if mlm else DebertaModel(config)
-    ours = model.state_dict()
+    _check_sizes(config, state, prefix, what)
+    cls = DebertaForMaskedLM if mlm else DebertaModel
+    with torch.device("meta"):  # names and shapes first, without allocating a single weight
+        expected = {k: v.shape for k, v in cls(config).state_dict().items()}
     new_state = {}
-    for key, value in ours.items():
+    for key, shape in expected.items():
         theirs = _ours_to_hf_key(key, mlm, config.head_layout)
         if theirs not in state:
             raise ValueError(f"the checkpoint has no {theirs!r}, which {key!r} needs")
-        if state[theirs].shape != value.shape:
-            raise ValueError(f"{theirs}: shape {tuple(state[theirs].shape)}, expected {tuple(value.shape)}")
+        if state[theirs].shape != shape:
+            raise ValueError(f"{theirs}: shape {tuple(state[theirs].shape)}, expected {tuple(shape)}")
         new_state[key] = state[theirs]
+    model = cls(config)
     model.load_state_dict(new_state)
     return model
 

@@ -24,13 +24,17 @@ from __future__ import annotations
 import torch
 
 
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"the maximum relative distance k must be >= 1, got k={k}")
+
+
 def relative_distance(i: int, j: int, k: int) -> int:
     """δ(i, j) of eq. (3): the row of the relative-position table that token i uses for token j.
 
     Row 0 for i − j <= −k, row 2k − 1 for i − j >= k − 1 (k − 1 by the third case, the rest clamped).
     """
-    if k < 1:
-        raise ValueError(f"the maximum relative distance k must be >= 1, got k={k}")
+    _check_k(k)
     if i - j <= -k:
         return 0
     if i - j >= k:
@@ -82,6 +86,9 @@ def relative_distance_matrix(
     table has 2 × position_buckets rows.
     """
     key_length = query_length if key_length is None else key_length
+    _check_k(k)
+    if query_length < 0 or key_length < 0:
+        raise ValueError(f"lengths must be >= 0, got query_length={query_length}, key_length={key_length}")
     i = torch.arange(query_length, device=device)[:, None]
     j = torch.arange(key_length, device=device)[None, :]
     rel = i - j  # (Lq, Lk) signed distance i − j
@@ -101,6 +108,9 @@ def relative_rows_and_index(
     table we gather just those rows, one per distance, and project R = 2L − 1 rows instead of the
     whole table: the same numbers, less work. Otherwise rows is the whole table and index is δ.
     """
+    _check_k(k)
+    if length < 1:
+        raise ValueError(f"a sequence needs at least one token, got length={length}")
     span = table_span(k, position_buckets)
     if 2 * length - 1 >= 2 * span:
         rows = torch.arange(2 * span, device=device)

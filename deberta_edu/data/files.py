@@ -1,0 +1,105 @@
+"""Files the data pipeline writes: never seen half-written, and one builder at a time.
+
+Every file is written to a temporary name in its own folder and renamed onto its final name
+(``os.replace``, atomic on POSIX): a reader, or a second process, sees the old file or the whole new
+one, never a torn one, and a process killed mid-write leaves only a hidden ``.<name>.<pid>.*.tmp``.
+Builds that several processes may start at once (a packed dataset, a tokenizer, a prepared corpus)
+hold an exclusive ``fcntl.flock`` on a hidden lock file: the second waits, then finds the work done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_name(path: Path) -> Path:
+    """A fresh hidden name beside ``path``: ``.<name>.<pid>.<random>.tmp``."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to write; it becomes ``path`` only when the block ends without an error.
+
+    Created with mode 0o666, so the umask decides the permissions, as for any file the user writes.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_write(path) as f:
+        f.write(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    with atomic_write(path) as f:
+        np.save(f, array)
+
+
+def copy(src: str | Path, dst: str | Path) -> None:
+    with open(src, "rb") as source, atomic_write(dst) as f:
+        shutil.copyfileobj(source, f, 1 << 20)
+
+
+def remove_stale_temps(folder: Path, name: str = "") -> None:
+    """Temporary files of ``name`` (default: of any file) in ``folder`` left by a killed process.
+
+    Call it only while holding the folder's lock, so that no live writer's file is removed.
+    """
+    if folder.is_dir():
+        for tmp in folder.glob(f".{name}*{TEMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def locked(lock_file: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` for the block; a second process waits here, saying so.
+
+    The lock belongs to the open file: it is released when the block ends or the process dies (even by
+    kill -9), so a crash never leaves a stale lock behind.
+    """
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+b") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that is building {what} (lock: {lock_file})", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def lock_file(folder: Path) -> Path:
+    """The hidden lock file beside ``folder`` (outside it, so exporting the folder never carries it)."""
+    return folder.parent / f".{folder.name}.lock"
