@@ -56,7 +56,10 @@ def _noun_states(model, batch, batch_size: int = 512) -> torch.Tensor:
     states = []
     for s in range(0, len(batch.ids), batch_size):
         ids, mask = batch.ids[s:s + batch_size].to(device), batch.mask[s:s + batch_size].to(device)
-        h = model(ids, mask).decoder_hidden_state.float()  # (b, window, D): the EMD's output, or the last layer's
+        out = model.deberta(ids, mask)  # what DebertaForMaskedLM.forward does before its head (no logits needed)
+        h = model.emd(model.deberta.encoder.layers[-1], out.encoder_state) if model.emd is not None \
+            else out.last_hidden_state  # (b, window, D): the EMD's output, or the last layer's
+        h = h.float()
         states.append(h[torch.arange(len(ids), device=device), batch.pos[s:s + batch_size].to(device)].cpu())
     return torch.cat(states)
 
@@ -93,10 +96,21 @@ class _OnItsDevice:
         return SimpleNamespace(last_hidden_state=out.last_hidden_state.float().cpu())
 
 
-def topic_data(settings: dict) -> dict | None:
-    """The labelled draws and the test documents of BBC News topics; None (with why) when the corpus is missing."""
-    from deberta_edu.data.topics import few_labels, load_topics
+_TOPICS: dict[tuple, dict] = {}  # topic_data per (data root, settings): read once per process
 
+
+def topic_data(settings: dict) -> dict:
+    """The labelled draws and the test documents of BBC News topics; {"missing": why} without the corpus."""
+    from deberta_edu.data.topics import few_labels, load_topics
+    from deberta_edu.facts import data_root
+
+    key = (str(data_root()), settings["per_class"], settings["draws"])
+    if key not in _TOPICS:
+        _TOPICS[key] = _read_topics(settings, few_labels, load_topics)
+    return _TOPICS[key]
+
+
+def _read_topics(settings, few_labels, load_topics) -> dict:
     try:
         docs = load_topics()
         draws = [few_labels(docs["train"], settings["per_class"], seed) for seed in range(settings["draws"])]
