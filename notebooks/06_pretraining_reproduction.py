@@ -130,6 +130,7 @@ for v, (cost, steps, tokens) in rows.items():
     assert abs(cost * tokens - budget) <= cost * configs[v].tokens_per_step  # the same FLOPs, to one step
     print(f"{LABELS[v]:11s} {cost / 1e6:5.2f} MFLOP/token  {steps:5d} steps  {tokens / 1e6:4.2f}M tokens")
 assert rows["bert"][2] > rows["no_emd"][2] > rows["no_c2p"][2] >= rows["deberta"][2]
+assert 1.8 < rows["bert"][2] / rows["deberta"][2] < 2.5  # "about twice", as the reading below says
 
 fig, ax = subplots(figsize=(6, 2.8))
 ax.bar([LABELS[v] for v in VARIANTS], [rows[v][2] / rows["deberta"][2] for v in VARIANTS], color="tab:blue")
@@ -200,6 +201,12 @@ plots.plot_curves(run)
 # as lesson 3 showed; BERT-style has its positions at the input.
 
 # %%
+for r in run["runs"].values():  # the claims of the paragraph above, on every run
+    chance = 0.5
+    if r["variant"] == "no_emd":
+        assert abs(r["position_probe"] - chance) < 0.1, r  # relative positions only: the slots look alike
+    if r["variant"] == "bert":
+        assert r["position_probe"] > 0.9, r  # absolute positions at the input
 plots.plot_summary(run)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -238,8 +245,9 @@ display(Markdown("\n".join(markdown.comparison(real).split("\n")[2:])))
 #   the report names every such run and tests no claim on it.
 # - **Compute.** At equal FLOPs BERT-style sees about twice DeBERTa's tokens. At equal tokens DeBERTa spent
 #   twice the compute. The two views can disagree, and both are shown.
-# - **The measures.** The probes and the held-out loss vary little from seed to seed; fine-tuned sentiment
-#   varies more, and a classifier that answers one class for everything is flagged and left out.
+# - **The measures.** The probes and the held-out loss were chosen because they should vary little from seed
+#   to seed (the ± of the table says how little they did); fine-tuning adds its own noise, and a classifier
+#   that answers one class for everything is flagged and left out.
 #
 # An agreement at this scale is weak evidence for the paper and a disagreement weak evidence against it; a
 # "within noise" says that 3 seeds cannot tell.

@@ -186,6 +186,8 @@ def run_jobs(jobs: list[Job], workers: int = 1, deadline: float | None = None, p
             while todo and len(running) < workers and fits(todo[0]):
                 running.add(pool.submit(run_job, todo.pop(0)))
             if not running:
+                print(f"[{todo[0].id}] and {len(todo) - 1} more not started: predicted to end after the deadline",
+                      flush=True)
                 break
             ended, running = wait(running, return_when=FIRST_COMPLETED)
             for future in ended:

@@ -161,8 +161,11 @@ def _plateau_table(results: dict) -> list[str]:
             lines.append(f"| {rid} | | | | | diverged |")
             continue
         below = "–" if base is None else f"{base - r['val_loss']:.3f}"
+        status = "left the plateau"
+        if r["on_plateau"]:
+            status = "ABOVE THE PLATEAU" if base is not None and r["val_loss"] > base else "ON THE PLATEAU"
         lines.append(f"| {rid} | {r['tokens']:,} | {r['val_loss']:.4f} | {below} | {r['val_accuracy']:.1%} | "
-                     f"{'ON THE PLATEAU' if r['on_plateau'] else 'left the plateau'} |")
+                     f"{status} |")
     return lines
 
 

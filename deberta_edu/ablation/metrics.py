@@ -207,7 +207,9 @@ def baselines(configs: dict[str, TrainConfig], tokenizer, scale, splits: dict, t
         out["random_init"][v] = {
             "position_probe": position_probe(model, tokenizer, scale.probe),
             "topic_probe": topic_probe(model, tokenizer, topics, scale.topics, cfg.seq_length)}
-        log(f"[baselines] {v} from random weights: {out['random_init'][v]}")
+        shown = {k: "–" if r is None else f"{r['accuracy']:.1%}" for k, r in out["random_init"][v].items()}
+        log(f"[baselines] {v} from random weights: position probe {shown['position_probe']}, "
+            f"topic probe {shown['topic_probe']}")
     tuned = [sentiment(_random_model(configs["deberta"], vocab, seed, device), tokenizer, splits, scale.finetune,
                        seed, device) for seed in range(scale.random_init_finetunes)]
     out["sentiment"]["random_init"] = tuned

@@ -120,6 +120,7 @@ def _load_plan(path: Path, fresh: dict, smoke: dict | None, command: str) -> dic
         raise ValueError(f"{path} was written by another experiment ({differ or saved.get('schema')}); resume it with "
                          "its own settings, or write into another folder")
     saved["commands"].append(command)
+    saved.setdefault("later_hardware", []).append(fresh["hardware"])  # a resumed run may be on another machine
     if smoke:
         saved.setdefault("later_smoke_checks", []).append(smoke)
     return saved
