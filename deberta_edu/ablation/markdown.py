@@ -169,6 +169,14 @@ def _plateau_table(results: dict) -> list[str]:
     return lines
 
 
+def _masking(results: dict) -> str:
+    cfg = results["train_config"]
+    if not cfg.get("whole_word_masking"):
+        return f"Token masking ({cfg['mlm_probability']:.0%}, 80/10/10), not span masking."
+    return (f"Span masking of whole words ({cfg['mlm_probability']:.0%} of the tokens, runs of n ≤ 3 words with "
+            "p(n) ∝ 1/n, then 80/10/10; training.masking).")
+
+
 def comparison(results: dict) -> str:
     """comparison.md: provenance, design, the plateau check, the grid, the tables, the verdicts, the paper."""
     hw = results["hardware"]
@@ -180,7 +188,7 @@ def comparison(results: dict) -> str:
         f"Made by {commands} ({where}; torch {results['software']['torch']}); report built "
         f"{results['report_built'][:16]}. {'Complete.' if results['complete'] else 'INCOMPLETE: see what is missing below.'}",
         "", f"{results['description']}.", "",
-        f"Design: {results['layout_note']}. Span masking (whole words, runs of n ≤ 3, p(n) ∝ 1/n). Every run gets the "
+        f"Design: {results['layout_note']}. {_masking(results)} Every run gets the "
         f"same training FLOPs, those of {results['budget_tokens']:,} DeBERTa tokens ({results['flops_per_run']:.3g} "
         "FLOPs by `training.flops`), with warmup then linear decay to zero over its own steps. Pretraining seeds "
         f"{list(results['seeds'])} pair the runs (same rows, order and masks across variants); the rate of each variant "
