@@ -1,209 +1,309 @@
-"""Lesson 6's ablation: the runs differ in the variant alone, see the same data, and write a complete report."""
+"""Lesson 6's ablation: runs that differ in the variant alone and spend the same FLOPs, paired seeds, a grid,
+one file per run (resumable), plateau and constant-classifier checks, and verdicts from a paired test."""
 
+import dataclasses
 import json
-import math
 import random
 import statistics
 
 import pytest
 import torch
+from scipy import stats as scipy_stats
 
 from deberta_edu import exercises
-from deberta_edu.ablation import plan, report, reproduce
-from deberta_edu.ablation.plan import NOISE_RUN, VARIANTS, Scale, get_scale, variant_configs
+from deberta_edu.ablation import jobs, plan, publish, report, reproduce, stats, timing
+from deberta_edu.ablation.plan import VARIANTS, Scale, get_scale, run_config, variant_configs
 from deberta_edu.ablation.run import run_ablation
 from deberta_edu.data import corpus
+from deberta_edu.data.topics import TOPICS
+from deberta_edu.facts import RESULTS_ROOT
 from deberta_edu.training.configs import TrainConfig
 from deberta_edu.training.engine import Distributed
-from deberta_edu.training.flops import train_flops_per_token
 from deberta_edu.training.mlm_data import Batches, MaskSpec, synthetic_data
 
-WORDS = "the model learns to predict masked words from context while attention mixes content and position".split()
+WORDS = "the new store opened beside mall model learns to predict masked words from context attention".split()
+TOPIC_WORDS = ("market shares profit", "film music star", "vote party minister", "match team goal",
+               "phone software web")
+
+
+# ----------------------------------------------------------------------------- the plan
 
 
 @pytest.mark.parametrize("name", sorted(plan.SCALES))
-def test_the_runs_differ_only_in_the_variant(name):
-    configs = variant_configs(get_scale(name))
-    assert set(VARIANTS) <= set(configs)
+def test_the_runs_differ_only_in_the_variant_and_spend_the_same_flops(name):
+    scale = get_scale(name)
+    configs = variant_configs(scale)
     plan.check_only_variant_differs(configs)
-    for v in VARIANTS:
-        assert plan.config_differences(configs["deberta"], configs[v]) == (
-            {} if v == "deberta" else {"variant": ("deberta", v)})
-    if NOISE_RUN in configs:
-        assert set(plan.config_differences(configs["deberta"], configs[NOISE_RUN])) == {"seed"}
+    budget = plan.flop_budget(scale)
+    for v, cfg in configs.items():
+        assert set(plan.config_differences(configs["deberta"], cfg)) <= {"variant"} | plan.BUDGET_FIELDS, v
+        step = plan.run_cost(cfg) * cfg.tokens_per_step
+        assert abs(step * cfg.steps - budget) <= step, v  # the same FLOPs, to within one step
+        assert cfg.whole_word_masking and cfg.dropout == 0.0  # span masking, the recipe's dropout
+        assert cfg.eval_every * scale.evals <= cfg.steps < cfg.eval_every * (scale.evals + 1)
+    # a variant that costs less per token sees more tokens
+    assert configs["bert"].steps > configs["no_emd"].steps > configs["no_c2p"].steps >= configs["deberta"].steps
+
+
+@pytest.mark.parametrize("layout", sorted(plan.LAYOUTS))
+def test_the_layout_is_table_4s_v1_unless_asked(layout):
+    scale = get_scale("cpu", layout=layout)
+    models = {v: cfg.model_config() for v, cfg in variant_configs(scale).items()}
+    for v, m in models.items():
+        assert m.share_att_key is (layout == "v3") and m.norm_rel_ebd is (layout == "v3"), v
+        assert m.position_buckets == (256 if layout == "v3" else -1) and m.layout == ("v2" if layout == "v3" else "v1")
+    assert get_scale("cpu").layout == "v1" and "Table 4" in plan.LAYOUT_NOTES["v1"]
     # the variants are the paper's: BERT-style input positions, and one piece of DeBERTa removed at a time
-    models = {v: configs[v].model_config() for v in VARIANTS}
     assert models["bert"].position_biased_input and not models["bert"].relative_attention
     assert models["deberta"].emd and models["deberta"].terms == ("c2c", "c2p", "p2c")
-    assert not models["no_emd"].emd and models["no_emd"].terms == ("c2c", "c2p", "p2c")
-    assert models["no_c2p"].emd and models["no_c2p"].terms == ("c2c", "p2c")
-    assert models["no_p2c"].emd and models["no_p2c"].terms == ("c2c", "c2p")
+    assert not models["no_emd"].emd and models["no_c2p"].terms == ("c2c", "p2c")
+    assert models["no_p2c"].terms == ("c2c", "c2p")
 
 
-def test_a_config_that_differs_in_more_is_refused():
-    configs = variant_configs(get_scale("smoke"))
+def test_a_run_that_differs_in_more_is_refused():
+    scale = get_scale("smoke")
+    configs = variant_configs(scale)
     configs["no_emd"] = configs["no_emd"].replace(lr=1e-4)
     with pytest.raises(ValueError, match="more than the variant"):
         plan.check_only_variant_differs(configs)
+    configs = variant_configs(scale)
+    configs["no_emd"] = configs["no_emd"].replace(steps=configs["no_emd"].steps * 2)
+    with pytest.raises(ValueError, match="FLOPs"):
+        plan.check_only_variant_differs(configs)
 
 
-def test_every_variant_sees_the_same_rows_and_masks():
-    scale = get_scale("cpu")  # it has the noise run
-    scale.train = scale.train.replace(source="synthetic", vocab_size=64, seq_length=32)
+def test_the_grid_then_the_seeds():
+    scale = get_scale("cpu")
+    grid = plan.grid_jobs(scale)
+    assert len(grid) == 5 * 3 and {s for _, s, _ in grid} == {0} and {lr for *_, lr in grid} == set(scale.lr_grid)
+    best = plan.best_rates({"bert": {1e-3: 6.0, 2e-3: 5.5, 4e-3: 5.7}, "deberta": {1e-3: 5.0, 2e-3: 5.2}})
+    assert best == {"bert": 2e-3, "deberta": 1e-3}
+    assert plan.seed_jobs(scale, best) == [("bert", 1, 2e-3), ("deberta", 1, 1e-3), ("bert", 2, 2e-3),
+                                           ("deberta", 2, 1e-3)]
+    with pytest.raises(ValueError, match=">= 2 seeds"):
+        get_scale("cpu", seeds=(0,))
+
+
+def test_runs_of_one_seed_see_the_same_rows_and_masks_whatever_the_variant_and_rate():
+    scale = get_scale("cpu")
+    scale.train = scale.train.replace(source="synthetic", vocab_size=64, seq_length=32, whole_word_masking=False)
     data = synthetic_data(96, 32, 64)
-    batches = {v: Batches(data, cfg, MaskSpec.of(cfg), Distributed()) for v, cfg in variant_configs(scale).items()}
-    for step in (0, 1, 5, 13):  # 13: the second epoch, a new order
-        reference = batches["deberta"].global_batch(step)
-        for v in VARIANTS:
-            assert all(torch.equal(a, b) for a, b in zip(reference, batches[v].global_batch(step), strict=True)), v
-    other_seed = batches[NOISE_RUN].global_batch(0)
-    assert not torch.equal(other_seed[0], batches["deberta"].global_batch(0)[0])  # the yardstick draws anew
+    cfgs = {(v, seed, lr): run_config(scale, v, seed, lr) for v in VARIANTS for seed in (0, 1) for lr in (1e-3, 4e-3)}
+    batches = {k: Batches(data, cfg, MaskSpec.of(cfg), Distributed()) for k, cfg in cfgs.items()}
+    for step in (0, 5, 13):  # 13: the second epoch, a new order
+        for seed in (0, 1):
+            reference = batches[("deberta", seed, 1e-3)].global_batch(step)
+            for k, b in batches.items():
+                if k[1] == seed:
+                    assert all(torch.equal(x, y) for x, y in zip(reference, b.global_batch(step), strict=True)), k
+    assert not torch.equal(batches[("deberta", 0, 1e-3)].global_batch(0)[0], batches[("deberta", 1, 1e-3)]
+                           .global_batch(0)[0])  # another seed draws anew
 
 
-def test_flops_count_the_emd_and_the_position_terms():
-    cfgs = variant_configs(get_scale("gpu"))
-    flops = {v: train_flops_per_token(cfgs[v].model_config(), 512) for v in VARIANTS}
-    assert flops["deberta"] > flops["no_c2p"] == flops["no_p2c"] > flops["no_emd"] > flops["bert"]
-    assert 1.5e8 < flops["deberta"] < 3e8  # ~2e8 for the small size at 512 tokens (the GPU scale's sizing)
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_the_paired_test_is_scipys_and_its_interval_is_the_t_interval():
+    a, b = [0.70, 0.80, 0.75], [0.68, 0.78, 0.72]
+    t = stats.paired_test(a, b)
+    assert t["p"] == pytest.approx(scipy_stats.ttest_rel(a, b).pvalue) and t["n"] == 3
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    half = scipy_stats.t.ppf(0.975, 2) * statistics.stdev(d) / 3**0.5
+    assert t["ci95"] == pytest.approx([statistics.mean(d) - half, statistics.mean(d) + half])
+    assert stats.verdict(t, higher_is_better=True) == "agrees" and stats.verdict(t, False) == "disagrees"
+    assert stats.verdict(stats.paired_test([0.72, 0.74, 0.70], [0.70, 0.69, 0.68]), True) == "within noise"
+    assert stats.paired_test([1.0], [0.5])["p"] is None and stats.verdict(stats.paired_test([1.0], [0.5]), True) is None
+    assert stats.paired_test([1.0, 2.0], [0.5, 1.5])["p"] == 0.0  # the same gain at every seed
+    with pytest.raises(ValueError, match="one value per seed"):
+        stats.paired_test([1.0, 2.0], [1.0])
+
+
+def test_area_under_and_interpolation():
+    assert stats.area_under([0, 0.5, 1], [9, 7, 5]) == pytest.approx(7.0)
+    assert stats.interpolate([0, 10, 20], [9, 7, 5], 15) == pytest.approx(6.0)
+    assert stats.interpolate([0, 10], [9, 7], 11) is None
+    with pytest.raises(ValueError, match="two or more"):
+        stats.area_under([0], [1])
+
+
+def test_a_budget_fitted_to_the_step_times_fills_the_time():
+    scale = get_scale("gpu")
+    smoke = {"variants": {v: {"first_window_s": 2.0, "step_s": 0.02 * (2 if v == "deberta" else 1),
+                              "metrics_s": 3.0} for v in VARIANTS}}
+    fit = timing.fit_budget(scale, smoke, 330.0, baselines_s=9.0)
+    fitted = dataclasses.replace(scale, budget_tokens=fit["budget_tokens"])
+    runs_per_variant = len(scale.lr_grid) + len(scale.seeds) - 1  # the grid, then the other seeds
+    total = 9.0 + runs_per_variant * sum(
+        timing.predict_job(jobs.Job(v, 0, 5e-4, run_config(fitted, v, 0, 5e-4), fitted, None), smoke)
+        for v in VARIANTS)
+    assert total == pytest.approx(330.0, rel=0.02) and fit["runs"] == 25
+    with pytest.raises(RuntimeError, match="before any training"):
+        timing.fit_budget(scale, smoke, 100.0)
+
+
+def test_no_run_is_started_that_would_end_after_the_deadline(tmp_path):
+    scale = get_scale("smoke")
+    job = jobs.Job("bert", 0, 3e-3, run_config(scale, "bert", 0, 3e-3), scale, str(tmp_path))
+    assert jobs.run_jobs([job], deadline=0.0, predict=lambda j: 1.0) == {}
+    assert not job.path.exists()
+
+
+# ----------------------------------------------------------------------------- a whole (micro) ablation
+
+
+def _micro_data(folder):
+    """A fake BBC (five topic folders of short documents) and 60 fake sentiment snippets."""
+    rng = random.Random(0)
+    for topic, words in zip(TOPICS, TOPIC_WORDS, strict=True):
+        (folder / "data" / "bbc" / "raw" / topic).mkdir(parents=True)
+        for i in range(24):
+            text = " ".join(rng.choice(WORDS + words.split()) for _ in range(rng.randint(20, 50)))
+            (folder / "data" / "bbc" / "raw" / topic / f"{i:03d}.txt").write_text(text.capitalize() + ".")
+    lines = ["id\tsentiment\ttext"] + [
+        f"{i}\t{1.5 if i % 2 else -1.5}\t{'the new store' if i % 2 else 'masked words'} {rng.choice(WORDS)}"
+        for i in range(60)]
+    (folder / "snippets.txt").write_text("\n".join(lines) + "\n")
+
+
+def _micro_scale() -> Scale:
+    model = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=64)
+    return Scale(
+        name="micro", description="test",
+        train=TrainConfig(size="tiny", model_overrides=model, source="bbc", vocab_size=320, seq_length=32,
+                          batch_size=8, lr=1e-2, dropout=0.0, log_every=2, eval_rows=16, eval_batch_size=16,
+                          save_every=0),
+        finetune=dict(lr=1e-3, epochs=1.0, batch_size=8, max_length=16), budget_tokens=6 * 8 * 32,
+        seeds=(0, 1), lr_grid=(1e-2,), evals=2, topics=dict(per_class=2, draws=1, max_chunks=1),
+        probe=dict(train_windows=64, test_windows=64), random_init_finetunes=2, threads=1)
 
 
 @pytest.fixture(scope="module")
 def micro_run(tmp_path_factory):
-    """A whole ablation on a 40-word corpus and 60 fake snippets: a few seconds."""
     folder = tmp_path_factory.mktemp("ablation")
-    rng = random.Random(0)
-    docs = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 60))).capitalize() + "." for _ in range(200)]
-    (folder / "corpus.txt").write_text("\n\n".join(docs))
-    lines = ["id\tsentiment\ttext"] + [
-        f"{i}\t{1.5 if i % 2 else -1.5}\t{'the model learns' if i % 2 else 'attention mixes'} {rng.choice(WORDS)}"
-        for i in range(60)
-    ]
-    (folder / "snippets.txt").write_text("\n".join(lines) + "\n")
-    model = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                 max_position_embeddings=64, position_buckets=16)
-    scale = Scale(
-        name="micro", description="test",
-        train=TrainConfig(size="tiny", model_overrides=model, source=str(folder / "corpus.txt"), vocab_size=320,
-                          seq_length=32, batch_size=8, steps=12, lr=1e-2, dropout=0.0, log_every=2, eval_every=6,
-                          eval_rows=16, eval_batch_size=16, save_every=0),
-        finetune=dict(lr=1e-3, epochs=1.0, batch_size=8, max_length=16), finetune_seeds=(0, 1), threads=1,
-    )
+    _micro_data(folder)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(corpus.DATA_ENV, str(folder / "data"))
-        results = run_ablation(scale, folder / "report", sentiment_file=folder / "snippets.txt",
-                                         progress=False)
-    return results, folder / "report"
+        results = run_ablation(_micro_scale(), folder / "report", sentiment_file=folder / "snippets.txt",
+                               progress=False)
+        yield results, folder
 
 
-def test_results_json_has_the_promised_fields(micro_run):
-    results, out = micro_run
-    saved = report.load_results(out)
-    assert saved == json.loads(json.dumps(results))
-    for key in ("scale", "cpu_scale", "command", "hardware", "software", "wall_time_s", "train_config",
-                "tokens_per_run", "finetune_config", "variants", "noise", "paper", "comparison"):
-        assert key in saved, key
-    assert saved["hardware"]["cpu"] and "gpu" in saved["hardware"]
-    assert saved["software"]["torch"] == torch.__version__ and "transformers" in saved["software"]
-    assert list(saved["variants"]) == list(VARIANTS) and saved["cpu_scale"] is True
-    assert saved["tokens_per_run"] == 12 * 8 * 32
-    for v, r in saved["variants"].items():
-        assert r["tokens"] == saved["tokens_per_run"], v
-        assert r["val_loss"] > 0 and 0 <= r["val_accuracy"] <= 1 and r["val_perplexity"] > 1
-        assert len(r["finetune"]["test"]) == 2 and 0 <= r["finetune"]["test_mean"] <= 1
-        assert r["curves"]["eval"]["step"] == [0, 6, 12] and len(r["curves"]["train"]["loss"]) == 6
-    assert saved["noise"]["seed"] == 1 and saved["comparison"]["seed_noise_val_loss"] is not None
-    assert {c["other"] for c in saved["comparison"]["claims"]} == {"bert", "no_emd", "no_c2p", "no_p2c"}
-    report.assert_learning(saved)
-
-
-def test_the_report_files_are_written_and_small(micro_run):
-    results, out = micro_run
-    for name in results["files"]:
+def test_every_run_writes_its_own_file_and_the_report_is_complete(micro_run):
+    results, folder = micro_run
+    out = folder / "report"
+    names = sorted(p.name for p in (out / "runs").glob("*.json"))
+    assert names == sorted(f"{v}-seed{s}-lr0.01.json" for v in VARIANTS for s in (0, 1))
+    assert results["complete"] and not results["missing"] and results["best_lr"] == {v: 0.01 for v in VARIANTS}
+    assert report.load_results(out) == json.loads(json.dumps(results))
+    for name in (report.RESULTS_FILE, report.COMPARISON_FILE, report.CURVES_FILE, report.SUMMARY_FILE,
+                 report.PLAN_FILE, report.BASELINES_FILE):
         assert (out / name).exists(), name
     for name in (report.CURVES_FILE, report.SUMMARY_FILE):
         data = (out / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000, (name, len(data))
-    assert (out / report.RESULTS_FILE).stat().st_size < 200_000
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 300_000, (name, len(data))
     text = (out / report.COMPARISON_FILE).read_text()
-    assert "RoBERTa-ReImp_base" in text and "84.9" in text and "71.7" in text  # the paper, side by side
-    assert "scale (CPU)" in text  # a CPU run says so
+    assert "RoBERTa-ReImp_base" in text and "84.9" in text and "v1 layout" in text and "paired t-test" in text
+    for r in results["runs"].values():  # every run: the same FLOPs, checked against the plateau, probed
+        assert r["flops"] == pytest.approx(results["flops_per_run"], rel=0.3)
+        assert isinstance(r["on_plateau"], bool) and 0 <= r["position_probe"] <= 1 and 0 <= r["topic_probe"] <= 1
+        assert r["curve"]["step"][0] == 0 and r["curve"]["step"][-1] == r["steps"] and r["val_auc"] > 0
+    b = results["baselines"]
+    assert 0.5 <= b["sentiment"]["majority"] <= 1 and len(b["sentiment"]["random_init"]) == 2
+    assert set(b["random_init"]) == set(VARIANTS) and b["topics"]["per_class"] == 2
+    assert b["unigram"]["val_loss"] > 0
 
 
-def test_a_loss_that_does_not_fall_is_reported(micro_run):
+def test_every_claim_and_measure_has_a_test_or_says_why_not(micro_run):
     results, _ = micro_run
-    broken = json.loads(json.dumps(results))
-    broken["variants"]["no_c2p"]["val_loss"] = broken["variants"]["no_c2p"]["val_loss_start"] + 1
-    with pytest.raises(AssertionError, match="no_c2p: held-out loss"):
-        report.assert_learning(broken)
+    claims = [c for c in results["claims"] if c["metric"]]
+    assert len(claims) == 4 * len(report.METRICS)
+    for c in claims:
+        assert c["verdict"] in (*stats.VERDICTS, None) and c["test"]["n"] <= 2
+        assert c["verdict"] is not None or c["note"].startswith("not tested"), c
 
 
-def test_a_diverged_run_is_reported_not_fatal(micro_run, tmp_path):
-    results, _ = micro_run
-    broken = json.loads(json.dumps(results))
-    broken["variants"]["no_p2c"] = {"label": "−P2C", "variant": "no_p2c", "seed": 0,
-                                    "failed": "the training loss became nan at step 7"}
-    broken["comparison"] = report.compare_with_paper(broken)
-    assert broken["comparison"]["failed_runs"] == ["no_p2c"]
-    assert "no_p2c" not in broken["comparison"]["our_order_val_loss"]
-    report.write_report(broken, tmp_path)
-    assert "failed: the training loss became nan" in (tmp_path / report.COMPARISON_FILE).read_text()
-    with pytest.raises(AssertionError, match="no_p2c: the training loss became nan"):
-        report.assert_learning(broken)
+def test_a_second_command_resumes_and_redoes_only_what_is_missing(micro_run):
+    results, folder = micro_run
+    out = folder / "report"
+    runs = out / "runs"
+    kept = {p.name: p.stat().st_mtime_ns for p in runs.glob("*.json")}
+    (runs / "no_c2p-seed1-lr0.01.json").unlink()
+    partial = publish.write_report(out, figures=False)
+    assert not partial["complete"] and partial["missing"] == ["no_c2p-seed1-lr0.01"]
+    assert "MISSING" in (out / report.COMPARISON_FILE).read_text()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(corpus.DATA_ENV, str(folder / "data"))
+        again = run_ablation(_micro_scale(), out, sentiment_file=folder / "snippets.txt", progress=False)
+        assert again["complete"]
+        now = {p.name: p.stat().st_mtime_ns for p in runs.glob("*.json")}
+        assert {k: v for k, v in now.items() if k != "no_c2p-seed1-lr0.01.json"} == {
+            k: v for k, v in kept.items() if k != "no_c2p-seed1-lr0.01.json"}  # the others were not redone
+        assert len(json.loads((out / report.PLAN_FILE).read_text())["commands"]) == 2
+        with pytest.raises(ValueError, match="another experiment"):  # another plan in the same folder
+            run_ablation(_micro_scale(), out, sentiment_file=folder / "snippets.txt", progress=False, evals=3)
 
 
-def test_a_report_is_rebuilt_from_its_results(micro_run, tmp_path):
-    results, out = micro_run
-    folder = tmp_path / "rebuilt"
-    folder.mkdir()
-    (folder / report.RESULTS_FILE).write_bytes((out / report.RESULTS_FILE).read_bytes())
-    rebuilt = report.rebuild_report(folder)
-    assert rebuilt["comparison"] == json.loads(json.dumps(results["comparison"])) and "report_rebuilt" in rebuilt
-    assert all((folder / name).exists() for name in results["files"])
-    (folder / report.RESULTS_FILE).write_text(json.dumps({"schema": "something else"}))
-    with pytest.raises(ValueError, match="not an ablation result"):
-        report.load_results(folder)
+def test_plateau_runs_and_constant_classifiers_are_reported(micro_run):
+    results, folder = micro_run
+    plan_, runs, baselines = report.load_folder(folder / "report")
+    unigram = dict(baselines["unigram"])
+    record = dict(runs["bert-seed0-lr0.01"])
+    record["sentiment"] = {**record["sentiment"], "constant": True}
+    summary = report.run_summary(record, {**unigram, "val_loss": record["metrics"]["val_loss"] + 0.1})
+    assert summary["on_plateau"] and summary["sentiment"] is None and summary["sentiment_raw"] is not None
+    summaries = {rid: report.run_summary(r, unigram) for rid, r in runs.items()}
+    summaries["bert-seed0-lr0.01"] = summary
+    main = {v: {s: f"{v}-seed{s}-lr0.01" for s in (0, 1)} for v in VARIANTS}
+    bert = [c for c in report.claims(main, summaries) if c["other"] == "bert" and c["metric"]]
+    assert all(c["verdict"] is None and "bert-seed0-lr0.01" in c["note"] and "on the plateau" in c["note"]
+               for c in bert)
 
 
-def test_the_committed_run_is_found():
+def test_the_committed_run_is_of_this_design_or_not_shown():
     folder = report.committed_results()
-    assert folder is not None and folder.parent.name == "results", folder
-    assert report.load_results(folder)["scale"] in ("cpu", "gpu")
+    assert folder is None or report.load_results(folder)["schema"] == report.SCHEMA
+    old = RESULTS_ROOT / "ablation-cpu" / report.RESULTS_FILE
+    if old.exists() and json.loads(old.read_text()).get("schema") != report.SCHEMA:
+        with pytest.raises(ValueError, match="another design"):
+            report.load_results(old.parent)
 
 
-def test_the_command_line_lists_the_scales(capsys):
+def test_the_command_line(capsys, micro_run):
+    _, folder = micro_run
     assert reproduce.main(["--list"]) is None
     out = capsys.readouterr().out
     assert all(name in out for name in plan.SCALES)
     with pytest.raises(SystemExit) as e:
         reproduce.main(["--help"])
     assert e.value.code == 0 and "--rebuild" in capsys.readouterr().out
+    assert reproduce.main(["--missing", str(folder / "report")])["complete"]
+    with pytest.raises(SystemExit, match="not an ablation folder"):
+        reproduce.main(["--missing", str(folder)])
+
+
+# ----------------------------------------------------------------------------- the exercise
 
 
 def test_check_verdict(capsys):
     def right(a, b):
-        n = len(a)
-        diff = statistics.mean(a) - statistics.mean(b)
-        if abs(diff) <= 2 * math.sqrt((statistics.stdev(a) ** 2 + statistics.stdev(b) ** 2) / n):
-            return "noise"
-        return "A" if diff > 0 else "B"
+        p = scipy_stats.ttest_rel(a, b).pvalue
+        return "noise" if not p < 0.05 else ("A" if statistics.mean(a) > statistics.mean(b) else "B")
 
     assert exercises.check_verdict(right)
-    assert "all 7 cases pass" in capsys.readouterr().out
+    assert "all 6 cases pass" in capsys.readouterr().out
     assert not exercises.check_verdict(lambda a, b: (_ for _ in ()).throw(NotImplementedError)).attempted
     with pytest.raises(AssertionError, match="A and B swapped"):
         exercises.check_verdict(lambda a, b: right(b, a))
-    with pytest.raises(AssertionError, match="'one SE'"):
-        exercises.check_verdict(lambda a, b: exercises.lesson6._verdict(a, b, ses=1.0))
-    with pytest.raises(AssertionError, match="'population std'"):
-        exercises.check_verdict(lambda a, b: exercises.lesson6._verdict(a, b, std=statistics.pstdev))
+    with pytest.raises(AssertionError, match="'2 SE'"):
+        exercises.check_verdict(lambda a, b: exercises.lesson6._verdict(a, b, rule="2 SE"))
+    with pytest.raises(AssertionError, match="'unpaired'"):
+        exercises.check_verdict(lambda a, b: exercises.lesson6._verdict(a, b, rule="welch"))
     with pytest.raises(AssertionError, match="expected 'A', got 'noise'"):
         exercises.check_verdict(lambda a, b: "noise")
 
 
 def test_the_verdict_rule_is_the_reports():
-    # the checker's reference and report.compare_with_paper call the same differences noise
     for a, b, want in exercises.lesson6.VERDICT_CASES:
-        finetune = {x: {"test": t, "test_mean": statistics.mean(t), "test_std": statistics.stdev(t)}
-                    for x, t in (("deberta", a), ("bert", b))}
-        verdict = report._claim({x: {"val_loss": 1.0, "finetune": f} for x, f in finetune.items()}, "bert", None)
-        assert verdict["finetune_verdict"] == {"A": "agrees", "B": "disagrees", "noise": "within fine-tuning noise"}[want]
+        verdict = stats.verdict(stats.paired_test(a, b), higher_is_better=True)
+        assert verdict == {"A": "agrees", "B": "disagrees", "noise": "within noise"}[want], (a, b)

@@ -1,120 +1,144 @@
-"""Lesson 6, the plan: the runs of the ablation, what they share, and how many steps fit a time budget.
+"""Lesson 6, the plan: which runs the ablation makes, what they share, and what each one costs.
 
-    Scale                  one shared TrainConfig, the fine-tuning, the machine (smoke | cpu | gpu)
-    variant_configs        one TrainConfig per variant (only the variant differs) and the noise run
-    check_only_variant_differs   refuses runs that differ in anything else
-    fit_steps              times DeBERTa, then cuts the steps (alike for every run) to fit the budget
+    Scale                 one shared TrainConfig, the layout (v1 as Table 4, or v3), seeds, the learning-rate
+                          grid, the FLOP budget of every run, the probes, the fine-tuning, the machine
+    run_config            the TrainConfig of one run (variant, seed, rate): its steps spend the FLOP budget
+    grid_jobs, seed_jobs  the grid (every variant x every rate, on one seed), then the other seeds at the
+                          rate each variant did best with
+    check_only_variant_differs   refuses runs that differ in more than the variant (and what the budget sets)
 
-Scales: ``smoke`` checks the plumbing in CI (seconds); ``cpu`` is a reduced reproduction for 2 CPU cores
-(about half an hour); ``gpu`` is sized for one H100 in about 9 minutes (``scripts/reproduce_gpu.sh``).
+Every run of a scale gets the same training FLOPs (``training.flops``), so a variant that costs more per
+token sees fewer tokens; curves are drawn against both tokens and FLOPs. Scales: ``smoke`` checks the
+plumbing (CI, seconds per run); ``cpu`` is sized for 2 CPU cores in at most 90 minutes; ``gpu`` fits its
+FLOP budget to the measured step times of one GPU (``timing.fit_budget``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import statistics
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from deberta_edu.facts import checkpoint_dir
-from deberta_edu.training import mlm_data, pretrain
 from deberta_edu.training.configs import TrainConfig
 from deberta_edu.training.flops import train_flops_per_token
 
 VARIANTS = ("bert", "deberta", "no_emd", "no_c2p", "no_p2c")  # the order of every table and plot
-LABELS = {
-    "bert": "BERT-style",
-    "deberta": "DeBERTa",
-    "no_emd": "−EMD",
-    "no_c2p": "−C2P",
-    "no_p2c": "−P2C",
+LABELS = {"bert": "BERT-style", "deberta": "DeBERTa", "no_emd": "−EMD", "no_c2p": "−C2P", "no_p2c": "−P2C"}
+OTHERS = ("bert", "no_emd", "no_c2p", "no_p2c")  # the rows Table 4 compares DeBERTa with
+
+# The attention layout of every variant. Table 4 ablates DeBERTa v1 base models: separate position
+# projections W_{q,r}, W_{k,r} (share_att_key False), the plain clamp of eq. (3) (no log buckets; k is
+# max_position_embeddings), no LayerNorm on the relative table, v1's fused in_proj. v3 is what the course
+# model uses (§5.3's changes): positions through the content projections, a layer-normed table, 256 log buckets.
+LAYOUTS = {
+    "v1": {"layout": "v1", "share_att_key": False, "norm_rel_ebd": False, "position_buckets": -1},
+    "v3": {"layout": "v2", "share_att_key": True, "norm_rel_ebd": True, "position_buckets": 256},
 }
-NOISE_RUN = "deberta-seed1"  # DeBERTa again with pretraining seed 1: the seed-to-seed yardstick
-
-
-# ----------------------------------------------------------------------------- scales
+LAYOUT_NOTES = {
+    "v1": "v1 layout, as Table 4's base models: separate position projections (share_att_key False), the plain "
+          "clamp of eq. (3), no LayerNorm on the relative table",
+    "v3": "v3 layout (not Table 4's): position projections shared with the content ones, a layer-normed relative "
+          "table, 256 log buckets",
+}
+# What a run of the ablation may differ in from DeBERTa's run of the same seed and rate: what the FLOP budget sets.
+BUDGET_FIELDS = {"steps", "warmup_steps", "eval_every", "log_every"}
 
 
 @dataclass
 class Scale:
-    """Everything a reproduction decides: one shared TrainConfig, the fine-tuning, and how to run it."""
+    """Everything a reproduction decides, shared by all its runs."""
 
     name: str
     description: str
-    train: TrainConfig  # shared by all runs; variant_configs sets variant, name, steps and warmup
-    finetune: dict  # FinetuneConfig fields (lr, epochs, batch_size, ...) shared by every fine-tuning run
-    finetune_seeds: tuple[int, ...] = (0, 1, 2)
-    eval_examples: int | None = None  # cut dev and test to this many snippets (smoke); None: all of them
-    noise_seed: int | None = 1  # pretrain DeBERTa once more with this seed; None: skip
+    train: TrainConfig  # shared; run_config sets variant, seed, lr, steps, warmup, eval_every, name
+    finetune: dict  # FinetuneConfig fields of the sentiment fine-tuning (one per pretraining seed)
+    budget_tokens: int  # every run gets the FLOPs of this many DeBERTa tokens (GPU: replaced by the fit)
+    layout: str = "v1"
+    seeds: tuple[int, ...] = (0, 1, 2)  # pretraining seeds: data order, masks, initial weights
+    lr_grid: tuple[float, ...] = (1e-3, 2e-3, 4e-3)  # searched on seeds[0], the same grid for every variant
+    evals: int = 8  # held-out evaluations per run, at equal fractions of its FLOPs (and one at step 0)
+    warmup_fraction: float = 0.06
+    eval_examples: int | None = None  # cut the sentiment dev and test sets (smoke); None: all of them
+    topics: dict = field(default_factory=lambda: dict(per_class=20, draws=3, max_chunks=4))
+    probe: dict = field(default_factory=lambda: dict(train_windows=512, test_windows=2000))
+    random_init_finetunes: int = 3  # sentiment from random weights (DeBERTa), this many seeds
     device: str = "cpu"
-    threads: int | None = None  # torch threads per run (None: torch's default)
-    workers: int = 1  # runs at once, each in its own process (CPU only: one GPU runs one at a time)
-    compile: bool = False  # torch.compile the encoder layers (falls back to eager where it fails)
-    pretrain_budget_s: float | None = None  # GPU: measure speed first and cut steps (alike for all) to fit
-    assumed_tflops: float | None = None  # the FLOP rate the planned steps were sized for
-    warmup_fraction: float = 0.1  # warmup steps = this fraction of the steps that run
-    max_minutes: float = 30.0  # what the scale promises, for the whole run
-    work_dir: Path | None = None  # checkpoints and job results; None: keep nothing but the results
+    threads: int | None = None  # torch threads per run
+    workers: int = 1  # runs at once, each in its own process (CPU only)
+    compile: bool = False  # torch.compile the encoder layers
+    fit_seconds: float | None = None  # fit budget_tokens so that every run ends within this (GPU)
+    max_minutes: float = 90.0  # what the scale promises for the whole run
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {self.layout!r}")
+        if len(self.seeds) < 2:
+            raise ValueError(f"the ablation pairs runs by seed and tests the differences: give >= 2 seeds, "
+                             f"got {self.seeds}")
+        if not self.lr_grid:
+            raise ValueError("lr_grid needs at least one learning rate")
 
     @property
     def cpu_scale(self) -> bool:
-        return self.device == "cpu"
+        return not self.device.startswith("cuda")
+
+    @property
+    def grid_seed(self) -> int:
+        return self.seeds[0]
+
+    @property
+    def label(self) -> str:
+        return self.name + ("" if self.layout == "v1" else f"-{self.layout}")
 
 
 def _smoke() -> Scale:
     tiny = dict(hidden_size=64, intermediate_size=256)
     return Scale(
         name="smoke",
-        description="CI smoke test: a 64-wide model, 40 steps on BBC News, a 2-seed fine-tune on 128 snippets",
+        description="smoke test: a 64-wide, 2-layer model on BBC News, 2 seeds, a grid of 2 rates; seconds per run",
         train=TrainConfig(size="tiny", model_overrides=tiny, source="bbc", vocab_size=8000, seq_length=128,
-                          batch_size=8, steps=40, lr=3e-3, dropout=0.0, log_every=5,
-                          eval_every=20, eval_rows=64, eval_batch_size=64, save_every=0),
-        finetune=dict(lr=2e-4, epochs=1.0, batch_size=32, max_length=48, max_train_examples=128),
-        finetune_seeds=(0, 1), eval_examples=200, noise_seed=None, threads=2, warmup_fraction=0.125, max_minutes=3.0,
+                          batch_size=8, lr=3e-3, dropout=0.0, log_every=2, eval_rows=32, eval_batch_size=32,
+                          save_every=0),
+        finetune=dict(lr=1e-3, epochs=1.0, batch_size=32, max_length=48, max_train_examples=96),
+        budget_tokens=12 * 8 * 128, seeds=(0, 1), lr_grid=(3e-3, 6e-3), evals=3, eval_examples=96,
+        topics=dict(per_class=3, draws=1, max_chunks=1), probe=dict(train_windows=128, test_windows=256),
+        random_init_finetunes=2, threads=1, workers=2, max_minutes=3.0,
     )
 
 
 def _cpu() -> Scale:
-    # The named `tiny` size (2 layers, 128 wide) on BBC News (8,000-piece vocabulary, 128-token rows), lesson 4's
-    # model and batch (16 rows, dropout off: such a short run underfits) at lr 2e-3: 600 steps = 1.2M tokens,
-    # about 1.2 epochs. Trials with this model on 2 shared cores: lr 5e-3, or lr 3e-3 with batch 32, stay on the
-    # unigram plateau (~7.0 nats); lr 1e-3 and batch 8 leave it later than lr 2e-3 with batch 16. Fine-tuning at
-    # lr 2e-4 stayed at chance (~48%) on such a model, lr 1e-3 learns (~60%). Two processes of one thread each:
-    # on 2 shared cores they beat one two-threaded run (which measured 2-4x slower under load).
+    # The `tiny` size (2 layers, 128 wide) on BBC News with the course recipe's dropout 0. Every run: the FLOPs of
+    # 2M DeBERTa tokens (976 steps; BERT-style ~2.2x the tokens). 5 variants x 3 rates + 5 x 2 more seeds = 25
+    # runs on 2 processes x 1 thread. Measured on 2 free cores (Xeon, torch 2.13, both processes busy): 154-185
+    # ms/step for BERT-style, −EMD, −C2P, −P2C, 231-270 ms for DeBERTa (16 x 128 tokens), so 108 worker-minutes of
+    # pretraining (54 on 2 workers), plus ~46 s per run for 9 evaluations, the probes and the fine-tuning, and
+    # ~2 minutes of baselines: about 65-70 minutes in all. Shared cores are slower; the budget leaves ~20 minutes.
     return Scale(
         name="cpu",
-        description="CPU-scale reduced reproduction: tiny model (2 layers, hidden 128), BBC News, 600 steps x 16 x 128 "
-                    "tokens per variant; fine-tuned on 3,000 sentiment snippets (1 epoch, lr 1e-3) with 3 seeds; "
-                    "2 processes x 1 thread",
-        train=TrainConfig(size="tiny", source="bbc", vocab_size=8000, seq_length=128, batch_size=16, steps=600,
-                          lr=2e-3, dropout=0.0, log_every=10, eval_every=150, eval_rows=256, eval_batch_size=128,
-                          save_every=0),
+        description="CPU scale: tiny model (2 layers, hidden 128), BBC News, 16 x 128 tokens per step, every run "
+                    "the FLOPs of 2M DeBERTa tokens; 3 seeds, a grid of 3 rates; 2 processes x 1 thread",
+        train=TrainConfig(size="tiny", source="bbc", vocab_size=8000, seq_length=128, batch_size=16, lr=2e-3,
+                          dropout=0.0, log_every=10, eval_rows=256, eval_batch_size=128, save_every=0),
         finetune=dict(lr=1e-3, epochs=1.0, batch_size=32, max_length=64, max_train_examples=3000),
-        finetune_seeds=(0, 1, 2), threads=1, workers=2, max_minutes=30.0,
-        work_dir=checkpoint_dir("ablation-cpu"),
+        budget_tokens=2_000_000, threads=1, workers=2, max_minutes=90.0,
     )
 
 
 def _gpu() -> Scale:
-    # The `small` size (6 layers, 512 wide, 19M weights besides the 16M of the embedding) on the `large`
-    # corpus at 512 tokens per row, batch 64 x 512 = 32,768 tokens. About 2e8 FLOPs per token (train_flops),
-    # so at 35% of an H100's 989 dense bf16 TFLOP/s one variant sees ~90M tokens in 50 s (~4 epochs).
-    # Time on one H100 (9 minutes at most): timing run ~10 s, pretraining 300 s for the 6 runs, evaluations
-    # ~20 s, 18 fine-tunings ~60-120 s, start-up and pictures ~20 s.
-    # The `base` size would see 4x fewer (~1 epoch, a few hundred steps), far from compute-optimal; small it is.
-    # Batch 64 rather than 128: twice the updates for the same tokens, to leave the unigram plateau sooner.
-    # The planned 3,000 steps are cut, alike for all variants, when a timing run says they would not fit.
+    # The `small` size (6 layers, 512 wide) on the `large` corpus at 512 tokens, batch 16 x 512, bf16 autocast.
+    # budget_tokens is a placeholder: timing.fit_budget replaces it from the step time of every variant measured
+    # on the machine (compile included), so that the 25 runs and the baselines end inside fit_seconds. What a run
+    # costs besides pretraining (9 evaluations, the probes, 62 fine-tuning steps) is paid 25 times, so it is kept
+    # small: 2,000 fine-tuning snippets, topic documents read in at most 2 chunks of 512 tokens.
     return Scale(
         name="gpu",
-        description="GPU reproduction for one H100: small model (6 layers, hidden 512), `large` corpus at 512 tokens, "
-                    "batch 64, bf16 autocast; steps sized to a 300-second pretraining budget for the 6 runs; "
-                    "fine-tuned on all sentiment snippets (2 epochs, lr 3e-4) with 3 seeds",
-        train=TrainConfig(size="small", source="large", vocab_size=32000, seq_length=512, batch_size=64,
-                          steps=3000, lr=5e-4, dropout=0.1, precision="auto", log_every=20,
-                          eval_every=200, eval_rows=512, eval_batch_size=64, save_every=0),
-        finetune=dict(lr=3e-4, epochs=2.0, batch_size=64, max_length=64),
-        finetune_seeds=(0, 1, 2), device="cuda", compile=False, pretrain_budget_s=300.0,
-        assumed_tflops=0.35 * 989.0, max_minutes=9.0,
+        description="GPU scale for one GPU: small model (6 layers, hidden 512), `large` corpus at 512 tokens, "
+                    "batch 16, bf16; the FLOP budget fitted to the measured step times; 3 seeds, a grid of 3 rates",
+        train=TrainConfig(size="small", source="large", vocab_size=32000, seq_length=512, batch_size=16, lr=5e-4,
+                          dropout=0.0, precision="auto", log_every=10, eval_rows=256, eval_batch_size=64,
+                          save_every=0),
+        finetune=dict(lr=3e-4, epochs=1.0, batch_size=32, max_length=64, max_train_examples=2000),
+        topics=dict(per_class=20, draws=3, max_chunks=2),
+        budget_tokens=4_000_000, lr_grid=(2.5e-4, 5e-4, 1e-3), device="cuda", fit_seconds=380.0, max_minutes=9.0,
     )
 
 
@@ -130,18 +154,50 @@ def get_scale(name: str, **changes) -> Scale:
 # ----------------------------------------------------------------------------- the runs
 
 
-def variant_configs(scale: Scale, steps: int | None = None) -> dict[str, TrainConfig]:
-    """The runs of an ablation: the five variants (one TrainConfig, only the variant differs) and the noise run.
+def shared_config(scale: Scale) -> TrainConfig:
+    """The scale's TrainConfig with its attention layout (v1 or v3) in the model overrides."""
+    return scale.train.replace(model_overrides={**LAYOUTS[scale.layout], **scale.train.model_overrides})
 
-    ``steps`` replaces the scale's steps; warmup is the scale's fraction of whatever steps run.
-    """
-    steps = steps or scale.train.steps
-    shared = scale.train.replace(steps=steps, warmup_steps=max(1, round(scale.warmup_fraction * steps)))
-    runs = {v: shared.replace(variant=v, name=f"ablation-{scale.name}-{v}") for v in VARIANTS}
-    if scale.noise_seed is not None:
-        runs[NOISE_RUN] = shared.replace(variant="deberta", seed=scale.noise_seed,
-                                         name=f"ablation-{scale.name}-{NOISE_RUN}")
-    return runs
+
+def run_cost(cfg: TrainConfig) -> float:
+    """Training FLOPs per token of a run (the MLM head on its masked tokens)."""
+    return train_flops_per_token(cfg.model_config(), cfg.seq_length, cfg.mlm_probability)
+
+
+def flop_budget(scale: Scale) -> float:
+    """The training FLOPs of every run: those of ``budget_tokens`` DeBERTa tokens."""
+    return scale.budget_tokens * run_cost(shared_config(scale).replace(variant="deberta"))
+
+
+def run_id(variant: str, seed: int, lr: float) -> str:
+    return f"{variant}-seed{seed}-lr{lr:g}"
+
+
+def run_config(scale: Scale, variant: str, seed: int, lr: float) -> TrainConfig:
+    """One run: the shared config with this variant, seed and rate, and the steps that spend the FLOP budget."""
+    cfg = shared_config(scale).replace(variant=variant, seed=seed, lr=lr, name=f"ablation-{scale.label}-"
+                                       + run_id(variant, seed, lr))
+    steps = max(scale.evals, round(flop_budget(scale) / (run_cost(cfg) * cfg.tokens_per_step)))
+    eval_every = max(1, steps // scale.evals)
+    return cfg.replace(steps=steps, warmup_steps=max(1, round(scale.warmup_fraction * steps)),
+                       eval_every=eval_every, log_every=max(1, min(cfg.log_every, eval_every)))
+
+
+def variant_configs(scale: Scale, seed: int | None = None, lr: float | None = None) -> dict[str, TrainConfig]:
+    """The five variants' runs for one seed (default: the grid's) and rate (default: the grid's middle)."""
+    seed = scale.grid_seed if seed is None else seed
+    lr = scale.lr_grid[len(scale.lr_grid) // 2] if lr is None else lr
+    return {v: run_config(scale, v, seed, lr) for v in VARIANTS}
+
+
+def grid_jobs(scale: Scale) -> list[tuple[str, int, float]]:
+    """(variant, seed, lr) of the grid: every variant at every rate, on the grid seed."""
+    return [(v, scale.grid_seed, lr) for v in VARIANTS for lr in scale.lr_grid]
+
+
+def seed_jobs(scale: Scale, best_lr: dict[str, float]) -> list[tuple[str, int, float]]:
+    """(variant, seed, lr) of the other seeds, each variant at its best rate (its grid-seed run is in the grid)."""
+    return [(v, seed, best_lr[v]) for seed in scale.seeds[1:] for v in VARIANTS if v in best_lr]
 
 
 def config_differences(a: TrainConfig, b: TrainConfig) -> dict[str, tuple]:
@@ -151,52 +207,21 @@ def config_differences(a: TrainConfig, b: TrainConfig) -> dict[str, tuple]:
 
 
 def check_only_variant_differs(configs: dict[str, TrainConfig]) -> None:
-    """The five variants differ in the variant alone; the noise run differs from DeBERTa in the seed alone."""
+    """Runs of one seed and rate differ from DeBERTa's in the variant and in what the FLOP budget sets,
+    and they spend the same FLOPs (to within one step)."""
     reference = configs["deberta"]
-    for name in VARIANTS:
-        diff = config_differences(reference, configs[name])
-        if set(diff) - {"variant"}:
-            raise ValueError(f"the {name} run differs from deberta in more than the variant: {diff}")
-    if NOISE_RUN in configs and set(config_differences(reference, configs[NOISE_RUN])) != {"seed"}:
-        raise ValueError(f"the {NOISE_RUN} run must differ from deberta in the seed alone")
+    budget = run_cost(reference) * reference.tokens_per_step * reference.steps
+    for name, cfg in configs.items():
+        extra = set(config_differences(reference, cfg)) - {"variant"} - BUDGET_FIELDS
+        if extra:
+            raise ValueError(f"the {name} run differs from deberta's in more than the variant: "
+                             f"{ {k: config_differences(reference, cfg)[k] for k in sorted(extra)} }")
+        step = run_cost(cfg) * cfg.tokens_per_step
+        if abs(step * cfg.steps - budget) > step:
+            raise ValueError(f"the {name} run spends {step * cfg.steps:.3g} FLOPs, deberta's {budget:.3g}: more "
+                             f"than one step ({step:.3g}) apart; build both with run_config")
 
 
-def run_cost(cfg: TrainConfig) -> float:
-    """FLOPs per token of one training step of a run (the MLM head on its masked tokens)."""
-    return train_flops_per_token(cfg.model_config(), cfg.seq_length, cfg.mlm_probability)
-
-
-# ----------------------------------------------------------------------------- fitting a time budget
-
-
-def fit_steps(scale: Scale, configs: dict[str, TrainConfig], device: str, timing_steps: int = 30) -> dict:
-    """Time DeBERTa (the costliest variant) for a few steps; the steps that fit the pretraining budget.
-
-    The other runs' step times are scaled by their FLOPs (train_flops_per_token). Every variant then gets
-    the same, possibly smaller, number of steps: the comparison stays fair whatever the machine.
-    """
-    cfg = configs["deberta"].replace(steps=timing_steps, warmup_steps=timing_steps, log_every=timing_steps // 3,
-                                     eval_every=0, save_every=0, name="timing")
-    train_data, _, tokenizer = mlm_data.prepare_data(cfg)
-    result = pretrain.train(cfg.replace(compile=scale.compile), train_data, None, tokenizer=tokenizer, device=device,
-                            progress=False)
-    windows = [r for r in result.history if r["kind"] == "train"][1:]  # the first window holds the warm-up
-    step_s = cfg.tokens_per_step / statistics.median(r["tokens_per_s"] for r in windows)
-    costs = {run: run_cost(c) for run, c in configs.items()}
-    seconds_per_step = sum(step_s * c / costs["deberta"] for c in costs.values())  # all runs, one step each
-    fitting = int(scale.pretrain_budget_s / seconds_per_step)
-    planned = scale.train.steps
-    steps = min(planned, fitting // scale.train.log_every * scale.train.log_every)
-    tflops = costs["deberta"] * cfg.tokens_per_step / step_s / 1e12
-    print(f"timing: DeBERTa {step_s * 1e3:.0f} ms/step ({tflops:.3g} TFLOP/s by train_flops_per_token); "
-          f"{fitting} steps fit {scale.pretrain_budget_s:.0f} s for {len(configs)} runs; planned {planned}, running {steps}",
-          flush=True)
-    if steps < min(planned, 10 * scale.train.log_every):
-        raise RuntimeError(
-            f"only {fitting} steps of the {scale.name} scale fit its {scale.pretrain_budget_s:.0f} s budget on this "
-            f"machine ({step_s:.2f} s per DeBERTa step); this is not the machine the scale was sized for. Run a "
-            "smaller scale, or pass steps= to run a fixed number of steps anyway."
-        )
-    return {"timing_steps": timing_steps, "deberta_step_s": step_s, "deberta_tflops": tflops,
-            "seconds_per_step_all_runs": seconds_per_step, "planned_steps": planned, "fitting_steps": fitting,
-            "steps": steps, "assumed_tflops": scale.assumed_tflops}
+def best_rates(final_losses: dict[str, dict[float, float]]) -> dict[str, float]:
+    """{variant: the rate with the lowest final held-out loss on the grid seed} for each finished grid."""
+    return {v: min(losses, key=losses.get) for v, losses in final_losses.items() if losses}

@@ -1,4 +1,4 @@
-"""Lesson 6: the FLOPs of a training step, and whether a difference between two models is real."""
+"""Lesson 6: the FLOPs of a training step, and whether a difference between two models is real (paired by seed)."""
 
 from __future__ import annotations
 
@@ -61,10 +61,13 @@ def _as_float(x) -> float | None:
 @_checker
 def check_flops(fn: Callable[[DebertaConfig, int], float]) -> CheckResult:
     """``fn(config, L)``: the matrix FLOPs of one training step per token, for the five variants of the GPU
-    scale at L = 128 and 512, within 2% of ``deberta_edu.training.flops.train_flops_per_token``."""
+    scale at L = 128 and 512, within 2% of ``deberta_edu.training.flops.train_flops_per_token``.
+
+    The variants are taken in the v3 layout (256 log buckets): its table of 512 rows is shorter than the
+    2L − 1 = 1,023 distances at L = 512 and longer than the 255 at L = 128, so both sides of the cap are tried."""
     name = "check_flops"
     failures, found, cases = [], [], 0
-    configs = variant_configs(get_scale("gpu"))
+    configs = variant_configs(get_scale("gpu", layout="v3"))
     for v in VARIANTS:
         config = configs[v].model_config()
         for L in FLOPS_LENGTHS:
@@ -90,39 +93,49 @@ def check_flops(fn: Callable[[DebertaConfig, int], float]) -> CheckResult:
     return _finish(name, cases, failures, hint)
 
 
-# (a, b, the verdict): test accuracies over fine-tuning seeds of model A and model B
+# (a, b, the verdict): one value per pretraining seed of model A and model B (higher is better), paired by seed
 VERDICT_CASES = (
-    ([0.80, 0.81, 0.79], [0.70, 0.71, 0.69], "A"),
+    ([0.70, 0.80, 0.75], [0.68, 0.78, 0.72], "A"),  # seeds differ a lot, the pairs little: only pairing sees it
+    ([0.72, 0.74, 0.70], [0.70, 0.69, 0.68], "noise"),  # over 2 SE, but t = 3.0 with 2 degrees of freedom
+    ([0.60, 0.62, 0.61, 0.63], [0.66, 0.67, 0.665, 0.69], "B"),
     ([0.70, 0.72, 0.68], [0.71, 0.69, 0.73], "noise"),
-    ([0.60, 0.61, 0.60], [0.66, 0.65, 0.66], "B"),
-    ([0.75, 0.75], [0.75, 0.75], "noise"),
-    ([0.72, 0.74, 0.70], [0.70, 0.72, 0.68], "noise"),  # the difference is 1.2 SE: more than 1, less than 2
-    ([0.82, 0.72], [0.70, 0.60], "noise"),  # over 2 SE with the population std, under with the sample std
+    ([0.80, 0.85, 0.90], [0.78, 0.70, 0.74], "noise"),  # Welch p = 0.04 unpaired; the per-seed gains disagree
     ([0.81, 0.83, 0.80, 0.82, 0.84], [0.78, 0.80, 0.77, 0.79, 0.76], "A"),
 )
+ALPHA = 0.05
 
 VERDICT_MISTAKES = {
-    "A and B swapped": "A wins when mean(a) − mean(b) is positive (and larger than the noise).",
-    "one SE": "a difference counts when it is larger than TWICE its standard error: 2 sqrt((s_A² + s_B²) / n).",
-    "population std": (
-        "s is the sample standard deviation over the seeds (statistics.stdev, divisor n − 1), not the "
-        "population one (pstdev, divisor n): with 2 or 3 seeds they differ a lot."
+    "A and B swapped": "A wins when mean(a) − mean(b) is positive (and the test says it is not noise).",
+    "2 SE": (
+        "'larger than twice its standard error' is a normal-distribution rule; with 3 seeds the t quantile is 4.30, "
+        "not 2, so it calls noise a finding. Use the paired t-test: scipy.stats.ttest_rel(a, b).pvalue < 0.05."
+    ),
+    "unpaired": (
+        "the runs are paired by seed (same data order and masks): test the per-seed differences "
+        "(scipy.stats.ttest_rel), not two independent groups (ttest_ind), which mixes seed-to-seed spread into the noise."
     ),
 }
 
 
-def _verdict(a: list[float], b: list[float], ses: float = 2.0, std=statistics.stdev) -> str:
-    """The rule of ``report.compare_with_paper``, with the two knobs a learner may get wrong."""
+def _verdict(a: list[float], b: list[float], rule: str = "paired") -> str:
+    """The report's rule (a two-sided paired t-test at p < 0.05), and the rules a learner may use instead."""
+    from scipy import stats
+
     diff = statistics.mean(a) - statistics.mean(b)
-    if abs(diff) <= ses * math.sqrt((std(a) ** 2 + std(b) ** 2) / len(a)):
+    if rule == "2 SE":
+        noise = abs(diff) <= 2 * math.sqrt((statistics.stdev(a) ** 2 + statistics.stdev(b) ** 2) / len(a))
+    else:
+        test = stats.ttest_rel(a, b) if rule == "paired" else stats.ttest_ind(a, b, equal_var=False)
+        noise = not test.pvalue < ALPHA
+    if noise:
         return "noise"
     return "A" if diff > 0 else "B"
 
 
 @_checker
 def check_verdict(fn: Callable[[list[float], list[float]], str]) -> CheckResult:
-    """``fn(a, b)``: "A", "B" or "noise" for two lists of test accuracies (one per fine-tuning seed); noise
-    when the difference of the means is at most twice its standard error."""
+    """``fn(a, b)``: "A", "B" or "noise" for two lists of values (one per pretraining seed, paired by seed,
+    higher is better); noise unless a two-sided paired t-test gives p < 0.05."""
     name = "check_verdict"
     failures, got = [], []
     for a, b, want in VERDICT_CASES:
@@ -133,14 +146,14 @@ def check_verdict(fn: Callable[[list[float], list[float]], str]) -> CheckResult:
     swap = {"A": "B", "B": "A", "noise": "noise"}
     variants = {
         "A and B swapped": [swap[want] for _, _, want in VERDICT_CASES],
-        "one SE": [_verdict(a, b, ses=1.0) for a, b, _ in VERDICT_CASES],
-        "population std": [_verdict(a, b, std=statistics.pstdev) for a, b, _ in VERDICT_CASES],
+        "2 SE": [_verdict(a, b, rule="2 SE") for a, b, _ in VERDICT_CASES],
+        "unpaired": [_verdict(a, b, rule="welch") for a, b, _ in VERDICT_CASES],
     }
     mistake = next((m for m, answers in variants.items() if failures and answers == got), None)
     hint = ""
     if mistake:
         hint = f"this looks like '{mistake}': {VERDICT_MISTAKES[mistake]}"
     elif failures:
-        hint = ('diff = mean(a) − mean(b); "noise" if |diff| <= 2 sqrt((stdev(a)² + stdev(b)²) / n), '
-                'else "A" if diff > 0 else "B"')
+        hint = ('p = scipy.stats.ttest_rel(a, b).pvalue; "noise" if not p < 0.05, '
+                'else "A" if mean(a) > mean(b) else "B"')
     return _finish(name, len(VERDICT_CASES), failures, hint)
