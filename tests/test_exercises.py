@@ -143,7 +143,7 @@ def test_scores():
 
 
 # --- lesson 3 -------------------------------------------------------------------------------------
-def test_emd():
+def test_lesson3_emd():
     assert exercises.check_emd(lambda model, out: EnhancedMaskDecoder()(model.encoder.layers[-1], out.encoder_state))
     assert not exercises.check_emd(not_yet).attempted
     for mistake, (kw, hint) in exercises.EMD_MISTAKES.items():
@@ -154,7 +154,7 @@ def test_emd():
         assert mistake in str(e.value) and hint in str(e.value)
 
 
-def test_shift_answers():
+def test_lesson3_shift_answers():
     truth = {"no_emd": True, "bert": False, "deberta_encoder": True, "deberta_decoder": False}
     measured = exercises.shift_invariance()
     assert {k: v < 1e-4 for k, v in measured.items()} == truth
@@ -164,6 +164,66 @@ def test_shift_answers():
         exercises.check_shift_answers(dict.fromkeys(truth, True))
     with pytest.raises(AssertionError, match="exactly the keys"):
         exercises.check_shift_answers({"bert": False})
+
+
+def _with_anchor(position, token=None):  # lesson 3, exercise 3
+    """Exercise 3 answers: probe_batch's windows with one more token at ``position`` (None: unchanged)."""
+    from deberta_edu.facts import PAD_ID, SEP_ID
+    from deberta_edu.training.probe import ProbeBatch, probe_batch
+
+    def make_batch(task, n, generator):
+        ids, mask, pos, label = probe_batch(task, n, generator)
+        if position is not None:
+            ids[:, position] = SEP_ID if token is None else token
+        return ProbeBatch(ids, (ids != PAD_ID).long(), pos, label)
+
+    return make_batch
+
+
+def test_lesson3_anchor_batch_right_answers_pass(one_thread, capsys):
+    assert exercises.check_anchor_batch(_with_anchor(-1))  # [SEP] at the end: within k − 1 of every noun
+    assert "held-out accuracy 100.0%" in capsys.readouterr().out
+    assert exercises.check_anchor_batch(_with_anchor(3))  # seen only by "the": two layers relay it
+    assert not exercises.check_anchor_batch(not_yet).attempted
+
+
+def test_lesson3_anchor_batch_wrong_answers_name_the_mistake():
+    from deberta_edu.facts import PAD_ID, SEP_ID
+    from deberta_edu.training.probe import ProbeBatch, probe_batch
+
+    with pytest.raises(AssertionError, match="look the same to 2 layers of relative attention"):
+        exercises.check_anchor_batch(probe_batch)  # unchanged: [CLS] is clamped for both slots
+    with pytest.raises(AssertionError, match="look the same"):
+        exercises.check_anchor_batch(_with_anchor(1))  # a second anchor, but as far away as [CLS]
+
+    def leak(task, n, generator):  # a marker that follows the label
+        ids, mask, pos, label = probe_batch(task, n, generator)
+        ids[:, -1] = torch.where(label == 1, SEP_ID, PAD_ID)
+        return ProbeBatch(ids, (ids != PAD_ID).long(), pos, label)
+
+    with pytest.raises(AssertionError, match="a token that moves with the label"):
+        exercises.check_anchor_batch(leak)
+
+    def stale_mask(task, n, generator):
+        ids, mask, pos, label = probe_batch(task, n, generator)
+        ids[:, -1] = SEP_ID
+        return ProbeBatch(ids, mask, pos, label)
+
+    with pytest.raises(AssertionError, match="rebuild it after adding tokens"):
+        exercises.check_anchor_batch(stale_mask)
+
+    def moved(task, n, generator):  # the phrase moved back within reach of [CLS]
+        import dataclasses
+
+        batch = probe_batch(task, n, generator)
+        return probe_batch(dataclasses.replace(task, first=3, last=8), n, generator)._replace(label=batch.label)
+
+    with pytest.raises(AssertionError, match="must stay where probe_batch put it"):
+        exercises.check_anchor_batch(moved)
+    with pytest.raises(AssertionError, match=r"ids must be integers in \[0, 11\]"):
+        exercises.check_anchor_batch(_with_anchor(-1, token=40))
+    with pytest.raises(AssertionError, match="must return ProbeBatch"):
+        exercises.check_anchor_batch(lambda task, n, generator: "windows")
 
 
 # --- lesson 4 -------------------------------------------------------------------------------------

@@ -222,6 +222,34 @@ def test_shift_difference_relative_vs_absolute():
     assert viz.shift_difference(lambda x, m: bert(x, m).last_hidden_state, ids, 0).max() == 0
 
 
+def _probe_table():
+    from deberta_edu.training.probe import ProbeTable
+
+    acc = {"within": {"rel": [1.0, 0.98], "emd": [1.0, 1.0]},
+           "beyond": {"rel": [0.5, 0.48], "emd": [1.0, 0.9]}}
+    return ProbeTable(acc, {"within": 0.52, "beyond": 0.52}, steps=10, seeds=(0, 1))
+
+
+def test_anchor_rows_are_eq3_for_the_anchor_and_share_rows_past_the_clamp():
+    rows = viz.anchor_rows(20, 5)
+    assert rows.tolist() == [relative_distance(p, 0, 5) for p in range(20)]
+    assert len(set(rows.tolist())) == 5 and (rows[4:] == 9).all()  # one row from k − 1 on
+    buckets = viz.anchor_rows(64, 32, position_buckets=8)
+    assert len(set(buckets[:5].tolist())) == 5 and len(set(buckets.tolist())) < 32  # exact to 4, then shared
+    with pytest.raises(ValueError, match=">= 1"):
+        viz.anchor_rows(0, 4)
+
+
+def test_matrix_flops_counts_linear_layers_and_cpu_attention():
+    x = torch.randn(2, 8, 16)
+    lin = torch.nn.Linear(16, 32)
+    assert viz.matrix_flops(lambda: lin(x)) == 2 * 2 * 8 * 16 * 32
+    q = torch.randn(2, 3, 8, 4)
+    with torch.no_grad():  # counted under no_grad too
+        flops = viz.matrix_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q))
+    assert flops == 2 * (2 * 3 * 8 * 8 * 4) * 2  # QKᵀ and probs @ V
+
+
 def test_every_figure_draws():
     matplotlib.use("Agg")
     model = DebertaModel(_tiny()).eval()
@@ -239,6 +267,8 @@ def test_every_figure_draws():
         viz.plot_scale_study(viz.scale_study(model, torch.randint(5, 30, (6,))), "a title"),
         viz.plot_shift_difference({"a": np.ones(3) * 1e-8, "b": np.ones(3)}, list("xyz"), 2),
         viz.plot_accuracies({"rel": 0.5, "bert": 1.0}, chance=0.5),
+        viz.plot_anchor_rows({"v1": viz.anchor_rows(40, 8), "v2": viz.anchor_rows(40, 16, position_buckets=8)}),
+        viz.plot_probe_table(_probe_table()),
     ]
     for fig in figures:
         assert isinstance(fig, Figure)

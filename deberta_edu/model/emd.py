@@ -1,17 +1,31 @@
-r"""The Enhanced Mask Decoder (paper §3.2 and A.8) and the masked-language-model head.
+r"""The Enhanced Mask Decoder (paper §3.2 and A.8) and the masked-language-model head; its cost is in A.7.
 
-Relative positions alone cannot tell "a new **store** opened beside the new **mall**" apart from the
-same words at other places: both nouns follow "new", so their local relative context is alike, but one
-is the subject and the other the object. DeBERTa adds *absolute* positions, but late: right before the
-softmax layer that predicts the masked tokens.
+The paper's example, "a new **store** opened beside the new **mall**": both nouns follow "new" at the
+same distance, and which one is the subject depends on where it sits. A model with relative positions
+only knows a token's absolute place only through its distance to an anchor such as [CLS] at position 0,
+and only while that distance is inside the clamp of eq. (3) (or is coarsely known, in the v2/v3 log
+buckets); lesson 3 measures both halves. DeBERTa hands absolute positions over directly, but late: right
+before the softmax layer that predicts the masked tokens.
 
-As in the released code:
+As in the released code (DeBERTa/apps/models/masked_language_model.py, ``emd_context_layer``):
 
-    H      = output of encoder layer L − 1                (keys and values, never changed)
-    Q_0    = absolute position embeddings + H              (the only place absolute positions enter)
-    Q_1    = layer_L(keys/values = H, queries = Q_0)       (the last encoder layer, same weights)
-    Q_2    = layer_L(keys/values = H, queries = Q_1)       (applied a second time)
+    H      = output of encoder layer L − 1                (keys and values in both passes, never changed)
+    Q_0    = P + H                                         (P: absolute position embeddings; the only place
+                                                            absolute positions enter)
+    Q_1    = layer_L(keys/values = H, queries = Q_0)       (the encoder's own last layer, same weights;
+    Q_2    = layer_L(keys/values = H, queries = Q_1)        c2c, c2p and p2c as in every layer)
     logits = MLM head(Q_2)
+
+layer_L is post-LN, with the residual on the *query* stream: A = LN(Q + attention(Q; H) W_o), then
+LN(A + FFN(A)). P reaches the output through that residual and through the queries of c2c and c2p
+(p2c reads K^c of H and the relative table, no query); V comes from H only. With P = 0 the first pass
+is exactly layer L of the encoder.
+
+Where the paper and the code differ: appendix A.8 says the first EMD layer takes the absolute position
+embedding as its input I, and that its n = 2 layers share one set of weights, without saying whose; the
+released code, and this module, use I = P + H (as appendix A.9 describes it: P "added to the hidden state
+of content as the query vector") and reuse the encoder's own last layer (``encoder.layer[-1]``) for both
+passes, so the EMD has no weights of its own beyond the table P.
 
 The encoder hands over H, the absolute positions, the ``keep`` mask and the relative table, each built once
 per forward, in an ``EncoderState``; the EMD re-derives none of them, and is given layer_L explicitly.
@@ -43,11 +57,19 @@ class EnhancedMaskDecoder(nn.Module):
 
         Keys and values are H at every position whatever is decoded, and each query position is
         updated on its own (attention reads queries one by one; the FFN and LayerNorms are per
-        position), so decoding only the masked tokens gives exactly their rows of the full result
-        (appendix A.7's cost argument) at about 15% of the EMD's work.
+        position), so decoding only the masked tokens gives exactly their rows of the full result.
+        Appendix A.7 counts the EMD's extra cost as 0.15 × 2/L of the encoder (only masked tokens are
+        decoded). The released code decodes every position and then keeps the masked rows (2/L); here
+        the queries, FFN and head run on the selected tokens only, but K and V of H (and the p2c keys)
+        are still projected at all L positions in each pass, so the work is more than 15% of the full
+        EMD's (lesson 3 counts it). The encoder's layer L already projected those same K and V of H;
+        caching them would come close to A.7's figure.
         """
         H = state.penultimate  # (B, L, D) output of layer L − 1: keys and values, never changed
-        query = state.positions + H  # (B, L, D) Q_0: absolute positions enter here, and only here
+        # (B, L, D) Q_0: absolute positions enter here, and only here. Appendix A.8 says the first EMD
+        # layer's input I is the absolute position embedding alone; the released code adds H (P + H) and
+        # runs the encoder's own last layer twice, and so do we (lesson 3 says so too).
+        query = state.positions + H
         rel = state.rel
         if select is not None:
             counts = select.sum(1)  # (B,)
@@ -56,7 +78,7 @@ class EnhancedMaskDecoder(nn.Module):
             query = torch.gather(query, 1, order[..., None].expand(-1, -1, query.size(-1)))  # (B, M, D)
             if rel is not None:
                 rel = RelativeTable(rel.table, rel.index[order])  # (B, M, L): the rows of the chosen queries
-        for _ in range(self.steps):  # Q_1, Q_2
+        for _ in range(self.steps):  # Q_1, Q_2: layer L with c2c, c2p, p2c; residual through the queries
             query = last_layer(H, state.keep, rel, query_states=query)
         if select is None:
             return query

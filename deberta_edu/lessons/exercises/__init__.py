@@ -7,7 +7,7 @@ without an error, so a lesson runs top to bottom before the exercises are done.
 
     lesson 1  check_relative_distance, check_relative_distance_matrix, check_distinct_rows, check_exact_window
     lesson 2  check_c2p, check_p2c, check_scores
-    lesson 3  check_emd, check_shift_answers
+    lesson 3  check_emd, check_shift_answers, check_anchor_batch
     lesson 4  check_mask_80_10_10, check_perplexity, check_never_masked
     lesson 5  check_symmetric_kl, check_linf_step
     lesson 6  check_flops, check_verdict
@@ -25,6 +25,8 @@ from .lesson3 import (
     EMD_MISTAKES,
     SHIFT_QUESTIONS,
     _emd_variant,
+    anchor_task,
+    check_anchor_batch,
     check_emd,
     check_shift_answers,
     shift_invariance,
@@ -55,7 +57,9 @@ __all__ = [
     "SHIFT_QUESTIONS",
     "VERDICT_MISTAKES",
     "_emd_variant",
+    "anchor_task",
     "apply_80_10_10",
+    "check_anchor_batch",
     "check_c2p",
     "check_distinct_rows",
     "check_emd",

@@ -1,12 +1,14 @@
-"""Lesson 3: the Enhanced Mask Decoder and shift invariance."""
+"""Lesson 3: the Enhanced Mask Decoder, shift invariance, and an anchor that beats the clamp."""
 
 from __future__ import annotations
 
 import torch
 
+from deberta_edu.facts import CLS_ID, PAD_ID
 from deberta_edu.model.config import make_config
 from deberta_edu.model.emd import DebertaForMaskedLM, EnhancedMaskDecoder
 from deberta_edu.model.encoder import DebertaModel
+from deberta_edu.training.probe import K, ProbeTask, anchor_tasks, probe_config, relative_views, train_probe
 
 from ._common import CheckResult, _answers_pending, _as_array, _call, _checker, _finish
 
@@ -169,3 +171,116 @@ def check_shift_answers(answers: dict[str, bool]) -> CheckResult:
         failures,
         "an output changes exactly when absolute positions have entered the computation before it.",
     )
+
+
+# --- exercise 3: beat the clamp ------------------------------------------------------------------------
+ANCHOR_VOCAB = 12  # ids 0 … 11: the special tokens 0 … 4, "the" = 5, "new" = 6, nouns 7 … 9, two spare
+ANCHOR_STEPS = 80  # relative-only probe steps on the learner's windows (it needs about 20 with an anchor)
+ANCHOR_HINT = (
+    "[CLS] is beyond the clamp from every noun (its rows are 0 and 2k − 1 for both slots). Put one more "
+    "token, the same one at the same place in every window, where every noun position sees it at a distance "
+    "of its own (which positions does the phrase never use?), rebuild the mask, and keep the phrase, its "
+    "position and its label as probe_batch made them."
+)
+
+
+def anchor_task() -> ProbeTask:
+    """The checker's windows: the 'anchor beyond the window' setting, with "the" = 5, "new" = 6, nouns 7, 8, 9."""
+    return anchor_tasks(the=5, new=6, nouns=(7, 8, 9), anchor=CLS_ID)["anchor beyond the window"]
+
+
+def _batch_problem(batch, task: ProbeTask, n: int) -> str | None:
+    """What is wrong with the learner's windows, in words (None: the form, phrase and labels are right)."""
+    if not (isinstance(batch, tuple) and len(batch) == 4 and all(isinstance(t, torch.Tensor) for t in batch)):
+        return f"make_batch must return ProbeBatch(ids, mask, pos, label) (4 tensors); got {type(batch).__name__}"
+    ids, mask, pos, label = batch
+    if ids.shape != (n, task.window) or mask.shape != ids.shape or pos.shape != (n,) or label.shape != (n,):
+        return (
+            f"shapes: ids {tuple(ids.shape)}, mask {tuple(mask.shape)}, pos {tuple(pos.shape)}, label "
+            f"{tuple(label.shape)}; expected ({n}, {task.window}) twice, then ({n},) twice (keep the window)"
+        )
+    if ids.dtype.is_floating_point or int(ids.min()) < 0 or int(ids.max()) >= ANCHOR_VOCAB:
+        seen = f"{int(ids.min())} … {int(ids.max())}" if ids.numel() else "none"
+        return f"ids must be integers in [0, {ANCHOR_VOCAB - 1}] (the probe's vocabulary); seen {seen}"
+    if not torch.equal(mask.long(), (ids != PAD_ID).long()):
+        return "mask must be 1 exactly where ids is not [PAD] (rebuild it after adding tokens: ids != PAD_ID)"
+    rows = torch.arange(n)
+    phrase = (ids[rows, pos - 2] == task.the) & (ids[rows, pos - 1] == task.new)
+    phrase &= torch.isin(ids[rows, pos], torch.tensor(task.nouns))
+    if not phrase.all() or not ((pos >= task.first) & (pos < task.stop)).all():
+        r = int((~phrase).nonzero()[0]) if not phrase.all() else 0
+        return (
+            f'window {r}: the phrase "the new ⟨noun⟩" must stay where probe_batch put it (noun at '
+            f"{task.first} … {task.stop - 1}); seen ids {ids[r].tolist()} with pos {int(pos[r])}"
+        )
+    if not torch.equal(label.long(), (pos >= task.middle).long()):
+        return (
+            f"the labels must stay the slots: label = 1 exactly when pos >= {task.middle} (the object slot)"
+        )
+    blank = ids.clone()
+    for offset in (0, 1, 2):
+        blank[rows, pos - offset] = PAD_ID
+    if not (blank == blank[0]).all():
+        r = int((blank != blank[0]).any(-1).nonzero()[0])
+        return (
+            f"outside the phrase, window {r} differs from window 0 ({blank[r].tolist()} vs {blank[0].tolist()}): "
+            "a token that moves with the label puts the answer in the words; every window must have "
+            "the same tokens at the same places outside the phrase"
+        )
+    return None
+
+
+def _look_alike(batch, task: ProbeTask) -> str | None:
+    """A subject and an object window that relative-only attention cannot tell apart (None: there is none)."""
+    ids, mask, pos, label = batch
+    layers = probe_config("no_emd", ANCHOR_VOCAB, task.window).num_hidden_layers
+    views = relative_views(ids, mask, k=K, layers=layers)
+    seen: dict[int, tuple[int, int]] = {}  # the noun's view -> (label, row) of the first window with it
+    for r, (p, y) in enumerate(zip(pos.tolist(), label.tolist(), strict=True)):
+        first = seen.setdefault(views[r][p], (y, r))
+        if first[0] != y:
+            other = first[1]
+            slot = ("subject", "object")
+            return (
+                f"window {other} (noun at {int(pos[other])}, {slot[first[0]]} slot) and window {r} (noun at "
+                f"{p}, {slot[y]} slot) look the same to {layers} layers of relative attention: every "
+                f"distance that differs is clamped (k = {K}), so the noun gets the same state whatever the "
+                "weights, and no training can tell the slots apart"
+            )
+    return None
+
+
+@_checker
+def check_anchor_batch(make_batch) -> CheckResult:
+    """``make_batch(task, n, generator)`` returns ProbeBatch windows whose slots relative attention can tell apart.
+
+    ``task`` is the 'anchor beyond the window' setting (``anchor_task()``): the phrase, its position and its
+    label must stay as ``probe_batch`` makes them, and outside the phrase every window must hold the same
+    tokens. The checker then shows that a relative-only model sees the two slots differently, and trains one.
+    """
+    name = "check_anchor_batch"
+    task = anchor_task()
+    batch = _call(make_batch, task, 256, torch.Generator().manual_seed(0))
+    problem = _batch_problem(batch, task, 256) or _look_alike(batch, task)
+    if problem is not None:
+        return _finish(name, 3, [problem], ANCHOR_HINT)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is fastest
+    try:
+        result = train_probe(
+            "no_emd", task, vocab_size=ANCHOR_VOCAB, steps=ANCHOR_STEPS, make_batch=make_batch
+        )
+    finally:
+        torch.set_num_threads(threads)
+    failures = []
+    if result.accuracy < 0.9:
+        failures.append(
+            f"relative-only probe after {ANCHOR_STEPS} steps: held-out accuracy {result.accuracy:.1%}, "
+            "expected >= 90% (the slots differ, but not in a way it learned; a closer anchor helps)"
+        )
+    else:
+        print(
+            f"relative-only probe on your windows: held-out accuracy {result.accuracy:.1%} "
+            f"(at chance without your anchor)"
+        )
+    return _finish(name, 3, failures, ANCHOR_HINT)

@@ -9,7 +9,7 @@ figures that draw them. Every public name is re-exported here: ``from deberta_ed
 
     lesson1   relative distance: δ(i, j), its asymmetric clamp, Shaw's clip and T5's buckets, log buckets
     lesson2   disentangled attention: per-term maps, Algorithm 1, p2p as a c2p bias, the √(3d) scale
-    lesson3   absolute positions and the EMD: outputs under a shift, probe accuracies
+    lesson3   absolute positions and the EMD: outputs under a shift, rows for [CLS], the probe table
     lesson4   masked-language-model pretraining: the 80/10/10 rates, fill-in-the-blank guesses
 """
 
@@ -45,7 +45,15 @@ from .lesson2 import (
     plot_terms,
     scale_study,
 )
-from .lesson3 import plot_accuracies, plot_shift_difference, shift_difference
+from .lesson3 import (
+    anchor_rows,
+    matrix_flops,
+    plot_accuracies,
+    plot_anchor_rows,
+    plot_probe_table,
+    plot_shift_difference,
+    shift_difference,
+)
 from .lesson4 import FillMask, fill_mask, plot_fill_mask, plot_mask_rates
 
 __all__ = [
@@ -78,7 +86,11 @@ __all__ = [
     "plot_terms",
     "scale_study",
     # lesson 3
+    "anchor_rows",
+    "matrix_flops",
     "plot_accuracies",
+    "plot_anchor_rows",
+    "plot_probe_table",
     "plot_shift_difference",
     "shift_difference",
     # lesson 4

@@ -1,6 +1,9 @@
-"""Lesson 3 pictures: does an output move when the sentence moves, and how well a probe reads position.
+"""Lesson 3 pictures: does an output move with the input, what a token can know of its place, the probe.
 
-``shift_difference`` measures the first; ``plot_accuracies`` draws ``training.probe``'s accuracies and chance.
+``shift_difference`` measures the first; ``matrix_flops`` counts a computation's cost (model complexity, A.7);
+``anchor_rows`` says which row of the relative table a token at each
+position uses for [CLS] at position 0 (all a relative-only model can know of its absolute place);
+``plot_probe_table`` draws ``training.probe``'s table of accuracies against chance.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from matplotlib.figure import Figure
 
 from deberta_edu.facts import PAD_ID
 from deberta_edu.figures import new_figure
+from deberta_edu.model.positions import relative_distance_matrix
+from deberta_edu.training.probe import ProbeTable
 
 
 def shift_difference(
@@ -66,4 +71,85 @@ def plot_accuracies(accuracies: dict[str, float], chance: float, title: str = "p
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("accuracy (held-out)")
     ax.set_title(title)
+    return fig
+
+
+def matrix_flops(fn: Callable[[], object]) -> int:
+    """Matrix FLOPs (2 per multiply-add) of ``fn()``, counted by ``torch.utils.flop_counter``.
+
+    The counter knows the GPU attention kernels but not the CPU one that ``scaled_dot_product_attention``
+    runs here; it is counted the same way (QKᵀ and probs @ V), so c2c is not left out. ``fn`` runs with
+    autograd on, even inside ``torch.no_grad()`` (the counter's module tracker fails without it); nothing is
+    backpropagated.
+    """
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_attention(query, key, value, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(query, key, value)
+
+    cpu_op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    with (
+        torch.enable_grad(),
+        FlopCounterMode(display=False, custom_mapping={cpu_op: cpu_attention}) as counter,
+    ):
+        fn()
+    return counter.get_total_flops()
+
+
+def anchor_rows(length: int, k: int, position_buckets: int = -1) -> np.ndarray:
+    """(length,) the relative-table row δ(p, 0) that a token at position p uses for the anchor at position 0.
+
+    Two positions with the same row are the same to relative attention as far as [CLS] can tell: eq. (3)
+    clamps every distance >= k − 1 to one row; the v2/v3 log buckets share a row among several distances
+    beyond ``position_buckets / 2``.
+    """
+    if length < 1:
+        raise ValueError(f"length must be >= 1, got {length}")
+    return relative_distance_matrix(length, 1, k=k, position_buckets=position_buckets)[:, 0].numpy()
+
+
+def plot_anchor_rows(rows: dict[str, np.ndarray]) -> Figure:
+    """Row δ(p, 0) against position p, one line per positional scheme: flat stretches are positions lost."""
+    fig = new_figure((7.0, 3.4))
+    ax = fig.subplots()
+    for n, (name, r) in enumerate(rows.items()):
+        distinct = len(np.unique(r))
+        ax.plot(
+            np.arange(len(r)),
+            r,
+            lw=4.0 if n == 0 else 1.5,
+            alpha=0.5 if n == 0 else 1.0,  # shared stretches
+            label=f"{name}: {distinct:,} of {len(r):,} positions told apart",
+        )  # stay visible
+    ax.set_xlabel("position p of the token (the anchor [CLS] sits at 0)")
+    ax.set_ylabel("table row δ(p, 0)")
+    ax.set_title("what relative attention can know of a token's absolute place")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def plot_probe_table(table: ProbeTable, title: str = "subject or object slot?") -> Figure:
+    """Grouped bars: a group per setting, a bar per model (mean over seeds, whiskers min–max); chance dashed."""
+    settings = list(table.accuracy)
+    models = list(table.accuracy[settings[0]])
+    fig = new_figure((2.4 * len(settings) + 3.0, 3.6))
+    ax = fig.subplots()
+    width = 0.8 / len(models)
+    for m, model in enumerate(models):
+        x = np.arange(len(settings)) + (m - (len(models) - 1) / 2) * width
+        acc = [np.asarray(table.accuracy[s][model]) for s in settings]
+        mean = np.array([a.mean() for a in acc])
+        spread = np.array([[a.mean() - a.min() for a in acc], [a.max() - a.mean() for a in acc]])
+        ax.bar(x, mean, width, yerr=spread, capsize=3, color=f"C{m}", label=model)
+        for xi, v in zip(x, mean, strict=True):
+            ax.text(xi, v + 0.03, f"{v:.0%}", ha="center", fontsize=8)
+    for n, s in enumerate(settings):
+        ax.plot([n - 0.45, n + 0.45], [table.chance[s]] * 2, color="0.3", ls="--", lw=1)
+    ax.text(len(settings) - 0.55, table.chance[settings[-1]] - 0.07, "chance", ha="right", fontsize=8)
+    ax.set_xticks(np.arange(len(settings)))
+    ax.set_xticklabels(settings)
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("accuracy (held-out)")
+    ax.set_title(f"{title}  ({table.steps} steps, seeds {', '.join(map(str, table.seeds))})")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
