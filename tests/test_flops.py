@@ -27,34 +27,49 @@ def test_a_hand_count():
     projections_ffn = 2 * (4 * 8 * 8 + 2 * 8 * 16)  # 1,024: W_q, W_k, W_v, W_out and the FFN
     c2c_and_values = 2 * 2 * 8 * 8  # 256: scores and probs @ V against 8 keys
     position_terms = 2 * (2 * 8 * 8)  # 256: c2p and p2c, each against R = 8 rows
-    passes = 2 + 2  # the EMD runs the last layer twice more
+    layer = projections_ffn + c2c_and_values + position_terms  # 1,536
+    # the EMD: two passes; the masked 15% of queries pay W_q, W_out, the FFN, the scores, probs @ V and c2p ...
+    emd_queries = 2 * (2 * 8 * 8 + 2 * 8 * 16) + c2c_and_values + 2 * 8 * 8  # 1,152
+    # ... and every position pays K and V of H and p2c's key side
+    emd_keys = 2 * (2 * 8 * 8) + 2 * 8 * 8  # 384
+    emd = 2 * (0.15 * emd_queries + emd_keys)  # 1,113.6
     head = 0.15 * 2 * (8 * 8 + 8 * 100)  # 259.2: on the masked 15%
-    by_hand = 3 * (passes * (projections_ffn + c2c_and_values + position_terms) + head)
-    assert by_hand == pytest.approx(19_209.6)
+    by_hand = 3 * (2 * layer + emd + head)
+    assert by_hand == pytest.approx(13_334.4)
     assert relative_rows(small(), 8) == 8
     assert train_flops_per_token(small(), 8) == pytest.approx(by_hand, rel=1e-12)
     # L = 3: 2L − 1 = 5 distances, fewer than the 8 rows: R = 5
     assert relative_rows(small(), 3) == 5
-    by_hand_3 = 3 * (4 * (1024 + 2 * 2 * 3 * 8 + 2 * (2 * 5 * 8)) + head)
-    assert train_flops_per_token(small(), 3) == pytest.approx(by_hand_3, rel=1e-12)
-    # no EMD: two passes fewer; BERT-style: no relative table, no position terms; every token through the head
-    assert train_flops_per_token(small(emd=False), 8) == pytest.approx(by_hand - 3 * 2 * 1536, rel=1e-12)
+    layer_3 = 1024 + 2 * 2 * 3 * 8 + 2 * (2 * 5 * 8)
+    emd_3 = 2 * (0.15 * (768 + 2 * 2 * 3 * 8 + 2 * 5 * 8) + 256 + 2 * 5 * 8)
+    assert train_flops_per_token(small(), 3) == pytest.approx(3 * (2 * layer_3 + emd_3 + head), rel=1e-12)
+    # no EMD: the EMD's share gone; BERT-style: no relative table, no position terms
+    assert train_flops_per_token(small(emd=False), 8) == pytest.approx(by_hand - 3 * emd, rel=1e-12)
     bert = small(relative_attention=False, terms=("c2c",), emd=False)
     assert relative_rows(bert, 8) == 0
     assert train_flops_per_token(bert, 8) == pytest.approx(3 * (2 * (1024 + 256) + head), rel=1e-12)
+    # logits everywhere: the EMD decodes every query and the head runs on every token
     assert train_flops_per_token(small(), 8, head_fraction=1.0) == pytest.approx(
-        by_hand + 3 * 0.85 * 2 * (8 * 8 + 8 * 100), rel=1e-12)
+        3 * (2 * layer + 2 * (emd_queries + emd_keys) + 2 * (8 * 8 + 8 * 100)), rel=1e-12)
+    # −C2P keeps p2c's key side in the EMD, −P2C keeps c2p's query side
+    no_c2p = small(terms=("c2c", "p2c"))
+    assert train_flops_per_token(no_c2p, 8) == pytest.approx(
+        3 * (2 * (layer - 128) + 2 * (0.15 * (emd_queries - 128) + emd_keys) + head), rel=1e-12)
+    no_p2c = small(terms=("c2c", "c2p"))
+    assert train_flops_per_token(no_p2c, 8) == pytest.approx(
+        3 * (2 * (layer - 128) + 2 * (0.15 * emd_queries + emd_keys - 128) + head), rel=1e-12)
 
 
-# What the ablation's cost (reproduce._cost, now plan.run_cost) gave before the FLOP models became one,
-# measured on the code before the change: the same numbers, to the last digit.
+# What the ablation's cost (plan.run_cost) gives, pinned: BERT-style and −EMD as before the FLOP models became
+# one (measured on the code before that change, to the last digit); the EMD variants since the EMD decodes only
+# the masked tokens (less than the two full passes they were charged before).
 ABLATION_BEFORE = {
-    "smoke": {"bert": 1250918.4, "deberta": 2820710.4, "no_emd": 1642598.4, "no_c2p": 2429030.4,
-              "no_p2c": 2429030.4},
-    "cpu": {"bert": 3688857.6, "deberta": 8008089.6, "no_emd": 4472217.6, "no_c2p": 7224729.6,
-            "no_p2c": 7224729.6},
-    "gpu": {"bert": 147102105.6, "deberta": 216308121.6, "no_emd": 165976473.6, "no_c2p": 203725209.6,
-            "no_p2c": 203725209.6},
+    "smoke": {"bert": 1250918.4, "deberta": 2069337.6, "no_emd": 1642598.4, "no_c2p": 1844121.6,
+              "no_p2c": 1677657.6},
+    "cpu": {"bert": 3688857.6, "deberta": 5669760.0, "no_emd": 4472217.6, "no_c2p": 5219328.0,
+            "no_p2c": 4886400.0},
+    "gpu": {"bert": 147102105.6, "deberta": 181547827.2, "no_emd": 165976473.6, "no_c2p": 171638784.0,
+            "no_p2c": 168964915.2},
 }
 
 
@@ -95,7 +110,10 @@ def test_check_flops(capsys):
     [
         ("forward only", lambda c, L: train_flops_per_token(c, L) / 3),
         ("no EMD", lambda c, L: train_flops_per_token(c.replace(emd=False), L)),
-        ("head on every token", lambda c, L: train_flops_per_token(c, L, head_fraction=1.0)),
+        ("EMD on every token", lambda c, L: train_flops_per_token(c, L, head_fraction=1.0)
+         - 3 * 0.85 * 2 * (c.hidden_size ** 2 + c.hidden_size * c.vocab_size)),
+        ("head on every token", lambda c, L: train_flops_per_token(c, L)
+         + 3 * 0.85 * 2 * (c.hidden_size ** 2 + c.hidden_size * c.vocab_size)),
         ("no position terms", lambda c, L: train_flops_per_token(c.replace(terms=("c2c",)), L)),
     ],
 )
@@ -110,9 +128,11 @@ def test_check_flops_whole_table():
     def whole_table(config, L):  # R = 2 x table_span, never capped at 2L − 1
         D, F, V = config.hidden_size, config.intermediate_size, config.vocab_size
         R = 2 * config.position_buckets if config.relative_attention else 0
-        per_pass = 2 * (4 * D * D + 2 * D * F) + 2 * (2 * L * D) + len(config.position_terms) * 2 * R * D
-        passes = config.num_hidden_layers + (2 if config.emd else 0)
-        return 3 * (passes * per_pass + 0.15 * 2 * (D * D + D * V))
+        terms = config.position_terms
+        per_pass = 2 * (4 * D * D + 2 * D * F) + 2 * (2 * L * D) + len(terms) * 2 * R * D
+        queries = 2 * (2 * D * D + 2 * D * F) + 2 * (2 * L * D) + ("c2p" in terms) * 2 * R * D
+        emd = 2 * (0.15 * queries + 4 * D * D + ("p2c" in terms) * 2 * R * D) if config.emd else 0
+        return 3 * (config.num_hidden_layers * per_pass + emd + 0.15 * 2 * (D * D + D * V))
 
     with pytest.raises(AssertionError, match="whole table"):
         exercises.check_flops(whole_table)

@@ -42,7 +42,9 @@ def test_the_runs_differ_only_in_the_variant_and_spend_the_same_flops(name):
         assert cfg.whole_word_masking and cfg.dropout == 0.0  # span masking, the recipe's dropout
         assert cfg.eval_every * scale.evals <= cfg.steps < cfg.eval_every * (scale.evals + 1)
     # a variant that costs less per token sees more tokens
-    assert configs["bert"].steps > configs["no_emd"].steps > configs["no_c2p"].steps >= configs["deberta"].steps
+    # (BERT-style the most, DeBERTa the fewest; at L = 512 a position term costs more than the masked-only EMD)
+    others = [configs[v].steps for v in ("no_emd", "no_c2p", "no_p2c")]
+    assert configs["bert"].steps > max(others) and min(others) > configs["deberta"].steps
 
 
 @pytest.mark.parametrize("layout", sorted(plan.LAYOUTS))

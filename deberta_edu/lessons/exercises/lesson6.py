@@ -9,7 +9,7 @@ from collections.abc import Callable
 from deberta_edu.ablation.plan import LABELS, VARIANTS, get_scale, variant_configs
 from deberta_edu.model.config import DebertaConfig
 from deberta_edu.model.positions import table_span
-from deberta_edu.training.flops import relative_rows, train_flops_per_token
+from deberta_edu.training.flops import flops_with_rows, train_flops_per_token
 
 from ._common import CheckResult, _call, _checker, _finish
 
@@ -19,7 +19,11 @@ FLOPS_LENGTHS = (128, 512)  # 128: a sequence shorter than the relative table (R
 FLOPS_MISTAKES = {
     "forward only": "a training step is forward + backward, and backward costs about twice the forward: x 3.",
     "1 FLOP per multiply-add": "a multiply-add is 2 FLOPs: a (m x n) @ (n x p) product costs 2 m n p.",
-    "no EMD": "the EMD runs the last layer twice more: passes = layers + 2 when config.emd is set.",
+    "no EMD": "the EMD runs the last layer twice more when config.emd is set (on the masked tokens' queries).",
+    "EMD on every token": (
+        "the EMD decodes only the masked tokens: W_q, W_out, the FFN, the scores and c2p for 15% of the "
+        "queries; only K and V of H (4 D²) and p2c's key side (2 R D) run at every position."
+    ),
     "head on every token": "the MLM head runs on the masked tokens only: 15% of them (x 0.15).",
     "no position terms": (
         "each position term (config.position_terms: c2p, p2c) adds a product against R relative-table rows: "
@@ -34,9 +38,15 @@ FLOPS_MISTAKES = {
 
 def _whole_table(config: DebertaConfig, L: int) -> float:
     """The count with R = the whole table, even where the sequence gathers fewer rows (a known mistake)."""
-    extra = 2 * table_span(config.max_relative_positions, config.position_buckets) - relative_rows(config, L)
-    passes = config.num_hidden_layers + (2 if config.emd else 0)
-    return train_flops_per_token(config, L) + 3 * passes * 2 * extra * config.hidden_size * len(config.position_terms)
+    rows = 2 * table_span(config.max_relative_positions, config.position_buckets) if config.relative_attention else 0
+    return flops_with_rows(config, L, rows)
+
+
+def _emd_everywhere(config: DebertaConfig, L: int) -> float:
+    """The count with the EMD's two passes over every token (the released code's work, not this library's)."""
+    full = train_flops_per_token(config, L, head_fraction=1.0) - train_flops_per_token(config, L, head_fraction=0.15)
+    head = 0.85 * 2 * (config.hidden_size ** 2 + config.hidden_size * config.vocab_size)
+    return train_flops_per_token(config, L) + full - 3 * head
 
 
 def _flops_variants(config: DebertaConfig, L: int) -> dict[str, float]:
@@ -45,7 +55,8 @@ def _flops_variants(config: DebertaConfig, L: int) -> dict[str, float]:
         "forward only": right / 3,
         "1 FLOP per multiply-add": right / 2,
         "no EMD": train_flops_per_token(config.replace(emd=False), L),
-        "head on every token": train_flops_per_token(config, L, head_fraction=1.0),
+        "EMD on every token": _emd_everywhere(config, L),
+        "head on every token": right + 3 * 0.85 * 2 * (config.hidden_size ** 2 + config.hidden_size * config.vocab_size),
         "no position terms": train_flops_per_token(config.replace(terms=("c2c",)), L),
         "whole table": _whole_table(config, L),
     }
@@ -88,8 +99,8 @@ def check_flops(fn: Callable[[DebertaConfig, int], float]) -> CheckResult:
     if mistake:
         hint = f"this looks like '{mistake}': {FLOPS_MISTAKES[mistake]}"
     elif failures:
-        hint = ("3 x (passes x [2 (4 D² + 2 D F) + 2 (2 L D) + #terms x 2 R D] + 0.15 x 2 (D² + D V)), "
-                "passes = layers (+ 2 with the EMD)")
+        hint = ("3 x (layers x [2 (4 D² + 2 D F) + 2 (2 L D) + #terms x 2 R D] + EMD + 0.15 x 2 (D² + D V)), "
+                "EMD = 2 x (0.15 x [2 (2 D² + 2 D F) + 2 (2 L D) + c2p's 2 R D] + 4 D² + p2c's 2 R D)")
     return _finish(name, cases, failures, hint)
 
 
