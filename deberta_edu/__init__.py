@@ -2,7 +2,8 @@
 
 The package is in wings, and arrows point one way (a test checks it):
 
-    facts, figures   what every wing shares (ids, paths, file names, the smoke flag; how figures are made)
+    facts, figures,  what every wing shares (ids, paths, file names, the smoke flag; how figures are made;
+    files            files written atomically, build locks)
     model/           config → positions → attention → encoder → emd; classify, checkpoint, interop
     data/            text → corpus → tokenizer → packing; sentiment         (never imports the model)
     training/        masking, engine, pretrain, sift, finetune, bench     (imports model and data)

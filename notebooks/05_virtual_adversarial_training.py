@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -327,19 +329,20 @@ if not SMOKE:  # a full run learns the task: above the majority class
 
 # %%
 import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-committed = Path("../results/sift/results.json")
-if committed.exists():
-    full = json.loads(committed.read_text())
-    print(full["command"])
-    print("encoder:", full["encoder"])
-    print("SiFT settings:", full.get("adversarial", "not recorded: this run predates the official-faithful SiFT "
-                                     "(it used η = 1e-3, KL + KL, no 1e-6); rerun the command above to refresh it"))
-    print(f"{'majority class':14s} test accuracy {MAJORITY:.3f}")
-    for name, row in full["test_accuracy"].items():
-        per_seed = [round(a, 3) for a in row["test"]]
-        print(f"{name:14s} test accuracy {row['mean']:.3f} ± {row['std']:.3f}  per seed {per_seed}")
+from deberta_edu.facts import RESULTS_ROOT  # noqa: E402  (the package knows where; any working directory)
+
+committed = RESULTS_ROOT / "sift" / "results.json"
+assert committed.exists(), f"{committed} is committed with the course; is this a complete checkout?"
+full = json.loads(committed.read_text())
+print(full["command"])
+print("encoder:", full["encoder"])
+print("SiFT settings:", full.get("adversarial", "not recorded: this run predates the official-faithful SiFT "
+                                 "(it used η = 1e-3, KL + KL, no 1e-6); rerun the command above to refresh it"))
+print(f"{'majority class':14s} test accuracy {MAJORITY:.3f}")
+for name, row in full["test_accuracy"].items():
+    per_seed = [round(a, 3) for a in row["test"]]
+    print(f"{name:14s} test accuracy {row['mean']:.3f} ± {row['std']:.3f}  per seed {per_seed}")
 
 # %% [markdown]
 # What the table shows is what it shows. At smoke size (128 training snippets, 4 steps) neither run beats

@@ -239,8 +239,8 @@ display(Markdown("\n".join(markdown.comparison(real).split("\n")[2:])))
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## How to read it
 #
-# The paper's models are 12 layers of 768, trained on about 10¹¹ tokens (Table 8's base setting is 1M steps
-# of 256 x 512), and its gaps after fine-tuning are a few tenths of a point on MNLI and one to five points on
+# The paper's ablation models are 12 layers of 768, trained for 1M steps of batch 256 (Table 8's ablation
+# column; 512 tokens a sequence in the released scripts: about 10¹¹ tokens; its base model uses batch 2K), and its gaps after fine-tuning are a few tenths of a point on MNLI and one to five points on
 # RACE. The CPU-scale models see a million or two tokens each. At that size:
 #
 # - **The plateau.** Early MLM training sits near what word frequencies alone give, then falls once the model

@@ -2,7 +2,7 @@
 
 Wings, from the bottom up (deberta_edu/__init__.py says the same in words):
 
-    facts, figures   shared by every wing; import nothing of the package
+    facts, figures, files   shared by every wing; import nothing of the package
     model, data      side by side: neither imports the other
     training         imports model and data
     ablation         imports training (and what training may import)
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "deberta_edu"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 
-SHARED = {"facts", "figures"}
+SHARED = {"facts", "figures", "files"}
 MAY_IMPORT = {
     "shared": set(),
     "model": {"shared", "model"},

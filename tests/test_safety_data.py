@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from deberta_edu import DebertaForMaskedLM, DebertaModel, facts, make_config
-from deberta_edu.data import corpus, files, packing
+from deberta_edu import DebertaForMaskedLM, DebertaModel, facts, files, make_config
+from deberta_edu.data import corpus, packing
 from deberta_edu.data.packing import build_dataset, export_shard, import_shard, pack
 from deberta_edu.data.tokenizer import train_tokenizer
 from deberta_edu.lessons.explorer import explorer_html, maps_html

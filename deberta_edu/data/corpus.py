@@ -32,9 +32,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from deberta_edu import files
 from deberta_edu.facts import DATA_ENV, data_root
 
-from . import files
 from .large_corpus import LARGE_PARTS
 from .large_corpus import build_large as _build_large
 from .text import LICENSES, MIN_CHARS, clean_documents, decode_bytes, read_documents, write_documents

@@ -27,9 +27,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from deberta_edu import files
 from deberta_edu.facts import data_root
 
-from . import files
 from .text import LICENSES, clean_documents, decode_bytes, write_documents
 
 # ----------------------------------------------------------------------------- extractors

@@ -27,7 +27,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from deberta_edu.data import corpus, files
+from deberta_edu import files
+from deberta_edu.data import corpus
 
 from .shards import export_shard, import_shard
 from .tokenizer import Tokenizer, check_vocab_size, train_tokenizer

@@ -30,9 +30,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
+from deberta_edu import files
 from deberta_edu.facts import data_root
-
-from . import files
 
 MANIFEST = "MANIFEST.json"
 MAX_MANIFEST_BYTES = 1 << 20

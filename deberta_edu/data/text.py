@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-from .files import atomic_write
+from deberta_edu.files import atomic_write
 
 MIN_CHARS = 20  # documents shorter than a short sentence carry no context for MLM
 

@@ -26,7 +26,8 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 
-from deberta_edu.data import corpus, files
+from deberta_edu import files
+from deberta_edu.data import corpus
 
 SPECIAL_PIECES = ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")
 WORD_START = "▁"  # U+2581, SentencePiece's mark for "a space came before this piece"

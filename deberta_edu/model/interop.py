@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import check_sizes
 from .config import DebertaConfig
 from .emd import DebertaForMaskedLM
 from .encoder import DebertaModel
@@ -222,23 +223,6 @@ def _encoder_only(state: dict, what: str) -> dict:
     return {k.removeprefix("deberta."): v for k, v in state.items() if k.startswith("deberta.")}
 
 
-def _check_sizes(config: DebertaConfig, state: dict, prefix: str, what: str) -> None:
-    """The config's sizes against the tensors, before a model is built: a config that claims 100,000 layers
-    over the weights of 2 must not allocate 100,000 layers first."""
-    layers = {int(m[1]) for k in state if (m := re.match(re.escape(prefix) + r"encoder\.layer\.(\d+)\.", k))}
-    if layers != set(range(config.num_hidden_layers)):
-        raise ValueError(
-            f"the config of {what} says num_hidden_layers={config.num_hidden_layers}, but its weights hold "
-            f"{len(layers)} layers; the config and the weights do not belong together"
-        )
-    word = state.get(prefix + "embeddings.word_embeddings.weight")
-    if word is not None and tuple(word.shape) != (config.vocab_size, config.hidden_size):
-        raise ValueError(
-            f"the config of {what} says vocab_size={config.vocab_size}, hidden_size={config.hidden_size}, "
-            f"but the word embeddings have shape {tuple(word.shape)}"
-        )
-
-
 def from_hf(model_or_dir, emd: bool | None = None):
     """A transformers DeBERTa (object, or directory written by ``save_pretrained``) as a deberta_edu model.
 
@@ -266,7 +250,7 @@ def from_hf(model_or_dir, emd: bool | None = None):
             "emd=True needs the absolute position table (deberta.embeddings.position_embeddings.weight), "
             "which this checkpoint does not have"
         )
-    _check_sizes(config, state, prefix, what)
+    check_sizes(config, state, prefix, what)
     cls = DebertaForMaskedLM if mlm else DebertaModel
     with torch.device("meta"):  # names and shapes first, without allocating a single weight
         expected = {k: v.shape for k, v in cls(config).state_dict().items()}

@@ -1,7 +1,8 @@
 """Relative positions: the paper's δ(i, j) (eq. 3) and the v2/v3 log buckets.
 
-DeBERTa never looks at *where* a token is, only at how far apart two tokens are. The distance
-i − j is mapped to a row of a learned table of relative-position embeddings:
+Disentangled attention never looks at *where* a token is, only at how far apart two tokens are (absolute
+positions enter only in the EMD, §3.2; a token can still infer its place from its distance to [CLS]
+while that is inside the window, lesson 3). The distance i − j is mapped to a row of a learned table of relative-position embeddings:
 
     δ(i, j) = 0            if i − j <= −k
             = 2k − 1       if i − j >= k

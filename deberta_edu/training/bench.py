@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from .engine import check_device
 from .flops import train_flops_per_token
 
 PRESETS = {
@@ -155,9 +156,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     for k, v in PRESETS[args.preset].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    try:
+        check_args(args)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
     if args.dtype is None:
         args.dtype = "bf16" if args.device == "cuda" else "fp32"
     return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Sizes and counts a benchmark can run with, and a device this machine has (ValueError otherwise)."""
+    for name in ("batch", "length", "hidden", "layers", "heads", "ffn", "vocab", "buckets", "threads", "rounds"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.hidden % args.heads:
+        raise ValueError(f"--hidden {args.hidden} must be a multiple of --heads {args.heads}")
+    if args.length < 4:
+        raise ValueError(f"--length must be at least 4 tokens, got {args.length}")
+    if args.peak_tflops is not None and not args.peak_tflops > 0:
+        raise ValueError(f"--peak-tflops must be > 0, got {args.peak_tflops}")
+    check_device(args.device)
 
 
 def time_steps(steps: dict, args) -> dict[str, list[float]]:

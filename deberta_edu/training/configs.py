@@ -18,6 +18,22 @@ from deberta_edu.model.config import SIZES, VARIANTS, DebertaConfig, make_config
 
 from .engine import PRECISIONS
 
+MIN_SEQ_LENGTH = 8
+_NUMBER_TYPES = {"int": (int,), "float": (int, float)}
+
+
+def check_field_types(config) -> None:
+    """Every int / float field of a dataclass holds a number of that kind (``--set lr=abc`` is caught here)."""
+    for f in dataclasses.fields(config):
+        value, kind = getattr(config, f.name), str(f.type).split(" | ")
+        wanted = _NUMBER_TYPES.get(kind[0])
+        if wanted is None or (value is None and "None" in kind):
+            continue
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            example = "3e-4" if kind[0] == "float" else "128"
+            raise ValueError(f"{f.name} must be {'a number' if kind[0] == 'float' else 'a whole number'}, got "
+                             f"{value!r} ({type(value).__name__}); write it without quotes, e.g. {f.name}={example}")
+
 
 @dataclass
 class TrainConfig:
@@ -57,6 +73,12 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        check_field_types(self)
+        if self.seq_length < MIN_SEQ_LENGTH:
+            raise ValueError(f"seq_length must be at least {MIN_SEQ_LENGTH} ([CLS], some text, [SEP]), got "
+                             f"{self.seq_length}; the course uses 128")
+        if not 0 < self.mlm_probability < 1:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}; the paper uses 0.15")
         if self.budget_tokens is not None:
             if self.budget_tokens < self.tokens_per_step:
                 raise ValueError(f"budget_tokens={self.budget_tokens} is less than one step of "
@@ -212,6 +234,9 @@ def apply_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
         key, sep, value = a.partition("=")
         if not sep:
             raise ValueError(f"--set expects KEY=VALUE, got {a!r}")
+        if key == "model.vocab_size":
+            raise ValueError("the model's vocab_size is the tokenizer's: set the tokenizer's size with "
+                             "--set vocab_size=N (not model.vocab_size)")
         if key.startswith("model."):
             if key[6:] not in model_fields:
                 raise ValueError(f"{key[6:]!r} is not a DebertaConfig field; choose from {sorted(model_fields)}")

@@ -68,6 +68,25 @@ class Distributed:
         return self.world_size > 1
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device this machine has, or a ValueError that says what it has instead."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a device name: use cpu, cuda or cuda:<n>") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "a CUDA build that sees no GPU"
+            raise ValueError(f"device {str(device)!r}: this torch ({torch.__version__}, {build}) has no GPU to use; "
+                             "use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} GPU(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif device.type not in ("cpu", "meta") and not (device.type == "mps" and torch.backends.mps.is_available()):
+        raise ValueError(f"device {str(device)!r} is not available here: use cpu or cuda")
+    return device
+
+
 def setup_distributed(device: str | torch.device | None = None) -> Distributed:
     """Join the process group that ``torchrun`` describes (RANK, WORLD_SIZE, ...), or run alone.
 
@@ -78,7 +97,7 @@ def setup_distributed(device: str | torch.device | None = None) -> Distributed:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = check_device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)  # one GPU per process on this machine
     if device.type == "cuda":

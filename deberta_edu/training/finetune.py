@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from deberta_edu import files
 from deberta_edu.data.batch import Batch
 from deberta_edu.facts import LOG_FILE
 from deberta_edu.model.checkpoint import save_tensors
@@ -209,6 +210,21 @@ def compare(pretrained, splits, tokenizer, lams=(0.0, 1.0), seeds=(0, 1, 2), adv
     return table
 
 
+def _check_args(args) -> str | None:
+    """What is wrong with the command line, in one sentence, or None."""
+    if not args.epochs > 0:
+        return f"--epochs must be > 0, got {args.epochs}"
+    if not args.lr > 0:
+        return f"--lr must be > 0, got {args.lr}"
+    if any(lam < 0 for lam in args.lams):
+        return f"--lams are SiFT's weights λ and must be >= 0, got {args.lams}"
+    if len(set(args.seeds)) != len(args.seeds):
+        return f"--seeds repeats a seed ({args.seeds}): each seed is one run, give distinct ones"
+    if Path(args.out).is_dir():
+        return f"--out {args.out} is a folder; give the path of the JSON file to write"
+    return None
+
+
 def main(argv=None):
     """python -m deberta_edu.finetune: lesson 5's comparison at full size, written as JSON."""
     import argparse
@@ -232,11 +248,17 @@ def main(argv=None):
     p.add_argument("--encoder", help="folder of a pretrained model (default: lesson 4's checkpoint)")
     args = p.parse_args(argv)
     start = time.time()
+    problem = _check_args(args)
+    if problem:
+        sys.exit(f"error: {problem}")
     folder = Path(args.encoder) if args.encoder else checkpoint_dir("lesson4")
     if not ((folder / MODEL_FILE).exists() and (folder / TOKENIZER_FILE).exists()):
         sys.exit(f"error: no pretrained model in {folder} ({MODEL_FILE} + {TOKENIZER_FILE}). Run lesson 4, or "
                  "`python -m deberta_edu.pretrain --config lesson4`, or pass --encoder FOLDER.")
-    pretrained, tokenizer = load_pretrained(folder), load_tokenizer(folder / TOKENIZER_FILE)
+    try:
+        pretrained, tokenizer = load_pretrained(folder), load_tokenizer(folder / TOKENIZER_FILE)
+    except (ValueError, RuntimeError) as err:
+        sys.exit(f"error: {err}")
     origin = describe_checkpoint(folder)
     adversarial = {"step_eps": args.step_eps}
     table = compare(pretrained, load_splits(), tokenizer, lams=tuple(args.lams), seeds=tuple(args.seeds),
@@ -247,8 +269,7 @@ def main(argv=None):
               "wall_time_s": round(time.time() - start, 1), "seeds": args.seeds,
               "adversarial": {k: v for k, v in asdict(AdversarialConfig(**adversarial)).items() if k != "lam"},
               "test_accuracy": {f"lambda={lam}": row for lam, row in table.items()}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    files.write_text(args.out, json.dumps(result, indent=2) + "\n")  # atomic: a kill leaves the old file
     for lam, row in table.items():
         print(f"λ={lam}: test accuracy {row['mean']:.4f} ± {row['std']:.4f}  {row['test']}")
     return result

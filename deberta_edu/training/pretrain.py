@@ -27,6 +27,7 @@ From the shell (``torchrun --nproc_per_node=N -m deberta_edu.pretrain ...`` for 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -39,7 +40,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from deberta_edu.facts import CONFIG_FILE, LOG_FILE, STATE_FILE
+from deberta_edu import files
+from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, STATE_FILE
 from deberta_edu.model.checkpoint import lesson_checkpoint, save_pretrained
 from deberta_edu.model.emd import DebertaForMaskedLM
 
@@ -139,9 +141,15 @@ class _Run:
 
     def _restore(self) -> tuple[int, float, float]:
         """Load the checkpoint in out_dir; its (step, wall time, training time)."""
+        def same_run(meta):  # before any weight is loaded
+            try:
+                saved = json.loads(meta["train_config"])
+            except (KeyError, json.JSONDecodeError):
+                raise ValueError(f"{self.state_file} has no readable train_config in its metadata") from None
+            check_same_run(saved, self.cfg, self.state_file)
+
         meta = load_training_state(self.state_file, self.model, self.optimizer, precision=self.precision,
-                                   world=self.world)
-        check_same_run(json.loads(meta["train_config"]), self.cfg, self.state_file)
+                                   world=self.world, check=same_run)
         return int(meta["step"]), float(meta["elapsed"]), float(meta["train_time"])
 
     def spent(self, window: _Window) -> float:
@@ -205,6 +213,26 @@ class _Run:
         return TrainResult(self.model.eval(), self.logger.records, metrics, self.out_dir, self.cfg)
 
 
+LOCK_NAME = ".trainer.lock"  # in the output folder, held by the trainer writing it (files.exclusive)
+RUN_FILES = (STATE_FILE, LOG_FILE, CONFIG_FILE, MODEL_FILE)  # what a run writes into its output folder
+
+
+def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start afresh in a folder that holds a run: its log, state and model would be overwritten."""
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite starts it again: give one of them")
+    if resume or not out.is_dir():
+        return
+    held = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if held and not overwrite:
+        raise ValueError(f"{out} is not empty ({', '.join(held[:4])}{' ...' if len(held) > 4 else ''}): "
+                         "add --resume to continue the run in it, --overwrite to start it again, or choose "
+                         "another --out")
+    if overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+
+
 def train(
     cfg: TrainConfig,
     train_data,
@@ -227,12 +255,21 @@ def train(
     out_dir = Path(out_dir) if out_dir is not None else None
     spec = MaskSpec.of(cfg, tokenizer)
     batches = Batches(train_data, cfg, spec, world)
-    run = _Run(cfg, spec, world, val_data, out_dir, callback=callback, resume=resume, progress=progress)
+    hold = contextlib.nullcontext()
+    if out_dir is not None and world.is_main:  # one trainer per output folder: a second one is refused
+        hold = files.exclusive(out_dir / LOCK_NAME, f"the output folder {out_dir}")
+    with hold:
+        run = _Run(cfg, spec, world, val_data, out_dir, callback=callback, resume=resume, progress=progress)
+        _loop(run, cfg, batches, world)
+        return run.finish(tokenizer)
 
+
+def _loop(run: _Run, cfg: TrainConfig, batches: Batches, world: Distributed) -> None:
+    """The steps from ``run.start`` to the end (or the time budget), with logging, evaluation and saving."""
     if run.start == 0 and cfg.eval_every:
         run.evaluate(0)
     window = _Window()
-    last = run.start
+    last, lr = run.start, 0.0
     for step in range(run.start, cfg.steps):  # `step` updates are done; this one makes update step + 1
         if cfg.budget_seconds is not None and run.spent(window) >= cfg.budget_seconds:
             break  # the time budget is spent (checked between steps; the schedule has reached zero)
@@ -257,7 +294,6 @@ def train(
             run.log_train(last, lr, window)
         run.evaluate(last)
         run.save(last)
-    return run.finish(tokenizer)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -277,6 +313,7 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
     parser.add_argument("--data", help="corpus (bbc, large, a folder) or 'synthetic'; default: the config's")
     parser.add_argument("--out", help="output folder (default: <data root>/checkpoints/<config>)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    parser.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds a run")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: this rank's GPU, else cpu)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any TrainConfig field, or model.<DebertaConfig field>; repeatable")
@@ -295,16 +332,19 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
                  "seed": args.seed, "dropout": args.dropout, "precision": args.precision, "source": args.data}
         cfg = apply_overrides(cfg.replace(**{k: v for k, v in flags.items() if v is not None}), args.set)
         world = setup_distributed(args.device)
+        cfg.model_config()  # a model config that cannot be built is refused before any work
+        out = Path(args.out) if args.out else lesson_checkpoint(cfg.name)
+        if world.is_main:
+            check_output_folder(out, args.resume, args.overwrite)  # before any work
         if world.is_main:  # rank 0 builds (and caches) the data; the others then read the cache
             data = prepare_data(cfg)
         if world.enabled:
             dist.barrier()
         if not world.is_main:
             data = prepare_data(cfg)
-        out = Path(args.out) if args.out else lesson_checkpoint(cfg.name)
         result = train(cfg, data[0], data[1], tokenizer=data[2], out_dir=out, resume=args.resume,
                        device=world.device, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
         sys.exit(f"error: {err}")
     finally:
         if dist.is_initialized():

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from deberta_edu.model.checkpoint import load_tensors, save_tensors
+from deberta_edu.model.checkpoint import load_tensors, read_header, save_tensors
 
 from .engine import Distributed, Precision, derive_seed, unwrap
 
@@ -140,13 +141,23 @@ def load_training_state(
     precision: Precision | None = None,
     world: Distributed | None = None,
     restore_rng: bool = True,
+    check: Callable[[dict[str, str]], None] | None = None,
 ) -> dict[str, str]:
-    """Put a ``save_training_state`` file back into model, optimizer, scaler and RNG; returns the metadata."""
+    """Put a ``save_training_state`` file back into model, optimizer, scaler and RNG; returns the metadata.
+
+    Before any tensor is read: the file's header (a damaged or foreign file is refused, naming it), then
+    ``check(metadata)`` (e.g. "was this trained with the same config?"), then the tensor names and shapes
+    against the model's. Then the tensors, whose checksum is verified.
+    """
     world = world or Distributed()
-    tensors, meta = load_tensors(path)
+    meta, shapes = read_header(path)
     if meta.get("format") != STATE_FORMAT:
         raise ValueError(f"{path} is not a training state (format {meta.get('format')!r}, expected {STATE_FORMAT!r})")
+    if check is not None:
+        check(meta)
     model = unwrap(model)
+    _check_model_shapes(model, shapes, path)
+    tensors, meta = load_tensors(path)
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     if optimizer is not None:
         _restore_optimizer(optimizer, model, tensors, meta, path)
@@ -155,6 +166,17 @@ def load_training_state(
     if restore_rng:
         _restore_rng(tensors, meta, world, path)
     return meta
+
+
+def _check_model_shapes(model: nn.Module, shapes: dict, path) -> None:
+    mine = {f"model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: v for k, v in shapes.items() if k.startswith("model.")}
+    wrong = [f"{k[6:]}: {theirs[k]}, this model {v}" for k, v in mine.items() if k in theirs and theirs[k] != v]
+    missing = sorted(set(mine) ^ set(theirs))
+    if wrong or missing:
+        listed = "; ".join(wrong[:3] + [f"{k[6:]!r} in one only" for k in missing[:3]])
+        raise ValueError(f"{path} holds the weights of another model ({listed}); resume with the config that "
+                         "wrote it, or start afresh in another --out folder")
 
 
 def _restore_optimizer(optimizer, model: nn.Module, tensors: dict, meta: dict, path) -> None:

@@ -1,4 +1,4 @@
-"""Files the data pipeline writes: never seen half-written, and one builder at a time.
+"""Files written never half-written, and one builder at a time: what the data pipeline and the checkpoints share.
 
 Every file is written to a temporary name in its own folder and renamed onto its final name
 (``os.replace``, atomic on POSIX): a reader, or a second process, sees the old file or the whole new
@@ -69,14 +69,31 @@ def copy(src: str | Path, dst: str | Path) -> None:
         shutil.copyfileobj(source, f, 1 << 20)
 
 
-def remove_stale_temps(folder: Path, name: str = "") -> None:
-    """Temporary files of ``name`` (default: of any file) in ``folder`` left by a killed process.
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
-    Call it only while holding the folder's lock, so that no live writer's file is removed.
+
+def remove_stale_temps(folder: Path, name: str = "") -> int:
+    """Remove the temporary files of ``name`` (default: of any file) in ``folder`` that a killed process left.
+
+    A temporary name carries its writer's pid (``temp_name``): the file of a process that is still running
+    is kept, so this is safe without a lock. Returns how many were removed.
     """
+    removed = 0
     if folder.is_dir():
         for tmp in folder.glob(f".{name}*{TEMP_SUFFIX}"):
+            pid = tmp.name[: -len(TEMP_SUFFIX)].split(".")[-2]
+            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+                continue
             tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 @contextlib.contextmanager
@@ -97,6 +114,33 @@ def locked(lock_file: str | Path, what: str) -> Iterator[None]:
         try:
             yield
         finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` for the block, or fail at once naming the process that holds it.
+
+    For work that must not wait its turn (two trainers writing one output folder): the second is refused
+    with a ``RuntimeError``. The file records the holder's pid; the lock goes when the process dies.
+    """
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+b") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().decode("ascii", "replace").strip() or "unknown"
+            raise RuntimeError(f"{what} is in use by another process (pid {holder}; lock: {lock_file}); "
+                               "wait for it to finish, or use another folder") from None
+        f.truncate(0)
+        f.write(str(os.getpid()).encode())
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
