@@ -41,7 +41,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from deberta_edu import files
-from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, STATE_FILE
+from deberta_edu.facts import CONFIG_FILE, LOG_FILE, STATE_FILE
 from deberta_edu.model.checkpoint import lesson_checkpoint, save_pretrained
 from deberta_edu.model.emd import DebertaForMaskedLM
 
@@ -63,7 +63,7 @@ from .engine import (
 )
 from .evaluate import Evaluator, mlm_loss
 from .mlm_data import Batches, MaskSpec, prepare_data
-from .state import JsonlLogger, load_training_state, save_training_state
+from .state import LOCK_NAME, JsonlLogger, check_output_folder, load_training_state, save_training_state
 
 # ----------------------------------------------------------------------------- training
 
@@ -211,26 +211,6 @@ class _Run:
         evals = [r for r in self.logger.records if r["kind"] == "eval"]
         metrics = {k: v for k, v in evals[-1].items() if k.startswith("val_")} if evals else {}
         return TrainResult(self.model.eval(), self.logger.records, metrics, self.out_dir, self.cfg)
-
-
-LOCK_NAME = ".trainer.lock"  # in the output folder, held by the trainer writing it (files.exclusive)
-RUN_FILES = (STATE_FILE, LOG_FILE, CONFIG_FILE, MODEL_FILE)  # what a run writes into its output folder
-
-
-def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to start afresh in a folder that holds a run: its log, state and model would be overwritten."""
-    if resume and overwrite:
-        raise ValueError("--resume continues the run in --out and --overwrite starts it again: give one of them")
-    if resume or not out.is_dir():
-        return
-    held = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    if held and not overwrite:
-        raise ValueError(f"{out} is not empty ({', '.join(held[:4])}{' ...' if len(held) > 4 else ''}): "
-                         "add --resume to continue the run in it, --overwrite to start it again, or choose "
-                         "another --out")
-    if overwrite:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
 
 
 def train(

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, STATE_FILE
 from deberta_edu.model.checkpoint import load_tensors, read_header, save_tensors
 
 from .engine import Distributed, Precision, derive_seed, unwrap
@@ -69,6 +70,29 @@ class JsonlLogger:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
                 f.flush()
+
+
+# ----------------------------------------------------------------------------- the output folder
+
+
+LOCK_NAME = ".trainer.lock"  # in the output folder, held by the trainer writing it (files.exclusive)
+RUN_FILES = (STATE_FILE, LOG_FILE, CONFIG_FILE, MODEL_FILE)  # what a run writes into its output folder
+
+
+def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start afresh in a folder that holds a run: its log, state and model would be overwritten."""
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite starts it again: give one of them")
+    if resume or not out.is_dir():
+        return
+    held = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if held and not overwrite:
+        raise ValueError(f"{out} is not empty ({', '.join(held[:4])}{' ...' if len(held) > 4 else ''}): "
+                         "add --resume to continue the run in it, --overwrite to start it again, or choose "
+                         "another --out")
+    if overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- resumable checkpoints
