@@ -99,6 +99,8 @@ def export(run_dir: str | Path, out: str | Path = COURSE_DIR, command: str = "")
     shipped, _ = load_course_model(out)  # score the fp16 weights that are committed, not the fp32 run
     held = Evaluator(data[1], cfg.replace(eval_rows=10_000), spec, Distributed(), Precision("fp32", "cpu"))(shipped)
     base = unigram_baseline(cfg.replace(eval_rows=10_000), data)
+    spans = cfg.replace(eval_rows=10_000, whole_word_masking=True)  # the harder test: whole words hidden
+    held_spans = Evaluator(data[1], spans, MaskSpec.of(spans, data[2]), Distributed(), Precision("fp32", "cpu"))(shipped)
     train = [r for r in records if r.get("kind") == "train"]
     metrics = {
         "model": f"DeBERTa v3 layout, {model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}, "
@@ -108,6 +110,8 @@ def export(run_dir: str | Path, out: str | Path = COURSE_DIR, command: str = "")
         "wall_time_s": round(train[-1]["time"]), "machine": _machine(), "exported": time.strftime("%Y-%m-%d"),
         "held_out": held, "unigram_baseline": base,
         "below_unigram_nats": base["val_loss"] - held["val_loss"],
+        "masking": "whole-word spans" if cfg.whole_word_masking else "tokens (15%, 80/10/10)",
+        "held_out_whole_word_masking": held_spans,
     }
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
