@@ -31,6 +31,13 @@ _LAZY = {"viz": "deberta_edu.lessons.viz", "widgets": "deberta_edu.lessons.widge
          "exercises": "deberta_edu.lessons.exercises"}
 
 
+def load_course_model(folder=None):
+    """(DebertaForMaskedLM with its EMD, Tokenizer): the committed course model (results/course-model/), offline."""
+    from .training.course import load_course_model as load
+
+    return load(folder)
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         module = importlib.import_module(_LAZY[name])
@@ -42,6 +49,7 @@ def __getattr__(name: str):
 __all__ = [
     "DebertaConfig",
     "lesson_checkpoint",
+    "load_course_model",
     "load_pretrained",
     "save_pretrained",
     "DebertaForMaskedLM",

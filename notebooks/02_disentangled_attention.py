@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from deberta_edu import (
+    DebertaForMaskedLM,
     DebertaModel,
     DisentangledSelfAttention,
     exercises,
@@ -460,21 +461,48 @@ assert min(drop) > 0.3 and min(ratio) > 1.5  # a clearly sharper softmax on ever
 viz.plot_scale_study(studies[0], "seed 0, layer 0, unit-variance weights, 37 words")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
-# ## A real sentence
+# ## A real sentence, through a trained model
 #
-# `load_demo` uses the model that lesson 4 pretrains, when its checkpoint exists, with its SentencePiece tokenizer.
-# Otherwise it falls back to a **randomly initialised** tiny model over a word-level vocabulary made from the
-# sentence; its maps show the structure of the equations (c2p in diagonal bands, p2c in columns…) but nothing
-# learned about language. The line printed below says which one you are looking at.
+# `load_demo` shows the **course model** (results/course-model/, pretrained once on BBC News and a larger
+# English corpus; lesson 4 says how), or your own lesson 4 model once it beats it. The line printed below
+# names the model, the tokens it saw and its held-out accuracy.
 
 # %%
-demo = load_demo("a new store opened beside the new mall")
+SENTENCE = "a new store opened beside the new mall, and on Saturday the shoppers came back to the centre of the town."
+demo = load_demo(SENTENCE)
 print(("TRAINED: " if demo.trained else "") + demo.source)
 print(demo.tokens)
 maps = viz.attention_maps(demo.model, demo.input_ids, demo.tokens)
 probs_all = maps.maps[:, maps.kinds.index("probs")]  # (layers, heads, L, L)
 assert np.allclose(probs_all.sum(-1), 1, atol=1e-5)  # each query's probabilities sum to 1
 viz.plot_terms(maps, layer=0, head=0)
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
+# **What to look for.** Three things a trained model does that its random initialisation does not, measured
+# below for every head against the same architecture at random weights:
+#
+# - heads that attend to the **previous** or the **next** token whatever the words (a band just off the
+#   diagonal of "probs"; uniform attention would put 1/L there);
+# - in such a head, **c2p is a diagonal band**: its value depends on i − j alone ("c2p by offset", the share
+#   of the map's variance its diagonals explain, near 1). Relative position does that work, not content;
+# - **p2c in columns**: the key's content decides, whatever its distance ("p2c by column").
+
+# %%
+L = len(demo.tokens)
+untrained = DebertaForMaskedLM(demo.model.config).eval()  # the same architecture, random weights
+measured = {"trained": viz.head_patterns(maps),
+            "random": viz.head_patterns(viz.attention_maps(untrained, demo.input_ids, demo.tokens))}
+for name, patterns in measured.items():
+    for p in patterns:
+        print(f"{name:>7} layer {p.layer} head {p.head}: previous {p.previous:.2f}, next {p.following:.2f} "
+              f"(uniform {1 / L:.2f}); c2p by offset {p.offset_share:.2f}; p2c by column {p.column_share:.2f}")
+trained, random_ = measured["trained"], measured["random"]
+positional = max(trained, key=lambda p: max(p.previous, p.following))
+print(f"most positional head: layer {positional.layer} head {positional.head}")
+assert max(p.previous for p in trained) > 0.4 and max(p.following for p in trained) > 0.4  # learned
+assert max(max(p.previous, p.following) for p in random_) < 3 / L  # random weights: near uniform
+assert positional.offset_share > 0.5 > max(p.offset_share for p in random_)  # its c2p: a diagonal band
+assert max(p.column_share for p in trained) > 2 * max(p.column_share for p in random_)  # p2c: columns
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # **Try it**: choose a layer, a head and a map. Scores are red where they attract and blue where they repel;
@@ -491,9 +519,7 @@ attention_panel
 # writes it to a file you can open in any browser.
 
 # %%
-show_explorer(
-    demo.model, demo.input_ids, demo.tokens, title="a new store opened beside the new mall", note=demo.source
-)
+show_explorer(demo.model, demo.input_ids, demo.tokens, title=SENTENCE, note=demo.source)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises

@@ -67,8 +67,8 @@ torch.manual_seed(0)
 # VADER study; snippets rated exactly 0 are dropped. The splits are fixed by a seeded shuffle: 8,454
 # training snippets, 1,057 for development and 1,057 for test. A classifier that always answers the
 # test split's most frequent class is right as often as that class is frequent: every accuracy below is
-# to be read against that number. The encoder is the tiny DeBERTa pretrained in lesson 4 (if that lesson
-# has not been run, a quick smoke-size pretraining makes one now).
+# to be read against that number. The encoder is the course model (results/course-model/, pretrained once
+# as lesson 4 describes), or your own lesson 4 model if it beats it; the line printed below names it.
 
 # %%
 splits = load_splits()

@@ -5,7 +5,9 @@ import json
 import pytest
 import torch
 
-from deberta_edu.facts import MODEL_FILE
+from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, TOKENIZER_FILE
+from deberta_edu.lessons.explorer import load_demo
+from deberta_edu.lessons.pretrained import lesson_model_folder, local_run_accuracy, pretrained_for_lessons
 from deberta_edu.training import downstream
 from deberta_edu.training.course import COURSE_DIR, course_label, course_metrics, load_course_model
 
@@ -62,3 +64,40 @@ def test_committed_pretraining_value_results_are_consistent():
         assert len(arms[name]["runs"]) >= 5
     assert r["topics"]["tests"]["pretrained vs random init"]["difference"] == pytest.approx(
         arms["pretrained"]["mean"] - arms["random init"]["mean"])
+
+
+def _fake_run(folder, name, accuracy):
+    """A run folder as pretrain.train leaves it, as far as the lessons' choice reads it."""
+    folder.mkdir(parents=True)
+    for f in (MODEL_FILE, TOKENIZER_FILE):
+        (folder / f).write_bytes(b"")
+    (folder / CONFIG_FILE).write_text(json.dumps({"name": name, "steps": 400}))
+    records = [{"kind": "eval", "step": 0, "tokens": 0, "val_accuracy": 0.0},
+               {"kind": "eval", "step": 400, "tokens": 819200, "val_accuracy": accuracy}]
+    (folder / LOG_FILE).write_text("\n".join(json.dumps(r) for r in records) + "\n{cut by a cra")
+
+
+def test_the_lessons_show_the_course_model_unless_a_full_size_run_beats_it(tmp_path):
+    course_accuracy = course_metrics()["held_out"]["val_accuracy"]
+    none = tmp_path / "nothing"
+    assert lesson_model_folder(none) == (COURSE_DIR, course_label())
+    smoke = tmp_path / "smoke"
+    _fake_run(smoke, "lesson4-smoke", 0.99)  # a smoke run is never shown, whatever it scored
+    assert local_run_accuracy(smoke) is None and lesson_model_folder(smoke)[0] == COURSE_DIR
+    worse = tmp_path / "worse"
+    _fake_run(worse, "lesson4", course_accuracy - 0.01)
+    assert local_run_accuracy(worse) == (pytest.approx(course_accuracy - 0.01), 819200)
+    assert lesson_model_folder(worse)[0] == COURSE_DIR
+    better = tmp_path / "better"
+    _fake_run(better, "lesson4", course_accuracy + 0.01)
+    folder, label = lesson_model_folder(better)
+    assert folder == better and label.startswith("your lesson 4 model (0.8M tokens")
+
+
+def test_the_explorer_and_lesson_5_show_the_course_model_by_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEBERTA_EDU_DATA", str(tmp_path))  # no lesson 4 run here
+    demo = load_demo("a new store opened beside the new mall")
+    assert demo.trained and demo.source == course_label() and "RANDOM" not in demo.source
+    model, tokenizer, label = pretrained_for_lessons()
+    assert label == course_label() and model.emd is not None and not model.training
+    assert tokenizer.vocab_size == model.config.vocab_size == demo.model.config.vocab_size

@@ -236,19 +236,25 @@ def checkpoint_label(folder: str | Path, model=None) -> str:
 
 
 def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) -> Demo:
-    """The trained lesson-4 checkpoint and its SentencePiece tokenizer when they exist, else a random model.
+    """The model the lessons show (``pretrained.lesson_model_folder``: the course model, or a better lesson 4
+    run) with its SentencePiece tokenizer; or the checkpoint in ``folder``; a random model when none is there.
 
     The random stand-in is a tiny v1-style model (clamp at k = 4) over a word-level vocabulary built
     from ``sentence``; it is initialised with a wider spread (0.1 instead of 0.02) so that its maps are
     not flat. Its patterns are those of random weights: structure from the equations, not from language.
     """
-    folder = lesson_checkpoint_folder() if folder is None else Path(folder)
+    label = None
+    if folder is None:
+        from .pretrained import lesson_model_folder
+
+        folder, label = lesson_model_folder()
+    folder = Path(folder)
     weights, spm_file = folder / MODEL_FILE, folder / TOKENIZER_FILE
     if weights.exists() and spm_file.exists():
         import sentencepiece as spm
 
         sp = spm.SentencePieceProcessor(model_file=str(spm_file))
-        model = load_pretrained(folder)
+        model = load_pretrained(folder).float().eval()
         pieces = sp.encode(sentence, out_type=int)
         ids = torch.tensor(encode_pair(pieces))  # [CLS] … [SEP]
         tokens = ["[CLS]", *(sp.id_to_piece(i) for i in pieces), "[SEP]"]
@@ -258,7 +264,7 @@ def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) ->
                 f"the tokenizer in {folder} produced id {int(ids.max())} but the model's vocabulary "
                 f"has {vocab} entries; the two files do not belong together"
             )
-        return Demo(model, ids, tokens, True, checkpoint_label(folder, model))
+        return Demo(model, ids, tokens, True, label or checkpoint_label(folder, model))
     torch.manual_seed(seed)
     words = re.findall(r"\w+|[^\w\s]", sentence.lower())
     vocab = SPECIALS + sorted(set(words))

@@ -1,27 +1,62 @@
-"""Which pretrained model the lessons use, found or (quickly) made."""
+"""Which pretrained model the lessons show: the committed course model, or a better one the learner trained.
+
+Lessons 2, 3 and 5 and the book use the course model (results/course-model/, trained once by the recipe of
+``configs["course"]``). A learner who has run lesson 4 at full size has a local model of their own; it is
+used instead only when its last held-out accuracy beats the course model's. A smoke-size run (``name``
+other than "lesson4" in its train_config.json) is never used, whatever it scored.
+"""
 
 from __future__ import annotations
 
-from deberta_edu.data.tokenizer import load_tokenizer
-from deberta_edu.facts import MODEL_FILE, TOKENIZER_FILE
-from deberta_edu.model.checkpoint import describe_checkpoint, lesson_checkpoint, load_pretrained
+import json
+from pathlib import Path
+
+from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, TOKENIZER_FILE
+from deberta_edu.model.checkpoint import lesson_checkpoint, load_pretrained
+from deberta_edu.training.course import COURSE_DIR, course_label, course_metrics
+
+FULL_SIZE_RUN = "lesson4"  # the name a full-size lesson 4 run writes in its train_config.json
 
 
-def pretrained_for_lessons(name: str = "lesson4", progress: bool = False):
-    """(model, tokenizer, origin): lesson 4's checkpoint if it exists, else a smoke-size pretraining now.
+def local_run_accuracy(folder: str | Path) -> tuple[float, int] | None:
+    """(last held-out accuracy, tokens) of a full-size lesson 4 run in ``folder``; None for anything else."""
+    folder = Path(folder)
+    try:
+        run = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        lines = (folder / LOG_FILE).read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(run, dict) and run.get("name") == FULL_SIZE_RUN and (folder / MODEL_FILE).exists()
+            and (folder / TOKENIZER_FILE).exists()):
+        return None
+    evals = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash
+        if isinstance(record, dict) and record.get("kind") == "eval" and "val_accuracy" in record:
+            evals.append(record)
+    return (float(evals[-1]["val_accuracy"]), int(evals[-1].get("tokens", 0))) if evals else None
 
-    The smoke pretraining (about 20 s on 2 CPU cores) is saved where lesson 4 saves its model, so it
-    is made once; running lesson 4 at full size replaces it with a better model.
-    """
-    folder = lesson_checkpoint(name)
-    if not ((folder / MODEL_FILE).exists() and (folder / TOKENIZER_FILE).exists()):
-        from deberta_edu.training.configs import get_config
-        from deberta_edu.training.mlm_data import prepare_data
-        from deberta_edu.training.pretrain import train
 
-        cfg = get_config(name, smoke=True)
-        train_data, val_data, tokenizer = prepare_data(cfg)
-        train(cfg, train_data, val_data, tokenizer=tokenizer, out_dir=folder, progress=progress)
-    model = load_pretrained(folder)
-    tokenizer = load_tokenizer(folder / TOKENIZER_FILE)
-    return model, tokenizer, describe_checkpoint(folder)
+def lesson_model_folder(local: str | Path | None = None, course: str | Path | None = None) -> tuple[Path, str]:
+    """(folder, label) of the model the lessons show; the label names the model, its tokens and accuracy."""
+    local = Path(local) if local is not None else lesson_checkpoint(FULL_SIZE_RUN)
+    course = Path(course) if course is not None else COURSE_DIR
+    metrics = course_metrics(course)
+    mine = local_run_accuracy(local)
+    if mine is not None and mine[0] > metrics["held_out"]["val_accuracy"]:
+        accuracy, tokens = mine
+        return local, (f"your lesson 4 model ({tokens / 1e6:.1f}M tokens, held-out masked-token accuracy "
+                       f"{accuracy:.1%}, better than the course model's)")
+    return course, course_label(metrics)
+
+
+def pretrained_for_lessons(local: str | Path | None = None, course: str | Path | None = None):
+    """(DebertaForMaskedLM in eval mode, Tokenizer, label) of the model the lessons show."""
+    from deberta_edu.data.tokenizer import load_tokenizer
+
+    folder, label = lesson_model_folder(local, course)
+    model = load_pretrained(folder).float().eval()
+    return model, load_tokenizer(folder / TOKENIZER_FILE), label

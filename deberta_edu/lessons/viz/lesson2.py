@@ -3,7 +3,8 @@
 ``attention_maps`` runs a model once and keeps every layer's per-term score maps; the plots draw them.
 ``algorithm1`` transcribes the paper's Algorithm 1 for one head; ``mirror_rows`` relabels a table so that
 δ(i, j) reads what δ(j, i) read; ``fit_distance_bias`` finds the query bias whose c2p part reproduces a
-per-distance map such as p2p; ``scale_study`` measures a layer's softmax under √(3d) and under √d.
+per-distance map such as p2p; ``scale_study`` measures a layer's softmax under √(3d) and under √d; ``head_patterns`` measures what each
+head of a trained model does (previous/next-token attention, diagonal c2p, column p2c).
 """
 
 from __future__ import annotations
@@ -74,6 +75,50 @@ def attention_maps(
     if len(tokens) != ids.size(1):
         raise ValueError(f"{len(tokens)} tokens given for {ids.size(1)} input ids")
     return AttentionMaps(tokens, kinds, maps)
+
+
+@dataclass
+class HeadPattern:
+    """What one head of a model does on one sequence, in numbers a reader can check against its maps.
+
+    ``previous``/``following``: the mean attention probability on the token just before/after the query
+    (uniform attention gives 1/L). ``offset_share``: the share of the c2p map's variance that its diagonals
+    explain (1: c2p depends on i − j alone, a pure "diagonal band" map). ``column_share``: the same for
+    p2c and its columns (1: p2c depends on the key j alone, a "column" map).
+    """
+
+    layer: int
+    head: int
+    previous: float
+    following: float
+    offset_share: float
+    column_share: float
+
+
+def _explained_share(values: np.ndarray, groups: np.ndarray) -> float:
+    """Share of the variance of ``values`` explained by the group means (R² of a one-way layout)."""
+    values, groups = values.ravel(), groups.ravel()
+    total = float(((values - values.mean()) ** 2).sum())
+    if total == 0:
+        return 0.0
+    _, index = np.unique(groups, return_inverse=True)
+    means = np.bincount(index, values) / np.bincount(index)
+    return float(((means[index] - values.mean()) ** 2).sum() / total)
+
+
+def head_patterns(maps: AttentionMaps) -> list[HeadPattern]:
+    """One ``HeadPattern`` per (layer, head) of ``maps`` (a model with c2p and p2c)."""
+    L = len(maps.tokens)
+    i, j = np.indices((L, L))
+    found = []
+    for layer in range(maps.num_layers):
+        for head in range(maps.num_heads):
+            probs = maps.get(layer, head, "probs")
+            found.append(HeadPattern(
+                layer, head, float(np.diagonal(probs, -1).mean()), float(np.diagonal(probs, 1).mean()),
+                _explained_share(maps.get(layer, head, "c2p"), i - j),
+                _explained_share(maps.get(layer, head, "p2c"), j)))
+    return found
 
 
 def plot_map(ax, values: np.ndarray, tokens: Sequence[str], title: str, probs: bool = False, vmax=None):
