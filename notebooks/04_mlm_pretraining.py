@@ -426,9 +426,9 @@ viz.plot_fill_mask({"before training": before, "after training": after}, context
 # ## The checkpoint
 #
 # `train` saved the model, with the tokenizer beside it, as safetensors. Lessons 2 and 5 show the committed
-# course model (`deberta_edu.load_course_model()`: 4 layers, 38M tokens, 83 minutes on 2 CPU cores, 44.5%
-# held-out accuracy) unless this full-size model beats it (`deberta_edu.lessons.pretrained`); a smoke run never
-# replaces it. From a shell,
+# course model (`deberta_edu.load_course_model()`; its tokens, time and held-out numbers are in
+# results/course-model/metrics.json) unless this full-size model beats it (`deberta_edu.lessons.pretrained`);
+# a smoke run never replaces it. From a shell,
 # `python -m deberta_edu.pretrain --config lesson4` trains the same model; `--config mini` and larger
 # sizes are for a GPU.
 

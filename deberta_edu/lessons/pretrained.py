@@ -1,6 +1,6 @@
 """Which pretrained model the lessons show: the committed course model, or a better one the learner trained.
 
-Lessons 2, 3 and 5 and the book use the course model (results/course-model/, trained once by the recipe of
+Lessons 2 and 5, the attention explorer and the book use the course model (results/course-model/, trained once by the recipe of
 ``configs["course"]``). A learner who has run lesson 4 at full size has a local model of their own; it is
 used instead only when its last held-out accuracy beats the course model's. A smoke-size run (``name``
 other than "lesson4" in its train_config.json) is never used, whatever it scored.
@@ -20,23 +20,18 @@ FULL_SIZE_RUN = "lesson4"  # the name a full-size lesson 4 run writes in its tra
 
 def local_run_accuracy(folder: str | Path) -> tuple[float, int] | None:
     """(last held-out accuracy, tokens) of a full-size lesson 4 run in ``folder``; None for anything else."""
+    from deberta_edu.training.state import read_jsonl
+
     folder = Path(folder)
     try:
         run = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        lines = (folder / LOG_FILE).read_text(encoding="utf-8").splitlines()
+        records = read_jsonl(folder / LOG_FILE)  # drops a last line cut by a crash
     except (OSError, ValueError):
         return None
     if not (isinstance(run, dict) and run.get("name") == FULL_SIZE_RUN and (folder / MODEL_FILE).exists()
             and (folder / TOKENIZER_FILE).exists()):
         return None
-    evals = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a crash
-        if isinstance(record, dict) and record.get("kind") == "eval" and "val_accuracy" in record:
-            evals.append(record)
+    evals = [r for r in records if isinstance(r, dict) and r.get("kind") == "eval" and "val_accuracy" in r]
     return (float(evals[-1]["val_accuracy"]), int(evals[-1].get("tokens", 0))) if evals else None
 
 

@@ -93,14 +93,15 @@ def export(run_dir: str | Path, out: str | Path = COURSE_DIR, command: str = "")
             f.write(json.dumps(r) + "\n")
 
     data = prepare_data(cfg)
-    spec = MaskSpec.of(cfg, data[2])
     from .engine import Distributed, Precision
 
     shipped, _ = load_course_model(out)  # score the fp16 weights that are committed, not the fp32 run
-    held = Evaluator(data[1], cfg.replace(eval_rows=10_000), spec, Distributed(), Precision("fp32", "cpu"))(shipped)
-    base = unigram_baseline(cfg.replace(eval_rows=10_000), data)
-    spans = cfg.replace(eval_rows=10_000, whole_word_masking=True)  # the harder test: whole words hidden
-    held_spans = Evaluator(data[1], spans, MaskSpec.of(spans, data[2]), Distributed(), Precision("fp32", "cpu"))(shipped)
+    def held_out(c: TrainConfig) -> dict:
+        return Evaluator(data[1], c, MaskSpec.of(c, data[2]), Distributed(), Precision("fp32", "cpu"))(shipped)
+
+    every_row = cfg.replace(eval_rows=10_000)
+    held, base = held_out(every_row), unigram_baseline(every_row, data)
+    held_spans = held_out(every_row.replace(whole_word_masking=True))  # the harder test: whole words hidden
     train = [r for r in records if r.get("kind") == "train"]
     metrics = {
         "model": f"DeBERTa v3 layout, {model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}, "

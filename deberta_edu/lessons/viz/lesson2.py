@@ -3,8 +3,9 @@
 ``attention_maps`` runs a model once and keeps every layer's per-term score maps; the plots draw them.
 ``algorithm1`` transcribes the paper's Algorithm 1 for one head; ``mirror_rows`` relabels a table so that
 δ(i, j) reads what δ(j, i) read; ``fit_distance_bias`` finds the query bias whose c2p part reproduces a
-per-distance map such as p2p; ``scale_study`` measures a layer's softmax under √(3d) and under √d; ``head_patterns`` measures what each
-head of a trained model does (previous/next-token attention, diagonal c2p, column p2c).
+per-distance map such as p2p; ``scale_study`` measures a layer's softmax under √(3d) and under √d;
+``head_patterns`` measures what each head of a trained model does (previous/next-token attention, diagonal
+c2p, column p2c).
 """
 
 from __future__ import annotations
