@@ -524,79 +524,109 @@ show_explorer(demo.model, demo.input_ids, demo.tokens, title=SENTENCE, note=demo
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
-# Each function works on **one head**: content vectors are (L, d), the table's projections are (2k, d), and k
-# is the maximum distance (use `relative_distance` or build δ yourself). Return the (L, L) map, entry [i, j] for
-# query i and key j, **divided by √(3d)** as in DeBERTa. The checkers name the case that fails and recognise the
-# usual mistakes.
+# Three design questions; none is a copy of a cell above. Each function works on **one head**: contents are
+# (L, d), the table's projections (2k, d), k is the maximum distance, and `relative_distance_matrix(L, k=k)`
+# gives δ. The checkers draw their own cases, name the one that fails and recognise the usual mistakes.
 #
-# **Exercise 1.** c2p: $Q^c_i \cdot K^r_{\delta(i,j)} / \sqrt{3d}$.
+# **Exercise 1. A previous-token head from c2p alone.** Trained heads attend to the previous token whatever
+# the words (the section above found them). Build one by hand: return a query bias `bias` (d,) and position
+# keys `k_r` (2k, d) such that, for contents X with entries of size about 1, the c2p map
+# $(X_i + b)\cdot K^r_{\delta(i,j)}$ peaks at key j = i − 1 in every row i ≥ 1, far keys included. Think first:
+# which row of the table does the previous token read, what do the clamped rows need, and how large must the
+# bias be so that no word can win?
 
 
 # %%
-def my_c2p(q_c, k_r, k):
-    raise NotImplementedError  # your code here
+def previous_token_head(d, k):
+    raise NotImplementedError  # your code here: return bias, k_r
 
 
-exercises.check_c2p(my_c2p)
+exercises.check_previous_token_head(previous_token_head)
 
 
 # %% tags=["hide-input", "solution"] jupyter={"source_hidden": true}
-# Solution: every query against every table row, then pick row δ(i, j) for each pair.
-def my_c2p(q_c, k_r, k):
+# Solution: the previous token is i − j = 1, row δ = k + 1. One large direction in the bias, the same direction
+# in row k + 1 and zero elsewhere: (X_i + b) · K^r_(k+1) = 100 + 10 X_i[0], every other row gives 0. The clamped
+# rows 0 and 2k − 1 stay at 0, so far keys never win. This is the per-distance bias p2p would add, made of c2p.
+def previous_token_head(d, k):
+    bias, k_r = torch.zeros(d), torch.zeros(2 * k, d)
+    bias[0] = k_r[k + 1, 0] = 10.0
+    return bias, k_r
+
+
+exercises.check_previous_token_head(previous_token_head)
+
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
+# **Exercise 2. The mirror table.** The released p2c reads row δ(i, j); the paper's eq. (4) reads δ(j, i). Return
+# the table q_r' under which the released p2c computes the paper's p2c with q_r, on every pair inside the window
+# (|i − j| < k). Then say True or False, and let the checker measure: (a) some table makes them agree on every
+# pair, the clamped ones too; (b) when the table is shared with c2p (v3), mirroring it leaves c2p unchanged.
+
+
+# %%
+def mirror_table(q_r, k):
+    raise NotImplementedError  # your code here: a (2k, d) table
+
+
+exercises.check_mirror_table(mirror_table)
+mirror_answers = {"every_pair": None, "c2p_unchanged": None}  # True or False
+exercises.check_mirror_answers(mirror_answers)
+
+
+# %% tags=["hide-input", "solution"] jupyter={"source_hidden": true}
+# Solution: inside the window δ(j, i) = 2k − δ(i, j), so row r of q_r' is row 2k − r of q_r (rows 1 … 2k − 1;
+# row 0 is only read by clamped pairs). q_r.flip(0) is one row off. (a) False: released row 2k − 1 serves
+# i − j = k − 1 and every i − j ≥ k, which the paper reads at rows 1 and 0, so no table splits them (the same
+# top row the p2p fit missed). (b) False: c2p reads P too; relabel its rows and c2p reads other distances.
+def mirror_table(q_r, k):
+    return torch.cat([q_r[:1], q_r[1:].flip(0)])
+
+
+exercises.check_mirror_table(mirror_table)
+mirror_answers = {"every_pair": False, "c2p_unchanged": False}
+exercises.check_mirror_answers(mirror_answers)
+
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
+# **Exercise 3. What was changed in this head?** Someone hands you one head's scores and its inputs. Exactly
+# one of `exercises.DIAGNOSES` made them: DeBERTa as released, the scale √d, the paper's δ(j, i) in p2c, no
+# p2c, or p2p added. Return its key. A rule of thumb ("the scores are large") will not do: decide from the
+# terms.
+
+
+# %%
+print("\n".join(f"{key:>10}: {what}" for key, what in exercises.DIAGNOSES.items()))
+
+
+def diagnose(scores, q_c, k_c, q_r, k_r, k):
+    raise NotImplementedError  # your code here: a key of exercises.DIAGNOSES
+
+
+exercises.check_diagnosis(diagnose)
+
+
+# %% tags=["hide-input", "solution"] jupyter={"source_hidden": true}
+# Solution: build the terms once, assemble each candidate, keep the one that matches.
+def diagnose(scores, q_c, k_c, q_r, k_r, k):
     L, d = q_c.shape
-    delta = torch.tensor([[relative_distance(i, j, k) for j in range(L)] for i in range(L)])
-    return (q_c @ k_r.T).gather(1, delta) / math.sqrt(3 * d)  # (L, 2k) -> (L, L)
+    delta = relative_distance_matrix(L, k=k)
+    c2c = q_c @ k_c.T
+    c2p = (q_c @ k_r.T).gather(1, delta)  # [i, j] = Q^c_i · K^r_δ(i,j)
+    p2c = (k_c @ q_r.T).gather(1, delta.T).T  # [i, j] = K^c_j · Q^r_δ(i,j)
+    p2c_paper = (k_c @ q_r.T).gather(1, delta).T  # [i, j] = K^c_j · Q^r_δ(j,i)
+    p2p = (q_r[delta] * k_r[delta.T]).sum(-1)
+    candidates = {
+        "deberta": (c2c + c2p + p2c) / math.sqrt(3 * d),
+        "sqrt_d": (c2c + c2p + p2c) / math.sqrt(d),
+        "paper_p2c": (c2c + c2p + p2c_paper) / math.sqrt(3 * d),
+        "no_p2c": (c2c + c2p) / math.sqrt(3 * d),
+        "with_p2p": (c2c + c2p + p2c + p2p) / math.sqrt(3 * d),
+    }
+    return min(candidates, key=lambda key: float((candidates[key] - scores).abs().max()))
 
 
-exercises.check_c2p(my_c2p)
-
-
-# %% [markdown] slideshow={"slide_type": "subslide"}
-# **Exercise 2.** p2c as the released code computes it: $K^c_j \cdot Q^r_{\delta(i,j)} / \sqrt{3d}$. Try the
-# paper's δ(j, i), or √d instead of √(3d), and read what the checker says.
-
-
-# %%
-def my_p2c(k_c, q_r, k):
-    raise NotImplementedError  # your code here
-
-
-exercises.check_p2c(my_p2c)
-
-
-# %% tags=["hide-input", "solution"] jupyter={"source_hidden": true}
-# Solution: every key against every table row; entry [i, j] reads key j at row δ(i, j).
-def my_p2c(k_c, q_r, k):
-    L, d = k_c.shape
-    delta = torch.tensor([[relative_distance(i, j, k) for j in range(L)] for i in range(L)])
-    rows = k_c @ q_r.T  # (L keys, 2k rows)
-    return rows[torch.arange(L)[None, :], delta] / math.sqrt(3 * d)  # [i, j] = rows[j, δ(i, j)]
-
-
-exercises.check_p2c(my_p2c)
-
-
-# %% [markdown] slideshow={"slide_type": "subslide"}
-# **Exercise 3.** The whole score $\tilde A / \sqrt{3d}$ = c2c + c2p + p2c, from the content queries and keys and
-# the table's position queries and keys.
-
-
-# %%
-def my_scores(q_c, k_c, q_r, k_r, k):
-    raise NotImplementedError  # your code here
-
-
-exercises.check_scores(my_scores)
-
-
-# %% tags=["hide-input", "solution"] jupyter={"source_hidden": true}
-# Solution
-def my_scores(q_c, k_c, q_r, k_r, k):
-    d = q_c.shape[1]
-    return q_c @ k_c.T / math.sqrt(3 * d) + my_c2p(q_c, k_r, k) + my_p2c(k_c, q_r, k)
-
-
-exercises.check_scores(my_scores)
+exercises.check_diagnosis(diagnose)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## What we built

@@ -81,65 +81,65 @@ def test_distinct_rows():
 
 
 # --- lesson 2 -------------------------------------------------------------------------------------
-def c2p(q_c, k_r, k, scale=3):
-    L, d = q_c.shape
-    return (q_c @ k_r.T).gather(1, relative_distance_matrix(L, k=k)) / math.sqrt(scale * d)
+def previous_token_head(d, k, row_offset=1, size=10.0, clamp=0.0):
+    bias, k_r = torch.zeros(d), torch.zeros(2 * k, d)
+    bias[0] = size
+    k_r[k + row_offset, 0] = size
+    k_r[0, 0] = k_r[-1, 0] = clamp
+    return bias, k_r
 
 
-def p2c(k_c, q_r, k, swap=False, scale=3):
-    L, d = k_c.shape
-    out = torch.zeros(L, L)
-    for i in range(L):
-        for j in range(L):
-            row = relative_distance(j, i, k) if swap else relative_distance(i, j, k)
-            out[i, j] = k_c[j] @ q_r[row] / math.sqrt(scale * d)
-    return out
+def test_previous_token_head():
+    assert exercises.check_previous_token_head(previous_token_head).cases == 75
+    with pytest.raises(AssertionError, match="NEXT token"):
+        exercises.check_previous_token_head(lambda d, k: previous_token_head(d, k, row_offset=-1))
+    with pytest.raises(AssertionError, match="beyond the window"):
+        exercises.check_previous_token_head(lambda d, k: previous_token_head(d, k, clamp=20.0))
+    with pytest.raises(AssertionError, match="the words decide"):
+        exercises.check_previous_token_head(lambda d, k: previous_token_head(d, k, size=0.3))
+    with pytest.raises(AssertionError, match="shape"):
+        exercises.check_previous_token_head(lambda d, k: previous_token_head(d + 1, k))
+    assert not exercises.check_previous_token_head(not_yet).attempted
 
 
-def scores(q_c, k_c, q_r, k_r, k, drop=()):
-    d = q_c.shape[1]
-    terms = {"c2c": q_c @ k_c.T / math.sqrt(3 * d), "c2p": c2p(q_c, k_r, k), "p2c": p2c(k_c, q_r, k)}
-    return sum(v for t, v in terms.items() if t not in drop)
+def test_mirror_table_and_answers():
+    assert exercises.check_mirror_table(lambda q_r, k: torch.cat([q_r[:1], q_r[1:].flip(0)]))
+    assert exercises.check_mirror_table(lambda q_r, k: torch.cat([q_r[-1:], q_r[1:].flip(0)]))  # row 0: free
+    with pytest.raises(AssertionError, match="one row off"):
+        exercises.check_mirror_table(lambda q_r, k: q_r.flip(0))
+    with pytest.raises(AssertionError, match="pairs inside the window differ"):
+        exercises.check_mirror_table(lambda q_r, k: q_r)
+    assert exercises.mirror_facts() == {"every_pair": False, "c2p_unchanged": False}
+    assert exercises.check_mirror_answers({"every_pair": False, "c2p_unchanged": False})
+    with pytest.raises(AssertionError, match="rows 1 and 0"):
+        exercises.check_mirror_answers({"every_pair": True, "c2p_unchanged": False})
+    assert not exercises.check_mirror_answers({"every_pair": None, "c2p_unchanged": False}).attempted
 
 
-def test_c2p():
-    assert exercises.check_c2p(c2p).cases == 4
-    with pytest.raises(AssertionError, match="√3 times too large"):
-        exercises.check_c2p(lambda *a: c2p(*a, scale=1))
-    with pytest.raises(AssertionError, match="transposed"):
-        exercises.check_c2p(lambda *a: c2p(*a).T)
-    assert not exercises.check_c2p(not_yet).attempted
+def diagnose(scores, q_c, k_c, q_r, k_r, k):
+    distance = {kind: float((exercises.head_scores(kind, q_c, k_c, q_r, k_r, k) - scores).abs().max())
+                for kind in exercises.DIAGNOSES}
+    return min(distance, key=distance.get)
 
 
-def test_p2c_catches_the_papers_index_and_the_scale():
-    assert exercises.check_p2c(p2c)
-    with pytest.raises(AssertionError, match=r"δ\(j, i\), as eq. \(4\)"):
-        exercises.check_p2c(lambda *a: p2c(*a, swap=True))
-    with pytest.raises(AssertionError, match=r"divides by √\(3d\), not √d"):
-        exercises.check_p2c(lambda *a: p2c(*a, scale=1))
-    with pytest.raises(AssertionError, match="not scaled"):
-        exercises.check_p2c(lambda *a: p2c(*a) * math.sqrt(3 * a[0].shape[1]))
-    with pytest.raises(AssertionError, match="expected shape"):
-        exercises.check_p2c(lambda *a: p2c(*a)[:-1])
+def test_diagnosis():
+    assert exercises.check_diagnosis(diagnose).cases == 20
+    with pytest.raises(AssertionError, match="you said 'deberta'"):
+        exercises.check_diagnosis(lambda *a: "deberta")
+    # a rule of thumb on the size of the scores does not pass
+    with pytest.raises(AssertionError, match="cases fail"):
+        exercises.check_diagnosis(lambda s, *a: "sqrt_d" if s.std() > 0.8 else "deberta")
 
 
-def test_scores():
-    assert exercises.check_scores(scores)
-    names = {"c2c": "content-to-content", "c2p": "content-to-position", "p2c": "position-to-content"}
-    for term, name in names.items():
-        with pytest.raises(AssertionError, match=f"{name} term .* is missing"):
-            exercises.check_scores(lambda *a, t=term: scores(*a, drop=(t,)))
-    with pytest.raises(AssertionError, match="drops it"):
-        exercises.check_scores(
-            lambda q_c, k_c, q_r, k_r, k: (
-                scores(q_c, k_c, q_r, k_r, k)
-                + (
-                    q_r[relative_distance_matrix(len(q_c), k=k)]
-                    * k_r[relative_distance_matrix(len(q_c), k=k).T]
-                ).sum(-1)
-                / math.sqrt(3 * q_c.shape[1])
-            )
-        )
+def test_diagnosis_candidates_differ():
+    """Every head kind gives different scores on the same inputs: the exercise has one answer per case."""
+    g = torch.Generator().manual_seed(0)
+    q_c, k_c = torch.randn(2, 9, 8, generator=g)
+    q_r, k_r = torch.randn(2, 6, 8, generator=g)
+    maps = [exercises.head_scores(kind, q_c, k_c, q_r, k_r, 3) for kind in exercises.DIAGNOSES]
+    for a in range(len(maps)):
+        for b in range(a):
+            assert (maps[a] - maps[b]).abs().max() > 0.1
 
 
 # --- lesson 3 -------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ says which one. A function that still raises NotImplementedError is reported as 
 without an error, so a lesson runs top to bottom before the exercises are done.
 
     lesson 1  check_relative_distance, check_relative_distance_matrix, check_distinct_rows, check_exact_window
-    lesson 2  check_c2p, check_p2c, check_scores
+    lesson 2  check_previous_token_head, check_mirror_table, check_mirror_answers, check_diagnosis
     lesson 3  check_emd, check_shift_answers, check_anchor_batch
     lesson 4  check_mask_80_10_10, check_perplexity, check_never_masked
     lesson 5  check_symmetric_kl, check_linf_step
@@ -20,7 +20,16 @@ from .lesson1 import (
     check_relative_distance,
     check_relative_distance_matrix,
 )
-from .lesson2 import MISTAKE_HINTS, check_c2p, check_p2c, check_scores
+from .lesson2 import (
+    DIAGNOSES,
+    MIRROR_QUESTIONS,
+    check_diagnosis,
+    check_mirror_answers,
+    check_mirror_table,
+    check_previous_token_head,
+    head_scores,
+    mirror_facts,
+)
 from .lesson3 import (
     EMD_MISTAKES,
     SHIFT_QUESTIONS,
@@ -51,7 +60,8 @@ __all__ = [
     "KL_HINTS",
     "LINF_HINTS",
     "MASKING_MISTAKES",
-    "MISTAKE_HINTS",
+    "DIAGNOSES",
+    "MIRROR_QUESTIONS",
     "NEVER_MASKED_QUESTIONS",
     "PERPLEXITY_MISTAKES",
     "SHIFT_QUESTIONS",
@@ -60,7 +70,12 @@ __all__ = [
     "anchor_task",
     "apply_80_10_10",
     "check_anchor_batch",
-    "check_c2p",
+    "check_diagnosis",
+    "check_mirror_answers",
+    "check_mirror_table",
+    "check_previous_token_head",
+    "head_scores",
+    "mirror_facts",
     "check_distinct_rows",
     "check_emd",
     "check_exact_window",
@@ -68,11 +83,9 @@ __all__ = [
     "check_linf_step",
     "check_mask_80_10_10",
     "check_never_masked",
-    "check_p2c",
     "check_perplexity",
     "check_relative_distance",
     "check_relative_distance_matrix",
-    "check_scores",
     "check_shift_answers",
     "check_symmetric_kl",
     "check_verdict",

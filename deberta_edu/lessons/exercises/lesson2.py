@@ -1,9 +1,15 @@
-"""Lesson 2: the attention terms c2p, p2c and the scaled sum."""
+"""Lesson 2: three exercises that ask for a design, not a copy of the lesson's code.
+
+1. ``check_previous_token_head``: build a position table and a query bias so that c2p alone makes a head
+   attend to the previous token whatever the words (the per-distance bias p2p would have given).
+2. ``check_mirror_table`` and ``check_mirror_answers``: the table under which the released p2c (row δ(i, j))
+   computes the paper's p2c (row δ(j, i)), and where that relabelling stops working.
+3. ``check_diagnosis``: name what was changed in a head from its scores and its inputs.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -11,150 +17,175 @@ import torch
 from deberta_edu.model.attention import DisentangledSelfAttention
 from deberta_edu.model.positions import relative_distance_matrix
 
-from ._common import CheckResult, _as_array, _call, _checker, _finish
+from ._common import CheckResult, _answers_pending, _as_array, _call, _checker, _finish
 
 
-def _term_cases(seed: int = 0) -> Iterable[dict]:
-    """Random one-head inputs: content queries/keys (L, d) and relative table projections (2k, d)."""
-    g = torch.Generator().manual_seed(seed)
-    for length, k, d in ((5, 2, 4), (8, 3, 8), (6, 6, 16), (11, 4, 8)):
-        yield {
-            "length": length,
-            "k": k,
-            "d": d,
-            "q_c": torch.randn(length, d, generator=g),
-            "k_c": torch.randn(length, d, generator=g),
-            "q_r": torch.randn(2 * k, d, generator=g),
-            "k_r": torch.randn(2 * k, d, generator=g),
-        }
+def _c2p(q_c, k_r, index) -> torch.Tensor:
+    """The library's c2p for one head (unscaled): Q^c_i · K^r_δ, with the given (L, L) row index."""
+    return DisentangledSelfAttention.c2p(q_c[None, None], k_r[None], index)[0, 0]
 
 
-def _c2p(c: dict, index) -> torch.Tensor:
-    """The library's c2p for one head (unscaled), with the given (L, L) row index."""
-    return DisentangledSelfAttention.c2p(c["q_c"][None, None], c["k_r"][None], index)[0, 0]
+def _p2c(k_c, q_r, index) -> torch.Tensor:
+    """The library's p2c for one head (unscaled): K^c_j · Q^r_δ, with the given (L, L) row index."""
+    return DisentangledSelfAttention.p2c(k_c[None, None], q_r[None], index)[0, 0]
 
 
-def _p2c(c: dict, index) -> torch.Tensor:
-    return DisentangledSelfAttention.p2c(c["k_c"][None, None], c["q_r"][None], index)[0, 0]
+def _tensor(x, shape, what: str, name: str) -> torch.Tensor:
+    arr = _as_array(x)
+    if arr is None or arr.shape != tuple(shape):
+        raise AssertionError(f"{name}: {what} should have shape {tuple(shape)}, got "
+                             f"{None if arr is None else arr.shape}")
+    return torch.as_tensor(arr, dtype=torch.float64)
 
 
-def _compare(expected: torch.Tensor, got, what: str, variants: dict[str, torch.Tensor]):
-    """None if ``got`` equals ``expected``; else (failure line, the first known mistake it matches)."""
-    arr = _as_array(got)
-    if arr is None or arr.shape != tuple(expected.shape):
-        return (
-            f"{what}: expected shape {tuple(expected.shape)}, got {None if arr is None else arr.shape}",
-            None,
-        )
-    got_t = torch.as_tensor(arr, dtype=torch.float64)
-    exp = expected.double()
-    if torch.allclose(got_t, exp, rtol=1e-4, atol=1e-5):
-        return None
-    mistake = next(
-        (m for m, v in variants.items() if torch.allclose(got_t, v.double(), rtol=1e-4, atol=1e-5)), None
-    )
-    i, j = np.unravel_index(int((got_t - exp).abs().argmax()), exp.shape)
-    return (
-        f"{what}: at [i={i}, j={j}] expected {exp[i, j].item():.4f}, got {got_t[i, j].item():.4f}",
-        mistake,
-    )
+# --- exercise 1: a previous-token head from c2p alone ----------------------------------------------------
+HEAD_CASES = ((16, 4), (8, 3), (32, 6))  # (head size d, maximum distance k); k = 2 cannot work: row k + 1 = 2k − 1
+HEAD_DRAWS = 25  # random contents per case
 
 
-MISTAKE_HINTS = {
-    "sqrt_d": (
-        "your scores are √3 times too large: DeBERTa divides by √(3d), not √d, because three terms "
-        "are summed and each has variance ≈ d."
-    ),
-    "unscaled": "your scores are not scaled: divide by √(3d), d being the head size (the last dimension).",
-    "swapped_delta_p2c": (
-        "you used δ(j, i), as eq. (4) of the paper writes. The released code, its checkpoints and this "
-        "library use δ(i, j) for p2c, the same row as c2p (see the note in attention.py)."
-    ),
-    "swapped_delta": "you used δ(j, i); c2p looks up the row δ(i, j): where key j sits as seen from query i.",
-    "transposed": "your map is transposed: entry [i, j] is query i (row) attending to key j (column).",
-    "missing_c2c": "the content-to-content term Q^c_i · K^c_j is missing.",
-    "missing_c2p": "the content-to-position term Q^c_i · K^r_δ(i,j) is missing.",
-    "missing_p2c": "the position-to-content term K^c_j · Q^r_δ(i,j) is missing.",
-    "with_p2p": "you added p2p: DeBERTa drops it (it depends on i − j alone: a bias without content).",
+@_checker
+def check_previous_token_head(fn) -> CheckResult:
+    """``fn(d, k)`` returns ``(bias, k_r)``: a query bias (d,) and the table's position keys (2k, d).
+
+    The checker draws contents X (L = 3k tokens, entries N(0, 1)), forms the queries Q^c = X + bias and the
+    c2p map Q^c_i · K^r_δ(i,j); it passes when, for every draw and every query i ≥ 1, the largest entry of
+    row i is at key j = i − 1, beyond the window included.
+    """
+    name = "check_previous_token_head"
+    failures, hints = [], []
+    g = torch.Generator().manual_seed(0)
+    for d, k in HEAD_CASES:
+        bias, k_r = _call(fn, d, k)
+        bias = _tensor(bias, (d,), "the bias", name)
+        k_r = _tensor(k_r, (2 * k, d), "k_r", name)
+        L = 3 * k
+        index = relative_distance_matrix(L, k=k)
+        peaks = torch.stack([
+            _c2p(torch.randn(L, d, generator=g, dtype=torch.float64) + bias, k_r, index).argmax(-1)[1:]
+            for _ in range(HEAD_DRAWS)
+        ])  # (draws, L - 1): where each query row i >= 1 peaks
+        wrong = peaks != torch.arange(L - 1)
+        if wrong.any():
+            draw, row = (int(x) for x in wrong.nonzero()[0])
+            i, j = row + 1, int(peaks[draw, row])
+            hints.append(_head_hint(i, j, k, content_decides=bool((peaks != peaks[:1]).any())))
+            failures.append(f"d={d}, k={k}: {int(wrong.sum())} of {wrong.numel()} query rows do not peak at "
+                            f"j = i − 1 (first: query {i} peaks at key {j})")
+    return _finish(name, len(HEAD_CASES) * HEAD_DRAWS, failures, hints[0] if hints else "")
+
+
+def _head_hint(i: int, j: int, k: int, content_decides: bool) -> str:
+    if content_decides:
+        return ("the words decide where it looks: with X of size ~1, the bias · K^r_(k+1) term must beat every "
+                "X_i · K^r_r, so make the bias and row k + 1 large and aligned, the other rows small.")
+    if j == i + 1:
+        return ("it attends to the NEXT token: δ(i, j) = i − j + k, so key j = i − 1 is row k + 1 "
+                "(row k − 1 is j = i + 1).")
+    if abs(i - j) >= k - 1:
+        return ("it peaks beyond the window: rows 0 and 2k − 1 hold every far key (the clamp), so they must "
+                "score below row k + 1.")
+    return "key j = i − 1 is row δ(i, j) = k + 1 of the table: that row must score highest."
+
+
+# --- exercise 2: the mirror table --------------------------------------------------------------------------
+MIRROR_QUESTIONS = {
+    "every_pair": "one table makes the released p2c equal the paper's on every pair, the clamped ones included",
+    "c2p_unchanged": "when the table is shared (v3: Q^r = P W_q and K^r = P W_k), mirroring P leaves c2p as it was",
 }
 
 
-def _term_checker(name: str, fn, build_expected, build_variants, args) -> CheckResult:
-    failures, found = [], []
-    cases = 0
-    for c in _term_cases():
+@_checker
+def check_mirror_table(fn) -> CheckResult:
+    """``fn(q_r, k)`` returns q_r' (2k, d): the released p2c (row δ(i, j)) with q_r' must equal the paper's
+    eq. (4) p2c (row δ(j, i)) with q_r on every pair inside the window, |i − j| < k."""
+    name = "check_mirror_table"
+    g = torch.Generator().manual_seed(1)
+    failures, flipped, cases = [], False, 0
+    for L, k, d in ((9, 3, 4), (12, 5, 8), (6, 2, 3)):
         cases += 1
-        index = relative_distance_matrix(c["length"], k=c["k"])
-        scale = 1 / math.sqrt(3 * c["d"])
-        expected = build_expected(c, index) * scale
-        variants = build_variants(c, index, scale)
-        got = _call(fn, *(c[a] for a in args), c["k"])
-        what = f"L={c['length']}, k={c['k']}, d={c['d']}"
-        outcome = _compare(expected, got, what, variants)
-        if outcome is not None:
-            failures.append(outcome[0])
-            found.append(outcome[1])
-    hint = next((MISTAKE_HINTS[m] for m in found if m), "")
+        k_c = torch.randn(L, d, generator=g, dtype=torch.float64)
+        q_r = torch.randn(2 * k, d, generator=g, dtype=torch.float64)
+        mirrored = _tensor(_call(fn, q_r.clone(), k), (2 * k, d), "q_r'", name)
+        index = relative_distance_matrix(L, k=k)
+        inside = (torch.arange(L)[:, None] - torch.arange(L)[None, :]).abs() < k
+        paper = _p2c(k_c, q_r, index.T)[inside]
+        got = _p2c(k_c, mirrored, index)[inside]
+        if not torch.allclose(got, paper, atol=1e-8):
+            failures.append(f"L={L}, k={k}, d={d}: {int((~torch.isclose(got, paper)).sum())} of "
+                            f"{int(inside.sum())} pairs inside the window differ")
+            flipped = flipped or torch.allclose(mirrored, q_r.flip(0))
+    hint = ("q_r.flip(0) sends row r to 2k − 1 − r, one row off: inside the window δ(j, i) = 2k − δ(i, j)."
+            if flipped else "write δ(j, i) in terms of δ(i, j) for |i − j| < k; row 0 is never read there.")
     return _finish(name, cases, failures, hint)
 
 
-def _scale_variants(term: torch.Tensor, scale: float) -> dict[str, torch.Tensor]:
-    return {"sqrt_d": term * scale * math.sqrt(3), "unscaled": term}
+def mirror_facts() -> dict[str, bool]:
+    """Measured: is the best mirror table exact on all pairs, and does mirroring a shared P leave c2p alone?"""
+    g = torch.Generator().manual_seed(2)
+    L, k, d = 10, 3, 6
+    index = relative_distance_matrix(L, k=k)
+    k_c, q_c = torch.randn(2, L, d, generator=g, dtype=torch.float64)
+    p = torch.randn(2 * k, d, generator=g, dtype=torch.float64)
+    w_q, w_k = torch.randn(2, d, d, generator=g, dtype=torch.float64)
+    best = torch.cat([p[-1:], p[1:].flip(0)])  # row 0 <- row 2k - 1 (serves i - j <= -k), rows r <- 2k - r
+    every_pair = torch.allclose(_p2c(k_c, best @ w_q, index), _p2c(k_c, p @ w_q, index.T))
+    c2p_unchanged = torch.allclose(_c2p(q_c, best @ w_k, index), _c2p(q_c, p @ w_k, index))
+    return {"every_pair": bool(every_pair), "c2p_unchanged": bool(c2p_unchanged)}
+
+
+def check_mirror_answers(answers: dict[str, bool]) -> CheckResult:
+    """``answers[name]`` is True or False for each statement in MIRROR_QUESTIONS; the checker measures them."""
+    name = "check_mirror_answers"
+    pending = _answers_pending(name, answers, MIRROR_QUESTIONS, "True or False")
+    if pending is not None:
+        return pending
+    measured = mirror_facts()
+    failures = [f"{q}: you said {answers[key]}, measured {measured[key]}"
+                for key, q in MIRROR_QUESTIONS.items() if bool(answers[key]) != measured[key]]
+    hint = ("released row 2k − 1 serves i − j = k − 1 and every i − j ≥ k; the paper reads those at rows 1 and 0. "
+            "And c2p reads the same P: relabel its rows and c2p's rows move too.")
+    return _finish(name, len(MIRROR_QUESTIONS), failures, hint)
+
+
+# --- exercise 3: what was changed in this head? ----------------------------------------------------------
+DIAGNOSES = {
+    "deberta": "nothing: c2c + c2p + p2c with δ(i, j), divided by √(3d)",
+    "sqrt_d": "the scale: divided by √d, not √(3d)",
+    "paper_p2c": "p2c reads row δ(j, i), as eq. (4) prints it",
+    "no_p2c": "p2c is left out (c2c + c2p, as in Shaw et al. with a content bias)",
+    "with_p2p": "p2p is added: Q^r_δ(i,j) · K^r_δ(j,i)",
+}
+
+
+def head_scores(kind: str, q_c, k_c, q_r, k_r, k: int) -> torch.Tensor:
+    """The (L, L) scores of one head, built as DIAGNOSES[kind] says."""
+    L, d = q_c.shape
+    index = relative_distance_matrix(L, k=k)
+    c2c, c2p = q_c @ k_c.T, _c2p(q_c, k_r, index)
+    p2c = _p2c(k_c, q_r, index.T if kind == "paper_p2c" else index)
+    total = c2c + c2p + (0 if kind == "no_p2c" else p2c)
+    if kind == "with_p2p":
+        total = total + (q_r[index] * k_r[index.T]).sum(-1)
+    return total / math.sqrt((1 if kind == "sqrt_d" else 3) * d)
 
 
 @_checker
-def check_c2p(fn) -> CheckResult:
-    """``fn(q_c, k_r, k)``: q_c (L, d) content queries, k_r (2k, d) the table's position keys; returns the
-    (L, L) c2p map Q^c_i · K^r_δ(i,j) divided by √(3d)."""
-
-    def variants(c, index, scale):
-        c2p = _c2p(c, index)
-        return {
-            **_scale_variants(c2p, scale),
-            "swapped_delta": _c2p(c, index.T) * scale,
-            "transposed": c2p.T * scale,
-        }
-
-    return _term_checker("check_c2p", fn, _c2p, variants, ("q_c", "k_r"))
-
-
-@_checker
-def check_p2c(fn) -> CheckResult:
-    """``fn(k_c, q_r, k)``: k_c (L, d) content keys, q_r (2k, d) the table's position queries; returns the
-    (L, L) p2c map K^c_j · Q^r_δ(i,j) divided by √(3d) (δ(i, j), as in the released code)."""
-
-    def variants(c, index, scale):
-        p2c = _p2c(c, index)
-        return {
-            **_scale_variants(p2c, scale),
-            "swapped_delta_p2c": _p2c(c, index.T) * scale,
-            "transposed": p2c.T * scale,
-        }
-
-    return _term_checker("check_p2c", fn, _p2c, variants, ("k_c", "q_r"))
-
-
-@_checker
-def check_scores(fn) -> CheckResult:
-    """``fn(q_c, k_c, q_r, k_r, k)``: the (L, L) score c2c + c2p + p2c, divided by √(3d)."""
-
-    def parts(c, index):
-        return {"c2c": c["q_c"] @ c["k_c"].T, "c2p": _c2p(c, index), "p2c": _p2c(c, index)}
-
-    def expected(c, index):
-        return sum(parts(c, index).values())
-
-    def variants(c, index, scale):
-        p = parts(c, index)
-        total = sum(p.values())
-        p2p = (c["q_r"][index] * c["k_r"][index.T]).sum(-1)  # Q^r_δ(i,j) · K^r_δ(j,i)
-        out = {
-            **_scale_variants(total, scale),
-            "swapped_delta_p2c": (total - p["p2c"] + _p2c(c, index.T)) * scale,
-            "with_p2p": (total + p2p) * scale,
-        }
-        for term in p:
-            out[f"missing_{term}"] = (total - p[term]) * scale
-        return out
-
-    return _term_checker("check_scores", fn, expected, variants, ("q_c", "k_c", "q_r", "k_r"))
+def check_diagnosis(fn) -> CheckResult:
+    """``fn(scores, q_c, k_c, q_r, k_r, k)`` returns the key of DIAGNOSES that made ``scores`` from the inputs
+    (content queries/keys (L, d), the table's position queries/keys (2k, d)). Heads are drawn at random."""
+    name = "check_diagnosis"
+    g = torch.Generator().manual_seed(3)
+    rng = np.random.default_rng(3)
+    failures, cases = [], 0
+    for L, k, d in ((7, 2, 4), (10, 4, 8), (12, 3, 16), (9, 6, 8)):
+        for kind in rng.permutation(list(DIAGNOSES)):
+            cases += 1
+            q_c, k_c = torch.randn(2, L, d, generator=g)
+            q_r, k_r = torch.randn(2, 2 * k, d, generator=g)
+            scores = head_scores(kind, q_c, k_c, q_r, k_r, k)
+            said = _call(fn, scores.clone(), q_c.clone(), k_c.clone(), q_r.clone(), k_r.clone(), k)
+            if said != kind:
+                failures.append(f"L={L}, k={k}, d={d}: the head was {kind!r} ({DIAGNOSES[kind]}), you said {said!r}")
+    hint = ("build each candidate from the inputs and compare it with the scores: only one matches; "
+            "a rule of thumb such as 'the scores are large' confuses √d with p2p.")
+    return _finish(name, cases, failures, hint)
