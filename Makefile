@@ -38,7 +38,8 @@ book: install
 	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } || echo "npm not found: needed once to fetch MathJax/reveal.js"
 	$(PY) scripts/build_book.py
 
-slides: book
+# lecture decks, the whole lecture, their PDFs and screenshots (headless Chromium from browser-deps)
+slides: book browser-deps
 	$(PY) scripts/build_slides.py
 
 lab: install

@@ -156,12 +156,12 @@ viz.plot_anchor_rows(schemes)
 #
 # $$
 # \begin{aligned}
-# Q_0 &= H + P && \text{(absolute positions enter here, and only here)}\\
+# Q_0 &= H + P \qquad \text{(absolute positions enter here, and only here)}\\
 # A_t &= \mathrm{LN}_1\!\big(Q_{t-1} + \mathrm{Attn}(\text{queries } Q_{t-1};\ \text{keys, values } H)\,W_o\big)\\
 # Q_t &= \mathrm{LN}_2\!\big(A_t + \mathrm{FFN}(A_t)\big) \qquad t = 1, 2\\
 # \mathrm{Attn} &= \mathrm{softmax}\!\Big(\tfrac{1}{\sqrt{3d}}\big[\underbrace{Q^c K^{c\top}}_{\text{c2c}}
-#   + \underbrace{Q^c_i K^{r\top}_{\delta(i,j)}}_{\text{c2p}} + \underbrace{K^c_j Q^{r\top}_{\delta(i,j)}}_{\text{p2c}}\big]\Big) V^c,
-# \quad Q^c = Q_{t-1}W_q,\ K^c = HW_k,\ V^c = HW_v\\
+#   + \underbrace{Q^c_i K^{r\top}_{\delta(i,j)}}_{\text{c2p}} + \underbrace{K^c_j Q^{r\top}_{\delta(i,j)}}_{\text{p2c}}\big]\Big) V^c\\
+# & Q^c = Q_{t-1}W_q,\quad K^c = HW_k,\quad V^c = HW_v\\
 # \text{logits} &= \mathrm{MLMHead}(Q_2)
 # \end{aligned}
 # $$
@@ -174,7 +174,7 @@ viz.plot_anchor_rows(schemes)
 # "Layer$_L$" is the encoder's own last layer, used twice with the same weights. The library's code is short
 # enough to read here:
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 print(inspect.getsource(EnhancedMaskDecoder.forward))
 
 # %% [markdown] slideshow={"slide_type": "subslide"}

@@ -156,32 +156,6 @@ def lesson_notebooks(notebooks: Path) -> list[Path]:
     return sorted(p for p in notebooks.glob("[0-9][0-9]_*.ipynb"))
 
 
-def filter_toc(toc: dict, exists) -> tuple[dict, list[str]]:
-    """The toc without the entries whose file does not exist (and without parts left empty)."""
-    dropped = []
-
-    def keep(entry) -> bool:
-        if isinstance(entry, dict) and "file" in entry and not exists(entry["file"]):
-            dropped.append(entry["file"])
-            return False
-        return True
-
-    def walk(node):
-        if isinstance(node, dict):
-            node = {k: walk(v) for k, v in node.items()}
-            for key in ("chapters", "sections", "parts"):
-                if key in node and not node[key]:
-                    del node[key]
-            return node
-        if isinstance(node, list):
-            kept = [walk(item) for item in node if keep(item)]
-            return [item for item in kept if not (isinstance(item, dict) and "caption" in item
-                                                  and not any(k in item for k in ("chapters", "sections")))]
-        return node
-
-    return walk(toc), dropped
-
-
 def link(path: Path, target: Path) -> bool:
     """``path`` becomes a symbolic link to ``target`` (relative, so the tree can move); True if it changed."""
     rel = os.path.relpath(target, path.parent)
@@ -209,14 +183,13 @@ def stage(notebooks: Path, execute: bool) -> bool:
     copy_vendor("mathjax", STAGE / "_vendor" / "vendor" / "mathjax")
     copy_vendor("html-manager", STAGE / "_vendor" / "vendor" / "html-manager")
 
-    # the toc: every lesson of book/_toc.yml that exists
     toc = yaml.safe_load((BOOK / "_toc.yml").read_text())
-    toc, dropped = filter_toc(toc, lambda f: (STAGE / f).with_suffix(".ipynb").exists()
-                              or (STAGE / f).with_suffix(".md").exists() or (BOOK / f).with_suffix(".md").exists())
-    for f in dropped:
-        log(f"not in this build (no such page yet): {f}")
+    missing = [f for f in toc_files(toc) if not any((d / f).with_suffix(s).exists() for d in (STAGE, BOOK)
+                                                   for s in (".ipynb", ".md"))]
+    if missing:
+        raise SystemExit(f"book/_toc.yml lists pages that do not exist: {missing}")
 
-    # the pages; in their staged copies, links to lessons not written yet become plain text
+    # the pages
     wanted = set()
     for path in BOOK.rglob("*"):
         rel = path.relative_to(BOOK)
@@ -224,10 +197,7 @@ def stage(notebooks: Path, execute: bool) -> bool:
                 or rel.name in ("_toc.yml", "_config.yml")):
             continue
         wanted.add(rel)
-        if path.suffix == ".md" and dropped:
-            write_if_changed(STAGE / rel, unlink_pages(path.read_text(encoding="utf-8"), dropped))
-        else:
-            sync_file(path, STAGE / rel)
+        sync_file(path, STAGE / rel)
     for path in list(STAGE.rglob("*")):  # pages deleted from book/ leave the stage too
         rel = path.relative_to(STAGE)
         if (path.is_file() and not path.is_symlink() and rel.parts[0] != "_vendor"
@@ -254,16 +224,6 @@ def write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-
-
-def unlink_pages(text: str, pages: list[str]) -> str:
-    """Markdown with its links to ``pages`` (toc paths such as lessons/04_x) replaced by their text."""
-    for page in pages:
-        target = re.escape(page) + r"(?:\.ipynb|\.md)?(?:#[^)\s]*)?"
-        text = re.sub(r"\[([^\]]*)\]\((?:\./)?" + target + r"\)", r"\1", text)  # [text](page)
-        text = re.sub(r"\{doc\}`([^`<]*?)\s*<(?:\./)?" + target + r">`", r"\1", text)  # {doc}`text <page>`
-        text = re.sub(r"\{doc\}`(?:\./)?" + target + r"`", Path(page).name, text)  # {doc}`page`
-    return text
 
 
 # --- 3. build and check --------------------------------------------------------------------------

@@ -1,28 +1,39 @@
-"""Lecture mode: a reveal.js slide deck for every lesson, in book/_build/slides, that works offline.
+"""Lecture mode: reveal.js decks a lecturer can teach from, in book/_build/slides, that work offline.
 
-    python scripts/build_slides.py               # every lesson in notebooks/
-    python scripts/build_slides.py 02 03         # the lessons whose names start so
+    python scripts/build_slides.py               # every lesson in notebooks/, the lecture, PDFs, screenshots
+    python scripts/build_slides.py 02 03         # the lessons whose names start so (no lecture deck)
 
-Each deck is ``book/_build/slides/NN_name.slides.html``; open it in a browser (arrows move, ``s`` opens the
-speaker notes) or serve the folder. The cells' ``slideshow.slide_type`` metadata (JupyterLab: the property
-inspector, "Slide Type") decides what is a slide, a sub-slide, a fragment, a note or skipped; a lesson
-without any is cut at its ``#`` and ``##`` headings (``###``: sub-slides).
+For each lesson ``NN_name.slides.html``; ``lecture.slides.html``, the six lessons in order as one lecture;
+``pdf/<deck>.pdf``, printed from the same pages (reveal.js print mode through headless Chromium); and
+``screenshots/<deck>-<n>.png``, three slides of each deck at 1280 × 720 for a look without a browser. Open
+``index.html`` (arrows move, ``s`` opens the speaker notes, ``Esc`` shows every slide).
 
-The outputs come from the book's execution cache when ``make book`` has run the lesson with the same
-code; otherwise the lesson is executed here, at smoke size (DEBERTA_EDU_SMOKE=1), and cached for the book.
+A slide is not the notebook poured into a page: scripts/lecture_view.py keeps one idea per slide (a title,
+an equation or a statement, and the picture or number that proves it) and moves the lesson's prose into the
+speaker notes. Where slides start is the cells' ``slideshow.slide_type`` (JupyterLab: the property inspector,
+"Slide Type"); code is shown only where a cell names its few lines (``slide_lines``).
+
+The outputs come from the book's execution cache when ``make book`` has run the lesson with the same code;
+otherwise the lesson is executed here, at smoke size (DEBERTA_EDU_SMOKE=1), and cached for the book.
 reveal.js, MathJax and the widget manager are copied next to the decks from the npm packages that
-scripts/build_book.py fetched, and the nbconvert template in book/_templates/reveal_offline loads them
-from there: no CDN.
+scripts/build_book.py fetched, and the nbconvert template in book/_templates/reveal_offline loads them from
+there: no CDN. Without Chromium the decks are still written; the PDFs and screenshots are skipped, and said so.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import contextlib
+import functools
 import html
+import http.server
+import json
 import os
-import re
+import shutil
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -30,10 +41,15 @@ import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_book import BOOK, BUILD, ROOT, copy_vendor, external_resources, lesson_notebooks, log  # noqa: E402
+from lecture_view import lecture_notebook, merge, slide_positions  # noqa: E402
 
 SLIDES = BUILD / "slides"
 TEMPLATES = BOOK / "_templates"
-HEADING = re.compile(r"^\s*(#{1,3})\s")
+WIDTH, HEIGHT = 1280, 720  # the slide, in CSS pixels; the browser test opens every slide at this size
+LECTURE = "lecture"
+LECTURE_TITLE = "DeBERTa, built from scratch: the six lessons as one lecture"
+MINUTES_PER_SLIDE = 0.75  # for the lecture's length as the index page states it
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 def cache_path() -> Path:
@@ -68,49 +84,6 @@ def executed(path: Path, timeout: int) -> nbformat.NotebookNode:
     return nb
 
 
-def split_at_headings(source: str) -> list[str]:
-    """A markdown text cut before every ``#``, ``##`` or ``###`` heading (not inside a code fence)."""
-    parts, current, fenced = [], [], False
-    for line in source.splitlines(keepends=True):
-        if line.lstrip().startswith(("```", "~~~")):
-            fenced = not fenced
-        if not fenced and HEADING.match(line) and any(x.strip() for x in current):
-            parts.append("".join(current).rstrip("\n"))
-            current = []
-        current.append(line)
-    if current:
-        parts.append("".join(current).rstrip("\n"))
-    return parts or [source]
-
-
-def ensure_slide_metadata(nb: nbformat.NotebookNode) -> bool:
-    """Cut a lesson that carries no slideshow metadata at its headings. Returns True when it did."""
-    if any("slideshow" in cell.metadata for cell in nb.cells):
-        return False
-    cells = []
-    for cell in nb.cells:
-        if cell.cell_type != "markdown":
-            cells.append(cell)
-            continue
-        for n, part in enumerate(split_at_headings(cell.source)):
-            piece = copy.deepcopy(cell)
-            piece.source = part
-            if n and "id" in piece:
-                piece.id = f"{cell.id}-{n}"
-            cells.append(piece)
-    nb.cells = cells
-    for cell in nb.cells:
-        kind = "-"
-        if cell.cell_type == "markdown":
-            m = HEADING.match(cell.source)
-            if m:
-                kind = "subslide" if len(m.group(1)) == 3 else "slide"
-        cell.metadata["slideshow"] = {"slide_type": kind}
-    if nb.cells:
-        nb.cells[0].metadata["slideshow"] = {"slide_type": "slide"}
-    return True
-
-
 def exporter():
     from nbconvert import SlidesExporter
     from traitlets.config import Config
@@ -118,34 +91,131 @@ def exporter():
     c = Config()
     c.SlidesExporter.reveal_url_prefix = "vendor/reveal.js"
     c.SlidesExporter.reveal_theme = "white"
-    c.SlidesExporter.reveal_scroll = True
+    c.SlidesExporter.reveal_scroll = False  # a slide that does not fit is a bug the browser test finds
     c.SlidesExporter.reveal_transition = "none"
     c.SlidesExporter.reveal_number = "c/t"
+    c.SlidesExporter.reveal_width = str(WIDTH)
+    c.SlidesExporter.reveal_height = str(HEIGHT)
     c.HTMLExporter.mathjax_url = "vendor/mathjax/es5/tex-chtml.js"
     c.HTMLExporter.widget_renderer_url = "vendor/html-manager/dist/embed.js"
-    # the same tags as the book: hide what the book hides
     c.TagRemovePreprocessor.enabled = True
     c.TagRemovePreprocessor.remove_cell_tags = ["remove-cell"]
     c.TagRemovePreprocessor.remove_input_tags = ["remove-input"]
     c.TagRemovePreprocessor.remove_all_outputs_tags = ["remove-output"]
     c.TemplateExporter.extra_template_basedirs = [str(TEMPLATES)]
-    ex = SlidesExporter(config=c, template_name="reveal_offline")
-    return ex
+    c.TemplateExporter.exclude_input_prompt = True
+    c.TemplateExporter.exclude_output_prompt = True
+    return SlidesExporter(config=c, template_name="reveal_offline")
 
 
-def index_page(decks: list[Path]) -> str:
-    items = "\n".join(f'  <li><a href="{d.name}">{html.escape(d.name.removesuffix(".slides.html"))}</a></li>'
-                      for d in decks)
+def index_page(decks: list[dict]) -> str:
+    def row(d):
+        name = html.escape(d["name"])
+        pdf = f' · <a href="pdf/{name}.pdf">PDF</a>' if d.get("pdf") else ""
+        return f'  <li><a href="{name}.slides.html">{name}</a> ({d["slides"]} slides){pdf}</li>'
+
+    lecture = [d for d in decks if d["name"] == LECTURE]
+    lessons = [d for d in decks if d["name"] != LECTURE]
+    intro = ""
+    if lecture:
+        n = lecture[0]["slides"]
+        intro = (f'<p><strong>{row(lecture[0])[6:-5]}</strong>: the six lessons in order as one lecture, about '
+                 f"{round(n * MINUTES_PER_SLIDE / 5) * 5} minutes at {MINUTES_PER_SLIDE * 60:.0f} s a slide.</p>")
+    items = "\n".join(row(d) for d in lessons)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>deberta-edu: lecture slides</title>
 <link rel="icon" href="data:,">
 <style>body {{ font: 16px/1.5 system-ui, sans-serif; margin: 2em auto; max-width: 40em; }}</style></head>
 <body><h1>DeBERTa, built from scratch: lecture slides</h1>
-<p>One deck per lesson. Arrow keys move; <kbd>s</kbd> opens the speaker notes; <kbd>Esc</kbd> shows all slides.</p>
+<p>Arrow keys move; <kbd>s</kbd> opens the speaker notes (the lesson's prose); <kbd>Esc</kbd> shows all slides.
+Each slide is 1280 × 720; the PDFs are printed from the same pages, and <code>screenshots/</code> holds three
+slides of each deck.</p>
+{intro}
 <ul>
 {items}
 </ul></body></html>
 """
+
+
+@contextlib.contextmanager
+def serve(folder: Path):
+    """``folder`` over HTTP on a free local port (MathJax's fonts are not loaded from file:// pages)."""
+    quiet = type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
+    handler = functools.partial(quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def chromium(args: list[str], url: str, timeout: int = 120) -> None:
+    """Headless Chromium on one page, offline (every host but this machine is 'not found')."""
+    with tempfile.TemporaryDirectory(prefix="deberta-edu-slides-") as profile:
+        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", f"--user-data-dir={profile}",
+               "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+               "--virtual-time-budget=20000", "--run-all-compositor-stages-before-draw", *args, url]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if done.returncode:
+            raise RuntimeError(f"chromium failed on {url}: {done.stderr[-800:]}")
+
+
+def pdf_pages(pdf: Path) -> int:
+    """Pages of a PDF written by Chromium (uncompressed page objects)."""
+    data = pdf.read_bytes() if pdf.exists() else b""
+    return data.count(b"/Type /Page") - data.count(b"/Type /Pages")
+
+
+def screenshot_slides(positions: list[tuple[int, int, bool]]) -> list[tuple[int, int]]:
+    """Three slides worth a look: the title, the first with a picture, and one from the second half."""
+    chosen = [positions[0][:2]]
+    picture = next((p[:2] for p in positions[1:] if p[2]), None)
+    if picture:
+        chosen.append(picture)
+    later = [p[:2] for p in positions[len(positions) // 2:] if p[:2] not in chosen]
+    later = [p for p in later if p[1] == 0] or later
+    chosen += later[: 3 - len(chosen)]
+    return chosen
+
+
+def print_and_shoot(decks: list[dict]) -> None:
+    """PDFs (reveal.js print mode) and screenshots of every deck; skipped, with a note, without Chromium."""
+    if not CHROMIUM:
+        log("chromium not found: decks written, PDFs and screenshots skipped (`make browser-deps` installs it)")
+        return
+    (SLIDES / "pdf").mkdir(exist_ok=True)
+    (SLIDES / "screenshots").mkdir(exist_ok=True)
+    with serve(SLIDES) as base:
+        for deck in decks:
+            name, page = deck["name"], f"{base}/{deck['name']}.slides.html"
+            t0 = time.perf_counter()
+            pdf = SLIDES / "pdf" / f"{name}.pdf"
+            for _ in range(4):  # now and then the page is printed before reveal.js has laid it out: again
+                chromium([f"--print-to-pdf={pdf}", "--no-pdf-header-footer"], page + "?print-pdf")
+                if pdf_pages(pdf) >= deck["slides"]:
+                    break
+            else:
+                raise RuntimeError(f"{pdf.name}: {pdf_pages(pdf)} pages for {deck['slides']} slides")
+            deck["pdf"] = True
+            deck["screenshots"] = []
+            for n, (h, v) in enumerate(screenshot_slides(deck["positions"]), 1):
+                png = SLIDES / "screenshots" / f"{name}-{n}.png"
+                chromium([f"--window-size={WIDTH},{HEIGHT}", f"--screenshot={png}"], f"{page}#/{h}/{v}")
+                deck["screenshots"].append(png.name)
+            log(f"{name}: PDF and {len(deck['screenshots'])} screenshots in {time.perf_counter() - t0:.1f} s")
+
+
+def write_deck(ex, nb: nbformat.NotebookNode, name: str) -> dict:
+    body, _ = ex.from_notebook_node(nb, resources={"metadata": {"name": name}})
+    out = SLIDES / f"{name}.slides.html"
+    out.write_text(body, encoding="utf-8")
+    positions = slide_positions(nb)
+    log(f"wrote {out.relative_to(ROOT)} ({len(positions)} slides)")
+    return {"name": name, "slides": len(positions), "positions": positions}
 
 
 def build(args) -> int:
@@ -163,25 +233,29 @@ def build(args) -> int:
     copy_vendor("mathjax", SLIDES / "vendor" / "mathjax")
     copy_vendor("html-manager", SLIDES / "vendor" / "html-manager")
     ex = exporter()
+    lectures, decks = [], []
     for path in notebooks:
-        nb = copy.deepcopy(executed(path, args.timeout))
-        if ensure_slide_metadata(nb):
-            log(f"{path.name}: no slideshow metadata; cut at its headings")
-        body, _ = ex.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
-        out = SLIDES / f"{path.stem}.slides.html"
-        out.write_text(body, encoding="utf-8")
-        log(f"wrote {out.relative_to(ROOT)}")
-    if not args.lessons:  # decks of lessons that no longer exist go
-        for old in SLIDES.glob("[0-9][0-9]_*.slides.html"):
+        lecture = lecture_notebook(executed(path, args.timeout))
+        lectures.append(lecture)
+        decks.append(write_deck(ex, lecture, path.stem))
+    if not args.lessons:
+        decks.append(write_deck(ex, merge(lectures, LECTURE_TITLE), LECTURE))
+        for old in SLIDES.glob("[0-9][0-9]_*.slides.html"):  # decks of lessons that no longer exist go
             if old.name.removesuffix(".slides.html") not in {nb.stem for nb in notebooks}:
                 old.unlink()
-    decks = sorted(SLIDES.glob("[0-9][0-9]_*.slides.html"))
-    (SLIDES / "index.html").write_text(index_page(decks), encoding="utf-8")
+    if not args.no_print:
+        print_and_shoot(decks)
+    manifest = SLIDES / "slides.json"
+    known = {d["name"]: d for d in json.loads(manifest.read_text())["decks"]} if manifest.exists() else {}
+    known.update({d["name"]: d for d in decks})
+    listed = [known[k] for k in sorted(known) if (SLIDES / f"{k}.slides.html").exists()]
+    manifest.write_text(json.dumps({"width": WIDTH, "height": HEIGHT, "decks": listed}, indent=1) + "\n")
+    (SLIDES / "index.html").write_text(index_page(listed), encoding="utf-8")
     problems = external_resources(SLIDES)
     if problems:
         log("decks would load from other machines:\n  " + "\n  ".join(problems[:50]))
         return 1
-    log(f"{len(notebooks)} deck(s) in {time.perf_counter() - start:.1f} s: open {SLIDES / 'index.html'}")
+    log(f"{len(decks)} deck(s) in {time.perf_counter() - start:.1f} s: open {SLIDES / 'index.html'}")
     return 0
 
 
@@ -190,6 +264,7 @@ def main(argv=None) -> int:
     parser.add_argument("lessons", nargs="*", help="only the lessons whose file names start with these")
     parser.add_argument("--notebooks", default=str(ROOT / "notebooks"), help="folder of the lessons")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell when a lesson is executed here")
+    parser.add_argument("--no-print", action="store_true", help="write the decks only: no PDFs, no screenshots")
     return build(parser.parse_args(argv))
 
 

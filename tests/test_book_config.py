@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import build_book  # noqa: E402
 import build_slides  # noqa: E402
+import lecture_view  # noqa: E402
 
 EXTERNAL = re.compile(r"(?<![\w.])(?:https?:)?//[\w.-]+\.\w", re.IGNORECASE)
 
@@ -53,24 +54,6 @@ def test_toc_pages_exist_and_lessons_are_in_order():
     lessons = [Path(f).name for f in files if f.startswith(build_book.LESSON_DIR + "/")]
     assert lessons == sorted(lessons), f"lessons out of order in book/_toc.yml: {lessons}"
     assert len(files) == len(set(files)), "a page is listed twice in book/_toc.yml"
-
-
-def test_toc_drops_lessons_not_written_yet():
-    toc = {"format": "jb-book", "root": "intro", "parts": [
-        {"caption": "Lessons", "chapters": [{"file": "lessons/01_a"}, {"file": "lessons/02_b"}]},
-        {"caption": "Later", "chapters": [{"file": "lessons/09_z"}]},
-        {"caption": "Reference", "chapters": [{"file": "glossary"}]}]}
-    kept, dropped = build_book.filter_toc(toc, lambda f: f != "lessons/02_b" and f != "lessons/09_z")
-    assert dropped == ["lessons/02_b", "lessons/09_z"]
-    assert build_book.toc_files(kept) == ["lessons/01_a", "glossary"]
-    assert [p["caption"] for p in kept["parts"]] == ["Lessons", "Reference"]  # an emptied part goes
-
-
-def test_links_to_missing_lessons_become_text():
-    text = ("See [lesson 4](lessons/04_mlm.ipynb), [§](lessons/04_mlm.ipynb#masking), {doc}`the lesson "
-            "<lessons/04_mlm>`, {doc}`lessons/04_mlm` and [lesson 1](lessons/01_rel.ipynb).")
-    out = build_book.unlink_pages(text, ["lessons/04_mlm"])
-    assert out == "See lesson 4, §, the lesson, 04_mlm and [lesson 1](lessons/01_rel.ipynb)."
 
 
 def test_config_executes_lessons_with_a_cache_and_fails_on_errors():
@@ -147,32 +130,108 @@ def test_vendored_packages_are_pinned():
         assert key in build_book.SITE_FILES, f"which files of {name} does the site need?"
 
 
+def _md(source, kind="-"):
+    cell = nbformat.v4.new_markdown_cell(source)
+    cell.metadata["slideshow"] = {"slide_type": kind}
+    return cell
+
+
+def _code(source, outputs=(), **metadata):
+    cell = nbformat.v4.new_code_cell(source, outputs=list(outputs))
+    cell.metadata.update(metadata)
+    return cell
+
+
+PNG = {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}
+
+
+def _lesson():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        _md("# Lesson 9 — A test\n\nFirst sentence, e.g. with an abbreviation and $x. y$ math. Second one.", "slide"),
+        _code("import torch"),
+        _md("## The equation\n\nTokens read rows of a table. More prose here.\n\n$$\n\\delta(i, j)\n$$\n\n"
+            "| a | b |\n| - | - |\n| 1 | 2 |", "slide"),
+        _code("\n".join(f"x{n} = {n}" for n in range(14)), [
+            nbformat.v4.new_output("stream", name="stdout", text="".join(f"line {n}\n" for n in range(20))),
+            nbformat.v4.new_output("stream", name="stderr", text="a warning\n"),
+            nbformat.v4.new_output("display_data", data=PNG)]),
+        _code("plot again", [nbformat.v4.new_output("display_data", data=PNG)], slide_lines="1"),
+        _md("A continuation paragraph with no equation."),
+        _md("**Exercise 1. Think.** Build something.", "subslide"),
+        _code("def f():\n    raise NotImplementedError", [nbformat.v4.new_output("stream", name="stdout", text="…")]),
+        _code("def f():\n    return 1", [nbformat.v4.new_output("stream", name="stdout", text="ok\n")],
+              tags=["solution"]),
+    ]
+    return nb
+
+
+def test_lecture_view_keeps_one_idea_per_slide():
+    lecture = lecture_view.lecture_notebook(_lesson())
+    kinds = [(c.cell_type, c.metadata["slideshow"]["slide_type"]) for c in lecture.cells]
+    slides = [c for c in lecture.cells if c.metadata["slideshow"]["slide_type"] in ("slide", "subslide")]
+    assert [c.source.splitlines()[0] for c in slides] == [
+        "# Lesson 9 — A test", "## The equation", "## The equation (continued)", "## Exercise 1. Think"]
+    # the statement is the first sentence (abbreviations and inline math do not end it); equations and tables stay
+    assert "First sentence, e.g. with an abbreviation and $x. y$ math." in slides[0].source
+    assert "Second one" not in slides[0].source
+    assert "\\delta(i, j)" in slides[1].source and "| 1 | 2 |" in slides[1].source
+    assert "More prose" not in slides[1].source
+    # the whole prose is in the speaker notes
+    notes = "\n".join(c.source for c in lecture.cells if c.metadata["slideshow"]["slide_type"] == "notes")
+    assert "More prose here." in notes and "Second one." in notes and "A continuation paragraph" in notes
+    code = [c for c in lecture.cells if c.cell_type == "code"]
+    assert len(code) == 2, "the import (no output), the stub and the solution stay in the notebook"
+    first, second = code
+    assert first.metadata["tags"] == ["remove-input"]  # 14 lines of code: not on the slide
+    text = first.outputs[0]["text"].splitlines()
+    assert len(text) == lecture_view.MAX_OUTPUT_LINES and "more lines in the notebook" in text[-1]
+    assert [o.output_type for o in first.outputs] == ["stream", "display_data"]  # no stderr
+    assert list(first.outputs[1]["data"]) == ["image/png"]
+    assert second.source == "plot again" and "tags" not in second.metadata  # slide_lines: shown
+    assert kinds[0] == ("markdown", "slide")
+    positions = lecture_view.slide_positions(lecture)
+    assert positions == [(0, 0, False), (1, 0, True), (1, 1, True), (1, 2, False)]
+
+
+def test_lecture_view_rejects_too_much_code():
+    nb = _lesson()
+    nb.cells[3].metadata["slide_lines"] = "1-12"
+    with pytest.raises(ValueError, match="give 1 to 6 lines"):
+        lecture_view.lecture_notebook(nb)
+
+
+@pytest.mark.parametrize("text, sentence", [
+    ("One. Two.", "One."),
+    ("See eq. (3) and Fig. 2 for this. Then more.", "See eq. (3) and Fig. 2 for this."),
+    ("He et al. write it so. More.", "He et al. write it so."),
+    ("No full stop at all", "No full stop at all"),
+])
+def test_first_sentence(text, sentence):
+    assert lecture_view.first_sentence(text) == sentence
+
+
+def test_every_lesson_says_where_its_slides_start():
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        assert nb.cells[0].metadata.get("slideshow", {}).get("slide_type") == "slide", path.name
+        assert sum(c.metadata.get("slideshow", {}).get("slide_type") == "slide" for c in nb.cells) >= 5, path.name
+
+
 def test_slides_template_loads_nothing_from_a_cdn():
     """Render a small deck with the offline template (no vendor files needed) and scan it."""
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# Title\n\n$\\delta(i, j)$\n\n## Second\n\ntext"),
-                nbformat.v4.new_code_cell("1 + 1", outputs=[nbformat.v4.new_output(
-                    "execute_result", data={"text/plain": "2"}, execution_count=1)])]
+    nb = _lesson()
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2,
                                                                             "version_minor": 0}}
-    assert build_slides.ensure_slide_metadata(nb)
-    assert [c.metadata["slideshow"]["slide_type"] for c in nb.cells] == ["slide", "slide", "-"]
-    body, _ = build_slides.exporter().from_notebook_node(nb, resources={"metadata": {"name": "00_test"}})
+    body, _ = build_slides.exporter().from_notebook_node(lecture_view.lecture_notebook(nb),
+                                                         resources={"metadata": {"name": "00_test"}})
     srcs = re.findall(r"""<(?:script|link|img|iframe)\b[^>]*?(?:src|href)\s*=\s*["']([^"']+)["']""", body)
     assert srcs, "the deck loads no script at all?"
     assert all(not EXTERNAL.match(s) for s in srcs), [s for s in srcs if EXTERNAL.match(s)]
     assert "vendor/reveal.js/dist/reveal.js" in srcs and "vendor/mathjax/es5/tex-chtml.js" in srcs
     assert "vendor/html-manager/dist/embed.js" in srcs
     assert "require" not in " ".join(srcs) and "MathJax.Hub.Config" not in body
-
-
-@pytest.mark.parametrize("source, parts", [
-    ("# A\ntext\n## B\nmore", ["# A\ntext", "## B\nmore"]),
-    ("intro\n```python\n# not a heading\n```\n### C", ["intro\n```python\n# not a heading\n```", "### C"]),
-    ("no heading", ["no heading"]),
-])
-def test_slides_cut_at_headings(source, parts):
-    assert build_slides.split_at_headings(source) == parts
+    assert '<aside class="notes">' in body and "width: 1280" in body and "height: 720" in body
 
 
 @pytest.mark.parametrize("folder", ["html", "slides"])
