@@ -101,3 +101,39 @@ def test_the_explorer_and_lesson_5_show_the_course_model_by_default(tmp_path, mo
     model, tokenizer, label = pretrained_for_lessons()
     assert label == course_label() and model.emd is not None and not model.training
     assert tokenizer.vocab_size == model.config.vocab_size == demo.model.config.vocab_size
+
+
+def test_export_writes_what_load_course_model_reads(tmp_path, monkeypatch):
+    """A few steps of a course-style run on a small corpus, exported: the committed files, in their formats."""
+    from safetensors import safe_open
+    from test_packing import write_corpus
+
+    from deberta_edu import facts
+    from deberta_edu.training import course
+    from deberta_edu.training.configs import get_config
+    from deberta_edu.training.mlm_data import prepare_data
+    from deberta_edu.training.pretrain import train
+
+    monkeypatch.setenv(facts.DATA_ENV, str(tmp_path / "data"))
+    source = write_corpus(tmp_path, n_docs=400)
+    cfg = get_config("debug", smoke=False).replace(
+        name="export-test", source=str(source), vocab_size=320, whole_word_masking=False, steps=8,
+        eval_every=4, save_every=4, log_every=1, eval_rows=16)
+    train_data, val_data, tok = prepare_data(cfg)
+    run = train(cfg, train_data, val_data, tokenizer=tok, out_dir=tmp_path / "run")
+    out = tmp_path / "exported"
+    metrics = course.export(run.path, out, command="pytest")
+    assert {p.name for p in out.iterdir()} == {MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE, LOG_FILE, "metrics.json"}
+    with safe_open(str(out / MODEL_FILE), "pt") as f:  # fp16 on disk, half the bytes
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    assert json.loads((out / "metrics.json").read_text()) == metrics == course.course_metrics(out)
+    assert metrics["command"] == "pytest" and metrics["steps"] == 8 and metrics["tokens"] == 8 * cfg.tokens_per_step
+    assert metrics["below_unigram_nats"] == metrics["unigram_baseline"]["val_loss"] - metrics["held_out"]["val_loss"]
+    assert metrics["masking"].startswith("tokens") and metrics["held_out_whole_word_masking"]["val_tokens"] > 0
+    logged = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    assert logged[-1] == run.history[-1] and len(logged) <= course.LOG_KEEP
+    model, loaded_tok = load_course_model(out)  # what the lessons load: the same network, in fp32, offline
+    ids = torch.tensor([[tok.cls_id, *tok.encode("the model learns to predict masked words"), tok.sep_id]])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, run.model.float().eval()(ids).logits, atol=2e-2)
+    assert loaded_tok.sha256 == tok.sha256
