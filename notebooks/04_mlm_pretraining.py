@@ -412,7 +412,7 @@ contexts = [  # the words around each [MASK], to label the rows
 ]
 viz.plot_fill_mask({"before training": before, "after training": after}, contexts, tokenizer.vocab_size)
 
-# %%
+# %% slideshow={"slide_type": "skip"}
 if SMOKE:
     print(f"This page ran the SMOKE size: {tokens:,} tokens, a test that the code runs, not a result. The text "
           "below describes the full-size run (python -m deberta_edu.pretrain --config lesson4, or this lesson "

@@ -29,10 +29,7 @@ import html
 import http.server
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -49,7 +46,6 @@ WIDTH, HEIGHT = 1280, 720  # the slide, in CSS pixels; the browser test opens ev
 LECTURE = "lecture"
 LECTURE_TITLE = "DeBERTa, built from scratch: the six lessons as one lecture"
 MINUTES_PER_SLIDE = 0.75  # for the lecture's length as the index page states it
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 def cache_path() -> Path:
@@ -152,18 +148,6 @@ def serve(folder: Path):
         server.server_close()
 
 
-def chromium(args: list[str], url: str, timeout: int = 120) -> None:
-    """Headless Chromium on one page, offline (every host but this machine is 'not found')."""
-    with tempfile.TemporaryDirectory(prefix="deberta-edu-slides-") as profile:
-        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", f"--user-data-dir={profile}",
-               "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
-               "--virtual-time-budget=20000", "--run-all-compositor-stages-before-draw", *args, url]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if done.returncode:
-            raise RuntimeError(f"chromium failed on {url}: {done.stderr[-800:]}")
-
-
 def pdf_pages(pdf: Path) -> int:
     """Pages of a PDF written by Chromium (uncompressed page objects)."""
     data = pdf.read_bytes() if pdf.exists() else b""
@@ -182,31 +166,61 @@ def screenshot_slides(positions: list[tuple[int, int, bool]]) -> list[tuple[int,
     return chosen
 
 
+READY = """
+var t0 = Date.now();
+(function poll() {
+  var ready = window.Reveal && Reveal.isReady() && window.MathJax && MathJax.startup && MathJax.startup.promise;
+  if (ready) MathJax.startup.promise.then(function () { done(true); }, function () { done(false); });
+  else if (Date.now() - t0 > 30000) done(false); else setTimeout(poll, 100);
+})();"""
+
+
 def print_and_shoot(decks: list[dict]) -> None:
-    """PDFs (reveal.js print mode) and screenshots of every deck; skipped, with a note, without Chromium."""
-    if not CHROMIUM:
-        log("chromium not found: decks written, PDFs and screenshots skipped (`make browser-deps` installs it)")
+    """PDFs (reveal.js print mode) and screenshots of every deck, through one headless Chromium session
+    (scripts/webdriver.py); skipped, with a note, without Chromium and chromedriver."""
+    from webdriver import CHROMEDRIVER, CHROMIUM, FLAGS, OFFLINE, chromium_session
+
+    if not (CHROMIUM and CHROMEDRIVER):
+        log("chromium/chromedriver not found: decks written, PDFs and screenshots skipped "
+            "(`make browser-deps` installs them)")
         return
     (SLIDES / "pdf").mkdir(exist_ok=True)
     (SLIDES / "screenshots").mkdir(exist_ok=True)
-    with serve(SLIDES) as base:
+    with serve(SLIDES) as base, chromium_session([*FLAGS, f"--window-size={WIDTH},{HEIGHT}", OFFLINE],
+                                                 profile_prefix="deberta-edu-slides-build-",
+                                                 timeouts={"script": 60000, "pageLoad": 120000}) as wd:
+        wd.open(f"{base}/index.html")
+        wd.set_viewport(WIDTH, HEIGHT)  # screenshots of exactly one slide's size
         for deck in decks:
             name, page = deck["name"], f"{base}/{deck['name']}.slides.html"
             t0 = time.perf_counter()
+            wd.open(page + "?print-pdf")
+            if not wd.js_async(READY):
+                raise RuntimeError(f"{name}: reveal.js or MathJax did not start in print mode")
+            laid_out = wd.js_async(f"""var t0 = Date.now(); (function poll() {{
+              if (document.querySelectorAll('.pdf-page').length >= {deck['slides']}) done(true);
+              else if (Date.now() - t0 > 30000) done(false); else setTimeout(poll, 100); }})();""")
+            if not laid_out:
+                raise RuntimeError(f"{name}: reveal.js did not lay out its print pages")
             pdf = SLIDES / "pdf" / f"{name}.pdf"
-            for _ in range(4):  # now and then the page is printed before reveal.js has laid it out: again
-                chromium([f"--print-to-pdf={pdf}", "--no-pdf-header-footer"], page + "?print-pdf")
-                if pdf_pages(pdf) >= deck["slides"]:
-                    break
-            else:
+            # the page size reveal.js laid its print pages out for
+            wd.print_pdf(pdf, *wd.js("var r = document.querySelector('.pdf-page').getBoundingClientRect(); "
+                                     "return [Math.round(r.width), Math.round(r.height)];"))
+            if pdf_pages(pdf) < deck["slides"]:
                 raise RuntimeError(f"{pdf.name}: {pdf_pages(pdf)} pages for {deck['slides']} slides")
             deck["pdf"] = True
+            wd.open(page)
+            if not wd.js_async(READY):
+                raise RuntimeError(f"{name}: reveal.js or MathJax did not start")
             deck["screenshots"] = []
             for n, (h, v) in enumerate(screenshot_slides(deck["positions"]), 1):
+                wd.js(f"Reveal.slide({h}, {v});")
+                time.sleep(0.3)
                 png = SLIDES / "screenshots" / f"{name}-{n}.png"
-                chromium([f"--window-size={WIDTH},{HEIGHT}", f"--screenshot={png}"], f"{page}#/{h}/{v}")
+                wd.screenshot(png)
                 deck["screenshots"].append(png.name)
-            log(f"{name}: PDF and {len(deck['screenshots'])} screenshots in {time.perf_counter() - t0:.1f} s")
+            log(f"{name}: PDF ({pdf_pages(pdf)} pages) and {len(deck['screenshots'])} screenshots "
+                f"in {time.perf_counter() - t0:.1f} s")
 
 
 def write_deck(ex, nb: nbformat.NotebookNode, name: str) -> dict:

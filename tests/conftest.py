@@ -1,7 +1,13 @@
 """Fixtures shared by several test files."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# the build scripts (scripts/webdriver.py drives headless Chromium for the slides build and the browser tests)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 
 @pytest.fixture

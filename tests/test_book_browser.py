@@ -75,7 +75,7 @@ def server():
         httpd.server_close()
 
 
-# --- the browser (tests/webdriver.py: the W3C WebDriver protocol, spoken with urllib) ------------
+# --- the browser (scripts/webdriver.py: the W3C WebDriver protocol, spoken with urllib) ------------
 @pytest.fixture(scope="module")
 def browser():
     # the log endpoint must work with this chromedriver: fail at the start, loudly, if it does not

@@ -232,6 +232,7 @@ def test_slides_template_loads_nothing_from_a_cdn():
     assert "vendor/html-manager/dist/embed.js" in srcs
     assert "require" not in " ".join(srcs) and "MathJax.Hub.Config" not in body
     assert '<aside class="notes">' in body and "width: 1280" in body and "height: 720" in body
+    assert "text-transform: none" in body  # δ stays δ in a title (the theme's capitals would make it Δ)
 
 
 @pytest.mark.parametrize("folder", ["html", "slides"])

@@ -1,9 +1,9 @@
-"""Headless Chromium for the browser tests, driven over chromedriver's W3C WebDriver protocol with urllib.
+"""Headless Chromium for the slides build and the browser tests, over chromedriver's W3C WebDriver protocol.
 
 No selenium: the protocol is plain JSON over HTTP. ``chromium_session`` starts chromedriver and one
 browser session and always stops both; ``WebDriver`` has the handful of commands the tests use.
-Shared by test_book_browser.py, test_explorer_browser.py and test_lab_browser.py (pytest puts tests/
-on sys.path, so they ``import webdriver``).
+Used by scripts/build_slides.py (PDFs, screenshots) and by the browser tests (tests/conftest.py puts
+scripts/ on sys.path, so they ``import webdriver``).
 """
 
 from __future__ import annotations
@@ -91,6 +91,21 @@ class WebDriver:
     def console(self) -> list[dict]:
         """Console messages since the last call (chromedriver's log endpoint; not part of W3C)."""
         return self.cmd("POST", "/se/log", {"type": "browser"}) or []
+
+    def print_pdf(self, path: Path, width_px: int, height_px: int):
+        """The page as a PDF of pages ``width_px`` × ``height_px`` CSS pixels, no margins, with backgrounds."""
+        cm = 2.54 / 96
+        data = self.cmd("POST", "/print", {"background": True, "shrinkToFit": False,
+                                           "page": {"width": width_px * cm, "height": height_px * cm},
+                                           "margin": {"top": 0, "bottom": 0, "left": 0, "right": 0}})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(data))
+
+    def set_viewport(self, width: int, height: int):
+        """Resize the window so that the page itself (the viewport) is ``width`` × ``height``."""
+        self.cmd("POST", "/window/rect", {"width": width, "height": height})
+        inner = self.js("return [window.innerWidth, window.innerHeight];")
+        self.cmd("POST", "/window/rect", {"width": 2 * width - inner[0], "height": 2 * height - inner[1]})
 
     def screenshot(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
