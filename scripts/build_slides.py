@@ -189,7 +189,7 @@ def print_and_shoot(decks: list[dict]) -> None:
     with serve(SLIDES) as base, chromium_session([*FLAGS, f"--window-size={WIDTH},{HEIGHT}", OFFLINE],
                                                  profile_prefix="deberta-edu-slides-build-",
                                                  timeouts={"script": 60000, "pageLoad": 120000}) as wd:
-        wd.open(f"{base}/index.html")
+        wd.open("about:blank")
         wd.set_viewport(WIDTH, HEIGHT)  # screenshots of exactly one slide's size
         for deck in decks:
             name, page = deck["name"], f"{base}/{deck['name']}.slides.html"

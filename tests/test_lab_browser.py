@@ -139,7 +139,12 @@ def browser():
 
 # --- what the page shows -------------------------------------------------------------------------
 NOTEBOOK_STATE = """
-var app = window.jupyterapp, w = app && app.shell.currentWidget;
+var app = window.jupyterapp, w = null;
+if (app) {  // the notebook's panel: JupyterLab 4.6 leaves currentWidget null in a headless window without focus
+  w = app.shell.currentWidget;
+  if (!w || !w.context) w = Array.from(app.shell.widgets('main')).filter(function (x) {
+    return x.context && x.context.path.slice(-6) === '.ipynb'; })[0] || null;
+}
 if (!w || !w.content || !w.content.model || !w.sessionContext || !w.context.isReady) return null;
 var cells = w.content.model.cells, counts = [], errors = [], widgets = 0;
 for (var i = 0; i < cells.length; i++) {
