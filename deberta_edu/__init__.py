@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import importlib
 
-from .model.attention import DisentangledSelfAttention, DisentangledSelfAttentionV1, naive_attention
+from .model.attention import DisentangledSelfAttention, DisentangledSelfAttentionV1
 from .model.checkpoint import lesson_checkpoint, load_pretrained, save_pretrained
 from .model.config import VARIANTS, DebertaConfig, make_config
 from .model.emd import DebertaForMaskedLM, EnhancedMaskDecoder, MLMHead
 from .model.encoder import DebertaModel
 from .model.interop import from_hf, to_hf
+from .model.naive import naive_attention
 from .model.positions import log_bucket, relative_distance, relative_distance_matrix
 from .training.masking import mask_tokens
 

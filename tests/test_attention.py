@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from deberta_edu import DebertaConfig, naive_attention, relative_distance
-from deberta_edu.model.attention import build_attention
+from deberta_edu.model.attention import DisentangledSelfAttention as DSA
+from deberta_edu.model.attention import banded_block, build_attention
 from deberta_edu.model.encoder import Encoder
-from deberta_edu.model.positions import log_bucket
+from deberta_edu.model.positions import log_bucket, relative_rows_and_index
 
 LAYOUTS = [
     dict(layout="v2", share_att_key=True),
@@ -69,6 +70,51 @@ def test_naive_equals_fast_with_log_buckets():
         n_terms, _, _ = naive_attention(attn, hidden[0], table, _delta(config))
     for t in details.terms:
         torch.testing.assert_close(details.terms[t][0], n_terms[t], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("L,k,buckets", [(16, 64, -1), (32, 128, 64), (48, 512, 256)])
+def test_banded_path_equals_naive(L, k, buckets):
+    """Short sequences (δ a shift): c2p and p2c through `banded`, the softmax through baddbmm in training."""
+    config, attn, rel, table, hidden = _setup(LAYOUTS[0], ("c2c", "c2p", "p2c"), k=k, buckets=buckets, L=L)
+    assert rel.shifted and banded_block(L), "this test must exercise the banded path"
+    attn.train()  # dropout 0: the bias needs a gradient, so the CPU path is baddbmm, not SDPA
+    keep = torch.ones(2, L, dtype=torch.bool)
+    ctx = attn(hidden, keep, rel)
+    with torch.no_grad():
+        _, details = attn(hidden, keep, rel, return_details=True)
+    for b in range(2):
+        n_terms, _, n_ctx = naive_attention(attn, hidden[b], table, _delta(config))
+        for t in ("c2p", "p2c"):
+            torch.testing.assert_close(details.terms[t][b], n_terms[t], atol=1e-5, rtol=1e-5, msg=t)
+        torch.testing.assert_close(ctx[b].detach(), n_ctx, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("L", [16, 24, 64])
+@pytest.mark.parametrize("term", ["c2p", "p2c"])
+def test_banded_values_and_gradients_equal_the_gather(L, term):
+    torch.manual_seed(L)
+    x = torch.randn(2, 3, L, 8, requires_grad=True)
+    _, index = relative_rows_and_index(L, k=L)  # 2L − 1 rows: a shift
+    table = torch.randn(3, 2 * L - 1, 8, requires_grad=True)
+    fn = getattr(DSA, term)
+    weight = torch.randn(2, 3, L, L)
+    out = {}
+    for shifted in (True, False):
+        y = fn(x, table, index, shifted=shifted)
+        out[shifted] = (y, *torch.autograd.grad((y * weight).sum(), (x, table)))
+    for a, b in zip(out[True], out[False], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_only_short_sequences_are_marked_shifted():
+    config = DebertaConfig(hidden_size=8, num_attention_heads=2, num_hidden_layers=1, intermediate_size=8,
+                           max_relative_positions=32, position_buckets=16)
+    encoder = Encoder(config)
+    assert encoder.relative_table(16, "cpu").shifted  # 31 distances, fewer than the table's 32 rows
+    assert not encoder.relative_table(17, "cpu").shifted  # 33 distances: the whole table, and δ itself
+    rel = encoder.relative_table(8, "cpu")
+    i, j = torch.arange(8)[:, None], torch.arange(8)[None, :]
+    assert torch.equal(rel.index, 7 - i + j)  # what `banded` relies on
 
 
 @pytest.mark.parametrize("terms,n_pos", [(("c2c",), 0), (("c2c", "c2p"), 1), (("c2c", "c2p", "p2c"), 2),

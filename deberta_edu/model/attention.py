@@ -30,8 +30,9 @@ content in it; DeBERTa drops it. It is here for teaching, off by default.
 
 `DisentangledSelfAttention` is the v2/v3 layout (query_proj, key_proj, value_proj, share_att_key);
 `DisentangledSelfAttentionV1` overrides only the projections (fused in_proj with q and v biases).
-`naive_attention` at the end computes the same thing with loops over i and j, straight from the
-equations; tests keep it equal to the fast path.
+`naive.naive_attention` computes the same thing with loops over i and j, straight from the
+equations; tests keep it equal to the fast path. ``banded`` is the fast path's c2p and p2c for short
+sequences.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .banded import banded, banded_block
 from .config import DebertaConfig
 
 
@@ -51,11 +53,14 @@ class RelativeTable:
     """The relative-position rows a layer needs: ``table`` (R, D) and ``index`` (L, L) into it.
 
     ``index`` may also be (B, M, L): the rows of M chosen query positions per sequence (the EMD decodes
-    only the masked tokens).
+    only the masked tokens). ``shifted``: index[i, j] = L − 1 − i + j, one row per distance (R = 2L − 1,
+    what ``positions.relative_rows_and_index`` returns for a short sequence); c2p and p2c then compute
+    only the products they read (``banded``).
     """
 
     table: torch.Tensor
     index: torch.Tensor
+    shifted: bool = False
 
 
 @dataclass
@@ -115,30 +120,44 @@ class DisentangledSelfAttention(nn.Module):
 
     # --- the four terms ---------------------------------------------------------------------------
     @staticmethod
-    def _per_head(index):
-        """(L, L) as it is; (B, M, L) -> (B, 1, M, L), the same rows for every head."""
-        return index if index.dim() == 2 else index.unsqueeze(1)
+    def _against_table(x, table):
+        """Every token of x (B, H, L, d) against every row of table (H, R, d): (H, B, L, R).
+
+        One matrix product per head over all B·L tokens (heads first), rather than B·H small ones
+        with the table copied B times: the same numbers, faster on a CPU.
+        """
+        B, H, L, d = x.shape
+        return (x.transpose(0, 1).reshape(H, B * L, d) @ table.transpose(-1, -2)).view(H, B, L, -1)
 
     @classmethod
-    def c2p(cls, q, pos_k, index):
-        """Content-to-position: Q^c_i · K^r_{δ(i,j)} (Algorithm 1, lines 3–10)."""
-        scores = q @ pos_k.transpose(-1, -2)  # (B, H, L, R): query i against every table row
-        index = cls._per_head(index)
-        return torch.gather(scores, -1, index.expand(*scores.shape[:-1], index.size(-1)))  # (B, H, L, L)
+    def c2p(cls, q, pos_k, index, shifted=False):
+        """Content-to-position: Q^c_i · K^r_{δ(i,j)} (Algorithm 1, lines 3–10). (B, H, L, L).
+
+        index: (L, L), or (B, M, L) for M chosen queries (then q is (B, H, M, d)). ``shifted``: see
+        RelativeTable; the same numbers through ``banded``.
+        """
+        if shifted and banded_block(q.size(-2)):
+            return banded(q, pos_k, keys=False).flatten(-2).flatten(2, 3)  # (B, H, L, L)
+        scores = cls._against_table(q, pos_k)  # (H, B, L, R): query i against every table row
+        H, B = scores.shape[:2]
+        return torch.gather(scores, -1, index.expand(H, B, *index.shape[-2:])).transpose(0, 1)
 
     @classmethod
-    def p2c(cls, k, pos_q, index):
-        """Position-to-content: K^c_j · Q^r_{δ(i,j)} (Algorithm 1, lines 11–18, with δ(i, j)).
+    def p2c(cls, k, pos_q, index, shifted=False):
+        """Position-to-content: K^c_j · Q^r_{δ(i,j)} (Algorithm 1, lines 11–18, with δ(i, j)). (B, H, L, L).
 
         The paper's eq. (4) and Algorithm 1 (line 15) index Q^r by δ(j, i). The released checkpoints (and
         transformers) use δ(i, j), the same row as c2p, which is what eq. (2)'s P_{i|j} H_j^T says; we
         match the checkpoints. With δ(j, i) the term reads the mirrored distance, 2k − δ(i, j) inside the
         window: a different model, since P (and in v2 W_q) also feed c2p, that no released weights fit.
         """
-        scores = k @ pos_q.transpose(-1, -2)  # (B, H, L, R): key j against every table row
-        rows_for_j = cls._per_head(index).transpose(-1, -2)  # [j, i] = δ(i, j)
-        scores = torch.gather(scores, -1, rows_for_j.expand(*scores.shape[:-1], index.size(-2)))  # [.., j, i]
-        return scores.transpose(-1, -2)  # (B, H, L, L) indexed [i, j]
+        if shifted and banded_block(k.size(-2)):
+            return banded(k, pos_q, keys=True).flatten(-2).flatten(2, 3)  # (B, H, L, L)
+        scores = cls._against_table(k, pos_q)  # (H, B, L, R): key j against every table row
+        H, B = scores.shape[:2]
+        rows_for_j = index.transpose(-1, -2)  # [j, i] = δ(i, j)
+        scores = torch.gather(scores, -1, rows_for_j.expand(H, B, *rows_for_j.shape[-2:]))  # [h, b, j, i]
+        return scores.permute(1, 0, 3, 2)  # (B, H, L, L) indexed [i, j]
 
     @staticmethod
     def p2p(pos_q, pos_k, index):
@@ -154,15 +173,20 @@ class DisentangledSelfAttention(nn.Module):
         pair = index * R + index.transpose(0, 1)  # (L, L): flat position of (δ(i,j), δ(j,i))
         return table_scores.flatten(-2)[:, pair].unsqueeze(0)  # (1, H, L, L)
 
-    def term_scores(self, q, k, pos_q, pos_k, index, terms=None) -> dict[str, torch.Tensor]:
-        """The selected terms (default: all of this layer's), each multiplied by 1/sqrt(d (1 + n_pos))."""
+    def term_scores(self, q, k, pos_q, pos_k, index, terms=None, shifted=False) -> dict[str, torch.Tensor]:
+        """The selected terms (default: all of this layer's), each multiplied by 1/sqrt(d (1 + n_pos)).
+
+        c2p and p2c take the factor on the small (H, R, d) table before the product, not on the
+        (B, H, L, L) result: the same terms up to rounding, with two passes over the big tensors fewer.
+        """
+        s = self.scale
         compute = {
-            "c2c": lambda: q @ k.transpose(-1, -2),
-            "c2p": lambda: self.c2p(q, pos_k, index),
-            "p2c": lambda: self.p2c(k, pos_q, index),
-            "p2p": lambda: self.p2p(pos_q, pos_k, index).expand(q.size(0), -1, -1, -1),
+            "c2c": lambda: q @ k.transpose(-1, -2) * s,
+            "c2p": lambda: self.c2p(q, pos_k * s, index, shifted),
+            "p2c": lambda: self.p2c(k, pos_q * s, index, shifted),
+            "p2p": lambda: self.p2p(pos_q, pos_k, index).expand(q.size(0), -1, -1, -1) * s,
         }
-        return {t: compute[t]() * self.scale for t in (self.terms if terms is None else terms)}
+        return {t: compute[t]() for t in (self.terms if terms is None else terms)}
 
     # --- forward ------------------------------------------------------------------------------------
     def forward(
@@ -185,26 +209,58 @@ class DisentangledSelfAttention(nn.Module):
         pos_q = pos_k = None
         if self.needs_pos_key or self.needs_pos_query:
             pos_q, pos_k = self.position_qk(self.pos_dropout(rel.table))  # (H, R, d)
-        index = rel.index if rel is not None else None
+        index, shifted = (rel.index, rel.shifted) if rel is not None else (None, False)
         masked = torch.finfo(q.dtype).min  # replaced, never added: a fully padded row stays finite
 
         if return_details or "c2c" not in self.terms:
-            terms = self.term_scores(q, k, pos_q, pos_k, index)
+            terms = self.term_scores(q, k, pos_q, pos_k, index, shifted=shifted)
             scores = sum(terms.values()).masked_fill(~keep, masked)  # (B, H, L, L)
             probs = torch.softmax(scores, dim=-1)
             context = self.dropout(probs) @ v  # (B, H, L, d)
             details = AttentionDetails(terms, probs) if return_details else None
         else:
-            # Fast path: c2c inside scaled_dot_product_attention, the position terms as one additive bias.
-            position_terms = [t for t in self.terms if t != "c2c"]
-            bias = sum(self.term_scores(q, k, pos_q, pos_k, index, position_terms).values())  # (B, H, L, L)
-            bias = torch.as_tensor(bias, dtype=q.dtype, device=q.device).masked_fill(~keep, masked)
-            context = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias, dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale
-            )
+            # Fast path: the position terms as one additive bias, c2c inside the product with the keys.
+            bias = self.position_bias(q, k, pos_q, pos_k, rel)  # (B, H, L, L) or None
+            if not keep.all():  # packed pretraining batches have no padding: no pass over the bias
+                bias = (q.new_zeros(()) if bias is None else bias).masked_fill(~keep, masked)
+            context = self.attend(q, k, v, bias)
             details = None
         context = context.transpose(1, 2).flatten(-2)  # (B, L, H·d)
         return (context, details) if return_details else context
+
+    def position_bias(self, q, k, pos_q, pos_k, rel):
+        """The sum of this layer's position terms, scaled, (B, H, L, L); None when it has none.
+
+        When δ is a shift (``rel.shifted``), c2p and p2c are added in ``banded``'s block layout and
+        laid out once, rather than each laid out and then added.
+        """
+        terms = [t for t in self.terms if t != "c2c"]
+        if not terms:
+            return None
+        B, H, L, _ = q.shape
+        if rel.shifted and sorted(terms) == ["c2p", "p2c"] and banded_block(L) and k.size(-2) == L:
+            s = self.scale
+            return (banded(q, pos_k * s, keys=False) + banded(k, pos_q * s, keys=True)).reshape(B, H, L, L)
+        bias = None
+        for term in self.term_scores(q, k, pos_q, pos_k, rel.index, terms, rel.shifted).values():
+            bias = term if bias is None else bias + term
+        return bias
+
+    def attend(self, q, k, v, bias):
+        """softmax(Q^c K^c^T · scale + bias) V^c, dropout on the probabilities: (B, H, L, d).
+
+        scaled_dot_product_attention, except on a CPU when the bias needs a gradient: there torch runs
+        its unfused math, and one baddbmm, which adds the bias inside the product, is faster (bench).
+        """
+        p = self.dropout.p if self.training else 0.0
+        if q.device.type != "cpu" or bias is None or not bias.requires_grad:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=self.scale)
+        B, H, L, d = q.shape
+        keys = k.reshape(B * H, -1, d).transpose(1, 2)
+        scores = torch.baddbmm(bias.expand(B, H, L, -1).reshape(B * H, L, -1), q.reshape(B * H, L, d), keys,
+                               alpha=self.scale)
+        probs = F.dropout(torch.softmax(scores, dim=-1), p, training=p > 0)
+        return (probs @ v.reshape(B * H, -1, d)).view(B, H, L, d)
 
     def projection_weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
         """(weight, bias) of W_q, W_k, W_v, W_{q,r}, W_{k,r} as plain matrices (for the naive version)."""
@@ -274,51 +330,3 @@ class DisentangledSelfAttentionV1(DisentangledSelfAttention):
 
 def build_attention(config: DebertaConfig) -> DisentangledSelfAttention:
     return DisentangledSelfAttentionV1(config) if config.layout == "v1" else DisentangledSelfAttention(config)
-
-
-# --- the naive version: loops over heads, i and j, straight from eq. (4) ----------------------------
-def naive_attention(
-    attention: DisentangledSelfAttention,
-    hidden: torch.Tensor,
-    table: torch.Tensor,
-    delta,
-    keep: torch.Tensor | None = None,
-    query: torch.Tensor | None = None,
-):
-    """One sequence, written as the paper writes it. Slow; for teaching and for tests.
-
-    hidden (L, D), query (L, D) or None, table (2k, D) the relative table, delta(i, j) -> table row,
-    keep (L,) bool, True at the real tokens (as in the fast version).
-    Returns ({term: (H, L, L)}, probs (H, L, L), out (L, D)).
-    """
-    W = attention.projection_weights()
-
-    def project(x, name):  # x W^T + b, then split into heads: (H, L, d)
-        weight, bias = W[name]
-        y = x @ weight.T + (0 if bias is None else bias)
-        return y.unflatten(-1, (attention.num_heads, attention.head_size)).transpose(0, 1)
-
-    query = hidden if query is None else query
-    Qc, Kc, Vc = project(query, "q"), project(hidden, "k"), project(hidden, "v")
-    Qr = project(table, "q_r") if "q_r" in W else None
-    Kr = project(table, "k_r") if "k_r" in W else None
-    H, L = Qc.shape[0], hidden.shape[0]
-    scale = attention.scale
-    terms = {t: torch.zeros(H, L, L) for t in attention.terms}
-    for h in range(H):
-        for i in range(L):
-            for j in range(L):
-                if "c2c" in terms:
-                    terms["c2c"][h, i, j] = Qc[h, i] @ Kc[h, j] * scale
-                if "c2p" in terms:
-                    terms["c2p"][h, i, j] = Qc[h, i] @ Kr[h, delta(i, j)] * scale
-                if "p2c" in terms:  # released code: δ(i, j); eq. (4) of the paper writes δ(j, i)
-                    terms["p2c"][h, i, j] = Kc[h, j] @ Qr[h, delta(i, j)] * scale
-                if "p2p" in terms:
-                    terms["p2p"][h, i, j] = Qr[h, delta(i, j)] @ Kr[h, delta(j, i)] * scale
-    scores = sum(terms.values())
-    if keep is not None:
-        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores, dim=-1)  # (H, L, L)
-    out = (probs @ Vc).transpose(0, 1).flatten(-2)  # (L, H·d)
-    return terms, probs, out

@@ -210,7 +210,7 @@ class Encoder(nn.Module):
         table = self.rel_embeddings(rows)  # (R, D); LayerNorm is per row, so select first
         if self.rel_norm is not None:
             table = self.rel_norm(table)
-        return RelativeTable(table, index)
+        return RelativeTable(table, index, shifted=rows.numel() == 2 * length - 1)  # one row per distance
 
     def forward(self, embeddings, keep, rel, return_details=False):
         hidden_states = [embeddings]

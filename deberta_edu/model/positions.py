@@ -107,7 +107,8 @@ def relative_rows_and_index(
     Returns ``rows`` (R,) and ``index`` (L, L) with ``table[rows][index[i, j]] == table[δ(i, j)]``.
     A sequence of L tokens only has 2L − 1 distinct distances, so when 2L − 1 is smaller than the
     table we gather just those rows, one per distance, and project R = 2L − 1 rows instead of the
-    whole table: the same numbers, less work. Otherwise rows is the whole table and index is δ.
+    whole table: the same numbers, less work. Then index[i, j] = L − 1 − i + j, a shift, whatever the
+    buckets (attention.banded uses it). Otherwise rows is the whole table and index is δ.
     """
     _check_k(k)
     if length < 1:

@@ -1,12 +1,15 @@
 """Training-step speed and peak memory of our model against transformers' DebertaV2ForMaskedLM.
 
     python -m deberta_edu.bench                      # CPU target of issue 4 (2 threads)
+    python -m deberta_edu.bench --against bert       # our encoder alone against BertModel (SDPA)
     python -m deberta_edu.bench --preset base --device cuda --dtype bf16   # GPU, base size
 
 Both models get identical weights (ours is converted with ``from_hf``) and the identical batch. First the
 outputs are checked equal (logits and loss to 1e-5, eval mode); then training steps (forward, backward,
 AdamW) run interleaved, A B A B ..., so that both see the same machine conditions, and the median of the
-per-round speed ratios is printed. Peak memory: on CUDA ``max_memory_allocated``; on CPU, where torch
+per-round speed ratios is printed. ``--against bert`` times what disentangled attention costs: our encoder
+(no MLM head, after the same check) against transformers' BertModel of equal size with SDPA attention,
+both without dropout as in pretraining, the loss the mean square of the last hidden states. Peak memory: on CUDA ``max_memory_allocated``; on CPU, where torch
 keeps no such counter, each model runs its steps in a fresh subprocess and the growth of the process's
 peak resident memory over the loaded model is compared. MFU counts the FLOPs of a step with ``training.flops``.
 """
@@ -65,6 +68,28 @@ def build(args):
     return ours, theirs, inputs, labels
 
 
+def bert_encoder(args):
+    """transformers' BertModel (SDPA attention, no pooler, no dropout) of the benchmarked size."""
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
+        num_attention_heads=args.heads, intermediate_size=args.ffn, max_position_embeddings=512,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="sdpa",
+    )
+    return BertModel(config, add_pooling_layer=False)
+
+
+def encoders(ours, args):
+    """``--against bert``: our encoder of the checked MLM model, dropout off, and BertModel (SDPA)."""
+    encoder = ours.deberta
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    torch.manual_seed(0)
+    return encoder, bert_encoder(args)
+
+
 def make_step(model, inputs, labels, args, ours: bool):
     dev = torch.device(args.device)
     model.to(dev).train()
@@ -78,7 +103,9 @@ def make_step(model, inputs, labels, args, ours: bool):
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            if ours:
+            if args.against == "bert":  # both encoders alone: the same loss on the last hidden states
+                loss = fwd(inputs).last_hidden_state.float().pow(2).mean()
+            elif ours:
                 loss = fwd(inputs, labels=labels, only_masked_logits=not args.full_logits).loss
             else:
                 loss = fwd(input_ids=inputs, labels=labels).loss
@@ -126,6 +153,8 @@ def _proc_status_kib(field: str) -> int:
 def memory_child(args, which: str):
     """Run in a subprocess: report peak resident memory growth of `steps` training steps."""
     ours, theirs, inputs, labels = build(args)
+    if args.against == "bert":
+        ours, theirs = encoders(ours, args)
     model = ours if which == "ours" else theirs
     del theirs, ours
     step = make_step(model, inputs, labels, args, ours=which == "ours")
@@ -140,6 +169,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The command line, with the preset's shape and the device's dtype filled in where not given."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--against", choices=["deberta", "bert"], default="deberta",
+                   help="deberta: DebertaV2ForMaskedLM, identical weights (default); bert: our encoder alone "
+                        "against BertModel (SDPA) of equal size, no dropout")
     for name in ("batch", "length", "hidden", "layers", "heads", "ffn", "vocab", "buckets"):
         p.add_argument(f"--{name}", type=int)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -224,11 +256,13 @@ def cpu_memory(args, argv) -> dict:
 
 def print_result(result: dict, args) -> None:
     tps = result["tokens_per_s"]
-    print(f"tokens/s: ours {tps['ours']:.0f}, transformers {tps['transformers']:.0f}; "
-          f"median speed ratio ours/transformers = {result['speed_ratio_median']:.2f}x")
+    theirs = "BertModel" if args.against == "bert" else "transformers"
+    print(f"tokens/s: ours {tps['ours']:.0f}, {theirs} {tps['transformers']:.0f}; "
+          f"median speed ratio ours/{theirs} = {result['speed_ratio_median']:.2f}x"
+          + (f" (our step takes {1 / result['speed_ratio_median']:.2f}x as long)" if args.against == "bert" else ""))
     mem_key = "peak_memory_mib" if args.device == "cuda" else "peak_memory_growth_mib"
     m = result[mem_key]
-    print(f"peak memory ({mem_key}): ours {m['ours']:.0f} MiB, transformers {m['transformers']:.0f} MiB")
+    print(f"peak memory ({mem_key}): ours {m['ours']:.0f} MiB, {theirs} {m['transformers']:.0f} MiB")
     if "mfu" in result:
         print(f"MFU: ours {result['mfu']['ours']:.1%}, transformers {result['mfu']['transformers']:.1%}")
 
@@ -241,6 +275,8 @@ def main(argv=None):
 
     ours, theirs, inputs, labels = build(args)
     check_equal(ours, theirs, inputs, labels)
+    if args.against == "bert":
+        ours, theirs = encoders(ours, args)
     steps = {"ours": make_step(ours, inputs, labels, args, True),
              "transformers": make_step(theirs, inputs, labels, args, False)}
     times = time_steps(steps, args)
@@ -251,7 +287,7 @@ def main(argv=None):
         "shape": {k: getattr(args, k) for k in PRESETS["cpu"]},
         "tokens_per_s": {k: tokens / statistics.median(v) for k, v in times.items()},
         "speed_ratio_median": statistics.median(ratios),
-        "full_logits": args.full_logits, "compile": args.compile,
+        "full_logits": args.full_logits, "compile": args.compile, "against": args.against,
     }
     if args.device == "cuda":
         result.update(cuda_memory(steps, args, result["tokens_per_s"]))
