@@ -221,7 +221,9 @@ class DisentangledSelfAttention(nn.Module):
         else:
             # Fast path: the position terms as one additive bias, c2c inside the product with the keys.
             bias = self.position_bias(q, k, pos_q, pos_k, rel)  # (B, H, L, L) or None
-            if not keep.all():  # packed pretraining batches have no padding: no pass over the bias
+            # packed pretraining batches have no padding: on a CPU, skip the pass over the bias (on a GPU the
+            # check would wait for the device, and the pass is cheap there)
+            if keep.device.type != "cpu" or not keep.all():
                 bias = (q.new_zeros(()) if bias is None else bias).masked_fill(~keep, masked)
             context = self.attend(q, k, v, bias)
             details = None
