@@ -1,0 +1,154 @@
+"""What each choice of the small-budget recipe buys, measured one at a time on the lesson-4 shape.
+
+    python -m deberta_edu.training.recipe        # ~50 min on 2 cores -> results/recipe/results.json
+    python -m deberta_edu.training.recipe --tokens 200000 --out /tmp/recipe --seeds 0   # a quick look
+
+The recipe (``configs["lesson4"]``, after Izsak et al. 2021 and Geiping & Goldstein 2022): no dropout,
+AdamW with β2 = 0.98, gradients clipped to norm 1, the learning rate warmed up and decayed to zero over
+the budget, 15% of the tokens masked one by one. Each arm changes one of these and keeps the rest; every
+arm sees the same number of tokens, in the same order, and is scored on the same held-out BBC rows, both
+under token masking and under whole-word span masking (the harder test). Every arm runs with three seeds:
+at this budget two seeds of the same recipe differ by several points, so a smaller difference says nothing. The MLM head on masked tokens only changes
+speed, not the function, so it is measured by the bench (``python -m deberta_edu.bench --full-logits``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from deberta_edu.facts import RESULTS_ROOT
+
+from .configs import TrainConfig, get_config
+
+RESULTS_DIR = RESULTS_ROOT / "recipe"
+BUDGET_TOKENS = 3_000_000  # about what lesson 4's 150 seconds buy on two cores
+SEEDS = (0, 1, 2)  # three runs an arm: at this budget two seeds of the same recipe differ by several points
+# Each arm: (name, what it changes, the change as TrainConfig fields)
+ARMS = [
+    ("recipe", "the recipe: no dropout, β2 0.98, clip 1, one-cycle, token masking, lr 2e-3", {}),
+    ("dropout 0.1", "dropout 0.1 (BERT's and the paper's)", {"dropout": 0.1}),
+    ("β2 0.999", "AdamW β2 0.999 (the default)", {"adam_betas": (0.9, 0.999)}),
+    ("no clipping", "no gradient clipping", {"max_grad_norm": 1e6}),
+    ("whole-word spans", "whole-word span masking (the default elsewhere)", {"whole_word_masking": True}),
+    ("lr 1e-3", "half the learning rate (lesson 4's old one)", {"lr": 1e-3}),
+    ("lr 4e-3", "twice the learning rate", {"lr": 4e-3}),
+]
+
+
+def arm_config(changes: dict, tokens: int) -> TrainConfig:
+    """The lesson-4 recipe on a budget of ``tokens`` (the schedule tied to it), with ``changes``."""
+    base = get_config("lesson4", smoke=False)
+    steps = max(1, tokens // base.tokens_per_step)
+    return base.replace(budget_seconds=None, steps=steps, warmup_steps=max(1, steps // 20), eval_every=0,
+                        save_every=0, log_every=1, **changes)
+
+
+def held_out(model, cfg: TrainConfig, data) -> dict:
+    """Held-out loss and accuracy on every validation row, under token and under whole-word masking."""
+    from .engine import Distributed, Precision
+    from .evaluate import Evaluator
+    from .mlm_data import MaskSpec
+
+    out = {}
+    for name, spans in (("tokens", False), ("whole_words", True)):
+        c = cfg.replace(eval_rows=10_000, whole_word_masking=spans)
+        m = Evaluator(data[1], c, MaskSpec.of(c, data[2]), Distributed(), Precision("fp32", "cpu"))(model)
+        out[name] = {"accuracy": m["val_accuracy"], "loss": m["val_loss"], "masked_tokens": m["val_tokens"]}
+    return out
+
+
+def run(tokens: int = BUDGET_TOKENS, out: Path = RESULTS_DIR, seeds=SEEDS, arms=None, progress: bool = True) -> dict:
+    """Train every arm on every seed. results.json is rewritten after each run, and a run already in it
+    (same arm, seed and budget) is not repeated: a crash loses one run at most."""
+    from .mlm_data import prepare_data
+    from .pretrain import train
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    result = {"command": "python -m deberta_edu.training.recipe" + (f" --tokens {tokens}" if tokens != BUDGET_TOKENS
+                                                                     else ""),
+              "shape": "lesson 4: tiny (2 layers, hidden 128), batch 32 x 128 tokens, BBC", "tokens": tokens,
+              "seeds": list(seeds), "runs": []}
+    if path.exists() and json.loads(path.read_text()).get("tokens") == tokens:
+        result["runs"] = json.loads(path.read_text()).get("runs", [])
+    done = {(r["arm"], r["seed"]) for r in result["runs"]}
+    data = None
+    for seed in seeds:
+        for name, what, changes in arms or ARMS:
+            if (name, seed) in done:
+                continue
+            data = data or prepare_data(arm_config({}, tokens))
+            cfg = arm_config({**changes, "seed": seed}, tokens)
+            started = time.perf_counter()
+            trained = train(cfg, data[0], None, data[2], progress=progress)
+            scores = held_out(trained.model, cfg, data)
+            result["runs"].append({"arm": name, "seed": seed, "change": what,
+                                   "fields": {k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()},
+                                   "held_out": scores, "tokens_per_s": round(trained.tokens_per_s),
+                                   "wall_s": round(time.perf_counter() - started, 1)})
+            path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+            print(f"{name:>18}, seed {seed}: token masking {scores['tokens']['accuracy']:.1%}, "
+                  f"whole words {scores['whole_words']['accuracy']:.1%}", flush=True)
+    return result
+
+
+def by_arm(result: dict) -> dict[str, dict]:
+    """{arm: {"tokens": [accuracy per seed], "whole_words": [...], "change": ...}} in the order of ARMS."""
+    arms: dict[str, dict] = {}
+    for r in sorted(result["runs"], key=lambda r: r["seed"]):
+        a = arms.setdefault(r["arm"], {"change": r["change"], "tokens": [], "whole_words": [], "tokens_per_s": []})
+        for kind in ("tokens", "whole_words"):
+            a[kind].append(r["held_out"][kind]["accuracy"])
+        a["tokens_per_s"].append(r["tokens_per_s"])
+    order = [name for name, _, _ in ARMS]
+    return dict(sorted(arms.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+
+
+def welch_p(a, b) -> float | None:
+    """Two-sided Welch p of two arms' runs; None with fewer than two runs on a side."""
+    if min(len(a), len(b)) < 2:
+        return None
+    from scipy import stats
+
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def table(result: dict) -> str:
+    """The arms as a markdown table: the mean over seeds (the lowest and highest run in brackets), its
+    difference in points from the recipe's mean, and Welch's p of that difference under token masking."""
+    arms = by_arm(result)
+    ref = arms["recipe"]
+    rows = ["| arm | token masking | vs recipe | Welch p | whole-word masking | vs recipe |",
+            "|---|---|---|---|---|---|"]
+    for name, a in arms.items():
+        cells = []
+        for kind in ("tokens", "whole_words"):
+            mean, base = sum(a[kind]) / len(a[kind]), sum(ref[kind]) / len(ref[kind])
+            cells += [f"{mean:.1%} ({100 * min(a[kind]):.1f}–{100 * max(a[kind]):.1f})",
+                      f"{100 * (mean - base):+.1f}"]
+            if kind == "tokens":
+                p = welch_p(a[kind], ref[kind]) if name != "recipe" else None
+                cells.append("—" if p is None else f"{p:.2g}")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m deberta_edu.training.recipe", description=__doc__.split("\n")[0])
+    p.add_argument("--tokens", type=int, default=BUDGET_TOKENS, help="training tokens per arm")
+    p.add_argument("--out", default=str(RESULTS_DIR))
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.tokens < 32 * 128:
+        sys.exit(f"error: --tokens must be at least one batch (4096 tokens), got {args.tokens}")
+    result = run(args.tokens, Path(args.out), tuple(args.seeds), progress=not args.no_progress)
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The recipe's measurements (results/recipe): one choice at a time, on the configuration lesson 4 runs."""
+
+import json
+
+import pytest
+
+from deberta_edu.training import recipe
+from deberta_edu.training.configs import get_config
+
+RESULTS = recipe.RESULTS_DIR / "results.json"
+
+
+def _run(arm, seed, tokens, spans):
+    return {"arm": arm, "seed": seed, "change": arm, "fields": {}, "tokens_per_s": 1, "wall_s": 1,
+            "held_out": {"tokens": {"accuracy": tokens}, "whole_words": {"accuracy": spans}}}
+
+
+def test_the_arms_differ_from_lesson_4_in_their_one_field_and_the_budget():
+    lesson = get_config("lesson4", smoke=False)
+    for _, _, changes in recipe.ARMS:
+        cfg = recipe.arm_config(changes, 3_000_000)
+        assert cfg.steps == 3_000_000 // lesson.tokens_per_step and cfg.budget_seconds is None
+        differ = {k for k, v in cfg.to_dict().items() if v != lesson.to_dict()[k]}
+        assert differ - {"steps", "budget_seconds", "warmup_steps", "eval_every", "save_every"} == set(changes)
+
+
+def test_the_table_averages_the_seeds_beside_the_recipe():
+    result = {"runs": [_run("recipe", 0, 0.20, 0.15), _run("recipe", 1, 0.24, 0.17),
+                       _run("lr 1e-3", 0, 0.14, 0.12), _run("lr 1e-3", 1, 0.16, 0.12)]}
+    arms = recipe.by_arm(result)
+    assert list(arms) == ["recipe", "lr 1e-3"] and arms["recipe"]["tokens"] == [0.20, 0.24]
+    table = recipe.table(result)
+    assert "| recipe | 22.0% (20.0–24.0) | +0.0 | — | 16.0% (15.0–17.0) | +0.0 |" in table
+    p = recipe.welch_p([0.14, 0.16], [0.20, 0.24])
+    assert 0 < p < 0.2
+    assert f"| lr 1e-3 | 15.0% (14.0–16.0) | -7.0 | {p:.2g} | 12.0% (12.0–12.0) | -4.0 |" in table
+
+
+def test_the_committed_measurements_cover_every_arm_and_seed():
+    if not RESULTS.exists():
+        pytest.skip("results/recipe not committed yet")
+    result = json.loads(RESULTS.read_text())
+    done = {(r["arm"], r["seed"]) for r in result["runs"]}
+    assert done == {(name, seed) for name, _, _ in recipe.ARMS for seed in result["seeds"]}
+    assert len(result["seeds"]) >= 2 and result["tokens"] == recipe.BUDGET_TOKENS
+    for r in result["runs"]:  # each run's change is the arm's, as ARMS states it now
+        changes = dict((name, c) for name, _, c in recipe.ARMS)[r["arm"]]
+        assert r["fields"] == {k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
