@@ -64,6 +64,13 @@ def test_committed_pretraining_value_results_are_consistent():
         assert len(arms[name]["runs"]) >= 5
     assert r["topics"]["tests"]["pretrained vs random init"]["difference"] == pytest.approx(
         arms["pretrained"]["mean"] - arms["random init"]["mean"])
+    curve = r["topics_by_labels"]["per_class"]
+    assert [int(n) for n in curve] == list(downstream.CURVE_LABELS)
+    for point in curve.values():
+        for name in ("majority", "bag of words", "random init", "pretrained"):
+            assert len(point["arms"][name]["runs"]) >= 5
+        assert point["tests"]["pretrained vs bag of words"]["difference"] == pytest.approx(
+            point["arms"]["pretrained"]["mean"] - point["arms"]["bag of words"]["mean"])
 
 
 def _fake_run(folder, name, accuracy):
@@ -137,3 +144,17 @@ def test_export_writes_what_load_course_model_reads(tmp_path, monkeypatch):
     with torch.no_grad():
         assert torch.allclose(model(ids).logits, run.model.float().eval()(ids).logits, atol=2e-2)
     assert loaded_tok.sha256 == tok.sha256
+
+
+def test_the_value_table_puts_the_model_beside_its_baselines():
+    def arm(mean, std):
+        return {"mean": mean, "std": std, "runs": [mean]}
+
+    task = {"task": "BBC topics, 20 labelled documents per class, 125 held-out test documents",
+            "arms": {"majority": arm(0.328, 0), "bag of words": arm(0.9, 0.02), "random init": arm(0.6, 0.05),
+                     "pretrained": arm(0.88, 0.03)},
+            "tests": {"pretrained vs random init": {"difference": 0.28, "p_two_sided": 1e-4},
+                      "pretrained vs bag of words": {"difference": -0.02, "p_two_sided": 0.3}}}
+    table = downstream.markdown_table({"topics": task})
+    assert table.splitlines()[2] == ("| BBC topics, 20 labelled documents per class | 32.8 ± 0.0 | 90.0 ± 2.0 | "
+                                     "60.0 ± 5.0 | 88.0 ± 3.0 | +28.0, p = 0.0001 | -2.0, p = 0.3 |")

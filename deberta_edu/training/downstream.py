@@ -10,6 +10,9 @@ documents (one draw per seed) and is scored on the same held-out test set:
     random init     the same architecture with freshly drawn weights, frozen features + linear probe
     pretrained      the trained encoder, frozen features + the same linear probe
 
+The topics are also run at 2 to 50 labels per class (``topic_curve``): pretrained features beat
+counting words when labels are few, and counting words catches up as they grow.
+
 Features are the encoder's last hidden states, mean-pooled over the real tokens of a document (long
 documents are read in chunks of ``max_length``). The probe is multinomial logistic regression with an L2
 penalty on standardized features, fitted by L-BFGS: deterministic, so its variance is the labels' draw.
@@ -150,6 +153,22 @@ def compare_arms(draw: Callable[[int], tuple[list[str], list[int]]], test: tuple
 # ----------------------------------------------------------------------------- the committed experiment
 
 
+CURVE_LABELS = (2, 5, 10, 20, 50)  # labelled documents per class
+
+
+def topic_curve(model, tokenizer, per_class=CURVE_LABELS, seeds=range(10), progress=print) -> dict:
+    """The topic experiment at each number of labels per class: where pretraining pays and where it stops."""
+    out = {}
+    for n in per_class:
+        def tell(line, n=n):
+            progress(f"{n} per class, {line}")
+
+        r = topic_experiment(model, tokenizer, seeds, n, progress=tell)
+        out[str(n)] = {"arms": r["arms"], "tests": r["tests"]}
+    labels = ", ".join(map(str, per_class))
+    return {"task": f"BBC topics, {labels} labelled documents per class, {len(seeds)} draws each", "per_class": out}
+
+
 def topic_experiment(model, tokenizer, seeds=range(5), per_class: int = 20, progress=print) -> dict:
     """BBC topics with ``per_class`` labels per class: the trained encoder against random init and baselines."""
     from deberta_edu.data.topics import few_labels, load_topics
@@ -200,6 +219,24 @@ def sentiment_experiment(model, tokenizer, seeds=range(5), train_size: int = 500
                 "pretrained vs bag of words": welch(arms["pretrained"]["runs"], arms["bag of words"]["runs"])}}
 
 
+def markdown_table(result: dict) -> str:
+    """Both tasks of a results.json as one markdown table: each arm's accuracy (%, mean ± std over seeds),
+    and the pretrained arm's difference in points from random init and from bag of words (Welch p)."""
+    rows = ["| task | majority | bag of words | random init | pretrained | vs random init | vs bag of words |",
+            "|---|---|---|---|---|---|---|"]
+    for key in ("topics", "sentiment"):
+        if key not in result:
+            continue
+        arms, tests = result[key]["arms"], result[key]["tests"]
+        cells = [f"{100 * arms[a]['mean']:.1f} ± {100 * arms[a]['std']:.1f}"
+                 for a in ("majority", "bag of words", "random init", "pretrained")]
+        cells += [f"{100 * t['difference']:+.1f}, p = {t['p_two_sided']:.2g}"
+                  for t in (tests["pretrained vs random init"], tests["pretrained vs bag of words"])]
+        task = ", ".join(result[key]["task"].split(", ")[:2])  # what and how many labels
+        rows.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> None:
     """python -m deberta_edu.training.downstream [--out DIR]: the course model's value, as results.json."""
     import argparse
@@ -213,6 +250,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="results/pretraining-value")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--skip-sentiment", action="store_true")
+    p.add_argument("--skip-curve", action="store_true", help="skip the topics at 2 ... 50 labels per class")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     model, tokenizer = load_course_model()
@@ -223,6 +261,8 @@ def main(argv=None) -> None:
               "topics": topic_experiment(model, tokenizer, range(args.seeds))}
     if not args.skip_sentiment:
         result["sentiment"] = sentiment_experiment(model, tokenizer, range(args.seeds))
+    if not args.skip_curve:
+        result["topics_by_labels"] = topic_curve(model, tokenizer, seeds=range(2 * args.seeds))
     result["wall_time_s"] = round(time.time() - start)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "results.json").write_text(json.dumps(result, indent=2) + "\n")
