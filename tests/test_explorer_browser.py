@@ -220,6 +220,8 @@ def test_checkpoint_label_names_no_path_of_this_machine(tmp_path, monkeypatch):
     other.mkdir(parents=True)
     (other / "train_config.json").write_text(json.dumps({**run, "name": "ablation"}))
     assert checkpoint_label(other) == "trained checkpoint: my-run (ablation, tiny deberta, 400 steps on bbc)"
+    (lesson / "train_config.json").write_text(json.dumps({**run, "steps": 100_000, "budget_seconds": 150.0}))
+    assert checkpoint_label(lesson) == "trained checkpoint: lesson 4 (tiny deberta, 150 s of training on bbc)"
     (other / "train_config.json").write_text("{not json")
     model = DebertaModel(make_config("tiny", vocab_size=24))
     assert checkpoint_label(other, model) == "trained checkpoint: my-run (2 layers, 2 heads, hidden size 128)"

@@ -225,7 +225,9 @@ def checkpoint_label(folder: str | Path, model=None) -> str:
     if isinstance(run, dict) and run.get("steps"):
         name = run.get("name") if run.get("name") not in (None, folder.name) else None  # a run of another name
         what = " ".join(str(run[k]) for k in ("size", "variant") if run.get(k))
-        steps = f"{run['steps']} steps" + (f" on {run['source']}" if run.get("source") else "")
+        budget = run.get("budget_seconds")  # a clock budget: steps is then only a cap
+        steps = (f"{budget:.0f} s of training" if budget else f"{run['steps']} steps") + (
+            f" on {run['source']}" if run.get("source") else "")
         details = ", ".join(str(part) for part in (name, what, steps) if part)
     elif model is not None and hasattr(model, "config"):
         c = model.config
