@@ -74,10 +74,10 @@ def test_naive_equals_fast_with_log_buckets():
 
 @pytest.mark.parametrize("L,k,buckets", [(16, 64, -1), (32, 128, 64), (48, 512, 256)])
 def test_banded_path_equals_naive(L, k, buckets):
-    """Short sequences (δ a shift): c2p and p2c through `banded`, the softmax through baddbmm in training."""
+    """Short sequences (δ a shift): c2p and p2c through `banded`, in training (the bias needs a gradient)."""
     config, attn, rel, table, hidden = _setup(LAYOUTS[0], ("c2c", "c2p", "p2c"), k=k, buckets=buckets, L=L)
     assert rel.shifted and banded_block(L), "this test must exercise the banded path"
-    attn.train()  # dropout 0: the bias needs a gradient, so the CPU path is baddbmm, not SDPA
+    attn.train()  # dropout 0: the fast path with a bias that needs a gradient
     keep = torch.ones(2, L, dtype=torch.bool)
     ctx = attn(hidden, keep, rel)
     with torch.no_grad():

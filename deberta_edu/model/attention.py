@@ -225,7 +225,9 @@ class DisentangledSelfAttention(nn.Module):
             # check would wait for the device, and the pass is cheap there)
             if keep.device.type != "cpu" or not keep.all():
                 bias = (q.new_zeros(()) if bias is None else bias).masked_fill(~keep, masked)
-            context = self.attend(q, k, v, bias)
+            context = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale
+            )
             details = None
         context = context.transpose(1, 2).flatten(-2)  # (B, L, H·d)
         return (context, details) if return_details else context
@@ -247,22 +249,6 @@ class DisentangledSelfAttention(nn.Module):
         for term in self.term_scores(q, k, pos_q, pos_k, rel.index, terms, rel.shifted).values():
             bias = term if bias is None else bias + term
         return bias
-
-    def attend(self, q, k, v, bias):
-        """softmax(Q^c K^c^T · scale + bias) V^c, dropout on the probabilities: (B, H, L, d).
-
-        scaled_dot_product_attention, except on a CPU when the bias needs a gradient: there torch runs
-        its unfused math, and one baddbmm, which adds the bias inside the product, is faster (bench).
-        """
-        p = self.dropout.p if self.training else 0.0
-        if q.device.type != "cpu" or bias is None or not bias.requires_grad:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=self.scale)
-        B, H, L, d = q.shape
-        keys = k.reshape(B * H, -1, d).transpose(1, 2)
-        scores = torch.baddbmm(bias.expand(B, H, L, -1).reshape(B * H, L, -1), q.reshape(B * H, L, d), keys,
-                               alpha=self.scale)
-        probs = F.dropout(torch.softmax(scores, dim=-1), p, training=p > 0)
-        return (probs @ v.reshape(B * H, -1, d)).view(B, H, L, d)
 
     def projection_weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
         """(weight, bias) of W_q, W_k, W_v, W_{q,r}, W_{k,r} as plain matrices (for the naive version)."""
