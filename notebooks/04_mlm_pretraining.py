@@ -319,6 +319,9 @@ assert max(g.probs[0] for g in before) < 0.01  # no opinions yet: about 1/8000 f
 #   a learning rate of 2·10⁻³ for batches of 32 rows;
 # - **token masking**: 15% of the pieces, one by one, by the 80/10/10 rule (the paper adds span masking);
 # - the MLM head and the EMD run on the masked tokens only (the same loss, a faster step).
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
+# ### The run
 #
 # Every step draws fresh masks for a batch of rows; every `eval_every` steps the model is scored on the same
 # masked held-out rows. The progress bar shows the loss, the speed and the last held-out loss; the plot under
