@@ -190,7 +190,7 @@ def train_probe(
     vocab_size: int,
     steps: int,
     batch_size: int = 32,
-    lr: float = 3e-3,
+    lr: float = 2e-3,  # at 3e-3 the EMD probe's seed 0 stayed at chance on some CPUs (1e-7 rounding decides)
     seed: int = 0,
     test: ProbeBatch | None = None,
     make_batch: BatchMaker = probe_batch,
