@@ -243,3 +243,15 @@ def test_built_pages_reference_nothing_external(folder):
         pytest.skip(f"book/_build/{folder} is not built (`make book`, `make slides`)")
     problems = build_book.external_resources(site)
     assert not problems, "\n".join(problems[:30])
+
+
+def test_markdown_tables_that_lessons_display_are_tables_on_the_site():
+    """A lesson's display(Markdown(table)) must reach the page as a <table>, not a paragraph of bars."""
+    assert _config()["sphinx"]["config"]["nb_render_markdown_format"] == "myst"
+    page = BOOK / "_build" / "html" / "lessons" / "04_mlm_pretraining.html"
+    if not page.exists():
+        pytest.skip("book/_build/html is not built (`make book`)")
+    html = page.read_text()
+    assert "| task | encoder |" not in html  # the downstream table, unrendered
+    tables = re.findall(r"<table.*?</table>", html, re.DOTALL)
+    assert any("fine-tuned" in t and "bag of words" in t for t in tables)
