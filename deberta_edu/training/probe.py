@@ -190,7 +190,7 @@ def train_probe(
     vocab_size: int,
     steps: int,
     batch_size: int = 32,
-    lr: float = 2e-3,  # at 3e-3 the EMD probe's seed 0 stayed at chance on some CPUs (1e-7 rounding decides)
+    lr: float = 3e-3,
     seed: int = 0,
     test: ProbeBatch | None = None,
     make_batch: BatchMaker = probe_batch,
@@ -252,10 +252,13 @@ def probe_table(
     steps: int,
     seeds: Sequence[int] = (0, 1),
     n_test: int = 2000,
+    lr: float = 2e-3,
 ) -> ProbeTable:
     """Train a probe for every setting × model × seed (same data and steps for all); score it on held-out windows.
 
-    Each setting is scored on its own ``held_out`` windows; chance is their majority rate.
+    Each setting is scored on its own ``held_out`` windows; chance is their majority rate. The rate: 1e-3, 2e-3
+    and 5e-3 solve all six seeds of every model in 100 and 120 steps; at 3e-3 the EMD's seed 0 stays at chance
+    on some CPUs (1e-7 rounding decides).
     """
     accuracy: dict[str, dict[str, list[float]]] = {}
     chance = {}
@@ -264,7 +267,7 @@ def probe_table(
         chance[setting] = majority_rate(test.label)
         accuracy[setting] = {
             model: [
-                train_probe(variant, task, vocab_size=vocab_size, steps=steps, seed=s, test=test).accuracy
+                train_probe(variant, task, vocab_size=vocab_size, steps=steps, lr=lr, seed=s, test=test).accuracy
                 for s in seeds
             ]
             for model, variant in variants.items()
