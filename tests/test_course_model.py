@@ -152,6 +152,8 @@ def test_export_writes_what_load_course_model_reads(tmp_path, monkeypatch):
 
 
 def test_fine_tuning_learns_from_the_labels_and_leaves_the_model_alone():
+    import random
+
     from deberta_edu.model.config import DebertaConfig
     from deberta_edu.model.emd import DebertaForMaskedLM
 
@@ -161,7 +163,7 @@ def test_fine_tuning_learns_from_the_labels_and_leaves_the_model_alone():
                                              num_attention_heads=2, intermediate_size=64)).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     words = (["goal", "match", "striker", "coach", "league"], ["shares", "bank", "profit", "market", "firm"])
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     texts = [" ".join(rng.choice(words[i % 2]) for _ in range(12)) for i in range(80)]
     y = [i % 2 for i in range(80)]
     recipe = downstream.FinetuneRecipe(lr=1e-3, epochs=4, max_length=8)  # chunks of 6 words: several per text

@@ -16,6 +16,8 @@ from torch import nn
 
 from deberta_edu.facts import encode_pair
 
+from .finetune import collate
+
 
 def chunk_rows(tokenizer, texts: Sequence[str], max_length: int = 128,
                max_chunks: int = 4) -> tuple[list[list[int]], list[int]]:
@@ -28,14 +30,6 @@ def chunk_rows(tokenizer, texts: Sequence[str], max_length: int = 128,
             rows.append(encode_pair(ids[start:start + step]))
             owner.append(n)
     return rows, owner
-
-
-def pad(rows: Sequence[Sequence[int]]) -> torch.Tensor:
-    """(B, longest) ids, padded with PAD_ID = 0 (the attention mask is ``ids != 0``)."""
-    ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r)
-    return ids
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -54,8 +48,7 @@ def document_features(model, tokenizer, texts: Sequence[str], max_length: int = 
     counts = torch.zeros(len(texts), 1)
     owner_t = torch.tensor(owner)
     for b in range(0, len(rows), batch_size):
-        ids = pad(rows[b:b + batch_size])
-        mask = (ids != 0).long()
+        ids, mask = collate(rows[b:b + batch_size])
         hidden = encoder(ids, attention_mask=mask).last_hidden_state  # (B, L, H)
         who = owner_t[b:b + batch_size]
         sums.index_add_(0, who, (hidden * mask[..., None]).sum(1))
@@ -74,8 +67,7 @@ class MeanPoolClassifier(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        mask = (ids != 0).long()
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.head(mean_pool(self.encoder(ids, attention_mask=mask).last_hidden_state, mask))
 
 
@@ -117,7 +109,7 @@ def finetuned_accuracy(model, tokenizer, train_texts: Sequence[str], train_y: Se
     clf.train()
     for _ in range(recipe.epochs):
         for batch in torch.randperm(len(rows), generator=order).split(recipe.batch_size):
-            loss = nn.functional.cross_entropy(clf(pad([rows[k] for k in batch])), y[batch])
+            loss = nn.functional.cross_entropy(clf(*collate([rows[k] for k in batch])), y[batch])
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(clf.parameters(), recipe.max_grad_norm)
@@ -128,6 +120,6 @@ def finetuned_accuracy(model, tokenizer, train_texts: Sequence[str], train_y: Se
     scores = torch.zeros(len(test_texts), classes)
     with torch.no_grad():
         for b in range(0, len(rows), 64):
-            logp = torch.log_softmax(clf(pad(rows[b:b + 64])), -1)
+            logp = torch.log_softmax(clf(*collate(rows[b:b + 64])), -1)
             scores.index_add_(0, torch.tensor(owner[b:b + 64]), logp)
     return (scores.argmax(1) == torch.as_tensor(list(test_y))).float().mean().item()
