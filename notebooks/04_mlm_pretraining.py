@@ -564,7 +564,7 @@ course_fill
 from deberta_edu.training.downstream import markdown_table  # noqa: E402
 
 value = json.loads((COURSE_DIR.parent / "pretraining-value" / "results.json").read_text())
-display(Markdown(markdown_table(value)))
+display(Markdown(f"{value['model']}; test accuracy (%), mean ± std over the draws\n\n" + markdown_table(value)))
 topics, sentiment = value["topics"], value["sentiment"]
 vs_random = topics["tests"]["pretrained vs random init"]
 assert vs_random["difference"] >= 0.25 and vs_random["p_two_sided"] < 0.01  # frozen: "+25 points or more"

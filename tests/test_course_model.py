@@ -185,12 +185,12 @@ def test_the_value_table_puts_the_model_beside_its_baselines():
             "tests": {"pretrained vs random init": {"difference": 0.28, "p_two_sided": 1e-4},
                       "pretrained vs bag of words": {"difference": -0.02, "p_two_sided": 0.3}}}
     table = downstream.markdown_table({"topics": task})
-    assert table.splitlines()[2] == ("| BBC topics, 20 labelled documents per class | frozen | 32.8 ± 0.0 | "
+    assert table.splitlines()[2] == ("| BBC topics, 20 labelled documents per class, 1 draw | frozen | 32.8 ± 0.0 | "
                                      "90.0 ± 2.0 | 60.0 ± 5.0 | 88.0 ± 3.0 | +28.0, p = 0.0001 | -2.0, p = 0.3 |")
     assert len(table.splitlines()) == 3  # no fine-tuned arms, no fine-tuned row
     task["arms"] |= {"pretrained, fine-tuned": arm(0.94, 0.01), "random init, fine-tuned": arm(0.83, 0.05)}
     task["tests"] |= {"fine-tuned: pretrained vs random init": {"difference": 0.11, "p_two_sided": 6e-5},
                       "fine-tuned: pretrained vs bag of words": {"difference": 0.04, "p_two_sided": 0.001}}
     assert downstream.markdown_table({"topics": task}).splitlines()[3] == (
-        "| BBC topics, 20 labelled documents per class | fine-tuned | 32.8 ± 0.0 | 90.0 ± 2.0 | 83.0 ± 5.0 | "
+        "| BBC topics, 20 labelled documents per class, 1 draw | fine-tuned | 32.8 ± 0.0 | 90.0 ± 2.0 | 83.0 ± 5.0 | "
         "94.0 ± 1.0 | +11.0, p = 6e-05 | +4.0, p = 0.001 |")

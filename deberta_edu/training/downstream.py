@@ -209,8 +209,8 @@ def sentiment_experiment(model, tokenizer, seeds=range(5), train_size: int = 500
 
 def markdown_table(result: dict) -> str:
     """The tasks of a results.json as one markdown table, a row per task and encoder use (frozen features +
-    probe; fine-tuned, where the task has those arms): each arm's accuracy (%, mean ± std over seeds), and the
-    pretrained arm's difference in points from random init and from bag of words (Welch p)."""
+    probe; fine-tuned, where the task has those arms; with its number of draws): each arm's accuracy (%, mean ±
+    std over the draws), and the pretrained arm's difference in points from random init and from bag of words (Welch p)."""
     rows = ["| task | encoder | majority | bag of words | random init | pretrained | vs random init | vs bag of words |",
             "|---|---|---|---|---|---|---|---|"]
     for key in ("topics", "sentiment"):
@@ -225,7 +225,8 @@ def markdown_table(result: dict) -> str:
                      for a in ("majority", "bag of words", f"random init{suffix}", f"pretrained{suffix}")]
             cells += [f"{100 * t['difference']:+.1f}, p = {t['p_two_sided']:.2g}"
                       for t in (tests[f"{prefix}pretrained vs random init"], tests[f"{prefix}pretrained vs bag of words"])]
-            rows.append(f"| {task} | {use} | " + " | ".join(cells) + " |")
+            draws = len(arms[f"pretrained{suffix}"]["runs"])
+            rows.append(f"| {task}, {draws} draw{'s' * (draws != 1)} | {use} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
