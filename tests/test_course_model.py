@@ -49,6 +49,10 @@ def test_the_probe_and_the_baselines_can_tell_classes_apart_or_not():
     texts = ["goal match striker"] * 5 + ["shares bank profit"] * 5
     labels = [0] * 5 + [1] * 5
     assert downstream.naive_bayes(texts, labels, ["the striker scored", "bank shares fell"], [0, 1]) == 1.0
+    assert downstream.tfidf_logistic(texts, labels, ["the striker scored", "bank shares fell"], [0, 1]) == 1.0
+    shared = [t + " the news" for t in texts]  # words in every document weigh least (idf), yet count
+    assert downstream.tfidf_logistic(shared, labels, ["the news the news striker", "the news profit"], [0, 1]) == 1.0
+    assert downstream.tfidf_logistic(texts, labels, ["nothing known here"] * 2, [0, 1]) == 0.5  # no known word: one class
     assert downstream.majority([0, 0, 1]) == pytest.approx(2 / 3)
     t = downstream.welch([0.9, 0.91, 0.92], [0.5, 0.52, 0.49])
     assert t["difference"] > 0.3 and t["p_greater"] < 0.01
@@ -60,22 +64,24 @@ def test_committed_pretraining_value_results_are_consistent():
         pytest.skip("results/pretraining-value not committed yet")
     r = json.loads(path.read_text())
     arms = r["topics"]["arms"]
-    for name in ("majority", "bag of words", "random init", "pretrained"):
+    for name in ("majority", "bag of words", "tf-idf logistic", "random init", "pretrained"):
         assert len(arms[name]["runs"]) >= 5
     assert r["topics"]["tests"]["pretrained vs random init"]["difference"] == pytest.approx(
         arms["pretrained"]["mean"] - arms["random init"]["mean"])
     for name in ("pretrained, fine-tuned", "random init, fine-tuned"):  # both networks tuned on every draw
         assert len(arms[name]["runs"]) == len(arms["pretrained"]["runs"])
-    assert r["topics"]["tests"]["fine-tuned: pretrained vs bag of words"]["difference"] == pytest.approx(
-        arms["pretrained, fine-tuned"]["mean"] - arms["bag of words"]["mean"])
+    for baseline in ("bag of words", "tf-idf logistic"):
+        assert r["topics"]["tests"][f"fine-tuned: pretrained vs {baseline}"]["difference"] == pytest.approx(
+            arms["pretrained, fine-tuned"]["mean"] - arms[baseline]["mean"])
     assert r["finetune"]["lr"] == downstream.FinetuneRecipe().lr  # the recipe the code runs is the one recorded
     curve = r["topics_by_labels"]["per_class"]
     assert [int(n) for n in curve] == list(downstream.CURVE_LABELS)
     for point in curve.values():
-        for name in ("majority", "bag of words", "random init", "pretrained"):
+        for name in ("majority", "bag of words", "tf-idf logistic", "random init", "pretrained"):
             assert len(point["arms"][name]["runs"]) >= 5
-        assert point["tests"]["pretrained vs bag of words"]["difference"] == pytest.approx(
-            point["arms"]["pretrained"]["mean"] - point["arms"]["bag of words"]["mean"])
+        for baseline in ("bag of words", "tf-idf logistic"):
+            assert point["tests"][f"pretrained vs {baseline}"]["difference"] == pytest.approx(
+                point["arms"]["pretrained"]["mean"] - point["arms"][baseline]["mean"])
 
 
 def _fake_run(folder, name, accuracy):
@@ -180,17 +186,20 @@ def test_the_value_table_puts_the_model_beside_its_baselines():
         return {"mean": mean, "std": std, "runs": [mean]}
 
     task = {"task": "BBC topics, 20 labelled documents per class, 125 held-out test documents",
-            "arms": {"majority": arm(0.328, 0), "bag of words": arm(0.9, 0.02), "random init": arm(0.6, 0.05),
-                     "pretrained": arm(0.88, 0.03)},
+            "arms": {"majority": arm(0.328, 0), "bag of words": arm(0.9, 0.02), "tf-idf logistic": arm(0.94, 0.015),
+                     "random init": arm(0.6, 0.05), "pretrained": arm(0.88, 0.03)},
             "tests": {"pretrained vs random init": {"difference": 0.28, "p_two_sided": 1e-4},
-                      "pretrained vs bag of words": {"difference": -0.02, "p_two_sided": 0.3}}}
+                      "pretrained vs bag of words": {"difference": -0.02, "p_two_sided": 0.3},
+                      "pretrained vs tf-idf logistic": {"difference": -0.06, "p_two_sided": 2e-5}}}
     table = downstream.markdown_table({"topics": task})
-    assert table.splitlines()[2] == ("| BBC topics, 20 labelled documents per class, 1 draw | frozen | 32.8 ± 0.0 | "
-                                     "90.0 ± 2.0 | 60.0 ± 5.0 | 88.0 ± 3.0 | +28.0, p = 0.0001 | -2.0, p = 0.3 |")
+    assert table.splitlines()[2] == (
+        "| BBC topics, 20 labelled documents per class, 1 draw | frozen | 32.8 ± 0.0 | 90.0 ± 2.0 | 94.0 ± 1.5 | "
+        "60.0 ± 5.0 | 88.0 ± 3.0 | +28.0, p = 0.0001 | -2.0, p = 0.3 | -6.0, p = 2e-05 |")
     assert len(table.splitlines()) == 3  # no fine-tuned arms, no fine-tuned row
     task["arms"] |= {"pretrained, fine-tuned": arm(0.94, 0.01), "random init, fine-tuned": arm(0.83, 0.05)}
     task["tests"] |= {"fine-tuned: pretrained vs random init": {"difference": 0.11, "p_two_sided": 6e-5},
-                      "fine-tuned: pretrained vs bag of words": {"difference": 0.04, "p_two_sided": 0.001}}
+                      "fine-tuned: pretrained vs bag of words": {"difference": 0.04, "p_two_sided": 0.001},
+                      "fine-tuned: pretrained vs tf-idf logistic": {"difference": 0.0, "p_two_sided": 0.9}}
     assert downstream.markdown_table({"topics": task}).splitlines()[3] == (
-        "| BBC topics, 20 labelled documents per class, 1 draw | fine-tuned | 32.8 ± 0.0 | 90.0 ± 2.0 | 83.0 ± 5.0 | "
-        "94.0 ± 1.0 | +11.0, p = 6e-05 | +4.0, p = 0.001 |")
+        "| BBC topics, 20 labelled documents per class, 1 draw | fine-tuned | 32.8 ± 0.0 | 90.0 ± 2.0 | 94.0 ± 1.5 | "
+        "83.0 ± 5.0 | 94.0 ± 1.0 | +11.0, p = 6e-05 | +4.0, p = 0.001 | +0.0, p = 0.9 |")
