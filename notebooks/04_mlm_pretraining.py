@@ -616,7 +616,9 @@ for arm, style in (("pretrained", "o-"), ("tf-idf logistic", "d-."), ("bag of wo
 ax.set(xscale="log", xticks=labels, xticklabels=labels, xlabel="labelled documents per class",
        ylabel="test accuracy (%)", title=f"BBC topics, frozen course model: mean ± std over "
        f"{len(curve[str(labels[0])]['arms']['pretrained']['runs'])} draws")
-ax.legend(fontsize=8)
+ax.minorticks_off()  # a log axis would label 3, 4, 6 ... as powers of ten
+ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+fig.tight_layout()
 for n in curve:
     t = curve[n]["tests"]
     print(f"{n:>2} per class: pretrained − naive Bayes {100 * t['pretrained vs bag of words']['difference']:+5.1f} "

@@ -254,4 +254,4 @@ def test_markdown_tables_that_lessons_display_are_tables_on_the_site():
     html = page.read_text()
     assert "| task | encoder |" not in html  # the downstream table, unrendered
     tables = re.findall(r"<table.*?</table>", html, re.DOTALL)
-    assert any("fine-tuned" in t and "bag of words" in t for t in tables)
+    assert any("fine-tuned" in t and "naive Bayes" in t and "tf-idf logistic" in t for t in tables)
