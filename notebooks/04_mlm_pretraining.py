@@ -37,6 +37,7 @@
 # %%
 import json
 import math
+import textwrap
 import time
 
 import torch
@@ -580,9 +581,9 @@ tuned_tfidf = test["fine-tuned: pretrained vs tf-idf logistic"]
 assert abs(tuned_tfidf["difference"]) < 0.02 and tuned_tfidf["p_two_sided"] > 0.05  # fine-tuned: level with tf-idf
 tuned_random = test["fine-tuned: pretrained vs random init"]
 assert 0.05 < tuned_random["difference"] < vs_random["difference"] and tuned_random["p_two_sided"] < 0.01
-arm = {name: a["mean"] for name, a in topics["arms"].items()}
-random_gain = arm["random init, fine-tuned"] - arm["random init"]
-assert random_gain > 0.1 and random_gain > 2 * (arm["pretrained, fine-tuned"] - arm["pretrained"])
+topic_mean = {name: a["mean"] for name, a in topics["arms"].items()}
+random_gain = topic_mean["random init, fine-tuned"] - topic_mean["random init"]
+assert random_gain > 0.1 and random_gain > 2 * (topic_mean["pretrained, fine-tuned"] - topic_mean["pretrained"])
 # fine-tuning rescues random weights far more than it adds to pretrained ones
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
@@ -607,17 +608,18 @@ assert random_gain > 0.1 and random_gain > 2 * (arm["pretrained, fine-tuned"] - 
 curve = value["topics_by_labels"]["per_class"]
 labels = [int(n) for n in curve]
 fig, ax = subplots(figsize=(6.4, 3.6))
-for arm, style in (("pretrained", "o-"), ("tf-idf logistic", "d-."), ("bag of words", "s--"), ("random init", "^:"),
-                   ("majority", "-")):
+for arm, name, style in (("pretrained", "pretrained", "o-"), ("tf-idf logistic", "tf-idf logistic", "d-."),
+                         ("bag of words", "naive Bayes", "s--"), ("random init", "random init", "^:"),
+                         ("majority", "majority", "-")):
     means = [100 * curve[n]["arms"][arm]["mean"] for n in curve]
     stds = [100 * curve[n]["arms"][arm]["std"] for n in curve]
-    ax.errorbar(labels, means, yerr=stds, fmt=style, capsize=3,
-                label={"bag of words": "naive Bayes", "tf-idf logistic": "tf-idf logistic"}.get(arm, arm))
+    ax.errorbar(labels, means, yerr=stds, fmt=style, capsize=3, label=name)
 ax.set(xscale="log", xticks=labels, xticklabels=labels, xlabel="labelled documents per class",
        ylabel="test accuracy (%)", title=f"BBC topics, frozen course model: mean ± std over "
        f"{len(curve[str(labels[0])]['arms']['pretrained']['runs'])} draws")
 ax.minorticks_off()  # a log axis would label 3, 4, 6 ... as powers of ten
 ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+fig.suptitle(textwrap.fill(value["model"], 100), fontsize=7)  # which model drew it
 fig.tight_layout()
 for n in curve:
     t = curve[n]["tests"]
