@@ -32,7 +32,8 @@
 #    curve, and see what each choice of the recipe buys,
 # 4. ask the model to fill in blanks **before and after** training, and measure held-out accuracy and perplexity.
 #
-# The model saved at the end is the one lessons 2, 3 and 5 load.
+# The model saved at the end is yours: lessons 2 and 5 show it in place of the committed course model once it
+# scores better on held-out text (150 seconds do not get there; the course model had 83 minutes).
 
 # %%
 import json
@@ -336,7 +337,7 @@ print(
     f"{'whole-word spans' if cfg.whole_word_masking else 'token masking'}"
 )
 
-out_dir = lesson_checkpoint("lesson4")  # where lessons 2, 3 and 5 look for the pretrained model
+out_dir = lesson_checkpoint("lesson4")  # where lessons 2 and 5 look for a model better than the course model
 saved = out_dir / "train_config.json"
 if SMOKE and saved.exists() and json.loads(saved.read_text()).get("name") == "lesson4":
     out_dir = lesson_checkpoint("lesson4-smoke")  # a quick CI run never replaces a full-size model
@@ -406,9 +407,13 @@ print(
 )
 if not SMOKE:  # the full run beats it; the seconds of a smoke run do not, yet
     assert last["val_loss"] < unigram_loss
+run_label = (f"this page's run{' (SMOKE size: a test that the code runs, not a result)' if SMOKE else ''}: "
+             f"{tokens:,} tokens, held-out masked-token accuracy {last['val_accuracy']:.1%}")
 
 # %%
-plot_training(result)
+training_figure = plot_training(result)
+training_figure.suptitle(run_label, fontsize=10)
+training_figure
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Fill in the blanks, after training
@@ -426,7 +431,10 @@ contexts = [  # the words around each [MASK], to label the rows
     for ids, labels in examples
     for t in (labels != -100).nonzero().flatten().tolist()
 ]
-viz.plot_fill_mask({"before training": before, "after training": after}, contexts, tokenizer.vocab_size)
+fill_figure = viz.plot_fill_mask({"before training": before, "after training": after}, contexts,
+                                tokenizer.vocab_size)
+fill_figure.suptitle(run_label, fontsize=10)
+fill_figure
 
 # %% slideshow={"slide_type": "skip"}
 if SMOKE:
@@ -442,7 +450,8 @@ else:
 # Be honest about what 150 seconds buy. At full size on two cores the run sees about 3.7 million tokens (the
 # clock is the budget, so a slower machine sees fewer), and the model learns **what is frequent** — its loss
 # goes from an even guess to well below the unigram model's — and **some of the context**: about one masked
-# token in four or five comes back first (24% on the held-out rows, on the machine that wrote this page).
+# token in four or five comes back first (24.4% on the held-out rows in our full-size run of this lesson on
+# two cores; the recipe's three seeds in results/recipe/ average 22.6%).
 # Small, frequent words such as "the" and "of" come back at the top, and so does "years" after "10"; but
 # "Minister" after "Prime" is still far down the list, and so are "month" and "rates": content words need
 # far more text and steps. The paper's smallest setting, the last column of Table 8 (the base models of its
@@ -528,7 +537,7 @@ print(guess_table({"before": course_before, "after": course_after}))
 ranks_before = [g.answer_rank for g in course_before]
 ranks_after = [g.answer_rank for g in course_after]
 print("rank of the answer, before:", ranks_before, " after:", ranks_after)
-assert sum(r <= 5 for r in ranks_after) >= 6 and sum(r <= 5 for r in ranks_before) == 0  # 6 of 8 in the top 5
+assert sum(r <= 5 for r in ranks_after) >= 7 and sum(r <= 5 for r in ranks_before) == 0  # 7 of 8 in the top 5
 assert max(r for r in ranks_after) < min(r for r in ranks_before)  # every answer moved up, past every start
 after_by_word = {g.answer.lstrip("▁"): g for g in course_after}
 assert after_by_word["Blair"].answer_rank == 1 and after_by_word["Blair"].answer_prob > 0.85  # the text below
@@ -791,6 +800,7 @@ exercises.check_never_masked(my_answers, tokenizer)
 #   budget, no dropout, token masking): the held-out loss falls from ln 8000 ≈ 9 (an even guess) to below a
 #   unigram model's, and about one masked token in five comes back first. Each choice of the recipe was
 #   measured one at a time; at this budget the learning rate matters most, and seed noise hides the rest.
-# - The same recipe for 83 minutes, the course model: 44.5% held-out accuracy, and frozen features that beat
-#   counting words on topic classification when labels are few (2–10 per class), tie at 20 and lose at 50.
-# - The model is saved where lessons 2, 3 and 5 look for it; they use it if it beats the course model.
+# - The same recipe for 83 minutes, the course model: 44.5% held-out accuracy, and frozen features far better
+#   than random weights on topic classification. Against counting words they beat Naive Bayes when labels are
+#   few (2–10 per class), and are level with tf-idf logistic regression at 2–5 per class and behind it from 10.
+# - The model is saved where lessons 2 and 5 look for it; they use it if it beats the course model.
