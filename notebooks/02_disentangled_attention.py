@@ -475,7 +475,7 @@ print(demo.tokens)
 maps = viz.attention_maps(demo.model, demo.input_ids, demo.tokens)
 probs_all = maps.maps[:, maps.kinds.index("probs")]  # (layers, heads, L, L)
 assert np.allclose(probs_all.sum(-1), 1, atol=1e-5)  # each query's probabilities sum to 1
-viz.plot_terms(maps, layer=0, head=0)
+viz.plot_terms(maps, layer=0, head=0, model=demo.source)
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # **What to look for.** Three things a trained model does that its random initialisation does not, measured
@@ -503,14 +503,17 @@ assert max(p.previous for p in trained) > 0.4 and max(p.following for p in train
 assert max(max(p.previous, p.following) for p in random_) < 3 / L  # random weights: near uniform
 assert positional.offset_share > 0.5 > max(p.offset_share for p in random_)  # its c2p: a diagonal band
 assert max(p.column_share for p in trained) > 2 * max(p.column_share for p in random_)  # p2c: columns
+viz.plot_terms(maps, positional.layer, positional.head, model=demo.source)  # the head to look at
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # **Try it**: choose a layer, a head and a map. Scores are red where they attract and blue where they repel;
 # "sum" is what enters the softmax, "probs" what comes out. Look for heads whose c2p map has strong diagonal
-# bands: they attend to a fixed distance (the previous or the next token) whatever the words.
+# bands: they attend to a fixed distance (the previous or the next token) whatever the words. It opens on the
+# most positional head measured above.
 
 # %%
-attention_panel = widgets.attention_widget(maps, layer=0, head=0, kind="c2p")
+print("maps of", demo.source)
+attention_panel = widgets.attention_widget(maps, layer=positional.layer, head=positional.head, kind="c2p")
 attention_panel
 
 # %% [markdown] slideshow={"slide_type": "subslide"}

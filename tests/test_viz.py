@@ -280,6 +280,9 @@ def test_every_figure_draws():
         viz.plot_delta(5, 0)
     with pytest.raises(ValueError, match="at least one map"):
         viz.plot_maps({}, [])
+    named = viz.plot_terms(maps, 1, 0, model="course model (38M tokens, accuracy 44.5%)")
+    assert named.get_suptitle() == "layer 1, head 0\ncourse model (38M tokens, accuracy 44.5%)"  # says who drew it
+    assert figures[7].get_suptitle() == "layer 0, head 0"
 
 
 def test_plots_do_not_touch_pyplot():

@@ -11,6 +11,7 @@ c2p, column p2c).
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -182,10 +183,12 @@ def plot_attention(maps: AttentionMaps, layer: int, head: int, kind: str = "sum"
     return fig
 
 
-def plot_terms(maps: AttentionMaps, layer: int, head: int, shared_scale: bool = True) -> Figure:
-    """Every term of one head side by side, then their sum and the probabilities."""
+def plot_terms(maps: AttentionMaps, layer: int, head: int, shared_scale: bool = True, model: str = "") -> Figure:
+    """Every term of one head side by side, then their sum and the probabilities; ``model`` (e.g. the label
+    ``load_demo`` gives) goes under the title, to say which model drew the maps."""
     named = {kind: maps.get(layer, head, kind) for kind in maps.kinds}
-    return plot_maps(named, maps.tokens, f"layer {layer}, head {head}", shared_scale=shared_scale)
+    title = f"layer {layer}, head {head}" + (f"\n{textwrap.fill(model, 110)}" if model else "")
+    return plot_maps(named, maps.tokens, title, shared_scale=shared_scale)
 
 
 # --- Algorithm 1 (§3.1.1), line by line, for one head ----------------------------------------------
