@@ -35,10 +35,11 @@
 # 3. see that the ascent step finds a direction worse than random ones, and measure how far the official
 #    step actually moves for our small model,
 # 4. put SiFT beside plain VAT: what each normalises,
-# 5. fine-tune the model of lesson 4 on movie-review sentiment with and without SiFT, over several seeds,
-#    beside the majority-class rate.
+# 5. fine-tune the course model (or your better lesson-4 model) on movie-review sentiment with and without
+#    SiFT, over several seeds, beside the majority-class rate.
 
 # %%
+import textwrap
 
 import torch
 
@@ -83,6 +84,7 @@ for e in splits["train"][:3]:
 
 pretrained, tokenizer, origin = pretrained_for_lessons()
 print("encoder:", origin)
+model_title = textwrap.fill(f"encoder: {origin}", 110)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## SiFT, step by step
@@ -209,6 +211,7 @@ assert torch.allclose(steps["step_eps = 0"], torch.full_like(steps["step_eps = 0
 assert kl["step_eps = 0"] > kl["δ₀ (noise)"], "the ascent step must increase the divergence"
 
 fig, ax = subplots(1, 2, figsize=(10, 3))
+fig.suptitle(model_title, fontsize=8)  # which model drew it
 ax[0].hist(g_inf.log10(), bins=30)
 ax[0].axvline(-6, c="k", ls="--", lw=0.8, label="10⁻⁶")
 ax[0].set(xlabel="log₁₀ ‖g‖∞ of a token", ylabel="tokens", title="gradient size per token")
@@ -254,6 +257,7 @@ along_adv = kl_along(adv_dir)
 along_random = [kl_along(d) for d in random_dirs]
 assert along_adv[-1] > max(c[-1] for c in along_random), "the ascent direction should hurt more than random ones"
 fig, ax = subplots(figsize=(5, 3))
+fig.suptitle(model_title, fontsize=8)  # which model drew it
 ax.plot(ts, along_adv, "o-", label="adversarial direction")
 for i, curve in enumerate(along_random):
     ax.plot(ts, curve, "--", c="gray", label="random directions" if i == 0 else None)
@@ -287,6 +291,7 @@ for name, s in size.items():
 assert (size["SiFT: LayerNorm per token"].max() / size["SiFT: LayerNorm per token"].min()) < 1.001
 assert (size["VAT: frequency-standardised"].max() / size["VAT: frequency-standardised"].min()) > 1.2
 fig, ax = subplots(figsize=(6, 3))
+fig.suptitle(model_title, fontsize=8)  # which model drew it
 ax.boxplot(list(size.values()), tick_labels=list(size.keys()))
 ax.set(ylabel="RMS of the token's vector", title="the same σ, relative to each token's vector")
 fig
@@ -436,6 +441,7 @@ spread = {k: (v.max() / v.min()).item() for k, v in step_sizes.items()}
 print({k: f"×{v:.3g}" for k, v in spread.items()})
 assert spread["L∞ per token (SiFT)"] < 1.001 and spread["L2 per example (VAT)"] > 10
 fig, ax = subplots(figsize=(6, 3))
+fig.suptitle(model_title, fontsize=8)  # which model drew it
 for name, s in step_sizes.items():
     ax.plot(s.sort().values, "o", ms=3, label=name)
 ax.set(yscale="log", xlabel="real tokens of the batch, sorted", ylabel="max |step| of the token")
