@@ -503,7 +503,13 @@ assert max(p.previous for p in trained) > 0.4 and max(p.following for p in train
 assert max(max(p.previous, p.following) for p in random_) < 3 / L  # random weights: near uniform
 assert positional.offset_share > 0.5 > max(p.offset_share for p in random_)  # its c2p: a diagonal band
 assert max(p.column_share for p in trained) > 2 * max(p.column_share for p in random_)  # p2c: columns
-viz.plot_terms(maps, positional.layer, positional.head, model=demo.source)  # the head to look at
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
+# The most positional head measured above, its four maps side by side: its c2p panel changes along the
+# diagonals (it depends on i − j), and "probs" puts much of its weight one step off the main diagonal.
+
+# %%
+viz.plot_terms(maps, positional.layer, positional.head, model=demo.source)
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # **Try it**: choose a layer, a head and a map. Scores are red where they attract and blue where they repel;
