@@ -2,9 +2,9 @@
 
 Lessons 2 and 5, the attention explorer and the book use the course model (results/course-model/, trained
 once by the recipe of ``configs["course"]``). Lesson 3 always loads the course model itself: what it measures
-depends on that model's 128-token rows. A learner who has run lesson 4 at full size has a local model of their own; it is
-used instead only when its last held-out accuracy beats the course model's. A smoke-size run (``name``
-other than "lesson4" in its train_config.json) is never used, whatever it scored.
+depends on that model's 128-token rows. A learner who has run lesson 4 at full size has a local model of
+their own; it is used instead only when its last held-out accuracy beats the course model's. A smoke-size
+run (``name`` other than "lesson4" in its train_config.json) is never used, whatever it scored.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ and, on the topics at 20 labels per class, the two networks *fine-tuned* (``fine
 weight trained on the labelled documents, with the same recipe for both.
 
 The topics are also run at 2 to 50 labels per class (``topic_curve``): pretrained features beat Naive
-Bayes when labels are few and fall behind it from 20 per class; tf-idf logistic regression is level with them at
-the fewest labels and ahead from 10 per class (results/pretraining-value/, lesson 4).
+Bayes when labels are few (2 to 10 per class), are level with it at 20 and behind it at 50; tf-idf logistic
+regression is level with them at 2 and 5 and ahead from 10 per class (results/pretraining-value/, lesson 4).
 
 Features are the encoder's last hidden states, mean-pooled over the real tokens of a document (long
 documents are read in chunks of ``max_length``). The probe is multinomial logistic regression with an L2
