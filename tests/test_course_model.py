@@ -73,6 +73,11 @@ def test_committed_pretraining_value_results_are_consistent():
     for baseline in ("bag of words", "tf-idf logistic"):
         assert r["topics"]["tests"][f"fine-tuned: pretrained vs {baseline}"]["difference"] == pytest.approx(
             arms["pretrained, fine-tuned"]["mean"] - arms[baseline]["mean"])
+    sentiment = r["sentiment"]["arms"]
+    for name in ("pretrained, fine-tuned", "random init, fine-tuned"):  # sentiment: both tuned on every draw too
+        assert len(sentiment[name]["runs"]) == len(sentiment["pretrained"]["runs"]) >= 5
+    assert r["sentiment"]["tests"]["fine-tuned: pretrained vs random init"]["difference"] == pytest.approx(
+        sentiment["pretrained, fine-tuned"]["mean"] - sentiment["random init, fine-tuned"]["mean"])
     assert r["finetune"]["lr"] == downstream.FinetuneRecipe().lr  # the recipe the code runs is the one recorded
     curve = r["topics_by_labels"]["per_class"]
     assert [int(n) for n in curve] == list(downstream.CURVE_LABELS)

@@ -12,8 +12,10 @@ documents (one draw per seed) and is scored on the same held-out test set:
     random init     the same architecture with freshly drawn weights, frozen features + linear probe
     pretrained      the trained encoder, frozen features + the same linear probe
 
-and, on the topics at 20 labels per class, the two networks *fine-tuned* (``finetuned_accuracy``): every
-weight trained on the labelled documents, with the same recipe for both.
+and, on the topics at 20 labels per class and on the sentiment snippets, the two networks *fine-tuned*
+(``finetuned_accuracy``): every weight trained on the labelled documents, with the same recipe for both.
+Fine-tuned on sentiment, the course model is level with random init (62.5% and 62.7%, p = 0.76), and
+both stay below Naive Bayes (66.1%).
 
 The topics are also run at 2 to 50 labels per class (``topic_curve``): pretrained features beat Naive
 Bayes when labels are few (2 to 10 per class), are level with it at 20 and behind it at 50; tf-idf logistic
@@ -225,8 +227,10 @@ def topic_experiment(model, tokenizer, seeds=range(5), per_class: int = 20, fine
             "arms": arms, "tests": tests}
 
 
-def sentiment_experiment(model, tokenizer, seeds=range(5), train_size: int = 500, progress=print) -> dict:
-    """Lesson 5's snippets with ``train_size`` labels per seed: the same arms, the same probe."""
+def sentiment_experiment(model, tokenizer, seeds=range(5), train_size: int = 500, finetune: bool = False,
+                         progress=print) -> dict:
+    """Lesson 5's snippets with ``train_size`` labels per seed: the same arms, the same probe (with ``finetune``
+    also both networks fine-tuned with the topics' recipe, a snippet being one chunk)."""
     import random
 
     from deberta_edu.data.sentiment import load_splits
@@ -244,9 +248,13 @@ def sentiment_experiment(model, tokenizer, seeds=range(5), train_size: int = 500
         return DebertaForMaskedLM(model.config).eval(), tokenizer
 
     arms = compare_arms(draw, test, {"pretrained": lambda seed: (model, tokenizer), "random init": random_init},
-                        list(seeds), fixed=["pretrained"], max_chunks=1, progress=progress)
+                        list(seeds), fixed=["pretrained"], max_chunks=1, progress=progress,
+                        finetuned=["pretrained", "random init"] if finetune else ())
+    tests = against_baselines(arms)
+    if finetune:
+        tests.update(against_baselines(arms, ", fine-tuned", "fine-tuned: "))
     return {"task": f"movie-review sentiment, {train_size} labelled snippets per seed, {len(test[1])} test snippets",
-            "arms": arms, "tests": against_baselines(arms)}
+            "arms": arms, "tests": tests}
 
 
 def markdown_table(result: dict) -> str:
@@ -301,7 +309,7 @@ def main(argv=None) -> None:
                            "label, a document's answer summed over its chunks", **asdict(FinetuneRecipe())},
               "topics": topic_experiment(model, tokenizer, range(2 * args.seeds), finetune=True)}
     if not args.skip_sentiment:
-        result["sentiment"] = sentiment_experiment(model, tokenizer, range(args.seeds))
+        result["sentiment"] = sentiment_experiment(model, tokenizer, range(args.seeds), finetune=True)
     if not args.skip_curve:
         result["topics_by_labels"] = topic_curve(model, tokenizer, seeds=range(2 * args.seeds))
     result["wall_time_s"] = round(time.time() - start)
