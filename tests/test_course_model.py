@@ -162,6 +162,22 @@ def test_export_writes_what_load_course_model_reads(tmp_path, monkeypatch):
     assert loaded_tok.sha256 == tok.sha256
 
 
+def test_the_training_log_is_downsampled_evenly_and_keeps_every_eval():
+    from deberta_edu.training.course import LOG_KEEP, _downsample
+
+    records = [{"kind": "eval" if n % 100 == 99 else "train", "step": n} for n in range(1000)]
+    kept = _downsample(records, keep=50)
+    train = [r["step"] for r in kept if r["kind"] == "train"]
+    assert len(train) == 50 and train[0] == 0 and train[-1] == 998  # the first and the last training record
+    assert max(b - a for a, b in zip(train, train[1:], strict=False)) <= 2 * 1000 / 50  # evenly spread
+    assert [r["step"] for r in kept if r["kind"] == "eval"] == list(range(99, 1000, 100))
+    assert [r["step"] for r in kept] == sorted(r["step"] for r in kept)  # in their order
+    assert _downsample(records[:30], keep=50) == records[:30]  # short logs stay whole
+    committed = [json.loads(line) for line in (COURSE_DIR / LOG_FILE).read_text().splitlines()]
+    train = [r for r in committed if r["kind"] == "train"]
+    assert len(train) <= LOG_KEEP and train[-1]["step"] == course_metrics()["steps"]
+
+
 def test_fine_tuning_learns_from_the_labels_and_leaves_the_model_alone():
     import random
 

@@ -61,10 +61,13 @@ def course_label(metrics: dict | None = None) -> str:
 
 
 def _downsample(records: list[dict], keep: int) -> list[dict]:
-    train = [r for r in records if r.get("kind") == "train"]
-    every = max(1, len(train) // keep)
-    return [r for i, r in enumerate(train) if i % every == 0 or r is train[-1]] + \
-        [r for r in records if r.get("kind") == "eval"]
+    """At most ``keep`` training records, evenly spaced, the first and the last among them, and every eval
+    record, in their order."""
+    train = [n for n, r in enumerate(records) if r.get("kind") == "train"]
+    if len(train) > keep:
+        train = [train[round(i * (len(train) - 1) / (keep - 1))] for i in range(keep)]
+    chosen = set(train)
+    return [r for n, r in enumerate(records) if n in chosen or r.get("kind") == "eval"]
 
 
 def _machine() -> str:
