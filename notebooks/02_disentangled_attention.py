@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -233,7 +233,7 @@ print(f"eq. (4) vs released p2c: mean |difference| {gap.mean():.3f}, mean |p2c| 
 viz.plot_maps(
     {"p2c, released: δ(i, j)": p2c[0].numpy(), "p2c, eq. (4): δ(j, i)": p2c_paper[0].numpy()},
     [str(t) for t in ids[0].tolist()],
-    "head 0, layer 0",
+    "head 0, layer 0 of a model at random weights",
     shared_scale=True,
 )
 
@@ -379,7 +379,7 @@ viz.plot_maps(
     {"p2p (kept)": p2p_map[0].numpy(), "c2p's bias part, fitted": fit.fitted[0].numpy(),
      "difference": fit.residual[0].numpy()},
     [str(n) for n in range(10)],
-    "head 0: a query bias reproduces p2p except on the top row (i − j ≥ k − 1)",
+    "head 0, random weights: a query bias reproduces p2p except on the top row (i − j ≥ k − 1)",
     shared_scale=True,
 )
 
@@ -483,8 +483,10 @@ viz.plot_terms(maps, layer=0, head=0, model=demo.source)
 #
 # - heads that attend to the **previous** or the **next** token whatever the words (a band just off the
 #   diagonal of "probs"; uniform attention would put 1/L there);
-# - in such a head, **c2p is a diagonal band**: its value depends on i − j alone ("c2p by offset", the share
-#   of the map's variance its diagonals explain, near 1). Relative position does that work, not content;
+# - in such a head, the **position terms do the work**: c2p and p2c score the neighbour well above the rest of
+#   its row ("lift"), c2c does not. Which of the two carries it varies by head. In the most positional head
+#   **c2p is a diagonal band**: its value depends on i − j alone ("c2p by offset", the share of the map's
+#   variance its diagonals explain, above 0.8 there), while another neighbour head leaves it to p2c;
 # - **p2c in columns**: the key's content decides, whatever its distance ("p2c by column").
 
 # %%
@@ -494,14 +496,20 @@ measured = {"trained": viz.head_patterns(maps),
             "random": viz.head_patterns(viz.attention_maps(untrained, demo.input_ids, demo.tokens))}
 for name, patterns in measured.items():
     for p in patterns:
+        lift = ", ".join(f"{term} {value:+.1f}" for term, value in p.lift.items())
         print(f"{name:>7} layer {p.layer} head {p.head}: previous {p.previous:.2f}, next {p.following:.2f} "
-              f"(uniform {1 / L:.2f}); c2p by offset {p.offset_share:.2f}; p2c by column {p.column_share:.2f}")
+              f"(uniform {1 / L:.2f}); lift {lift}; c2p by offset {p.offset_share:.2f}; "
+              f"p2c by column {p.column_share:.2f}")
 trained, random_ = measured["trained"], measured["random"]
 positional = max(trained, key=lambda p: max(p.previous, p.following))
-print(f"most positional head: layer {positional.layer} head {positional.head}")
+neighbours = [p for p in trained if max(p.previous, p.following) > 0.4]
+print(f"most positional head: layer {positional.layer} head {positional.head}; neighbour heads: "
+      + ", ".join(f"layer {p.layer} head {p.head}" for p in neighbours))
 assert max(p.previous for p in trained) > 0.4 and max(p.following for p in trained) > 0.4  # learned
 assert max(max(p.previous, p.following) for p in random_) < 3 / L  # random weights: near uniform
-assert positional.offset_share > 0.5 > max(p.offset_share for p in random_)  # its c2p: a diagonal band
+assert all(min(p.lift["c2p"], p.lift["p2c"]) > 0.5 > p.lift["c2c"] for p in neighbours)  # position terms lift it
+assert any(p.lift["p2c"] > 2 * p.lift["c2p"] for p in neighbours)  # in one of them, p2c carries most of it
+assert positional.offset_share > 0.8 > 0.5 > max(p.offset_share for p in random_)  # its c2p: a diagonal band
 assert max(p.column_share for p in trained) > 2 * max(p.column_share for p in random_)  # p2c: columns
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
@@ -513,8 +521,8 @@ viz.plot_terms(maps, positional.layer, positional.head, model=demo.source)
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # **Try it**: choose a layer, a head and a map. Scores are red where they attract and blue where they repel;
-# "sum" is what enters the softmax, "probs" what comes out. Look for heads whose c2p map has strong diagonal
-# bands: they attend to a fixed distance (the previous or the next token) whatever the words. It opens on the
+# "sum" is what enters the softmax, "probs" what comes out. Look for heads whose c2p or p2c map lifts the cells
+# just off the diagonal: they attend to a fixed distance (the previous or the next token) whatever the words. It opens on the
 # most positional head measured above.
 
 # %%

@@ -142,6 +142,27 @@ def test_attention_maps_of_an_mlm_model_and_errors():
         viz.attention_maps(model, torch.randint(5, 30, (5,)), tokens=list("abc"))
 
 
+def test_head_patterns_read_bands_columns_and_which_term_looks_one_step_away():
+    L = 8
+    i, j = np.indices((L, L))
+    rng = np.random.default_rng(0)
+    c2c = rng.normal(size=(L, L))  # content only: no preference for a neighbour
+    c2p = np.where(j == i - 1, 3.0, 0.0) + 0.1 * (i - j)  # a function of i - j: a pure diagonal band
+    p2c = np.tile(rng.normal(size=L), (L, 1))  # a function of the key alone: pure columns
+    scores = c2c + c2p + p2c
+    probs = np.exp(scores) / np.exp(scores).sum(1, keepdims=True)
+    maps = viz.AttentionMaps([str(n) for n in range(L)], ("c2c", "c2p", "p2c", "sum", "probs"),
+                             np.stack([c2c, c2p, p2c, scores, probs])[None, :, None])
+    (p,) = viz.head_patterns(maps)
+    assert p.previous > p.following and np.isclose(p.offset_share, 1) and np.isclose(p.column_share, 1)
+    rows = c2p.mean(1)[1:]  # the lift of c2p, by hand: its previous-token cell above its row's mean
+    assert np.isclose(p.lift["c2p"], (np.diagonal(c2p, -1) - rows).mean()) and p.lift["c2p"] > 2
+    assert abs(p.lift["c2c"]) < 1 and set(p.lift) == {"c2c", "c2p", "p2c"}
+    flipped = viz.AttentionMaps(maps.tokens, maps.kinds, maps.maps[..., ::-1, ::-1].copy())  # now the next token
+    (q,) = viz.head_patterns(flipped)
+    assert q.following > q.previous and np.isclose(q.lift["c2p"], p.lift["c2p"])
+
+
 def _one_head(length=9, k=3, d=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     qc, kc, vc = (torch.randn(length, d, generator=g) for _ in range(3))

@@ -86,7 +86,10 @@ class HeadPattern:
     ``previous``/``following``: the mean attention probability on the token just before/after the query
     (uniform attention gives 1/L). ``offset_share``: the share of the c2p map's variance that its diagonals
     explain (1: c2p depends on i − j alone, a pure "diagonal band" map). ``column_share``: the same for
-    p2c and its columns (1: p2c depends on the key j alone, a "column" map).
+    p2c and its columns (1: p2c depends on the key j alone, a "column" map). ``lift``: for each score term
+    (c2c, c2p, p2c), how far above its row's mean it scores the neighbour this head prefers (the previous
+    token when ``previous >= following``, else the next), averaged over the queries: which terms make the
+    head look one step away.
     """
 
     layer: int
@@ -95,6 +98,7 @@ class HeadPattern:
     following: float
     offset_share: float
     column_share: float
+    lift: dict[str, float]
 
 
 def _explained_share(values: np.ndarray, groups: np.ndarray) -> float:
@@ -113,13 +117,20 @@ def head_patterns(maps: AttentionMaps) -> list[HeadPattern]:
     L = len(maps.tokens)
     i, j = np.indices((L, L))
     found = []
+    terms = [k for k in maps.kinds if k not in ("sum", "probs")]
     for layer in range(maps.num_layers):
         for head in range(maps.num_heads):
             probs = maps.get(layer, head, "probs")
+            previous, following = float(np.diagonal(probs, -1).mean()), float(np.diagonal(probs, 1).mean())
+            offset = -1 if previous >= following else 1
+            lift = {}
+            for kind in terms:
+                m = maps.get(layer, head, kind)
+                lift[kind] = float((np.diagonal(m, offset) - m.mean(1)[np.arange(L - 1) + (offset == -1)]).mean())
             found.append(HeadPattern(
-                layer, head, float(np.diagonal(probs, -1).mean()), float(np.diagonal(probs, 1).mean()),
+                layer, head, previous, following,
                 _explained_share(maps.get(layer, head, "c2p"), i - j),
-                _explained_share(maps.get(layer, head, "p2c"), j)))
+                _explained_share(maps.get(layer, head, "p2c"), j), lift))
     return found
 
 
