@@ -206,6 +206,9 @@ def test_load_demo_with_a_checkpoint(tmp_path):
     assert demo.input_ids[0] == 1 and demo.input_ids[-1] == 2
     assert "store" in "".join(demo.tokens)
     assert explorer_html(demo.model, demo.input_ids, demo.tokens).count('"layers": 2') == 1
+    (folder / "train_config.json").write_text(json.dumps({"name": "lesson4-smoke", "steps": 25}))
+    smoke = load_demo("a new store", folder=folder)  # a smoke run is shown, if asked for, as what it is
+    assert not smoke.trained and smoke.source.startswith("SMOKE-size checkpoint, not trained: ckpt (")
 
 
 def test_checkpoint_label_names_no_path_of_this_machine(tmp_path, monkeypatch):
@@ -222,6 +225,10 @@ def test_checkpoint_label_names_no_path_of_this_machine(tmp_path, monkeypatch):
     assert checkpoint_label(other) == "trained checkpoint: my-run (ablation, tiny deberta, 400 steps on bbc)"
     (lesson / "train_config.json").write_text(json.dumps({**run, "steps": 100_000, "budget_seconds": 150.0}))
     assert checkpoint_label(lesson) == "trained checkpoint: lesson 4 (tiny deberta, 150 s of training on bbc)"
+    smoke = tmp_path / "elsewhere" / "lesson4-smoke"  # what make test leaves: never called trained
+    smoke.mkdir()
+    (smoke / "train_config.json").write_text(json.dumps({**run, "name": "lesson4-smoke", "steps": 25}))
+    assert checkpoint_label(smoke) == "SMOKE-size checkpoint, not trained: lesson4-smoke (tiny deberta, 25 steps on bbc)"
     (other / "train_config.json").write_text("{not json")
     model = DebertaModel(make_config("tiny", vocab_size=24))
     assert checkpoint_label(other, model) == "trained checkpoint: my-run (2 layers, 2 heads, hidden size 128)"

@@ -214,7 +214,8 @@ def checkpoint_label(folder: str | Path, model=None) -> str:
 
     The details come from the run's ``train_config.json`` (written by ``pretrain.train``), else from
     ``model.config``. The folder is called "lesson 4" when it is lesson 4's, else by its own name; the
-    run's name is added when it differs from the folder's.
+    run's name is added when it differs from the folder's. A smoke-size run (a config named "<name>-smoke")
+    is a test that the code runs, never a trained model: ``SMOKE-size checkpoint, not trained: ...``.
     """
     folder = Path(folder)
     where = "lesson 4" if os.path.abspath(folder) == os.path.abspath(lesson_checkpoint_folder()) else folder.name
@@ -234,7 +235,17 @@ def checkpoint_label(folder: str | Path, model=None) -> str:
         details = f"{c.num_hidden_layers} layers, {c.num_attention_heads} heads, hidden size {c.hidden_size}"
     else:
         details = ""
-    return f"trained checkpoint: {where}" + (f" ({details})" if details else "")
+    kind = "SMOKE-size checkpoint, not trained" if is_smoke_run(folder) else "trained checkpoint"
+    return f"{kind}: {where}" + (f" ({details})" if details else "")
+
+
+def is_smoke_run(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a smoke-size run (its train_config.json names a "<name>-smoke" config)."""
+    try:
+        run = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(run, dict) and str(run.get("name", "")).endswith("-smoke")
 
 
 def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) -> Demo:
@@ -266,7 +277,7 @@ def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) ->
                 f"the tokenizer in {folder} produced id {int(ids.max())} but the model's vocabulary "
                 f"has {vocab} entries; the two files do not belong together"
             )
-        return Demo(model, ids, tokens, True, label or checkpoint_label(folder, model))
+        return Demo(model, ids, tokens, not is_smoke_run(folder), label or checkpoint_label(folder, model))
     torch.manual_seed(seed)
     words = re.findall(r"\w+|[^\w\s]", sentence.lower())
     vocab = SPECIALS + sorted(set(words))
