@@ -7,6 +7,7 @@ lessons) can read it without an arrow pointing back up.
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 # ---------------------------------------------------------------- special tokens (the course's tokenizer)
@@ -54,3 +55,14 @@ def encode_pair(pieces, max_length: int | None = None) -> list[int]:
             raise ValueError(f"max_length must be >= 2 to hold [CLS] and [SEP], got {max_length}")
         pieces = pieces[: max_length - 2]
     return [CLS_ID, *pieces, SEP_ID]
+
+
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo where there is one), for the records of a run."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

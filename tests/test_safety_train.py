@@ -338,3 +338,16 @@ def test_finetune_of_a_damaged_encoder_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as e:
         finetune.main(["--encoder", str(tmp_path / "m"), "--out", str(tmp_path / "r.json")])
     assert "is damaged" in str(e.value)
+
+
+def test_a_results_file_names_the_encoder_by_what_it_ran(tmp_path):
+    from deberta_edu.training.course import COURSE_DIR, course_metrics
+
+    label = finetune.describe_encoder(COURSE_DIR)  # the course model: its tokens and held-out accuracy
+    m = course_metrics()
+    assert f"{m['tokens'] / 1e6:.0f}M tokens" in label and f"{m['held_out']['val_accuracy']:.1%}" in label
+    run = tmp_path / "run"  # a clock-budget run: its steps are only a cap, never what it ran
+    run.mkdir()
+    (run / "train_config.json").write_text(json.dumps({"name": "course", "steps": 20000, "budget_seconds": 5000,
+                                                       "batch_size": 64, "seq_length": 128, "source": "bbc"}))
+    assert "20000" not in finetune.describe_encoder(run) and "5000 s budget" in finetune.describe_encoder(run)

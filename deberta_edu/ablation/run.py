@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from deberta_edu.facts import PROJECT_ROOT
+from deberta_edu.facts import PROJECT_ROOT, cpu_name
 from deberta_edu.training import mlm_data
 
 from . import jobs, metrics, plan, publish, report, timing
@@ -40,13 +40,7 @@ PLAN_KEYS = ("scale", "layout", "seeds", "lr_grid", "evals", "train_config")  # 
 
 
 def _hardware(scale: Scale) -> dict:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    info = {"device": scale.device, "cpu": cpu, "cpu_count": os.cpu_count(), "workers": scale.workers,
+    info = {"device": scale.device, "cpu": cpu_name(), "cpu_count": os.cpu_count(), "workers": scale.workers,
             "threads_per_worker": scale.threads or torch.get_num_threads(), "gpu": None}
     if scale.device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()

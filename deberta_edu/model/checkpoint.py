@@ -193,6 +193,8 @@ def describe_checkpoint(folder: str | Path) -> str:
     config_file = folder / CONFIG_FILE
     if config_file.exists():
         cfg = json.loads(config_file.read_text())
-        steps = f"{cfg.get('steps')} steps of {cfg.get('batch_size')} x {cfg.get('seq_length')} tokens"
+        budget = cfg.get("budget_seconds")  # a clock budget: ``steps`` is then only a cap, not what was run
+        steps = (f"a {budget:.0f} s budget" if budget else f"{cfg.get('steps')} steps") + \
+            f" of {cfg.get('batch_size')} x {cfg.get('seq_length')} tokens"
         origin = f"{cfg.get('name')} ({steps}, {cfg.get('source')}), checkpoint {folder.name}"
     return origin

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from deberta_edu.model.checkpoint import load_pretrained, save_pretrained
 from .configs import TrainConfig
 from .evaluate import Evaluator, unigram_baseline
 from .mlm_data import MaskSpec, prepare_data
-from .state import read_jsonl
+from .state import describe_machine, read_jsonl
 
 COURSE_DIR = RESULTS_ROOT / "course-model"
 METRICS_FILE = "metrics.json"
@@ -70,18 +69,6 @@ def _downsample(records: list[dict], keep: int) -> list[dict]:
     return [r for n, r in enumerate(records) if n in chosen or r.get("kind") == "eval"]
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
 def export(run_dir: str | Path, out: str | Path = COURSE_DIR, command: str = "") -> dict:
     """Write the committed files of a finished course run; the held-out numbers are measured afresh here."""
     run_dir, out = Path(run_dir), Path(out)
@@ -111,7 +98,7 @@ def export(run_dir: str | Path, out: str | Path = COURSE_DIR, command: str = "")
                  f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, EMD on",
         "config": cfg.name, "command": command, "source": cfg.source, "held_out_source": cfg.eval_source or cfg.source,
         "tokens": train[-1]["tokens"], "steps": train[-1]["step"], "train_time_s": round(train[-1]["train_time"]),
-        "wall_time_s": round(train[-1]["time"]), "machine": _machine(), "exported": time.strftime("%Y-%m-%d"),
+        "wall_time_s": round(train[-1]["time"]), "machine": describe_machine(), "exported": time.strftime("%Y-%m-%d"),
         "held_out": held, "unigram_baseline": base,
         "below_unigram_nats": base["val_loss"] - held["val_loss"],
         "masking": "whole-word spans" if cfg.whole_word_masking else "tokens (15%, 80/10/10)",

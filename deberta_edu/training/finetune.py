@@ -225,19 +225,34 @@ def _check_args(args) -> str | None:
     return None
 
 
+def describe_encoder(folder: str | Path) -> str:
+    """What a results file calls the encoder in ``folder``: an exported course model by its name, tokens and
+    held-out accuracy (its metrics.json); a run folder by its training config."""
+    from deberta_edu.model.checkpoint import describe_checkpoint
+
+    from .course import METRICS_FILE, course_label, course_metrics
+
+    folder = Path(folder)
+    if (folder / METRICS_FILE).exists():
+        return f"{course_label(course_metrics(folder))}, {folder.name}"
+    return describe_checkpoint(folder)
+
+
 def main(argv=None):
     """python -m deberta_edu.finetune: lesson 5's comparison at full size, written as JSON."""
     import argparse
-    import platform
     import sys
     import time
 
     from deberta_edu.data.sentiment import load_splits
     from deberta_edu.data.tokenizer import load_tokenizer
-    from deberta_edu.facts import MODEL_FILE, TOKENIZER_FILE, checkpoint_dir
-    from deberta_edu.model.checkpoint import describe_checkpoint, load_pretrained
+    from deberta_edu.facts import MODEL_FILE, TOKENIZER_FILE
+    from deberta_edu.model.checkpoint import load_pretrained
 
-    p = argparse.ArgumentParser(description="Fine-tune lesson 4's model on sentiment, with and without SiFT")
+    from .course import COURSE_DIR
+    from .state import describe_machine
+
+    p = argparse.ArgumentParser(description="Fine-tune a pretrained model on sentiment, with and without SiFT")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lams", type=float, nargs="+", default=[0.0, 1.0])
     p.add_argument("--epochs", type=float, default=1.0)
@@ -245,27 +260,28 @@ def main(argv=None):
     p.add_argument("--step-eps", type=float, default=AdversarialConfig.step_eps,
                    help="SiFT's ascent step is η g / (step_eps + ‖g‖∞); the official 1e-6 by default, 0 = none")
     p.add_argument("--out", default="results/sift/results.json")
-    p.add_argument("--encoder", help="folder of a pretrained model (default: lesson 4's checkpoint)")
+    p.add_argument("--encoder", default=str(COURSE_DIR),
+                   help="folder of a pretrained model (default: the course model, the encoder lesson 5 shows)")
     args = p.parse_args(argv)
     start = time.time()
     problem = _check_args(args)
     if problem:
         sys.exit(f"error: {problem}")
-    folder = Path(args.encoder) if args.encoder else checkpoint_dir("lesson4")
+    folder = Path(args.encoder)
     if not ((folder / MODEL_FILE).exists() and (folder / TOKENIZER_FILE).exists()):
-        sys.exit(f"error: no pretrained model in {folder} ({MODEL_FILE} + {TOKENIZER_FILE}). Run lesson 4, or "
-                 "`python -m deberta_edu.pretrain --config lesson4`, or pass --encoder FOLDER.")
+        sys.exit(f"error: no pretrained model in {folder} ({MODEL_FILE} + {TOKENIZER_FILE}). Pass --encoder FOLDER: "
+                 "results/course-model, or a run of `python -m deberta_edu.pretrain --config lesson4`.")
     try:
         pretrained, tokenizer = load_pretrained(folder), load_tokenizer(folder / TOKENIZER_FILE)
     except (ValueError, RuntimeError) as err:
         sys.exit(f"error: {err}")
-    origin = describe_checkpoint(folder)
+    origin = describe_encoder(folder)
     adversarial = {"step_eps": args.step_eps}
     table = compare(pretrained, load_splits(), tokenizer, lams=tuple(args.lams), seeds=tuple(args.seeds),
                     adversarial=adversarial, epochs=args.epochs, lr=args.lr, batch_size=32, max_length=64)
     command = "python -m deberta_edu.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {"command": command,
-              "encoder": origin, "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+              "encoder": origin, "machine": describe_machine(),
               "wall_time_s": round(time.time() - start, 1), "seeds": args.seeds,
               "adversarial": {k: v for k, v in asdict(AdversarialConfig(**adversarial)).items() if k != "lam"},
               "test_accuracy": {f"lambda={lam}": row for lam, row in table.items()}}

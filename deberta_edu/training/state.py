@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, STATE_FILE
+from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, STATE_FILE, cpu_name
 from deberta_edu.model.checkpoint import load_tensors, read_header, save_tensors
 
 from .engine import Distributed, Precision, derive_seed, unwrap
@@ -243,3 +243,8 @@ def _restore_rng(tensors: dict, meta: dict, world: Distributed, path) -> None:
             stacklevel=3,  # the caller of load_training_state
         )
         torch.manual_seed(derive_seed("resume", int(meta["step"]), world.rank))
+
+
+def describe_machine() -> str:
+    """Where a result was measured: the processor, the threads torch uses, torch's version."""
+    return f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
