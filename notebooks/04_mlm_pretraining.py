@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -33,7 +33,7 @@
 # 4. ask the model to fill in blanks **before and after** training, and measure held-out accuracy and perplexity.
 #
 # The model saved at the end is yours: lessons 2 and 5 show it in place of the committed course model once it
-# scores better on held-out text (150 seconds do not get there; the course model had 83 minutes).
+# scores better on held-out text (150 seconds on two CPU cores do not get there; the course model had 83 minutes).
 
 # %%
 import json
@@ -461,9 +461,10 @@ else:
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## What each choice of the recipe buys
 #
-# Each choice above was measured on this lesson's model before it was adopted (`python -m
-# deberta_edu.training.recipe`, results/recipe/): the recipe, and beside it arms that change one thing
-# each. Every arm trains on the same 3 million tokens in the same order, with the schedule tied to that
+# Each choice above is measured on this lesson's model (`python -m deberta_edu.training.recipe`,
+# results/recipe/): the recipe, and beside it arms that change one thing each. The course model below was
+# trained with the same choices before these measurements were made: they check its choices after the fact,
+# they did not pick them. Every arm trains on the same 3 million tokens in the same order, with the schedule tied to that
 # budget, with three seeds, and is scored on every held-out row, under token masking and under whole-word
 # masking.
 
@@ -489,10 +490,10 @@ assert mean["dropout 0.1"] < mean["recipe"] and mean["whole-word spans"] < mean[
 # 0.999** trains as well as 0.98 on two seeds and diverges on the third: the instability at a high learning
 # rate that small-budget recipes choose 0.98 against. The rest is within the noise of three seeds (the
 # recipe's own seeds span several points; every Welch p is above 0.05): **dropout** scores 3–4 points lower
-# on average, in the direction the small-budget papers report, and it slows the step; **no clipping** does
-# as well here, and we keep the clip for the rare bad step; **whole-word spans** score about 3 points lower
-# when the test hides single pieces and the same when it hides whole words. What a short run cannot show,
-# it does not claim: these are the measurements behind the choices, not proof that each one helps.
+# on average, in the direction the small-budget papers report; **no clipping** does as well here, and we
+# keep the clip for the rare bad step; **whole-word spans** score about 3 points lower when the test hides
+# single pieces and the same when it hides whole words. What a short run cannot show, it does not claim:
+# these measurements check the choices, they are not proof that each one helps.
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## The same recipe for 83 minutes: the course model
 #
@@ -504,6 +505,7 @@ assert mean["dropout 0.1"] < mean["recipe"] and mean["whole-word spans"] < mean[
 
 # %%
 from deberta_edu import load_course_model  # noqa: E402
+from deberta_edu.lessons.pretrained import lesson_model_folder  # noqa: E402
 from deberta_edu.training.course import COURSE_DIR, course_label, course_metrics  # noqa: E402
 
 facts = course_metrics()
@@ -516,7 +518,10 @@ print(f"unigram model on the same tokens: loss {uni['val_loss']:.2f}, accuracy {
       f"perplexity {uni['val_perplexity']:,.0f}: the course model is {facts['below_unigram_nats']:.2f} nats below")
 assert held["val_accuracy"] >= 0.40 and facts["below_unigram_nats"] >= 3.0
 assert math.isclose(facts["below_unigram_nats"], uni["val_loss"] - held["val_loss"])
-assert last["val_accuracy"] < held["val_accuracy"]  # this page's run does not displace it in lessons 2 and 5
+shown, shown_label = lesson_model_folder()  # the rule lessons 2 and 5 follow
+print(f"lessons 2 and 5 show: {shown_label}")
+beaten = not SMOKE and last["val_accuracy"] > held["val_accuracy"]  # only a better full-size run replaces it
+assert (shown.resolve() == out_dir.resolve()) if beaten else (shown.resolve() == COURSE_DIR.resolve())
 course_curve = plot_training(COURSE_DIR / "metrics.jsonl")
 course_curve.suptitle(f"committed full-size run: {course_label(facts)}", fontsize=10)
 course_curve
@@ -555,14 +560,17 @@ course_fill
 # after "the last", and where it misses ("Bank" of England) its guesses are still the right kind of
 # word. Against the 150-second model above, the difference is text and steps, not a new idea: the loss of the
 # first phase (what is frequent) and then of the second (what the context says). Lessons 2 and 5 use this
-# model, and the next section measures what its pretraining buys downstream (results/pretraining-value/).
+# model (unless a full-size run of this page beats it: the line printed above the curve says which), and
+# the next section measures what its pretraining buys downstream (results/pretraining-value/).
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## What pretraining buys downstream
 #
 # Does the course model know anything useful beyond filling blanks? Two ways to ask, with a few labelled
-# documents. **Frozen**: keep its encoder fixed, average its last hidden states over each document, and fit a
-# logistic regression on them (a *linear probe*): what the features already hold. **Fine-tuned**: train every
+# documents. **Frozen**: keep its encoder fixed, average its last hidden states over each document (its first
+# four 128-token chunks, about 500 tokens; on training documents, reading whole documents lifts the pretrained
+# probe by 0.2 points and random init's by 3, changing no conclusion below), and fit a logistic regression on
+# them (a *linear probe*): what the features already hold. **Fine-tuned**: train every
 # weight, with one linear layer on the averaged states (each 128-token chunk carries its document's label; a
 # test document's answer sums its chunks' log-probabilities): what the model is worth as a starting point.
 # Four baselines give the numbers their meaning: the **majority** class; two **bags of words**, which read

@@ -21,9 +21,13 @@ The topics are also run at 2 to 50 labels per class (``topic_curve``): pretraine
 Bayes when labels are few (2 to 10 per class), are level with it at 20 and behind it at 50; tf-idf logistic
 regression is level with them at 2 and 5 and ahead from 10 per class (results/pretraining-value/, lesson 4).
 
-Features are the encoder's last hidden states, mean-pooled over the real tokens of a document (long
-documents are read in chunks of ``max_length``). The probe is multinomial logistic regression with an L2
-penalty on standardized features, fitted by L-BFGS: deterministic, so its variance is the labels' draw.
+Features are the encoder's last hidden states, mean-pooled over the real tokens of a document's first
+``max_chunks`` = 4 chunks of ``max_length`` = 128 tokens (about 500 tokens: all of 45% of BBC's documents,
+73% of its tokens; the bags of words and fine-tuning read whole documents). Reading whole documents instead
+changes little: on training-pool documents outside the draws (draws 100-109, 20 labels per class) the
+pretrained probe goes from 91.2% to 91.4%, random init from 61.3% to 64.6%, tf-idf logistic regression is at
+94.7%. The probe is multinomial logistic regression with an L2 penalty on standardized features, fitted by
+L-BFGS: deterministic, so its variance is the labels' draw.
 """
 
 from __future__ import annotations
