@@ -247,4 +247,5 @@ def _restore_rng(tensors: dict, meta: dict, world: Distributed, path) -> None:
 
 def describe_machine() -> str:
     """Where a result was measured: the processor, the threads torch uses, torch's version."""
-    return f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    return f"{cpu_name()}, {threads} thread{'s' * (threads != 1)}, torch {torch.__version__}"
