@@ -388,11 +388,11 @@ for path in sorted(grid_dir.glob("*.json")):
     arm, lr = path.stem.split("-lr")
     runs[("course model" if arm == "course" else "random init", float(lr))] = (
         json.loads(path.read_text())["test_accuracy"]["lambda=0.0"])
-print(random_full["encoder"])
-print(f"{'':14s}{'lr':>8s}{'dev':>8s}{'test':>8s}   (mean over seeds; majority class {MAJORITY:.3f})")
-for (arm, lr), row in sorted(runs.items(), key=lambda item: (item[0][1], item[0][0])):
-    print(f"{arm:14s}{lr:>8.0e}{sum(row['dev']) / len(row['dev']):>8.3f}{row['mean']:>8.3f}")
 dev = {key: sum(row["dev"]) / len(row["dev"]) for key, row in runs.items()}
+arms = ("course model", "random init")
+print(f"{'lr':>6s}" + "".join(f"{arm + ': dev / test':>28s}" for arm in arms) + f"   (majority class {MAJORITY:.3f})")
+for lr in sorted({lr for _, lr in runs}):
+    print(f"{lr:>6.0e}" + "".join(f"{dev[arm, lr]:>21.3f} / {runs[arm, lr]['mean']:.3f}" for arm in arms))
 assert max((lr for arm, lr in dev if arm == "course model"), key=lambda lr: dev["course model", lr]) == 1e-3
 assert all(runs[arm, 3e-3]["mean"] < MAJORITY + 0.05 for arm in ("course model", "random init"))  # diverges
 chosen = welch(runs["course model", 1e-3]["test"], runs["random init", 1e-3]["test"])
@@ -403,6 +403,7 @@ assert abs(chosen["difference"]) < 0.02 and chosen["p_two_sided"] > 0.05  # "lev
 assert smaller["difference"] < -0.02 and smaller["p_two_sided"] < 0.05  # "random weights ahead"
 gain = {arm: runs[arm, 1e-3]["mean"] - runs[arm, 2e-4]["mean"] for arm in ("course model", "random init")}
 assert gain["course model"] > 2 * gain["random init"] > 0  # the larger rate helps the pretrained weights most
+print(random_full["encoder"])
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # On this task the course model's pretraining buys nothing. With the learning rate chosen on the dev split,
