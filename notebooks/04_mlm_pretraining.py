@@ -447,11 +447,12 @@ else:
           f"{unigram_loss:.2f}, accuracy {last['val_accuracy']:.1%}.")
 
 # %% [markdown]
-# Be honest about what 150 seconds buy. At full size on two cores the run sees about 3.7 million tokens (the
+# Be honest about what 150 seconds buy. At full size on two cores the run sees 2.5 to 4 million tokens (the
 # clock is the budget, so a slower machine sees fewer), and the model learns **what is frequent** — its loss
 # goes from an even guess to well below the unigram model's — and **some of the context**: about one masked
-# token in four or five comes back first (24.4% on the held-out rows in our full-size run of this lesson on
-# two cores; the recipe's three seeds in results/recipe/ average 22.6%).
+# token in four or five comes back first (two full-size runs of this lesson on two cores: 24.4% after 3.7
+# million tokens, 21.5% after 2.6 million; the recipe's three seeds in results/recipe/, 3 million tokens
+# each, average 22.6%).
 # Small, frequent words such as "the" and "of" come back at the top, and so does "years" after "10"; but
 # "Minister" after "Prime" is still far down the list, and so are "month" and "rates": content words need
 # far more text and steps. The paper's smallest setting, the last column of Table 8 (the base models of its
@@ -499,7 +500,7 @@ assert mean["dropout 0.1"] < mean["recipe"] and mean["whole-word spans"] < mean[
 #
 # **A committed full-size result, not trained here.** The course model (results/course-model/) was pretrained
 # once with this lesson's recipe on a 2-core CPU, with more of everything: 4 layers instead of 2, BBC and a
-# second corpus, 38 million tokens instead of about 3.7 million. Its
+# second corpus, 38 million tokens instead of about 3 million. Its
 # metrics.json says what it saw and how it scores; the test below reads it, and fails if the numbers fall
 # below what this page claims (40% accuracy, 3 nats below the unigram model).
 
