@@ -219,11 +219,8 @@ def checkpoint_label(folder: str | Path, model=None) -> str:
     """
     folder = Path(folder)
     where = "lesson 4" if os.path.abspath(folder) == os.path.abspath(lesson_checkpoint_folder()) else folder.name
-    try:
-        run = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        run = {}
-    if isinstance(run, dict) and run.get("steps"):
+    run = _run_config(folder)
+    if run.get("steps"):
         name = run.get("name") if run.get("name") not in (None, folder.name) else None  # a run of another name
         what = " ".join(str(run[k]) for k in ("size", "variant") if run.get(k))
         budget = run.get("budget_seconds")  # a clock budget: steps is then only a cap
@@ -235,17 +232,22 @@ def checkpoint_label(folder: str | Path, model=None) -> str:
         details = f"{c.num_hidden_layers} layers, {c.num_attention_heads} heads, hidden size {c.hidden_size}"
     else:
         details = ""
-    kind = "SMOKE-size checkpoint, not trained" if is_smoke_run(folder) else "trained checkpoint"
+    kind = "SMOKE-size checkpoint, not trained" if _is_smoke(run) else "trained checkpoint"
     return f"{kind}: {where}" + (f" ({details})" if details else "")
 
 
-def is_smoke_run(folder: str | Path) -> bool:
-    """Whether ``folder`` holds a smoke-size run (its train_config.json names a "<name>-smoke" config)."""
+def _run_config(folder: Path) -> dict:
+    """The run's train_config.json as a dict; {} when there is none or it cannot be read."""
     try:
-        run = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+        run = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(run, dict) and str(run.get("name", "")).endswith("-smoke")
+        return {}
+    return run if isinstance(run, dict) else {}
+
+
+def _is_smoke(run: dict) -> bool:
+    """A smoke-size run: its config is named "<name>-smoke"."""
+    return str(run.get("name", "")).endswith("-smoke")
 
 
 def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) -> Demo:
@@ -277,7 +279,7 @@ def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) ->
                 f"the tokenizer in {folder} produced id {int(ids.max())} but the model's vocabulary "
                 f"has {vocab} entries; the two files do not belong together"
             )
-        return Demo(model, ids, tokens, not is_smoke_run(folder), label or checkpoint_label(folder, model))
+        return Demo(model, ids, tokens, not _is_smoke(_run_config(folder)), label or checkpoint_label(folder, model))
     torch.manual_seed(seed)
     words = re.findall(r"\w+|[^\w\s]", sentence.lower())
     vocab = SPECIALS + sorted(set(words))

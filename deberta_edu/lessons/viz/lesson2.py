@@ -122,11 +122,12 @@ def head_patterns(maps: AttentionMaps) -> list[HeadPattern]:
         for head in range(maps.num_heads):
             probs = maps.get(layer, head, "probs")
             previous, following = float(np.diagonal(probs, -1).mean()), float(np.diagonal(probs, 1).mean())
-            offset = -1 if previous >= following else 1
+            # the preferred neighbour's diagonal, and the queries it belongs to (all but the first or the last)
+            offset, queries = (-1, slice(1, None)) if previous >= following else (1, slice(None, -1))
             lift = {}
             for kind in terms:
                 m = maps.get(layer, head, kind)
-                lift[kind] = float((np.diagonal(m, offset) - m.mean(1)[np.arange(L - 1) + (offset == -1)]).mean())
+                lift[kind] = float((np.diagonal(m, offset) - m.mean(1)[queries]).mean())
             found.append(HeadPattern(
                 layer, head, previous, following,
                 _explained_share(maps.get(layer, head, "c2p"), i - j),
