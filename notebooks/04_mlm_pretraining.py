@@ -465,9 +465,9 @@ else:
 # Each choice above is measured on this lesson's model (`python -m deberta_edu.training.recipe`,
 # results/recipe/): the recipe, and beside it arms that change one thing each. The course model below was
 # trained with the same choices before these measurements were made: they check its choices after the fact,
-# they did not pick them. Every arm trains on the same 3 million tokens in the same order, with the schedule tied to that
-# budget, with three seeds, and is scored on every held-out row, under token masking and under whole-word
-# masking.
+# they did not pick them. Every arm trains on the same 3 million tokens in the same order, with the schedule
+# tied to that budget, with three seeds, and is scored on every held-out row, under token masking and under
+# whole-word masking.
 
 # %%
 from deberta_edu.training.recipe import RESULTS_DIR as RECIPE_DIR  # noqa: E402
@@ -700,7 +700,8 @@ full_course = json.loads((sift_dir / "results.json").read_text())["test_accuracy
 full_random = json.loads((sift_dir / "random-init.json").read_text())["test_accuracy"]["lambda=0.0"]
 full_gap = welch(full_course["test"], full_random["test"])
 print(f"all 8,454 snippets (lesson 5): course model {full_course['mean']:.1%}, random init {full_random['mean']:.1%} "
-      f"(Welch p = {full_gap['p_two_sided']:.2f})")
+      f"(means of {len(full_course['test'])} and {len(full_random['test'])} seeds; Welch p = "
+      f"{full_gap['p_two_sided']:.2f}; majority class {s_arm['majority']:.1%})")
 assert abs(full_gap["difference"]) < 0.02 and full_gap["p_two_sided"] > 0.05  # "level there too"
 assert min(full_course["mean"], full_random["mean"]) > s_arm["bag of words"]  # "above Naive Bayes on 500"
 
