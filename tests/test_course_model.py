@@ -1,6 +1,7 @@
 """The committed course model and the probes that measure what pretraining bought."""
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -56,6 +57,46 @@ def test_the_probe_and_the_baselines_can_tell_classes_apart_or_not():
     assert downstream.majority([0, 0, 1]) == pytest.approx(2 / 3)
     t = downstream.welch([0.9, 0.91, 0.92], [0.5, 0.52, 0.49])
     assert t["difference"] > 0.3 and t["p_greater"] < 0.01
+    hits = downstream.linear_probe(x[:30], y[:30], x[30:], y[30:], per_document=True)
+    assert len(hits) == 30 and sum(hits) / 30 == downstream.linear_probe(x[:30], y[:30], x[30:], y[30:])
+    assert downstream.naive_bayes(texts, labels, ["striker", "striker"], [0, 1], per_document=True) == [True, False]
+    assert downstream.majority([0, 0, 1], per_document=True) == [True, True, False]
+    assert downstream.summary([0.5, 1.0], [[True, False], [True, True]])["hits"] == ["10", "11"]
+
+
+def _hit_strings(base: list[int], wins: range, losses: range, draws: int, seed: int) -> list[str]:
+    """Per-draw hit strings: ``base`` (1 = right) with the documents in ``wins`` right and those in ``losses``
+    wrong on every draw, and one other document flipped at random per draw (a little draw-to-draw noise)."""
+    import random
+
+    rng, out = random.Random(seed), []
+    for _ in range(draws):
+        h = list(base)
+        for d in wins:
+            h[d] = 1
+        for d in losses:
+            h[d] = 0
+        flip = rng.randrange(20, len(h))
+        h[flip] = 1 - h[flip]
+        out.append("".join(map(str, h)))
+    return out
+
+
+def test_the_bootstrap_counts_the_test_documents_where_welch_does_not():
+    base = [1] * 110 + [0] * 15  # 125 test documents, as the topics' test set
+    # A is right on 6 documents that B gets wrong, B on 3 that A gets wrong, on every draw: +3 documents, 2.4 points
+    a = _hit_strings(base, range(0, 6), range(6, 9), 10, seed=1)
+    b = _hit_strings(base, range(6, 9), range(0, 6), 10, seed=2)
+    acc = lambda hits: [h.count("1") / len(h) for h in hits]  # noqa: E731
+    assert downstream.welch(acc(a), acc(b))["p_two_sided"] < 1e-6  # the draws agree: Welch is sure
+    boot = downstream.bootstrap(a, b)
+    assert boot["difference"] == pytest.approx(statistics.fmean(acc(a)) - statistics.fmean(acc(b)))
+    assert boot["p_two_sided"] > 0.2 and boot["ci95"][0] < 0 < boot["ci95"][1]  # 9 documents decide it: not sure
+    wide = _hit_strings([1] * 125, range(0), range(0), 10, seed=3)  # about 20 documents ahead of b: sure either way
+    assert downstream.bootstrap(wide, b)["p_two_sided"] < 0.001
+    assert downstream.bootstrap(a, a)["p_two_sided"] == 1.0
+    with pytest.raises(ValueError, match="same"):
+        downstream.bootstrap(a, b[:-1])
 
 
 def test_committed_pretraining_value_results_are_consistent():
@@ -79,6 +120,14 @@ def test_committed_pretraining_value_results_are_consistent():
     assert r["sentiment"]["tests"]["fine-tuned: pretrained vs random init"]["difference"] == pytest.approx(
         sentiment["pretrained, fine-tuned"]["mean"] - sentiment["random init, fine-tuned"]["mean"])
     assert r["finetune"]["lr"] == downstream.FinetuneRecipe().lr  # the recipe the code runs is the one recorded
+    tasks = (r["topics"], r["sentiment"], *r["topics_by_labels"]["per_class"].values())
+    for task in tasks:  # each run's hits are its accuracy, document by document, on one test set
+        for arm in task["arms"].values():
+            assert [h.count("1") / len(h) for h in arm["hits"]] == pytest.approx(arm["runs"])
+            assert {len(h) for h in arm["hits"]} == {len(task["arms"]["majority"]["hits"][0])}
+        assert all("bootstrap" in t for t in task["tests"].values())
+    boot = r["topics"]["tests"]["fine-tuned: pretrained vs bag of words"]["bootstrap"]
+    assert boot == downstream.bootstrap(arms["pretrained, fine-tuned"]["hits"], arms["bag of words"]["hits"])
     curve = r["topics_by_labels"]["per_class"]
     assert [int(n) for n in curve] == list(downstream.CURVE_LABELS)
     for point in curve.values():
@@ -224,3 +273,5 @@ def test_the_value_table_puts_the_model_beside_its_baselines():
     assert downstream.markdown_table({"topics": task}).splitlines()[3] == (
         "| BBC topics, 20 labelled documents per class, 1 draw | fine-tuned | 32.8 ± 0.0 | 90.0 ± 2.0 | 94.0 ± 1.5 | "
         "83.0 ± 5.0 | 94.0 ± 1.0 | +11.0, p = 6e-05 | +4.0, p = 0.001 | +0.0, p = 0.9 |")
+    task["tests"]["fine-tuned: pretrained vs bag of words"]["bootstrap"] = {"p_two_sided": 0.21}  # after a slash
+    assert "| +4.0, p = 0.001 / 0.21 |" in downstream.markdown_table({"topics": task}).splitlines()[3]

@@ -89,9 +89,10 @@ class FinetuneRecipe:
 
 def finetuned_accuracy(model, tokenizer, train_texts: Sequence[str], train_y: Sequence[int],
                        test_texts: Sequence[str], test_y: Sequence[int], seed: int, classes: int | None = None,
-                       recipe: FinetuneRecipe = FinetuneRecipe()) -> float:
+                       recipe: FinetuneRecipe = FinetuneRecipe(), per_document: bool = False) -> float | list[bool]:
     """Test accuracy of a copy of ``model``'s encoder fine-tuned with a mean-pool head; ``model`` is untouched.
-    A test document's answer is the class with the highest summed log-probability over its chunks."""
+    A test document's answer is the class with the highest summed log-probability over its chunks (with
+    ``per_document``, whether each test document was right)."""
     encoder = copy.deepcopy(getattr(model, "deberta", model))
     classes = classes or max(max(train_y), max(test_y)) + 1
     torch.manual_seed(seed)
@@ -122,4 +123,5 @@ def finetuned_accuracy(model, tokenizer, train_texts: Sequence[str], train_y: Se
         for b in range(0, len(rows), 64):
             logp = torch.log_softmax(clf(*collate(rows[b:b + 64])), -1)
             scores.index_add_(0, torch.tensor(owner[b:b + 64]), logp)
-    return (scores.argmax(1) == torch.as_tensor(list(test_y))).float().mean().item()
+    hits = (scores.argmax(1) == torch.as_tensor(list(test_y))).tolist()
+    return hits if per_document else sum(hits) / len(hits)
