@@ -120,6 +120,8 @@ def test_committed_pretraining_value_results_are_consistent():
     assert r["sentiment"]["tests"]["fine-tuned: pretrained vs random init"]["difference"] == pytest.approx(
         sentiment["pretrained, fine-tuned"]["mean"] - sentiment["random init, fine-tuned"]["mean"])
     assert r["finetune"]["lr"] == downstream.FinetuneRecipe().lr  # the recipe the code runs is the one recorded
+    assert f"first {downstream.PROBE_CHUNKS} chunks of {downstream.PROBE_LENGTH} tokens" in r["probe"]
+    assert "bootstrap" in r["tests"] and f"{downstream.BOOTSTRAP_SAMPLES:,}" in r["tests"]
     tasks = (r["topics"], r["sentiment"], *r["topics_by_labels"]["per_class"].values())
     for task in tasks:  # each run's hits are its accuracy, document by document, on one test set
         for arm in task["arms"].values():

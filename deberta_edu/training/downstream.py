@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -48,8 +47,10 @@ from dataclasses import asdict
 import torch
 
 from .documents import FinetuneRecipe, document_features, finetuned_accuracy
+from .significance import BOOTSTRAP_SAMPLES, bootstrap, summary, welch
 
 WORD = re.compile(r"[a-z0-9']+")
+PROBE_LENGTH, PROBE_CHUNKS = 128, 4  # the frozen probe reads a document's first 4 chunks of 128 tokens
 
 
 def words(text: str) -> list[str]:
@@ -138,60 +139,9 @@ def majority(test_y: Sequence[int], per_document: bool = False) -> float | list[
     return hits_or_accuracy([Counter(test_y).most_common(1)[0][0]] * len(test_y), test_y, per_document)
 
 
-def summary(values: Sequence[float], hits: Sequence[Sequence[bool]] | None = None) -> dict:
-    """Mean, std and runs of an arm's accuracies; with ``hits``, each run's right (1) and wrong (0) test
-    documents as a string of 0s and 1s in test order, for ``bootstrap``."""
-    out = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-           "runs": list(values)}
-    if hits is not None:
-        out["hits"] = ["".join("1" if h else "0" for h in run) for run in hits]
-    return out
-
-
-def welch(a: Sequence[float], b: Sequence[float]) -> dict:
-    """Welch's t-test of mean(a) > mean(b) (one-sided) and two-sided, from scipy."""
-    from scipy import stats
-
-    two = stats.ttest_ind(a, b, equal_var=False)
-    one = stats.ttest_ind(a, b, equal_var=False, alternative="greater")
-    return {"difference": statistics.fmean(a) - statistics.fmean(b), "t": float(two.statistic),
-            "p_two_sided": float(two.pvalue), "p_greater": float(one.pvalue)}
-
-
-BOOTSTRAP_SAMPLES = 10_000
-
-
-def bootstrap(a_hits: Sequence[str], b_hits: Sequence[str], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict:
-    """Two arms' difference in mean accuracy, with the test documents counted as a sample too.
-
-    Welch's test across draws asks whether another draw of labelled documents would change the verdict; it
-    takes the test documents as fixed. With 125 of them, which documents happen to be in the test set moves
-    an accuracy by a few points (one document is 0.8 of a point), the same way for every draw. This
-    resamples both, paired: draws with replacement (the same draws for both arms, as in the experiment),
-    and test documents with replacement (the same documents for both arms and every draw). ``a_hits`` and
-    ``b_hits`` are ``summary``'s hit strings, one per draw, in the same draw order. Returns the difference,
-    its 95% interval, and a two-sided p-value: twice the smaller tail of resampled differences at or beyond
-    zero (at least 1 / ``samples``). Resampling both levels errs on the cautious side (wide intervals)."""
-    if len(a_hits) != len(b_hits) or {len(h) for h in (*a_hits, *b_hits)} != {len(a_hits[0])}:
-        raise ValueError("bootstrap needs the same draws and the same test documents for both arms")
-    as_tensor = lambda hits: torch.tensor([[c == "1" for c in h] for h in hits], dtype=torch.float64)  # noqa: E731
-    diff = as_tensor(a_hits) - as_tensor(b_hits)  # (draws, documents)
-    draws, docs = diff.shape
-    g = torch.Generator().manual_seed(seed)
-    draw_weight = torch.zeros(samples, draws, dtype=torch.float64).scatter_add_(
-        1, torch.randint(draws, (samples, draws), generator=g), torch.ones(samples, draws, dtype=torch.float64))
-    doc_weight = torch.zeros(samples, docs, dtype=torch.float64).scatter_add_(
-        1, torch.randint(docs, (samples, docs), generator=g), torch.ones(samples, docs, dtype=torch.float64))
-    resampled = ((draw_weight @ diff) * doc_weight).sum(1) / (draws * docs)
-    tail = min((resampled <= 0).double().mean().item(), (resampled >= 0).double().mean().item())
-    low, high = torch.quantile(resampled, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return {"difference": diff.mean().item(), "ci95": [low, high], "p_two_sided": max(min(1.0, 2 * tail), 1 / samples),
-            "samples": samples}
-
-
 def compare_arms(draw: Callable[[int], tuple[list[str], list[int]]], test: tuple[list[str], list[int]],
                  encoders: dict[str, Callable[[int], tuple[object, object]]], seeds: Sequence[int],
-                 fixed: Sequence[str] = (), max_length: int = 128, max_chunks: int = 4,
+                 fixed: Sequence[str] = (), max_length: int = PROBE_LENGTH, max_chunks: int = PROBE_CHUNKS,
                  finetuned: Sequence[str] = (), recipe: FinetuneRecipe | None = None,
                  progress: Callable[[str], None] = print) -> dict:
     """Every arm on every seed. ``draw(seed)`` gives the labelled training texts; ``encoders[name](seed)``
@@ -364,8 +314,11 @@ def main(argv=None) -> None:
     model, tokenizer = load_course_model()
     start = time.time()
     result = {"command": " ".join(["python -m deberta_edu.training.downstream", *(argv or [])]),
-              "model": course_label(course_metrics()), "probe": "mean-pooled last encoder layer, frozen; "
-              "L2 logistic regression (L-BFGS) on standardized features",
+              "model": course_label(course_metrics()), "probe": "last encoder layer mean-pooled over a document's "
+              f"first {PROBE_CHUNKS} chunks of {PROBE_LENGTH} tokens, frozen; L2 logistic regression (L-BFGS) on "
+              "standardized features",
+              "tests": "Welch's t across draws (scipy); bootstrap: draws and test documents resampled, paired, "
+              f"{BOOTSTRAP_SAMPLES:,} samples",
               "baselines": {"bag of words": "multinomial naive Bayes, lower-cased words, add-one smoothing",
                             "tf-idf logistic": "L2 logistic regression (l2 1e-2) on unit tf-idf vectors of "
                             "lower-cased words, sublinear counts, idf of the labelled texts"},
