@@ -17,6 +17,7 @@ from torch import nn
 from deberta_edu.facts import encode_pair
 
 from .finetune import collate
+from .significance import hits_or_accuracy
 
 
 def chunk_rows(tokenizer, texts: Sequence[str], max_length: int = 128,
@@ -123,5 +124,4 @@ def finetuned_accuracy(model, tokenizer, train_texts: Sequence[str], train_y: Se
         for b in range(0, len(rows), 64):
             logp = torch.log_softmax(clf(*collate(rows[b:b + 64])), -1)
             scores.index_add_(0, torch.tensor(owner[b:b + 64]), logp)
-    hits = (scores.argmax(1) == torch.as_tensor(list(test_y))).tolist()
-    return hits if per_document else sum(hits) / len(hits)
+    return hits_or_accuracy(scores.argmax(1).tolist(), test_y, per_document)

@@ -47,7 +47,7 @@ from dataclasses import asdict
 import torch
 
 from .documents import FinetuneRecipe, document_features, finetuned_accuracy
-from .significance import BOOTSTRAP_SAMPLES, bootstrap, summary, welch
+from .significance import BOOTSTRAP_SAMPLES, bootstrap, hits_or_accuracy, summary, welch
 
 WORD = re.compile(r"[a-z0-9']+")
 PROBE_LENGTH, PROBE_CHUNKS = 128, 4  # the frozen probe reads a document's first 4 chunks of 128 tokens
@@ -56,12 +56,6 @@ PROBE_LENGTH, PROBE_CHUNKS = 128, 4  # the frozen probe reads a document's first
 def words(text: str) -> list[str]:
     """The lower-cased words a bag-of-words baseline reads."""
     return WORD.findall(text.lower())
-
-
-def hits_or_accuracy(predicted: Sequence[int], test_y: Sequence[int], per_document: bool) -> float | list[bool]:
-    """Whether each test document was classified right (``per_document``), or the fraction that was."""
-    hits = [int(p) == int(t) for p, t in zip(predicted, test_y, strict=True)]
-    return hits if per_document else sum(hits) / len(hits)
 
 
 def linear_probe(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Tensor, test_y: Sequence[int],

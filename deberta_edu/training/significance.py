@@ -13,6 +13,12 @@ from collections.abc import Sequence
 import torch
 
 
+def hits_or_accuracy(predicted: Sequence[int], test_y: Sequence[int], per_document: bool) -> float | list[bool]:
+    """Whether each test document was classified right (``per_document``), or the fraction that was."""
+    hits = [int(p) == int(t) for p, t in zip(predicted, test_y, strict=True)]
+    return hits if per_document else sum(hits) / len(hits)
+
+
 def summary(values: Sequence[float], hits: Sequence[Sequence[bool]] | None = None) -> dict:
     """Mean, std and runs of an arm's accuracies; with ``hits``, each run's right (1) and wrong (0) test
     documents as a string of 0s and 1s in test order, for ``bootstrap``."""
