@@ -53,6 +53,7 @@ def test_finetune_learns_with_and_without_sift(tmp_path):
         out = tmp_path / f"{method}-{lam}"
         result = finetune(pretrained, splits, tok, cfg, out_dir=out)
         assert result.test_accuracy > 0.9, (lam, method, result.test_accuracy)
+        assert len(result.test_hits) == len(splits["test"]) and sum(result.test_hits) / 50 == result.test_accuracy
         assert (out / "classifier.safetensors").exists()
         if lam:
             assert "adv_loss" in result.history[-1]

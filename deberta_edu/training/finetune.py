@@ -33,6 +33,7 @@ from .engine import (
     warmup_linear,
 )
 from .sift import VAT, AdversarialConfig, SiFT, build_adversary
+from .significance import hit_strings
 from .state import JsonlLogger
 
 
@@ -60,6 +61,7 @@ class FinetuneResult:
     history: list[dict]
     model: DebertaForSequenceClassification
     config: FinetuneConfig
+    test_hits: list[bool] | None = None  # whether each test example was right, in test order
 
 
 def encode(examples, tokenizer, max_length: int) -> tuple[list[list[int]], torch.Tensor]:
@@ -86,15 +88,16 @@ def classification_batch(rows: list[list[int]], labels: torch.Tensor) -> Batch:
 
 
 @torch.no_grad()
-def accuracy(model, rows, labels, batch_size: int = 128, device="cpu") -> float:
+def accuracy(model, rows, labels, batch_size: int = 128, device="cpu", per_document: bool = False) -> float | list[bool]:
+    """The fraction of ``rows`` classified right (with ``per_document``, whether each one was)."""
     model.eval()
-    correct = 0
+    hits = []
     for s in range(0, len(rows), batch_size):
         batch = classification_batch(rows[s : s + batch_size], labels[s : s + batch_size])
         logits = model(batch.input_ids.to(device), batch.attention_mask.to(device)).logits
-        correct += int((logits.argmax(-1).cpu() == batch.labels).sum())
+        hits += (logits.argmax(-1).cpu() == batch.labels).tolist()
     model.train()
-    return correct / max(1, len(rows))
+    return hits if per_document else sum(hits) / max(1, len(rows))
 
 
 def classifier_from(pretrained: DebertaForMaskedLM, dropout: float) -> DebertaForSequenceClassification:
@@ -177,10 +180,10 @@ def finetune(
         bar.update()
     bar.close()
     dev_acc = accuracy(model, dev_rows, dev_labels, device=device)
-    test_acc = accuracy(model, test_rows, test_labels, device=device)
+    test_hits = accuracy(model, test_rows, test_labels, device=device, per_document=True)
     if out_dir:
         save_classifier(model, cfg, out_dir)
-    return FinetuneResult(dev_acc, test_acc, log.records, model.eval(), cfg)
+    return FinetuneResult(dev_acc, sum(test_hits) / max(1, len(test_hits)), log.records, model.eval(), cfg, test_hits)
 
 
 def save_classifier(model: DebertaForSequenceClassification, cfg: FinetuneConfig, out_dir) -> Path:
@@ -192,7 +195,8 @@ def save_classifier(model: DebertaForSequenceClassification, cfg: FinetuneConfig
 
 def compare(pretrained, splits, tokenizer, lams=(0.0, 1.0), seeds=(0, 1, 2), adversarial: dict | None = None,
             **cfg_changes) -> dict:
-    """Fine-tune with each λ and seed; {λ: {"test": [acc per seed], "dev": [...], "mean", "std", "adv_loss"}}.
+    """Fine-tune with each λ and seed; {λ: {"test": [acc per seed], "dev": [...], "mean", "std", "adv_loss",
+    "hits": [which test examples each seed got right, as ``hit_strings``]}}.
 
     ``adversarial``: AdversarialConfig fields other than λ (default: SiFT with the official settings).
     """
@@ -206,7 +210,8 @@ def compare(pretrained, splits, tokenizer, lams=(0.0, 1.0), seeds=(0, 1, 2), adv
         tests = [r.test_accuracy for r in runs]
         table[lam] = {"test": tests, "dev": [r.dev_accuracy for r in runs], "mean": statistics.mean(tests),
                       "std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
-                      "adv_loss": [r.history[-1].get("adv_loss") for r in runs]}  # last step's, None if λ = 0
+                      "adv_loss": [r.history[-1].get("adv_loss") for r in runs],  # last step's, None if λ = 0
+                      "hits": hit_strings([r.test_hits for r in runs])}
     return table
 
 

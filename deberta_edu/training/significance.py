@@ -25,8 +25,13 @@ def summary(values: Sequence[float], hits: Sequence[Sequence[bool]] | None = Non
     out = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
            "runs": list(values)}
     if hits is not None:
-        out["hits"] = ["".join("1" if h else "0" for h in run) for run in hits]
+        out["hits"] = hit_strings(hits)
     return out
+
+
+def hit_strings(hits: Sequence[Sequence[bool]]) -> list[str]:
+    """Each run's right (1) and wrong (0) test documents as a string, in test order: how results files keep them."""
+    return ["".join("1" if h else "0" for h in run) for run in hits]
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> dict:
