@@ -277,3 +277,19 @@ def test_the_value_table_puts_the_model_beside_its_baselines():
         "83.0 ± 5.0 | 94.0 ± 1.0 | +11.0, p = 6e-05 | +4.0, p = 0.001 | +0.0, p = 0.9 |")
     task["tests"]["fine-tuned: pretrained vs bag of words"]["bootstrap"] = {"p_two_sided": 0.21}  # after a slash
     assert "| +4.0, p = 0.001 / 0.21 |" in downstream.markdown_table({"topics": task}).splitlines()[3]
+
+
+def test_lesson_5s_learning_rate_grid_records_the_commands_that_made_it():
+    grid = sorted((COURSE_DIR.parent / "sift" / "lr-grid").glob("*.json"))
+    assert {p.stem for p in grid} >= {"course-lr2e-4", "random-lr2e-4"}
+    for path in grid:
+        r = json.loads(path.read_text())
+        arm, lr = path.stem.split("-lr")
+        command = r["command"].split()
+        assert command[command.index("--lr") + 1] == lr, (path.name, r["command"])  # the rate its name says
+        assert ("--random-init" in command) == (arm == "random"), (path.name, r["command"])
+        row = r["test_accuracy"]["lambda=0.0"]
+        if "hits" in row:  # which test snippets each seed got right: the accuracies, snippet by snippet
+            assert [h.count("1") / len(h) for h in row["hits"]] == pytest.approx(row["test"])
+    assert all("hits" in json.loads((COURSE_DIR.parent / "sift" / "lr-grid" / f"{arm}-lr2e-4.json").read_text())[
+        "test_accuracy"]["lambda=0.0"] for arm in ("course", "random"))  # lesson 5 bootstraps these
