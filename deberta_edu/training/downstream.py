@@ -47,7 +47,7 @@ from dataclasses import asdict
 import torch
 
 from .documents import FinetuneRecipe, document_features, finetuned_accuracy
-from .significance import BOOTSTRAP_SAMPLES, bootstrap, hits_or_accuracy, summary, welch
+from .significance import BOOTSTRAP_SAMPLES, bootstrap, fraction_right, hits_or_accuracy, summary, welch
 
 WORD = re.compile(r"[a-z0-9']+")
 PROBE_LENGTH, PROBE_CHUNKS = 128, 4  # the frozen probe reads a document's first 4 chunks of 128 tokens
@@ -165,8 +165,8 @@ def compare_arms(draw: Callable[[int], tuple[list[str], list[int]]], test: tuple
                 arms[f"{name}, fine-tuned"].append(finetuned_accuracy(
                     model, tokenizer, texts, y, test_texts, test_y, seed, max(test_y) + 1, recipe or FinetuneRecipe(),
                     per_document=True))
-        progress(f"seed {seed}: " + ", ".join(f"{k} {sum(v[-1]) / len(v[-1]):.3f}" for k, v in arms.items()))
-    return {name: summary([sum(run) / len(run) for run in hits], hits) for name, hits in arms.items()}
+        progress(f"seed {seed}: " + ", ".join(f"{k} {fraction_right(v[-1]):.3f}" for k, v in arms.items()))
+    return {name: summary([fraction_right(run) for run in hits], hits) for name, hits in arms.items()}
 
 
 BASELINES = ("random init", "bag of words", "tf-idf logistic")  # what the pretrained arm is tested against

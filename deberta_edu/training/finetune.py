@@ -33,7 +33,7 @@ from .engine import (
     warmup_linear,
 )
 from .sift import VAT, AdversarialConfig, SiFT, build_adversary
-from .significance import hit_strings
+from .significance import fraction_right, hit_strings, hits_or_accuracy
 from .state import JsonlLogger
 
 
@@ -91,13 +91,12 @@ def classification_batch(rows: list[list[int]], labels: torch.Tensor) -> Batch:
 def accuracy(model, rows, labels, batch_size: int = 128, device="cpu", per_document: bool = False) -> float | list[bool]:
     """The fraction of ``rows`` classified right (with ``per_document``, whether each one was)."""
     model.eval()
-    hits = []
+    predicted = []
     for s in range(0, len(rows), batch_size):
         batch = classification_batch(rows[s : s + batch_size], labels[s : s + batch_size])
-        logits = model(batch.input_ids.to(device), batch.attention_mask.to(device)).logits
-        hits += (logits.argmax(-1).cpu() == batch.labels).tolist()
+        predicted += model(batch.input_ids.to(device), batch.attention_mask.to(device)).logits.argmax(-1).tolist()
     model.train()
-    return hits if per_document else sum(hits) / max(1, len(rows))
+    return hits_or_accuracy(predicted, labels.tolist(), per_document)
 
 
 def classifier_from(pretrained: DebertaForMaskedLM, dropout: float) -> DebertaForSequenceClassification:
@@ -183,7 +182,7 @@ def finetune(
     test_hits = accuracy(model, test_rows, test_labels, device=device, per_document=True)
     if out_dir:
         save_classifier(model, cfg, out_dir)
-    return FinetuneResult(dev_acc, sum(test_hits) / max(1, len(test_hits)), log.records, model.eval(), cfg, test_hits)
+    return FinetuneResult(dev_acc, fraction_right(test_hits), log.records, model.eval(), cfg, test_hits)
 
 
 def save_classifier(model: DebertaForSequenceClassification, cfg: FinetuneConfig, out_dir) -> Path:

@@ -13,10 +13,15 @@ from collections.abc import Sequence
 import torch
 
 
+def fraction_right(hits: Sequence[bool]) -> float:
+    """The accuracy of a run's hits (0 for no documents at all)."""
+    return sum(hits) / max(1, len(hits))
+
+
 def hits_or_accuracy(predicted: Sequence[int], test_y: Sequence[int], per_document: bool) -> float | list[bool]:
     """Whether each test document was classified right (``per_document``), or the fraction that was."""
     hits = [int(p) == int(t) for p, t in zip(predicted, test_y, strict=True)]
-    return hits if per_document else sum(hits) / len(hits)
+    return hits if per_document else fraction_right(hits)
 
 
 def summary(values: Sequence[float], hits: Sequence[Sequence[bool]] | None = None) -> dict:
