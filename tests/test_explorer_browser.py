@@ -22,7 +22,6 @@ from webdriver import CHROMEDRIVER, CHROMIUM, FLAGS, MISSING, chromium_session
 from deberta_edu import DebertaForMaskedLM, DebertaModel, make_config
 from deberta_edu.lessons.explorer import (
     MAX_TOKENS,
-    checkpoint_label,
     explorer_html,
     iframe,
     load_demo,
@@ -30,6 +29,7 @@ from deberta_edu.lessons.explorer import (
     save_explorer,
 )
 from deberta_edu.model import checkpoint
+from deberta_edu.model.checkpoint import describe_checkpoint
 
 needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING)
 
@@ -211,27 +211,27 @@ def test_load_demo_with_a_checkpoint(tmp_path):
     assert not smoke.trained and smoke.source.startswith("SMOKE-size checkpoint, not trained: ckpt (")
 
 
-def test_checkpoint_label_names_no_path_of_this_machine(tmp_path, monkeypatch):
+def test_describe_checkpoint_names_no_path_of_this_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("DEBERTA_EDU_DATA", str(tmp_path / "data"))
     lesson = checkpoint.lesson_checkpoint("lesson4")
     lesson.mkdir(parents=True)
-    assert checkpoint_label(lesson) == "trained checkpoint: lesson 4"
+    assert describe_checkpoint(lesson) == "trained checkpoint: lesson 4"
     run = {"name": "lesson4", "size": "tiny", "variant": "deberta", "source": "bbc", "steps": 400}
     (lesson / "train_config.json").write_text(json.dumps(run))
-    assert checkpoint_label(lesson) == "trained checkpoint: lesson 4 (tiny deberta, 400 steps on bbc)"
+    assert describe_checkpoint(lesson) == "trained checkpoint: lesson 4 (tiny deberta, 400 steps on bbc)"
     other = tmp_path / "elsewhere" / "my-run"
     other.mkdir(parents=True)
     (other / "train_config.json").write_text(json.dumps({**run, "name": "ablation"}))
-    assert checkpoint_label(other) == "trained checkpoint: my-run (ablation, tiny deberta, 400 steps on bbc)"
+    assert describe_checkpoint(other) == "trained checkpoint: my-run (ablation, tiny deberta, 400 steps on bbc)"
     (lesson / "train_config.json").write_text(json.dumps({**run, "steps": 100_000, "budget_seconds": 150.0}))
-    assert checkpoint_label(lesson) == "trained checkpoint: lesson 4 (tiny deberta, 150 s of training on bbc)"
+    assert describe_checkpoint(lesson) == "trained checkpoint: lesson 4 (tiny deberta, 150 s of training on bbc)"
     smoke = tmp_path / "elsewhere" / "lesson4-smoke"  # what make test leaves: never called trained
     smoke.mkdir()
     (smoke / "train_config.json").write_text(json.dumps({**run, "name": "lesson4-smoke", "steps": 25}))
-    assert checkpoint_label(smoke) == "SMOKE-size checkpoint, not trained: lesson4-smoke (tiny deberta, 25 steps on bbc)"
+    assert describe_checkpoint(smoke) == "SMOKE-size checkpoint, not trained: lesson4-smoke (tiny deberta, 25 steps on bbc)"
     (other / "train_config.json").write_text("{not json")
     model = DebertaModel(make_config("tiny", vocab_size=24))
-    assert checkpoint_label(other, model) == "trained checkpoint: my-run (2 layers, 2 heads, hidden size 128)"
+    assert describe_checkpoint(other, model) == "trained checkpoint: my-run (2 layers, 2 heads, hidden size 128)"
     # without a checkpoint, the random stand-in says where it looked, relative to the data root
     demo = load_demo("a new store", folder=tmp_path / "data" / "checkpoints" / "none")
     assert "no checkpoint in $DEBERTA_EDU_DATA/checkpoints/none" in demo.source

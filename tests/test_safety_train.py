@@ -350,4 +350,6 @@ def test_a_results_file_names_the_encoder_by_what_it_ran(tmp_path):
     run.mkdir()
     (run / "train_config.json").write_text(json.dumps({"name": "course", "steps": 20000, "budget_seconds": 5000,
                                                        "batch_size": 64, "seq_length": 128, "source": "bbc"}))
-    assert "20000" not in finetune.describe_encoder(run) and "5000 s budget" in finetune.describe_encoder(run)
+    assert "20000" not in finetune.describe_encoder(run) and "5000 s of training" in finetune.describe_encoder(run)
+    (run / "train_config.json").write_text(json.dumps({"name": "lesson4-smoke", "steps": 25, "source": "bbc"}))
+    assert finetune.describe_encoder(run).startswith("SMOKE-size checkpoint, not trained: run (lesson4-smoke")

@@ -28,16 +28,14 @@ import numpy as np
 import torch
 
 from deberta_edu.facts import (
-    CONFIG_FILE,
     DATA_ENV,
     MODEL_FILE,
     PROJECT_ROOT,
     SPECIAL_PIECES,
     TOKENIZER_FILE,
-    checkpoint_dir,
     encode_pair,
 )
-from deberta_edu.model.checkpoint import load_pretrained
+from deberta_edu.model.checkpoint import describe_checkpoint, is_smoke_run, load_pretrained, run_config
 from deberta_edu.model.config import make_config
 from deberta_edu.model.encoder import DebertaModel
 
@@ -185,14 +183,6 @@ class Demo:
     source: str  # a sentence for the reader: which checkpoint, or "randomly initialised"
 
 
-def lesson_checkpoint_folder() -> Path:
-    """Where lesson 4 writes its checkpoint: ``$DEBERTA_EDU_DATA/checkpoints/lesson4``.
-
-    The data root defaults to ``<repo>/data``.
-    """
-    return checkpoint_dir("lesson4")
-
-
 def _shown(path: str | Path) -> str:
     """``path`` as the reader may see it in a page: relative to the repository or to $DEBERTA_EDU_DATA.
 
@@ -207,47 +197,6 @@ def _shown(path: str | Path) -> str:
             except ValueError:
                 pass
     return path.name
-
-
-def checkpoint_label(folder: str | Path, model=None) -> str:
-    """A label that names no path on this machine: ``trained checkpoint: lesson 4 (tiny deberta, 400 steps on bbc)``.
-
-    The details come from the run's ``train_config.json`` (written by ``pretrain.train``), else from
-    ``model.config``. The folder is called "lesson 4" when it is lesson 4's, else by its own name; the
-    run's name is added when it differs from the folder's. A smoke-size run (a config named "<name>-smoke")
-    is a test that the code runs, never a trained model: ``SMOKE-size checkpoint, not trained: ...``.
-    """
-    folder = Path(folder)
-    where = "lesson 4" if os.path.abspath(folder) == os.path.abspath(lesson_checkpoint_folder()) else folder.name
-    run = _run_config(folder)
-    if run.get("steps"):
-        name = run.get("name") if run.get("name") not in (None, folder.name) else None  # a run of another name
-        what = " ".join(str(run[k]) for k in ("size", "variant") if run.get(k))
-        budget = run.get("budget_seconds")  # a clock budget: steps is then only a cap
-        steps = (f"{budget:.0f} s of training" if budget else f"{run['steps']} steps") + (
-            f" on {run['source']}" if run.get("source") else "")
-        details = ", ".join(str(part) for part in (name, what, steps) if part)
-    elif model is not None and hasattr(model, "config"):
-        c = model.config
-        details = f"{c.num_hidden_layers} layers, {c.num_attention_heads} heads, hidden size {c.hidden_size}"
-    else:
-        details = ""
-    kind = "SMOKE-size checkpoint, not trained" if _is_smoke(run) else "trained checkpoint"
-    return f"{kind}: {where}" + (f" ({details})" if details else "")
-
-
-def _run_config(folder: Path) -> dict:
-    """The run's train_config.json as a dict; {} when there is none or it cannot be read."""
-    try:
-        run = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return run if isinstance(run, dict) else {}
-
-
-def _is_smoke(run: dict) -> bool:
-    """A smoke-size run: its config is named "<name>-smoke"."""
-    return str(run.get("name", "")).endswith("-smoke")
 
 
 def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) -> Demo:
@@ -279,7 +228,7 @@ def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) ->
                 f"the tokenizer in {folder} produced id {int(ids.max())} but the model's vocabulary "
                 f"has {vocab} entries; the two files do not belong together"
             )
-        return Demo(model, ids, tokens, not _is_smoke(_run_config(folder)), label or checkpoint_label(folder, model))
+        return Demo(model, ids, tokens, not is_smoke_run(run_config(folder)), label or describe_checkpoint(folder, model))
     torch.manual_seed(seed)
     words = re.findall(r"\w+|[^\w\s]", sentence.lower())
     vocab = SPECIALS + sorted(set(words))

@@ -9,11 +9,10 @@ run (``name`` other than "lesson4" in its train_config.json) is never used, what
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, TOKENIZER_FILE
-from deberta_edu.model.checkpoint import lesson_checkpoint, load_pretrained
+from deberta_edu.facts import LOG_FILE, MODEL_FILE, TOKENIZER_FILE
+from deberta_edu.model.checkpoint import lesson_checkpoint, load_pretrained, run_config
 from deberta_edu.training.course import COURSE_DIR, course_label, course_metrics
 
 FULL_SIZE_RUN = "lesson4"  # the name a full-size lesson 4 run writes in its train_config.json
@@ -24,13 +23,12 @@ def local_run_accuracy(folder: str | Path) -> tuple[float, int] | None:
     from deberta_edu.training.state import read_jsonl
 
     folder = Path(folder)
+    if not (run_config(folder).get("name") == FULL_SIZE_RUN and (folder / MODEL_FILE).exists()
+            and (folder / TOKENIZER_FILE).exists()):
+        return None
     try:
-        run = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         records = read_jsonl(folder / LOG_FILE)  # drops a last line cut by a crash
     except (OSError, ValueError):
-        return None
-    if not (isinstance(run, dict) and run.get("name") == FULL_SIZE_RUN and (folder / MODEL_FILE).exists()
-            and (folder / TOKENIZER_FILE).exists()):
         return None
     evals = [r for r in records if isinstance(r, dict) and r.get("kind") == "eval" and "val_accuracy" in r]
     return (float(evals[-1]["val_accuracy"]), int(evals[-1].get("tokens", 0))) if evals else None

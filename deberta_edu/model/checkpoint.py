@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -186,15 +187,43 @@ def lesson_checkpoint(name: str = "lesson4") -> Path:
     return checkpoint_dir(name)
 
 
-def describe_checkpoint(folder: str | Path) -> str:
-    """One line for a reader: which run made the model in ``folder`` (from its train_config.json)."""
+def run_config(folder: str | Path) -> dict:
+    """The train_config.json that ``pretrain.train`` wrote in ``folder``, as a dict; {} when there is none or
+    it cannot be read."""
+    try:
+        run = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return run if isinstance(run, dict) else {}
+
+
+def is_smoke_run(run: dict) -> bool:
+    """A smoke-size run (its config named "<name>-smoke"): a test that the code runs, never a trained model."""
+    return str(run.get("name", "")).endswith("-smoke")
+
+
+def describe_checkpoint(folder: str | Path, model=None) -> str:
+    """One line for a reader, naming no path on this machine: ``trained checkpoint: lesson 4 (tiny deberta,
+    400 steps on bbc)``.
+
+    The details come from the run's train_config.json, else from ``model.config``. The folder is called
+    "lesson 4" when it is lesson 4's, else by its own name; the run's name is added when it differs from the
+    folder's. A smoke-size run is called what it is: ``SMOKE-size checkpoint, not trained: ...``.
+    """
     folder = Path(folder)
-    origin = f"checkpoint {folder.name}"
-    config_file = folder / CONFIG_FILE
-    if config_file.exists():
-        cfg = json.loads(config_file.read_text())
-        budget = cfg.get("budget_seconds")  # a clock budget: ``steps`` is then only a cap, not what was run
-        steps = (f"a {budget:.0f} s budget" if budget else f"{cfg.get('steps')} steps") + \
-            f" of {cfg.get('batch_size')} x {cfg.get('seq_length')} tokens"
-        origin = f"{cfg.get('name')} ({steps}, {cfg.get('source')}), checkpoint {folder.name}"
-    return origin
+    where = "lesson 4" if os.path.abspath(folder) == os.path.abspath(lesson_checkpoint("lesson4")) else folder.name
+    run = run_config(folder)
+    if run.get("steps"):
+        name = run.get("name") if run.get("name") not in (None, folder.name) else None  # a run of another name
+        what = " ".join(str(run[k]) for k in ("size", "variant") if run.get(k))
+        budget = run.get("budget_seconds")  # a clock budget: steps is then only a cap, not what was run
+        steps = (f"{budget:.0f} s of training" if budget else f"{run['steps']} steps") + (
+            f" on {run['source']}" if run.get("source") else "")
+        details = ", ".join(str(part) for part in (name, what, steps) if part)
+    elif model is not None and hasattr(model, "config"):
+        c = model.config
+        details = f"{c.num_hidden_layers} layers, {c.num_attention_heads} heads, hidden size {c.hidden_size}"
+    else:
+        details = ""
+    kind = "SMOKE-size checkpoint, not trained" if is_smoke_run(run) else "trained checkpoint"
+    return f"{kind}: {where}" + (f" ({details})" if details else "")
