@@ -140,12 +140,16 @@ def test_committed_pretraining_value_results_are_consistent():
                 point["arms"]["pretrained"]["mean"] - point["arms"][baseline]["mean"])
 
 
-def _fake_run(folder, name, accuracy):
-    """A run folder as pretrain.train leaves it, as far as the lessons' choice reads it."""
+def _fake_run(folder, name, accuracy, **changes):
+    """A run folder as pretrain.train leaves it (lesson 4's config, with ``changes``), as far as the lessons'
+    choice reads it."""
+    from deberta_edu.training.configs import get_config
+
     folder.mkdir(parents=True)
     for f in (MODEL_FILE, TOKENIZER_FILE):
         (folder / f).write_bytes(b"")
-    (folder / CONFIG_FILE).write_text(json.dumps({"name": name, "steps": 400}))
+    run = get_config("lesson4", smoke=False).replace(name=name, **changes).to_dict()
+    (folder / CONFIG_FILE).write_text(json.dumps(run))
     records = [{"kind": "eval", "step": 0, "tokens": 0, "val_accuracy": 0.0},
                {"kind": "eval", "step": 400, "tokens": 819200, "val_accuracy": accuracy}]
     (folder / LOG_FILE).write_text("\n".join(json.dumps(r) for r in records) + "\n{cut by a cra")
@@ -166,6 +170,13 @@ def test_the_lessons_show_the_course_model_unless_a_full_size_run_beats_it(tmp_p
     _fake_run(better, "lesson4", course_accuracy + 0.01)
     folder, label = lesson_model_folder(better)
     assert folder == better and label.startswith("your lesson 4 model (0.8M tokens")
+    assert label.endswith(f"above the course model's {course_accuracy:.1%})")
+    for name, changes in {"smaller vocabulary": dict(vocab_size=1000), "shorter rows": dict(seq_length=64),
+                          "fewer masks": dict(mlm_probability=0.1), "spans": dict(whole_word_masking=True),
+                          "other text": dict(source="large")}.items():  # scored otherwise: never compared
+        other = tmp_path / name
+        _fake_run(other, "lesson4", course_accuracy + 0.2, **changes)
+        assert local_run_accuracy(other) is not None and lesson_model_folder(other)[0] == COURSE_DIR, name
 
 
 def test_the_explorer_and_lesson_5_show_the_course_model_by_default(tmp_path, monkeypatch):

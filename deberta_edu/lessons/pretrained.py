@@ -3,8 +3,10 @@
 Lessons 2 and 5, the attention explorer and the book use the course model (results/course-model/, trained
 once by the recipe of ``configs["course"]``). Lesson 3 always loads the course model itself: what it measures
 depends on that model's 128-token rows. A learner who has run lesson 4 at full size has a local model of
-their own; it is used instead only when its last held-out accuracy beats the course model's. A smoke-size
-run (``name`` other than "lesson4" in its train_config.json) is never used, whatever it scored.
+their own; it is used instead only when its last held-out accuracy beats the course model's, and only when
+the two numbers were scored alike (``scored_alike``: the same held-out corpus, vocabulary size, row length
+and masking). A smoke-size run (``name`` other than "lesson4" in its train_config.json) is never used,
+whatever it scored.
 """
 
 from __future__ import annotations
@@ -34,16 +36,34 @@ def local_run_accuracy(folder: str | Path) -> tuple[float, int] | None:
     return (float(evals[-1]["val_accuracy"]), int(evals[-1].get("tokens", 0))) if evals else None
 
 
+# What a held-out masked-token accuracy depends on besides the model: a smaller vocabulary, shorter rows or
+# other masking give another number for the same skill, so only runs alike in these are compared
+SCORING = ("vocab_size", "seq_length", "mlm_probability", "whole_word_masking")
+
+
+def scored_alike(run: dict, course: dict) -> bool:
+    """Whether two train_config.json dicts score held-out accuracy alike: same corpus held out, same SCORING.
+
+    Each model still reads the text through its own SentencePiece tokenizer (of the same size), so the two
+    accuracies are close kin, not identical measures; a run scored otherwise is never compared at all.
+    """
+    def held_out(cfg: dict):
+        return cfg.get("eval_source") or cfg.get("source")
+
+    return bool(run) and held_out(run) == held_out(course) and all(run.get(k) == course.get(k) for k in SCORING)
+
+
 def lesson_model_folder(local: str | Path | None = None, course: str | Path | None = None) -> tuple[Path, str]:
     """(folder, label) of the model the lessons show; the label names the model, its tokens and accuracy."""
     local = Path(local) if local is not None else lesson_checkpoint(FULL_SIZE_RUN)
     course = Path(course) if course is not None else COURSE_DIR
     metrics = course_metrics(course)
     mine = local_run_accuracy(local)
-    if mine is not None and mine[0] > metrics["held_out"]["val_accuracy"]:
+    if (mine is not None and mine[0] > metrics["held_out"]["val_accuracy"]
+            and scored_alike(run_config(local), run_config(course))):
         accuracy, tokens = mine
         return local, (f"your lesson 4 model ({tokens / 1e6:.1f}M tokens, held-out masked-token accuracy "
-                       f"{accuracy:.1%}, better than the course model's)")
+                       f"{accuracy:.1%}, above the course model's {metrics['held_out']['val_accuracy']:.1%})")
     return course, course_label(metrics)
 
 
