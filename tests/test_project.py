@@ -1,4 +1,4 @@
-"""Project hygiene: the conda and pip routes list the same packages."""
+"""Project hygiene: the conda and pip routes list the same packages; the Makefile sets the smoke size where it should."""
 
 import re
 from pathlib import Path
@@ -48,3 +48,28 @@ def test_environment_yml_and_pyproject_list_the_same_packages():
 
 def test_torch_is_pinned():
     assert _pyproject_requirements()["torch"] == "torch==2.13.0"
+
+
+def _smoke_seen_by(target: str, tmp_path, **env) -> str:
+    """What DEBERTA_EDU_SMOKE the commands of ``make target`` see, with a stand-in .venv whose jupyter and
+    python print it (and an install stamp newer than the Makefile, so nothing is installed)."""
+    import os
+    import subprocess
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True, exist_ok=True)
+    for tool in ("jupyter", "python"):
+        (venv / "bin" / tool).write_text('#!/bin/sh\necho "smoke=[${DEBERTA_EDU_SMOKE-unset}]"\n')
+        (venv / "bin" / tool).chmod(0o755)
+    (venv / ".installed").touch()
+    clean = {k: v for k, v in os.environ.items() if k not in ("DEBERTA_EDU_SMOKE", "MAKEFLAGS", "MAKELEVEL")}
+    out = subprocess.run(["make", "-s", "-C", str(ROOT), target, f"VENV={venv}"], env={**clean, **env},
+                         capture_output=True, text=True, check=True).stdout
+    return re.search(r"smoke=\[(\w*)\]", out).group(1)
+
+
+def test_make_lab_runs_the_lessons_at_full_size_and_the_checks_at_smoke_size(tmp_path):
+    assert _smoke_seen_by("lab", tmp_path) == "unset"  # the README: `make lab` leaves it unset
+    assert _smoke_seen_by("lab", tmp_path, DEBERTA_EDU_SMOKE="1") == "1"  # a learner's own choice is kept
+    assert _smoke_seen_by("notebooks", tmp_path) == "1" and _smoke_seen_by("unit", tmp_path) == "1"
+    assert _smoke_seen_by("notebooks", tmp_path, DEBERTA_EDU_SMOKE="0") == "0"
