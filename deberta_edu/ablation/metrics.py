@@ -2,8 +2,9 @@
 
     position_probe    lesson 3's probe (training.probe) on FROZEN features: "the new <noun>" in the subject or the
                       object slot of a padded window, read from the state the MLM head reads (the EMD's output,
-                      or the last layer's); a linear probe (downstream.linear_probe). Relative positions alone
-                      cannot tell the slots apart, so a model without absolute positions sits at chance.
+                      or the last layer's); a linear probe (downstream.linear_probe). From random weights a
+                      model without absolute positions sits at chance; but [CLS] at position 0 is inside the
+                      relative window, so pretraining can teach it the slot (lesson 3's anchored case)
     topic_probe       BBC News topics with 20 labelled documents per class, frozen mean-pooled features, the same
                       linear probe; the test documents are the held-out ones pretraining never saw
     sentiment         plain fine-tuning on movie-review snippets (lesson 5's task); a classifier that predicts one
