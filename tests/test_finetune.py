@@ -58,3 +58,20 @@ def test_finetune_learns_with_and_without_sift(tmp_path):
         if lam:
             assert "adv_loss" in result.history[-1]
             assert ("step_linf_per_token" in result.history[-1]) == (method == "sift")
+
+
+def test_random_init_draws_new_weights_for_every_seed(monkeypatch):
+    from deberta_edu.training import finetune as ft
+
+    pretrained = DebertaForMaskedLM(make_config("tiny", vocab_size=40))
+    seen = []  # (seed, the encoder each run started from)
+    monkeypatch.setattr(ft, "finetune", lambda encoder, splits, tokenizer, cfg: seen.append((cfg.seed, encoder))
+                        or ft.FinetuneResult(0.5, 0.5, [{}], None, cfg, [True, False]))
+    ft.compare(pretrained, {}, None, lams=(0.0,), seeds=(0, 1, 7), random_init=True)
+    first = {seed: next(iter(e.state_dict().values())) for seed, e in seen}
+    assert all(e is not pretrained and e.config == pretrained.config for _, e in seen)
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[7])  # one draw per seed
+    assert torch.equal(first[7], next(iter(ft.random_weights(pretrained, 7).state_dict().values())))  # by its seed
+    seen.clear()
+    ft.compare(pretrained, {}, None, lams=(0.0,), seeds=(0, 1))
+    assert all(e is pretrained for _, e in seen)  # without random_init: the pretrained weights themselves

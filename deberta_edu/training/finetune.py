@@ -192,12 +192,20 @@ def save_classifier(model: DebertaForSequenceClassification, cfg: FinetuneConfig
     return save_tensors(model.state_dict(), Path(out_dir) / "classifier.safetensors", meta)
 
 
+def random_weights(like: DebertaForMaskedLM, seed: int) -> DebertaForMaskedLM:
+    """The architecture of ``like`` with fresh weights drawn with ``seed``: the random-init baseline."""
+    torch.manual_seed(seed)
+    return DebertaForMaskedLM(like.config)
+
+
 def compare(pretrained, splits, tokenizer, lams=(0.0, 1.0), seeds=(0, 1, 2), adversarial: dict | None = None,
-            **cfg_changes) -> dict:
+            random_init: bool = False, **cfg_changes) -> dict:
     """Fine-tune with each λ and seed; {λ: {"test": [acc per seed], "dev": [...], "mean", "std", "adv_loss",
     "hits": [which test examples each seed got right, as ``hit_strings``]}}.
 
     ``adversarial``: AdversarialConfig fields other than λ (default: SiFT with the official settings).
+    ``random_init``: each seed starts from its own random weights in ``pretrained``'s architecture
+    (``random_weights``), so the seeds sample random initialisations, not one draw of them.
     """
     table = {}
     for lam in lams:
@@ -205,7 +213,8 @@ def compare(pretrained, splits, tokenizer, lams=(0.0, 1.0), seeds=(0, 1, 2), adv
         for seed in seeds:
             adv = AdversarialConfig(**{**(adversarial or {}), "lam": lam})
             cfg = FinetuneConfig(seed=seed, adversarial=adv, **cfg_changes)
-            runs.append(finetune(pretrained, splits, tokenizer, cfg))
+            encoder = random_weights(pretrained, seed) if random_init else pretrained
+            runs.append(finetune(encoder, splits, tokenizer, cfg))
         tests = [r.test_accuracy for r in runs]
         table[lam] = {"test": tests, "dev": [r.dev_accuracy for r in runs], "mean": statistics.mean(tests),
                       "std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
@@ -268,7 +277,7 @@ def main(argv=None):
     p.add_argument("--encoder", default=str(COURSE_DIR),
                    help="folder of a pretrained model (default: the course model, the encoder lesson 5 shows)")
     p.add_argument("--random-init", action="store_true",
-                   help="the baseline: the encoder's architecture and tokenizer with fresh weights (drawn with seed 0)")
+                   help="the baseline: the encoder's architecture and tokenizer with fresh weights, drawn with each seed")
     args = p.parse_args(argv)
     start = time.time()
     problem = _check_args(args)
@@ -284,12 +293,11 @@ def main(argv=None):
         sys.exit(f"error: {err}")
     origin = describe_encoder(folder)
     if args.random_init:  # the same network from random weights, fine-tuned by the same recipe
-        torch.manual_seed(0)
-        pretrained = DebertaForMaskedLM(pretrained.config)
-        origin = f"random weights (seed 0) in the architecture of: {origin}"
+        origin = f"random weights (drawn anew with each seed) in the architecture of: {origin}"
     adversarial = {"step_eps": args.step_eps}
     table = compare(pretrained, load_splits(), tokenizer, lams=tuple(args.lams), seeds=tuple(args.seeds),
-                    adversarial=adversarial, epochs=args.epochs, lr=args.lr, batch_size=32, max_length=64)
+                    adversarial=adversarial, random_init=args.random_init, epochs=args.epochs, lr=args.lr,
+                    batch_size=32, max_length=64)
     command = "python -m deberta_edu.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {"command": command,
               "encoder": origin, "machine": describe_machine(),
