@@ -241,12 +241,15 @@ viz.plot_maps(
 # ### Why the choice matters: the table is shared
 #
 # If p2c had a table of its own, the choice would be a relabelling: `viz.mirror_rows` moves row r to 2k − r
-# (and row 0 to the top), and released p2c on the mirrored table is eq. (4)'s p2c on the original, for every
-# pair with i − j < k. For i − j ≥ k no table can do it: the top row δ = 2k − 1 is read by i − j = k − 1 too,
-# where eq. (4) wants row 1, not row 0.
+# for r ≥ 1, copies the top row 2k − 1 into row 0 and drops the old row 0; released p2c on the mirrored table
+# is eq. (4)'s p2c on the original, for every pair with i − j < k. For i − j ≥ k no table can do it: the top
+# row δ = 2k − 1 is read by i − j = k − 1 too, where eq. (4) wants row 1, not row 0.
 
 # %%
 P_mirror = viz.mirror_rows(P)
+assert all(torch.equal(P_mirror[r], P[2 * k - r]) for r in range(1, 2 * k))  # row r moved to 2k − r
+assert torch.equal(P_mirror[0], P[2 * k - 1])  # row 0: a copy of the top row
+assert not any(torch.equal(row, P[0]) for row in P_mirror)  # the old row 0 is gone
 Qr_mirror = project(P_mirror, "q_r")
 p2c_on_mirror = DisentangledSelfAttention.p2c(Kc[None], Qr_mirror, delta_L)[0] * scale
 agree = ((p2c_on_mirror - p2c_paper).abs() < 1e-5).all(0)  # (L, L): every head agrees
@@ -298,7 +301,7 @@ print(f"2k = {2 * k} rows, D = {P.size(1)}: rank of P = {torch.linalg.matrix_ran
 # | line 19 | $A = A_{c\to c} + A_{c\to p} + A_{p\to c}$ | `sum(terms)`, or the bias of `scaled_dot_product_attention` |
 # | line 20 | $H_o = \mathrm{softmax}(\tilde A / \sqrt{2d})\, V_c$ | softmax with **√(3d)**, as eq. (4) |
 #
-# Two differences stand in the printed algorithm. Line 15 reads δ[j, i], as eq. (4) does, not the released
+# Two differences stand in the printed algorithm. Line 16 reads δ[j, i], as eq. (4) does, not the released
 # δ(i, j). And line 20 divides by **√(2d)**, while eq. (4), the text under it ("a scaling factor of 1/√(3d)")
 # and the released code (√(d · (1 + number of position terms))) use √(3d). The memory saving is the same either
 # way: intermediate scores of N × 2k per head instead of N × N vectors of size d.
@@ -315,7 +318,7 @@ as_released, out_released = viz.algorithm1(Qc[h], Kc[h], Vc_h, Qr[h], Kr[h], del
 for name in ("c2c", "c2p", "p2c"):
     assert torch.allclose(as_released[name] * scale, fast.terms[name][0, h], atol=1e-5), name
 assert torch.allclose(out_released, lib_out, atol=1e-5)  # the fast path is Algorithm 1 with δ(i, j) and √(3d)
-assert torch.allclose(as_printed["p2c"] * scale, p2c_paper[h], atol=1e-5)  # line 15 is eq. (4)'s p2c
+assert torch.allclose(as_printed["p2c"] * scale, p2c_paper[h], atol=1e-5)  # line 16 is eq. (4)'s p2c
 _, out_sqrt2d = viz.algorithm1(Qc[h], Kc[h], Vc_h, Qr[h], Kr[h], delta_L, "released", 2)
 assert not torch.allclose(out_sqrt2d, lib_out, atol=1e-4)  # line 20's √(2d) is another attention
 print(f"head {h}: |H_o(√(2d)) − H_o(√(3d))| up to {(out_sqrt2d - lib_out).abs().max():.4f}")
@@ -384,8 +387,10 @@ viz.plot_maps(
 )
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
-# The fit was exact because the 2k = 8 rows of $K^r$ live in d = 64 dimensions: any 8 numbers, one per row, are
-# $b \cdot K^r_r$ for some b. A sequence reads at most 2L − 1 rows, so the same holds while 2L − 1 ≤ d. With more
+# Off the top row the fit was exact because the 2k = 8 rows of $K^r$ are linearly independent in d = 64
+# dimensions (rank 8 in every head): any 8 numbers, one per row, are $b \cdot K^r_r$ for some b. The top row
+# missed for the other reason above: there p2p is not one number per row. A sequence reads at most 2L − 1
+# rows, so the same holds while 2L − 1 ≤ d. With more
 # rows than dimensions, the query bias spans only a d-dimensional family of per-distance biases. DeBERTa v1 has
 # 1024 rows and d = 64: there p2p could add something, which is why the paper says it "does not provide much
 # additional information", not none. Measured with k = 128 on 128 tokens (255 rows read, d = 64):
@@ -407,6 +412,7 @@ def explained(fit, target):
     return 1 - float(fit.residual.pow(2).sum() / (target - target.mean()).pow(2).sum())
 
 
+assert all(torch.linalg.matrix_rank(Kr_p2p[h].detach()) == 2 * k for h in range(heads))  # 8 independent rows
 r2_small, r2_wide = explained(fit, p2p_map), explained(fit_wide, p2p_wide)
 assert r2_wide < 0.9 < r2_small  # few rows: nearly all of p2p; many rows: far from all of it
 print(f"p2p variance a query bias reproduces: k = 4 (8 rows) {r2_small:.2f}, k = 128 (255 rows) {r2_wide:.2f}")
@@ -484,9 +490,9 @@ viz.plot_terms(maps, layer=0, head=0, model=demo.source)
 # - heads that attend to the **previous** or the **next** token whatever the words (a band just off the
 #   diagonal of "probs"; uniform attention would put 1/L there);
 # - in such a head, the **position terms do the work**: c2p and p2c score the neighbour well above the rest of
-#   its row ("lift"), c2c does not. Which of the two carries it varies by head. In the most positional head
-#   **c2p is a diagonal band**: its value depends on i − j alone ("c2p by offset", the share of the map's
-#   variance its diagonals explain, above 0.8 there), while another neighbour head leaves it to p2c;
+#   its row ("lift"), c2c does not. Which of the two carries it varies by head. In one neighbour head
+#   **c2p is a diagonal band**: its value depends on i − j almost alone ("c2p by offset", the share of the
+#   map's variance its diagonals explain, above 0.8 there), while another neighbour head leaves it to p2c;
 # - **p2c in columns**: the key's content decides, whatever its distance ("p2c by column").
 
 # %%
@@ -501,20 +507,21 @@ for name, patterns in measured.items():
               f"(uniform {1 / L:.2f}); lift {lift}; c2p by offset {p.offset_share:.2f}; "
               f"p2c by column {p.column_share:.2f}")
 trained, random_ = measured["trained"], measured["random"]
-positional = max(trained, key=lambda p: max(p.previous, p.following))
-neighbours = [p for p in trained if max(p.previous, p.following) > 0.4]
-print(f"most positional head: layer {positional.layer} head {positional.head}; neighbour heads: "
-      + ", ".join(f"layer {p.layer} head {p.head}" for p in neighbours))
 assert max(p.previous for p in trained) > 0.4 and max(p.following for p in trained) > 0.4  # learned
+neighbours = [p for p in trained if max(p.previous, p.following) > 0.4]
+positional = max(neighbours, key=lambda p: p.offset_share)  # the neighbour head whose c2p is most diagonal
+print("neighbour heads: " + ", ".join(f"layer {p.layer} head {p.head}" for p in neighbours)
+      + f"; c2p most diagonal in layer {positional.layer} head {positional.head}")
 assert max(max(p.previous, p.following) for p in random_) < 3 / L  # random weights: near uniform
 assert all(min(p.lift["c2p"], p.lift["p2c"]) > 0.5 > p.lift["c2c"] for p in neighbours)  # position terms lift it
-assert any(p.lift["p2c"] > 2 * p.lift["c2p"] for p in neighbours)  # in one of them, p2c carries most of it
+assert any(p.lift["p2c"] > 2 * p.lift["c2p"] for p in neighbours if p is not positional)  # another: p2c carries it
 assert positional.offset_share > 0.8 > 0.5 > max(p.offset_share for p in random_)  # its c2p: a diagonal band
 assert max(p.column_share for p in trained) > 2 * max(p.column_share for p in random_)  # p2c: columns
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
-# The most positional head measured above, its four maps side by side: its c2p panel changes along the
-# diagonals (it depends on i − j), and "probs" puts much of its weight one step off the main diagonal.
+# That neighbour head, its maps side by side: its c2p panel is nearly constant along each diagonal and changes
+# from one diagonal to the next (it depends on i − j almost alone), and "probs" puts much of its weight one step
+# off the main diagonal.
 
 # %%
 viz.plot_terms(maps, positional.layer, positional.head, model=demo.source)
@@ -523,7 +530,7 @@ viz.plot_terms(maps, positional.layer, positional.head, model=demo.source)
 # **Try it**: choose a layer, a head and a map. Scores are red where they attract and blue where they repel;
 # "sum" is what enters the softmax, "probs" what comes out. Look for heads whose c2p or p2c map lifts the cells
 # just off the diagonal: they attend to a fixed distance (the previous or the next token) whatever the words.
-# It opens on the most positional head measured above.
+# It opens on the neighbour head with the diagonal c2p measured above.
 
 # %%
 print("maps of", demo.source)
@@ -653,10 +660,10 @@ exercises.check_diagnosis(diagnose)
 #   the term earlier relative schemes (Shaw et al., Transformer-XL) lack.
 # - Eq. (2) and eq. (4) pick different rows; the released code reads δ(i, j) in both c2p and p2c. Inside the
 #   window δ(j, i) = 2k − δ(i, j), so the choice would be a relabelling if the table were not shared with c2p.
-# - Algorithm 1 (§3.1.1) is the fast path: scores against the 2k rows, then a gather; its printed √(2d) and
-#   δ[j, i] are not what eq. (4)'s text and the released code use.
-# - p2p is a per-distance bias; a query bias already puts one into c2p (exactly, when the rows read are at most
-#   d), so DeBERTa leaves p2p out.
+# - Algorithm 1 (§3.1.1) is the fast path: scores against the 2k rows, then a gather. Its printed √(2d)
+#   differs from eq. (4) and the released code (√(3d)); its δ[j, i] follows eq. (4) but not the released code.
+# - p2p is a per-distance bias; a query bias already puts one into c2p (exactly on every row but the clamped
+#   top one, when the rows read are at most d), so DeBERTa leaves p2p out.
 # - Three terms triple the variance: divide by √(3d), or the softmax starts √3 times sharper.
 #
 # Nothing here knows where a token *is*, only how far apart two tokens are. Lesson 3 shows what that costs,

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -55,6 +55,7 @@ from deberta_edu import (
     EnhancedMaskDecoder,
     exercises,
     make_config,
+    relative_distance,
     viz,
     widgets,
 )
@@ -67,7 +68,9 @@ from deberta_edu.training.probe import (
     held_out,
     placement_difference,
     probe_batch,
+    probe_config,
     probe_table,
+    train_probe,
 )
 
 SMOKE = smoke()  # CI runs a smaller probe
@@ -116,9 +119,11 @@ viz.plot_shift_difference(diffs, tokens, shift)
 # ## (b) What `[CLS]` can tell a token
 #
 # Eq. (3) gives token p the table row δ(p, 0) for `[CLS]`: positions 0 … k − 2 get rows of their own, and every
-# p ≥ k − 1 shares the last row (the clamp); the v2/v3 log buckets (lesson 1) keep distances up to `position_buckets / 2` exact and
-# share each further row among several distances. Where two positions get the same row, `[CLS]` cannot tell
-# them apart. Three schemes of the released models:
+# p ≥ k − 1 shares the last row (the clamp). The v2/v3 log buckets (lesson 1) keep distances up to
+# `position_buckets / 2` exact. Beyond, with 256 buckets and k = 512, eleven distances still get a row of their
+# own (129, 130, 133, …, 169), all other rows are shared by two or more distances, and every distance from 506
+# on shares the last row. Where two positions get the same row, `[CLS]` cannot tell them apart. Three schemes of
+# the released models:
 
 # %%
 schemes = {
@@ -130,12 +135,13 @@ for name, rows in schemes.items():
     print(f"{name:42s} {len(set(rows.tolist())):5,} distinct rows for [CLS] over {len(rows):,} positions")
 v1_512, v1_long, v3_long = schemes.values()
 assert len(set(v1_512.tolist())) == 512  # a 512-token input: every position has a row of its own
-assert (v1_long[511:] == v1_long[511]).all() and len(
-    set(v1_long[:511].tolist())
-) == 511  # one row from k − 1 on
+assert (v1_long[511:] == v1_long[511]).all() and v1_long[510] != v1_long[511]  # one row from k − 1 = 511 on
+assert len(set(v1_long[:511].tolist())) == 511  # and a row of its own for each position before
 assert len(set(v3_long[:131].tolist())) == 131  # log buckets: exact up to position 130 …
-assert (v3_long[500:506] == v3_long[500]).all()  # … then shared: positions 500–505 are one row
-assert (v3_long[511:] == v3_long[511]).all()  # and clamped from k − 1 on
+alone = [p for p in range(129, 2048) if (v3_long == v3_long[p]).sum() == 1]  # past 128, rows of their own
+assert alone == [129, 130, 133, 136, 139, 142, 145, 150, 155, 160, 169]  # … eleven; every other row is shared
+assert (v3_long[500:506] == v3_long[500]).all()  # positions 500–505 are one row
+assert (v3_long[506:] == v3_long[506]).all() and v3_long[505] != v3_long[506]  # one row from 506 on
 
 # %%
 viz.plot_anchor_rows(schemes)
@@ -143,8 +149,8 @@ viz.plot_anchor_rows(schemes)
 # %% [markdown]
 # So in a 512-token input of DeBERTa v1 nothing about position is *missing*: every token can know exactly where
 # it is. In v2/v3 a token at position 500 knows its place only to within six, and in longer inputs (appendix
-# A.5: relative attention reaches them by stacking layers) every token from position 511 on shares one row:
-# no absolute place at all.
+# A.5: relative attention reaches them by stacking layers) every token from position 506 on (511 in v1)
+# shares one row: no absolute place at all.
 # Real inputs also end with `[SEP]`, a second anchor whose place varies with the sentence's length.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -337,9 +343,31 @@ assert (
 )  # cheaper, but not A.7's 0.15 × 2 layers
 
 # %% [markdown]
-# The remaining work is mostly K and V of H, and H is the input of the encoder's own layer L: that layer
-# already projected exactly these K and V (and the p2c keys). Cached from the encoder pass, its cost would come
-# close to the model-complexity count of A.7; neither the released code nor this library does that.
+# Most of the remaining work has no query in it: K and V of H, the projections of the relative table, and p2c,
+# which scores $K^c$ of H against every row of $Q^r$. H is the input of the encoder's own layer L, which
+# computed the same numbers with the same weights. Counted, and taken away from the masked-only cost:
+
+# %%
+attention = last_layer.attention
+with torch.no_grad():
+    H_cost = state.penultimate  # (4, 128, D): keys and values of both EMD passes
+    _, keys, _ = attention.content_qkv(H_cost, H_cost)
+    table_q, _ = attention.position_qk(state.rel.table)
+    kv = viz.matrix_flops(lambda: (attention.key_proj(H_cost), attention.value_proj(H_cost)))
+    table_proj = viz.matrix_flops(lambda: attention.position_qk(state.rel.table))
+    p2c_all = viz.matrix_flops(lambda: attention.p2c(keys, table_q, state.rel.index))
+query_free = 2 * (kv + table_proj + p2c_all)  # both passes
+cached = masked_only - query_free
+print(
+    f"work without a query: {query_free / masked_only:.0%} of the masked-only EMD; the rest "
+    f"{cached / layer_cost:.2f} encoder layers, A.7's count {2 * share:.2f}"
+)
+assert query_free > 0.5 * masked_only  # most of it
+assert abs(cached / layer_cost - 2 * share) < 0.25 * 2 * share  # the rest: close to A.7's count
+
+# %% [markdown]
+# Cached from the encoder pass, those numbers would bring the EMD's cost close to A.7's count; neither the
+# released code nor this library caches them.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## (c) A probe: subject slot or object slot?
@@ -420,19 +448,51 @@ assert abs(table.best("anchor beyond the window", "relative only") - 0.5) < 0.06
 # %%
 viz.plot_probe_table(table, "subject or object slot? tiny probe models" + (" (smoke size)" if SMOKE else ""))
 
+# %% [markdown] slideshow={"slide_type": "subslide"}
+# How fast does each model learn the slot when `[CLS]` is in reach? The same training, stopped after 5 and
+# after 20 steps, scored on 500 held-out windows:
+
+# %%
+within = tasks["anchor within the window"]
+quick_test = held_out(within, 500)
+early = {
+    (model, n, s): train_probe(
+        variant, within, vocab_size=len(vocab), steps=n, lr=2e-3, seed=s, test=quick_test
+    ).accuracy
+    for model, variant in VARIANTS.items()
+    for n in (5, 20)
+    for s in seeds
+}
+for model in VARIANTS:
+    print(f"{model:14s} " + ", ".join(
+        f"{n} steps {min(early[model, n, s] for s in seeds):.0%}–{max(early[model, n, s] for s in seeds):.0%}"
+        for n in (5, 20)))
+assert min(early[model, 20, s] for model in VARIANTS for s in seeds) > 0.98  # 20 steps: every model, every seed
+assert min(early["BERT-style", 5, s] for s in seeds) > 0.98  # positions at the input: 5 steps are enough
+assert max(early[m, 5, s] for m in ("relative only", "DeBERTa + EMD") for s in seeds) < 0.75  # not yet at 5
+
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## (d) What this means
 #
 # - **Short inputs.** With `[CLS]` inside the relative window, relative attention has the absolute position:
-#   our relative-only model learns the slot as quickly as the others. In DeBERTa v1 at 512 tokens every token
-#   is within k = 512 of `[CLS]`; nothing about position is missing.
-# - **Long inputs and coarse buckets.** Past the clamp (|i − j| ≥ k − 1), or within one log bucket of v2/v3,
+#   our relative-only model learns the slot in 20 steps, as DeBERTa + EMD does (BERT-style, with positions at
+#   its input, needs 5). In DeBERTa v1 at 512 tokens every token is within k = 512 of `[CLS]`; nothing about
+#   position is missing.
+# - **Long inputs and coarse buckets.** Past the clamp (one row for every i − j ≥ k − 1, one for every
+#   i − j ≤ −k), or within one log bucket of v2/v3,
 #   positions that differ only in absolute place are *exactly* the same to relative attention, and no training
 #   separates them. That is where absolute positions, at the input or in the EMD, add information.
 # - **The store/mall argument** is therefore about what is *easy to learn*, not about information that is
 #   missing: a relative-only model must learn to find `[CLS]` and read its distance off the relative table,
-#   where the EMD hands every query its absolute position. Our toy does not show that difficulty (the probe is
-#   solved in a few dozen steps either way); the paper's evidence is its pretraining results below.
+#   where the EMD hands every query its absolute position. Our toy does not show that difficulty (with `[CLS]` in
+#   reach every model solves the probe within 20 steps); the paper's evidence is its pretraining results below.
+
+# %%
+k_probe = 8
+assert probe_config("no_emd", len(vocab)).max_relative_positions == k_probe  # the probe models' k
+row_of = {d: relative_distance(max(d, 0), max(-d, 0), k_probe) for d in range(-3 * k_probe, 3 * k_probe)}
+shared = {d for d, r in row_of.items() if list(row_of.values()).count(r) > 1}
+assert shared == {d for d in row_of if d >= k_probe - 1 or d <= -k_probe}  # the clamp's two ends
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # ### The course model, measured

@@ -185,7 +185,7 @@ def test_algorithm1_is_the_fast_path_with_the_released_choices():
     torch.testing.assert_close(printed["p2c"], DSA.p2c(kc[None, None], qr[None], delta.T)[0, 0])
     assert not torch.allclose(printed["p2c"], terms["p2c"], atol=1e-3)
     assert not torch.allclose(out_printed, out, atol=1e-3)
-    with pytest.raises(ValueError, match="line 15"):
+    with pytest.raises(ValueError, match="line 16"):
         viz.algorithm1(qc, kc, vc, qr, kr, delta, "eq4")
 
 

@@ -146,7 +146,7 @@ class DisentangledSelfAttention(nn.Module):
     def p2c(cls, k, pos_q, index, shifted=False):
         """Position-to-content: K^c_j · Q^r_{δ(i,j)} (Algorithm 1, lines 11–18, with δ(i, j)). (B, H, L, L).
 
-        The paper's eq. (4) and Algorithm 1 (line 15) index Q^r by δ(j, i). The released checkpoints (and
+        The paper's eq. (4) and Algorithm 1 (line 16) index Q^r by δ(j, i). The released checkpoints (and
         transformers) use δ(i, j), the same row as c2p, which is what eq. (2)'s P_{i|j} H_j^T says; we
         match the checkpoints. With δ(j, i) the term reads the mirrored distance, 2k − δ(i, j) inside the
         window: a different model, since P (and in v2 W_q) also feed c2p, that no released weights fit.

@@ -208,13 +208,13 @@ def algorithm1(qc, kc, vc, qr, kr, delta, p2c_rows: str = "paper", scale_terms: 
     """Algorithm 1 of the paper for one head, as printed, with loops over i and j where it has them.
 
     qc, kc, vc (L, d); qr, kr (2k, d); delta (L, L) with delta[i, j] = δ(i, j). ``p2c_rows="paper"`` reads
-    Ã_p2c[δ[j, i], j] as line 15 prints it, ``"released"`` reads δ[i, j] as the released code does.
+    Ã_p2c[δ[j, i], j] as line 16 prints it, ``"released"`` reads δ[i, j] as the released code does.
     ``scale_terms`` is the n in softmax(Ã / √(n d)): line 20 prints 2, eq. (4) and the code use 3.
     Returns ({"c2c", "c2p", "p2c"} each (L, L) unscaled, H_o (L, d)).
     """
     if p2c_rows not in ("paper", "released"):
         raise ValueError(
-            f"p2c_rows must be 'paper' (line 15: δ[j, i]) or 'released' (δ[i, j]), got {p2c_rows!r}"
+            f"p2c_rows must be 'paper' (line 16: δ[j, i]) or 'released' (δ[i, j]), got {p2c_rows!r}"
         )
     L, d = qc.shape
     a_c2c = qc @ kc.T  # line 2
