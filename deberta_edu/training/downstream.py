@@ -47,6 +47,7 @@ from dataclasses import asdict
 import torch
 
 from .documents import FinetuneRecipe, document_features, finetuned_accuracy
+from .finetune import random_weights
 from .significance import BOOTSTRAP_SAMPLES, bootstrap, fraction_right, hits_or_accuracy, summary, welch
 
 WORD = re.compile(r"[a-z0-9']+")
@@ -210,7 +211,6 @@ def topic_experiment(model, tokenizer, seeds=range(5), per_class: int = 20, fine
     """BBC topics with ``per_class`` labels per class: the trained encoder against random init and baselines
     (frozen features; with ``finetune`` also both networks fine-tuned, about 25 s per network and draw on 2 cores)."""
     from deberta_edu.data.topics import few_labels, load_topics
-    from deberta_edu.model.emd import DebertaForMaskedLM
 
     topics = load_topics()
     test = ([d.text for d in topics["test"]], [d.label for d in topics["test"]])
@@ -220,8 +220,7 @@ def topic_experiment(model, tokenizer, seeds=range(5), per_class: int = 20, fine
         return [d.text for d in docs], [d.label for d in docs]
 
     def random_init(seed):
-        torch.manual_seed(seed)
-        return DebertaForMaskedLM(model.config).eval(), tokenizer
+        return random_weights(model, seed).eval(), tokenizer
 
     arms = compare_arms(draw, test, {"pretrained": lambda seed: (model, tokenizer), "random init": random_init},
                         list(seeds), fixed=["pretrained"], progress=progress,
@@ -240,7 +239,6 @@ def sentiment_experiment(model, tokenizer, seeds=range(5), train_size: int = 500
     import random
 
     from deberta_edu.data.sentiment import load_splits
-    from deberta_edu.model.emd import DebertaForMaskedLM
 
     splits = load_splits()
     test = ([e.text for e in splits["test"]], [e.label for e in splits["test"]])
@@ -250,8 +248,7 @@ def sentiment_experiment(model, tokenizer, seeds=range(5), train_size: int = 500
         return [e.text for e in chosen], [e.label for e in chosen]
 
     def random_init(seed):
-        torch.manual_seed(seed)
-        return DebertaForMaskedLM(model.config).eval(), tokenizer
+        return random_weights(model, seed).eval(), tokenizer
 
     arms = compare_arms(draw, test, {"pretrained": lambda seed: (model, tokenizer), "random init": random_init},
                         list(seeds), fixed=["pretrained"], max_chunks=1, progress=progress,
