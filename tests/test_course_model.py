@@ -290,17 +290,17 @@ def test_the_value_table_puts_the_model_beside_its_baselines():
     assert "| +4.0, p = 0.001 / 0.21 |" in downstream.markdown_table({"topics": task}).splitlines()[3]
 
 
-def test_lesson_5s_learning_rate_grid_records_the_commands_that_made_it():
-    grid = sorted((COURSE_DIR.parent / "sift" / "lr-grid").glob("*.json"))
-    assert {p.stem for p in grid} >= {"course-lr2e-4", "random-lr2e-4"}
-    for path in grid:
+def test_lesson_5s_runs_record_the_commands_that_made_them():
+    sift = COURSE_DIR.parent / "sift"
+    grid = sorted((sift / "lr-grid").glob("*.json"))
+    assert {p.stem for p in grid} == {f"{arm}-lr{lr}" for arm in ("course", "random") for lr in ("2e-4", "3e-3")}
+    for path in [sift / "results.json", sift / "random-init.json", *grid]:
         r = json.loads(path.read_text())
-        arm, lr = path.stem.split("-lr")
+        arm, lr = path.stem.split("-lr") if "-lr" in path.stem else (path.stem, "1e-3")
         command = r["command"].split()
         assert command[command.index("--lr") + 1] == lr, (path.name, r["command"])  # the rate its name says
-        assert ("--random-init" in command) == (arm == "random"), (path.name, r["command"])
-        row = r["test_accuracy"]["lambda=0.0"]
-        if "hits" in row:  # which test snippets each seed got right: the accuracies, snippet by snippet
-            assert [h.count("1") / len(h) for h in row["hits"]] == pytest.approx(row["test"])
-    assert all("hits" in json.loads((COURSE_DIR.parent / "sift" / "lr-grid" / f"{arm}-lr2e-4.json").read_text())[
-        "test_accuracy"]["lambda=0.0"] for arm in ("course", "random"))  # lesson 5 bootstraps these
+        assert ("--random-init" in command) == arm.startswith("random"), (path.name, r["command"])
+        assert command[command.index("--out") + 1] == path.relative_to(COURSE_DIR.parents[1]).as_posix(), path.name
+        assert ("drawn anew with each seed" in r["encoder"]) == arm.startswith("random")  # one draw per seed
+        for row in r["test_accuracy"].values():  # which test snippets each seed got right, for the bootstrap
+            assert [h.count("1") / len(h) for h in row["hits"]] == pytest.approx(row["test"]), path.name
