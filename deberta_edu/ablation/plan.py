@@ -110,9 +110,10 @@ def _cpu() -> Scale:
     # 2M DeBERTa tokens (977 steps; BERT-style 1.54x the tokens, since the EMD decodes only the masked tokens).
     # 5 variants x 3 rates + 5 x 2 more seeds = 25 runs on 2 processes x 1 thread. Measured on 2 free cores (Xeon,
     # torch 2.13, both processes busy): 154-185 ms/step for BERT-style, −EMD, −C2P, −P2C, 231-270 ms for DeBERTa
-    # (16 x 128 tokens), so ~96 worker-minutes of pretraining (48 on 2 workers), plus ~46 s per run for 9
-    # evaluations, the probes and the fine-tuning, and ~2 minutes of baselines: about 60 minutes in all. Shared
-    # cores are slower; the budget leaves ~30 minutes.
+    # (16 x 128 tokens), so ~96 worker-minutes of pretraining (48 on 2 workers), plus ~46 s per run for 10
+    # evaluations (step 0, eight more, the last step), the probes and the fine-tuning, and ~2 minutes of
+    # baselines: about 60 minutes in all. Shared cores are slower: the committed run (AMD EPYC, results/ablation-cpu)
+    # took 115 worker-minutes of pretraining and 69 minutes in all; the budget leaves ~30 minutes.
     return Scale(
         name="cpu",
         description="CPU scale: tiny model (2 layers, hidden 128), BBC News, 16 x 128 tokens per step, every run "
@@ -128,7 +129,7 @@ def _gpu() -> Scale:
     # The `small` size (6 layers, 512 wide) on the `large` corpus at 512 tokens, batch 16 x 512, bf16 autocast.
     # budget_tokens is a placeholder: timing.fit_budget replaces it from the step time of every variant measured
     # on the machine (compile included), so that the 25 runs and the baselines end inside fit_seconds. What a run
-    # costs besides pretraining (9 evaluations, the probes, 62 fine-tuning steps) is paid 25 times, so it is kept
+    # costs besides pretraining (up to 10 evaluations, the probes, 62 fine-tuning steps) is paid 25 times, so it is kept
     # small: 2,000 fine-tuning snippets, topic documents read in at most 2 chunks of 512 tokens.
     return Scale(
         name="gpu",

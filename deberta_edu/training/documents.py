@@ -85,7 +85,7 @@ class FinetuneRecipe:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     max_length: int = 128
-    max_chunks: int = 16  # the whole document (BBC's longest is 1,952 tokens)
+    max_chunks: int = 16  # every test document whole (the longest: 1,952 tokens); 12 of 2,002 pool documents are cut
 
 
 def finetuned_accuracy(model, tokenizer, train_texts: Sequence[str], train_y: Sequence[int],

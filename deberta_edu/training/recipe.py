@@ -1,6 +1,6 @@
 """What each choice of the small-budget recipe buys, measured one at a time on the lesson-4 shape.
 
-    python -m deberta_edu.training.recipe        # ~50 min on 2 cores -> results/recipe/results.json
+    python -m deberta_edu.training.recipe        # ~80 min, 2 cores -> results/recipe/results.json
     python -m deberta_edu.training.recipe --tokens 200000 --out /tmp/recipe --seeds 0   # a quick look
 
 The recipe (``configs["lesson4"]``, after Izsak et al. 2021 and Geiping & Goldstein 2022): no dropout,
