@@ -441,18 +441,25 @@ if SMOKE:
     print(f"This page ran the SMOKE size: {tokens:,} tokens, a test that the code runs, not a result. The text "
           "below describes the full-size run (python -m deberta_edu.pretrain --config lesson4, or this lesson "
           "with DEBERTA_EDU_SMOKE=0); the committed course model after it is a full-size result.")
-else:
-    assert last["val_accuracy"] >= 0.20  # "about one masked token in four or five", below
+else:  # what every full-size run does, early or late off the plateau (text below)
+    assert last["val_loss"] < unigram_loss - 0.3 and last["val_accuracy"] > 0.1, last
     print(f"Full size: {tokens:,} tokens; held-out loss {last['val_loss']:.2f} against the unigram model's "
           f"{unigram_loss:.2f}, accuracy {last['val_accuracy']:.1%}.")
+    if last["val_accuracy"] < 0.2:
+        print("This run left the plateau late (the curve above stays near the unigram loss for longer): a run "
+              "this short is decided by when that happens, and the text below says how much it varies.")
 
 # %% [markdown]
 # Be honest about what 150 seconds buy. At full size on two cores the run sees 2.5 to 4 million tokens (the
 # clock is the budget, so a slower machine sees fewer), and the model learns **what is frequent** — its loss
-# goes from an even guess to well below the unigram model's — and **some of the context**: about one masked
-# token in four or five comes back first (two full-size runs of this lesson on two cores: 24.4% after 3.7
-# million tokens, 21.5% after 2.6 million; the recipe's three seeds in results/recipe/, 3 million tokens
-# each, average 22.6%).
+# goes from an even guess to well below the unigram model's — and **some of the context**: in most runs about
+# one masked token in four or five comes back first (full-size runs on two cores: 24.4% after 3.7 million
+# tokens, 21.5% and 23.0% after 2.5 to 2.6 million; the recipe's three seeds in results/recipe/, 3 million
+# tokens each, 19.5% to 25.0%). Not in every run: one run of this page, the same seed on the same machine as
+# the 23.0%, ended at 14.2%. With the clock as the budget, the learning rate at each step depends on how fast
+# the steps went, so two runs differ by a hair from the first steps on; that run was still on the plateau at
+# step 300 (10% against 19%), and 150 seconds did not leave it time to catch up. So short a run is decided by
+# *when* the model leaves the plateau, and that moment is fragile.
 # Small, frequent words such as "the" and "of" come back at the top, and so does "years" after "10"; but
 # "Minister" after "Prime" is still far down the list, and so are "month" and "rates": content words need
 # far more text and steps. The paper's smallest setting, the last column of Table 8 (the base models of its
@@ -484,6 +491,7 @@ assert min(runs["β2 0.999"]) < 0.06 < 0.2 < sorted(runs["β2 0.999"])[1]  # β2
 for arm in ("dropout 0.1", "no clipping", "whole-word spans"):  # within the noise of three seeds
     assert abs(mean[arm] - mean["recipe"]) < seed_gap and welch_p(runs[arm], runs["recipe"]) > 0.05, arm
 assert mean["dropout 0.1"] < mean["recipe"] and mean["whole-word spans"] < mean["recipe"]
+assert [round(100 * a, 1) for a in sorted(runs["recipe"])] == [19.5, 23.4, 25.0]  # "19.5% to 25.0%", above
 
 # %% [markdown]
 # At this budget the **learning rate** decides most: half of it (10⁻³) loses about 6 points, twice it
@@ -859,7 +867,8 @@ exercises.check_never_masked(my_answers, tokenizer)
 #   not, and costs a small part of a training step.
 # - A tiny DeBERTa pretrained on BBC News for 150 seconds with a small-budget recipe (the clock as the
 #   budget, no dropout, token masking): the held-out loss falls from ln 8000 ≈ 9 (an even guess) to below a
-#   unigram model's, and about one masked token in five comes back first. Each choice of the recipe was
+#   unigram model's, and in most runs about one masked token in five comes back first (when the run leaves
+#   the plateau decides how many, from 14% to 25%). Each choice of the recipe was
 #   measured one at a time; at this budget the learning rate matters most, and seed noise hides the rest.
 # - The same recipe for 83 minutes, the course model: 44.5% held-out accuracy, and frozen features far better
 #   than random weights on topic classification. Against counting words they beat Naive Bayes when labels are
