@@ -304,7 +304,8 @@ fig
 # fine-tuning — a test in `tests/test_sift.py` checks it). SiFT runs with the official settings above
 # (σ = 10⁻², η = 10⁻⁴, the 10⁻⁶ beside the norm, the official loss) and λ = 1. Both train for one epoch at
 # a peak learning rate of 10⁻³, chosen on the development split (below). Beside the two: the majority class
-# of the test split.
+# of the test split. At full size the cell below fine-tunes six times on all 8,454 training snippets (the whole
+# page took 11 minutes on two CPU cores); at smoke size, seconds.
 
 # %%
 seeds = (0, 1, 2)
