@@ -49,7 +49,15 @@ import torch
 
 from .documents import FinetuneRecipe, document_features, finetuned_accuracy
 from .finetune import random_weights
-from .significance import BOOTSTRAP_SAMPLES, bootstrap, fraction_right, hits_or_accuracy, summary, welch
+from .significance import (  # noqa: F401  (bootstrap, welch: re-exported, tests use them from here)
+    BOOTSTRAP_SAMPLES,
+    bootstrap,
+    fraction_right,
+    hits_or_accuracy,
+    summary,
+    tested,
+    welch,
+)
 
 WORD = re.compile(r"[a-z0-9']+")
 PROBE_LENGTH, PROBE_CHUNKS = 128, 4  # the frozen probe reads a document's first 4 chunks of 128 tokens
@@ -179,13 +187,9 @@ def against_baselines(arms: dict, suffix: str = "", prefix: str = "") -> dict:
     both bag-of-words baselines, named "<prefix>pretrained vs <baseline>"; each with the ``bootstrap`` over
     draws and test documents beside it, where the arms kept their hits."""
     mine = arms[f"pretrained{suffix}"]
-    tests = {}
-    for b in BASELINES:
-        other = arms[b + suffix if b == "random init" else b]
-        tests[f"{prefix}pretrained vs {b}"] = test = welch(mine["runs"], other["runs"])
-        if "hits" in mine and "hits" in other:
-            test["bootstrap"] = bootstrap(mine["hits"], other["hits"])
-    return tests
+    others = {b: arms[b + suffix if b == "random init" else b] for b in BASELINES}
+    return {f"{prefix}pretrained vs {b}": tested(mine["runs"], other["runs"], mine.get("hits"), other.get("hits"))
+            for b, other in others.items()}
 
 
 # ----------------------------------------------------------------------------- the committed experiment

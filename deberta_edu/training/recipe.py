@@ -23,6 +23,7 @@ from pathlib import Path
 from deberta_edu.facts import RESULTS_ROOT
 
 from .configs import TrainConfig, get_config
+from .significance import welch
 
 RESULTS_DIR = RESULTS_ROOT / "recipe"
 BUDGET_TOKENS = 3_000_000  # about what lesson 4's 150 seconds buy on two cores
@@ -110,11 +111,7 @@ def by_arm(result: dict) -> dict[str, dict]:
 
 def welch_p(a, b) -> float | None:
     """Two-sided Welch p of two arms' runs; None with fewer than two runs on a side."""
-    if min(len(a), len(b)) < 2:
-        return None
-    from scipy import stats
-
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return welch(a, b)["p_two_sided"] if min(len(a), len(b)) >= 2 else None
 
 
 def table(result: dict) -> str:

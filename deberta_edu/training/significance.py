@@ -49,6 +49,25 @@ def welch(a: Sequence[float], b: Sequence[float]) -> dict:
             "p_two_sided": float(two.pvalue), "p_greater": float(one.pvalue)}
 
 
+def tested(a: Sequence[float], b: Sequence[float], a_hits: Sequence[str] | None = None,
+           b_hits: Sequence[str] | None = None) -> dict:
+    """``welch(a, b)``; where both arms kept their hits, the ``bootstrap`` over them beside it ("bootstrap")."""
+    test = welch(a, b)
+    if a_hits is not None and b_hits is not None:
+        test["bootstrap"] = bootstrap(a_hits, b_hits)
+    return test
+
+
+def sure(test: dict, level: float = 0.05) -> bool:
+    """Both p-values of a ``tested`` difference below ``level``: the draws and the test documents agree."""
+    return max(test["p_two_sided"], test["bootstrap"]["p_two_sided"]) < level
+
+
+def unsure(test: dict) -> bool:
+    """The test documents cannot tell (bootstrap p above 0.05), whatever the draws say."""
+    return test["bootstrap"]["p_two_sided"] > 0.05
+
+
 BOOTSTRAP_SAMPLES = 10_000
 
 
