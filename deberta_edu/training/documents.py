@@ -74,9 +74,10 @@ class MeanPoolClassifier(nn.Module):
 
 @dataclass(frozen=True)
 class FinetuneRecipe:
-    """How both networks are fine-tuned (the same for pretrained and random weights). Chosen once, before the
-    test set was read, on 200 training-pool documents outside each draw (draws 100-102; 6 epochs at 3e-4: 93.2%,
-    at 1e-3: 92.3%, 10 epochs at 3e-4: 92.7%). Training examples are chunks carrying their document's label."""
+    """How both networks are fine-tuned (the same for pretrained and random weights). Chosen before the test
+    set was read, on 200 training-pool documents outside each draw: of ``selection.RECIPES``, the one the
+    pretrained network did best with; random weights did alike with each (results/pretraining-value/
+    selection.json; a test checks both). Training examples are chunks carrying their document's label."""
 
     lr: float = 3e-4  # the encoder's peak; one cycle: 10% warmup, then cosine decay to ~0
     head_lr_scale: float = 10.0  # the zero-initialized head learns faster

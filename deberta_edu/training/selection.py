@@ -1,0 +1,150 @@
+"""How downstream's choices were made: measured on training-pool documents only, never on the test documents.
+
+Three choices shape results/pretraining-value, and each was made before the 125 held-out test documents were
+read. This module measures them again, by one command, on documents of the training pool:
+
+    reading       the frozen probe reads a document's first ``PROBE_CHUNKS`` chunks, not the whole of it
+                  (does reading all of it change the probe, pretrained or random?)
+    tf-idf l2     the penalty of the tf-idf logistic baseline (does it matter? a baseline tuned too little
+                  would flatter the course model)
+    recipe        how both networks are fine-tuned (``FinetuneRecipe``: learning rate, epochs)
+
+A dev split is one draw of labelled documents (``per_class`` of each topic, as ``few_labels`` draws them, seeds
+100 and up: never a seed of the committed experiment) and ``held`` other pool documents to score on. The pool
+was part of the pretraining text, so these numbers may flatter the pretrained arms a little; they choose, the
+test documents judge. Run as ``python -m deberta_edu.training.selection`` (19 minutes on 2 cores)
+-> results/pretraining-value/selection.json.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+
+from .documents import FinetuneRecipe, document_features, finetuned_accuracy
+from .downstream import PROBE_CHUNKS, PROBE_LENGTH, TFIDF_PENALTY, linear_probe, tfidf_logistic
+from .finetune import random_weights
+from .significance import summary
+
+DEV_SEEDS = tuple(range(100, 110))  # draws for the probe and the baseline; the experiment's seeds are 0-9
+RECIPE_SEEDS = (100, 101, 102)  # fine-tuning costs about a minute per network and draw: three draws
+WHOLE = FinetuneRecipe().max_chunks  # "the whole document": as many chunks as fine-tuning reads (16)
+TFIDF_L2 = (1e-4, 1e-3, 1e-2, 1e-1)
+RECIPES = {"6 epochs at 3e-4": FinetuneRecipe(),
+           "6 epochs at 1e-3": replace(FinetuneRecipe(), lr=1e-3),
+           "10 epochs at 3e-4": replace(FinetuneRecipe(), epochs=10)}
+
+
+def dev_split(pool: Sequence, seed: int, per_class: int = 20, held: int = 200) -> tuple[list, list]:
+    """(labelled, scored): ``per_class`` documents of each topic drawn as the experiment draws them, and
+    ``held`` other pool documents, drawn with the same seed."""
+    from deberta_edu.data.topics import few_labels
+
+    labelled = few_labels(list(pool), per_class, seed)
+    chosen = {id(d) for d in labelled}
+    rest = [d for d in pool if id(d) not in chosen]
+    return labelled, random.Random(seed).sample(rest, min(held, len(rest)))
+
+
+def _texts(docs) -> tuple[list[str], list[int]]:
+    return [d.text for d in docs], [d.label for d in docs]
+
+
+def reading_and_baseline(model, tokenizer, pool, seeds=DEV_SEEDS, per_class: int = 20, held: int = 200,
+                         progress: Callable[[str], None] = print) -> dict:
+    """The frozen probe reading the first ``PROBE_CHUNKS`` chunks or ``WHOLE`` chunks, of the pretrained
+    network and of random weights drawn per seed (as the experiment draws them), and the tf-idf baseline at
+    each penalty in ``TFIDF_L2``: {arm: ``summary``} over the dev splits."""
+    runs: dict[str, list[float]] = {}
+    for seed in seeds:
+        labelled, scored = dev_split(pool, seed, per_class, held)
+        (texts, y), (test_texts, test_y) = _texts(labelled), _texts(scored)
+        classes = max(y + test_y) + 1
+        for name, net in (("pretrained", model), ("random init", random_weights(model, seed).eval())):
+            for chunks, what in ((PROBE_CHUNKS, f"first {PROBE_CHUNKS} chunks"), (WHOLE, f"{WHOLE} chunks")):
+                train_x = document_features(net, tokenizer, texts, PROBE_LENGTH, chunks)
+                test_x = document_features(net, tokenizer, test_texts, PROBE_LENGTH, chunks)
+                runs.setdefault(f"{name}, {what}", []).append(
+                    linear_probe(train_x, y, test_x, test_y, classes=classes))
+        for l2 in TFIDF_L2:
+            runs.setdefault(f"tf-idf logistic, l2 {l2:g}", []).append(tfidf_logistic(texts, y, test_texts, test_y, l2))
+        progress(f"seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in runs.items()))
+    return {name: summary(values) for name, values in runs.items()}
+
+
+def recipe_grid(model, tokenizer, pool, seeds=RECIPE_SEEDS, per_class: int = 20, held: int = 200,
+                recipes: dict[str, FinetuneRecipe] | None = None, progress: Callable[[str], None] = print) -> dict:
+    """Both networks fine-tuned with each recipe on the dev splits: {recipe: {"recipe": its fields,
+    "pretrained": ``summary``, "random init": ``summary``}}."""
+    recipes = recipes or RECIPES
+    runs: dict[str, dict[str, list[float]]] = {name: {"pretrained": [], "random init": []} for name in recipes}
+    for seed in seeds:
+        labelled, scored = dev_split(pool, seed, per_class, held)
+        (texts, y), (test_texts, test_y) = _texts(labelled), _texts(scored)
+        nets = {"pretrained": model, "random init": random_weights(model, seed)}
+        for name, recipe in recipes.items():
+            for arm, net in nets.items():
+                runs[name][arm].append(finetuned_accuracy(net, tokenizer, texts, y, test_texts, test_y, seed,
+                                                          max(y + test_y) + 1, recipe))
+            progress(f"seed {seed}, {name}: " + ", ".join(f"{a} {v[-1]:.3f}" for a, v in runs[name].items()))
+    return {name: {"recipe": asdict(recipes[name]), **{arm: summary(v) for arm, v in arms.items()}}
+            for name, arms in runs.items()}
+
+
+def best_recipe(grid: dict, arm: str = "pretrained") -> str:
+    """The recipe whose ``arm`` scored highest on the dev splits (the first of equals)."""
+    return max(grid, key=lambda name: grid[name][arm]["mean"])
+
+
+def markdown_table(result: dict) -> str:
+    """A selection.json as one markdown table: each choice, its options, and the dev accuracy (%, mean ± std
+    over the dev splits) of the arms it was measured on; the option downstream uses is marked "(used)"."""
+    cell = lambda arm: f"{100 * arm['mean']:.1f} ± {100 * arm['std']:.1f}"  # noqa: E731
+    reading, recipes = result["reading"], result["recipes"]
+    rows = ["| choice | option | pretrained | random init | tf-idf logistic |", "|---" * 5 + "|"]
+    for chunks, what in ((PROBE_CHUNKS, f"first {PROBE_CHUNKS} chunks"), (WHOLE, f"{WHOLE} chunks")):
+        used = " (used)" if chunks == PROBE_CHUNKS else ""
+        rows.append(f"| frozen probe reads | {what}{used} | {cell(reading[f'pretrained, {what}'])} | "
+                    f"{cell(reading[f'random init, {what}'])} | |")
+    for l2 in TFIDF_L2:
+        used = " (used)" if l2 == TFIDF_PENALTY else ""
+        rows.append(f"| tf-idf penalty | l2 {l2:g}{used} | | | {cell(reading[f'tf-idf logistic, l2 {l2:g}'])} |")
+    for name, arms in recipes.items():
+        used = " (used)" if arms["recipe"] == asdict(FinetuneRecipe()) else ""
+        rows.append(f"| fine-tuning | {name}{used} | {cell(arms['pretrained'])} | {cell(arms['random init'])} | |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> None:
+    """python -m deberta_edu.training.selection [--out DIR]: the dev measurements behind downstream's choices."""
+    import argparse
+    import json
+    import time
+    from pathlib import Path
+
+    from deberta_edu.data.topics import load_topics
+
+    from .course import course_label, course_metrics, load_course_model
+
+    p = argparse.ArgumentParser(description="Downstream's choices, measured on training-pool documents")
+    p.add_argument("--out", default="results/pretraining-value")
+    args = p.parse_args(argv)
+    model, tokenizer = load_course_model()
+    pool = load_topics()["train"]
+    start = time.time()
+    result = {"command": " ".join(["python -m deberta_edu.training.selection", *(argv or [])]),
+              "model": course_label(course_metrics()),
+              "dev": "per seed: 20 labelled documents per topic drawn from the training pool as the experiment draws "
+                     "them, scored on 200 other pool documents drawn with the same seed; the test documents unread",
+              "reading": reading_and_baseline(model, tokenizer, pool)}
+    result["recipes"] = recipe_grid(model, tokenizer, pool)
+    result["chosen recipe"] = best_recipe(result["recipes"])
+    result["wall_time_s"] = round(time.time() - start)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "selection.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "reading"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

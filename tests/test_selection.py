@@ -1,0 +1,65 @@
+"""Downstream's choices (what the probe reads, the baseline's penalty, the fine-tuning recipe) were made on the
+training pool, and the committed measurements still make them."""
+
+import json
+from dataclasses import asdict, replace
+
+from deberta_edu.data.topics import TOPICS, Document
+from deberta_edu.training import selection
+from deberta_edu.training.course import COURSE_DIR
+from deberta_edu.training.documents import FinetuneRecipe
+from deberta_edu.training.downstream import PROBE_CHUNKS
+
+SELECTION = COURSE_DIR.parent / "pretraining-value" / "selection.json"
+
+
+def test_a_dev_split_is_a_draw_and_other_pool_documents():
+    pool = [Document(f"text {topic} {n}", label) for label, topic in enumerate(TOPICS) for n in range(30)]
+    labelled, scored = selection.dev_split(pool, seed=100, per_class=4, held=50)
+    assert sorted(d.label for d in labelled) == sorted(list(range(len(TOPICS))) * 4)
+    assert len(scored) == 50 and not {d.text for d in labelled} & {d.text for d in scored}
+    again = selection.dev_split(pool, seed=100, per_class=4, held=50)
+    assert again == (labelled, scored)  # a seed is one split
+    assert selection.dev_split(pool, seed=101, per_class=4, held=50) != (labelled, scored)
+    assert not set(selection.DEV_SEEDS) & set(range(10))  # never a seed of the committed experiment
+
+
+def test_the_measurements_run_at_a_tiny_size():
+    from deberta_edu.data.topics import load_topics
+    from deberta_edu.training.course import load_course_model
+
+    model, tokenizer = load_course_model()
+    pool = load_topics()["train"]
+    reading = selection.reading_and_baseline(model, tokenizer, pool, seeds=[100], per_class=2, held=10,
+                                             progress=lambda line: None)
+    assert f"pretrained, first {PROBE_CHUNKS} chunks" in reading and f"random init, {selection.WHOLE} chunks" in reading
+    assert all(0 <= arm["mean"] <= 1 for arm in reading.values())
+    quick = {"one epoch": replace(FinetuneRecipe(), epochs=1, max_chunks=2)}
+    grid = selection.recipe_grid(model, tokenizer, pool, seeds=[100], per_class=2, held=5, recipes=quick,
+                                 progress=lambda line: None)
+    assert grid["one epoch"]["recipe"]["epochs"] == 1 and len(grid["one epoch"]["random init"]["runs"]) == 1
+    assert selection.best_recipe({"a": {"pretrained": {"mean": 0.5}}, "b": {"pretrained": {"mean": 0.7}}}) == "b"
+
+
+def test_the_committed_measurements_make_the_choices_the_code_runs():
+    s = json.loads(SELECTION.read_text())
+    assert s["command"].startswith("python -m deberta_edu.training.selection")
+    # the recipe downstream fine-tunes with is the one the pool chose
+    assert s["recipes"][s["chosen recipe"]]["recipe"] == asdict(FinetuneRecipe())
+    assert s["chosen recipe"] == selection.best_recipe(s["recipes"])
+    random_init = [r["random init"]["mean"] for r in s["recipes"].values()]
+    assert max(random_init) - min(random_init) < 0.01  # and random weights do alike with each: it favours neither
+    assert set(s["recipes"]) == set(selection.RECIPES)
+    for name, recipe in selection.RECIPES.items():
+        assert s["recipes"][name]["recipe"] == asdict(recipe)
+        assert len(s["recipes"][name]["pretrained"]["runs"]) == len(selection.RECIPE_SEEDS)
+    reading = s["reading"]
+    assert {len(arm["runs"]) for arm in reading.values()} == {len(selection.DEV_SEEDS)}
+    for net in ("pretrained", "random init"):  # reading whole documents changes the pretrained probe little
+        assert f"{net}, first {PROBE_CHUNKS} chunks" in reading and f"{net}, {selection.WHOLE} chunks" in reading
+    gain = reading[f"pretrained, {selection.WHOLE} chunks"]["mean"] - reading[f"pretrained, first {PROBE_CHUNKS} chunks"]["mean"]
+    assert abs(gain) < 0.01
+    tfidf = [reading[f"tf-idf logistic, l2 {l2:g}"]["mean"] for l2 in selection.TFIDF_L2]
+    assert max(tfidf) - min(tfidf) < 0.015  # the baseline's penalty barely matters: it is not tuned down
+    assert reading["tf-idf logistic, l2 0.01"]["mean"] > max(tfidf) - 0.005  # and the one used is near its best
+
