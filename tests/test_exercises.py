@@ -23,8 +23,13 @@ def not_yet(*args):
 
 
 # --- lesson 1 -------------------------------------------------------------------------------------
+def delta_by_hand(i, j, k):
+    """Eq. (3) written out here, apart from the library's relative_distance that the checker compares with."""
+    return 0 if i - j <= -k else 2 * k - 1 if i - j >= k else i - j + k
+
+
 def test_relative_distance_right_and_unfinished(capsys):
-    result = exercises.check_relative_distance(relative_distance)
+    result = exercises.check_relative_distance(delta_by_hand)
     assert result.passed and result.cases > 100
     assert "all" in capsys.readouterr().out
     pending = exercises.check_relative_distance(not_yet)
@@ -49,7 +54,8 @@ def test_relative_distance_mistakes(wrong, message):
 
 
 def test_relative_distance_matrix():
-    assert exercises.check_relative_distance_matrix(lambda L, k: relative_distance_matrix(L, k=k))
+    by_hand = lambda L, k: [[delta_by_hand(i, j, k) for j in range(L)] for i in range(L)]  # noqa: E731
+    assert exercises.check_relative_distance_matrix(lambda L, k: torch.tensor(by_hand(L, k)))
     assert exercises.check_relative_distance_matrix(lambda L, k: relative_distance_matrix(L, k=k).numpy())
     with pytest.raises(AssertionError, match="transposed"):
         exercises.check_relative_distance_matrix(lambda L, k: relative_distance_matrix(L, k=k).T)

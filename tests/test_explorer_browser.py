@@ -36,7 +36,7 @@ needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSI
 
 @pytest.fixture(scope="module")
 def browser():
-    with chromium_session([*FLAGS, "--window-size=1200,1000"]) as wd:
+    with chromium_session([*FLAGS, "--window-size=1200,1000"], check_console=True) as wd:
         yield wd
 
 
@@ -96,11 +96,7 @@ def test_explorer_clicks_redraw_without_errors(browser, page):
     resources = wd.js("return performance.getEntriesByType('resource').map(function (r) { return r.name; });")
     assert resources == [], f"the page requested {resources}"
     assert wd.js("return window.__errors;") == [], "JavaScript errors after clicking"
-    try:  # chromedriver's own log of console messages (not part of W3C; skip if this driver lacks it)
-        logs = wd.cmd("POST", "/se/log", {"type": "browser"}) or []
-    except RuntimeError:
-        logs = []
-    severe = [entry for entry in logs if entry.get("level") == "SEVERE"]
+    severe = [entry for entry in wd.console() if entry.get("level") == "SEVERE"]  # the session made sure it can read them
     assert severe == [], f"browser console errors: {severe}"
 
     shot = os.environ.get("DEBERTA_EDU_SCREENSHOT")

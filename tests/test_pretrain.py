@@ -1,6 +1,7 @@
 """The MLM trainer: configs, optimizer, schedule, masks, gradient accumulation, evaluation, outputs, CLI."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -156,8 +157,19 @@ def test_evaluation_masks_are_fixed():
     again = Evaluator(VAL, cfg.replace(seed=7), MaskSpec(64), Distributed(), Precision("fp32", "cpu"))(model)
     assert first == again
     assert set(first) == {"val_loss", "val_accuracy", "val_perplexity", "val_tokens"}
-    assert first["val_perplexity"] == pytest.approx(torch.tensor(first["val_loss"]).exp().item())
     assert model.training  # evaluation puts the model back in training mode
+    # the same numbers written plainly: every position's logits, cross-entropy over the masked ones
+    evaluator = Evaluator(VAL, cfg, MaskSpec(64), Distributed(), Precision("fp32", "cpu"))
+    ids, labels, mask = evaluator.batch.rows(torch.arange(min(cfg.eval_rows, len(VAL))))
+    model.eval()
+    with torch.no_grad():
+        logits = model(ids, mask).logits  # (B, L, V)
+    model.train()
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100).item()
+    right = (logits.argmax(-1) == labels)[labels != -100].float().mean().item()
+    assert first["val_loss"] == pytest.approx(loss, rel=1e-5) and first["val_accuracy"] == pytest.approx(right)
+    assert first["val_perplexity"] == pytest.approx(math.exp(loss), rel=1e-5)
+    assert first["val_tokens"] == int((labels != -100).sum())
 
 
 def test_train_learns_logs_and_saves(tmp_path):

@@ -262,13 +262,19 @@ def test_plateau_runs_and_constant_classifiers_are_reported(micro_run):
                for c in bert)
 
 
-def test_the_committed_run_is_of_this_design_or_not_shown():
-    folder = report.committed_results()
-    assert folder is None or report.load_results(folder)["schema"] == report.SCHEMA
-    old = RESULTS_ROOT / "ablation-cpu" / report.RESULTS_FILE
-    if old.exists() and json.loads(old.read_text()).get("schema") != report.SCHEMA:
-        with pytest.raises(ValueError, match="another design"):
-            report.load_results(old.parent)
+def test_the_committed_run_is_of_this_design_or_not_shown(tmp_path):
+    folder = report.committed_results()  # a committed run is of this design: the GPU one where there is one
+    gpu = (RESULTS_ROOT / "ablation-gpu" / report.RESULTS_FILE).exists()
+    assert folder == RESULTS_ROOT / ("ablation-gpu" if gpu else "ablation-cpu")
+    assert report.load_results(folder)["schema"] == report.SCHEMA
+    for name, schema in (("ablation-gpu", "an older design"), ("ablation-cpu", report.SCHEMA)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / report.RESULTS_FILE).write_text(json.dumps({"schema": schema}))
+    assert report.committed_results(tmp_path) == tmp_path / "ablation-cpu"  # a run of another design is passed over
+    with pytest.raises(ValueError, match="another design"):
+        report.load_results(tmp_path / "ablation-gpu")  # and refused when asked for by name
+    (tmp_path / "ablation-cpu" / report.RESULTS_FILE).unlink()
+    assert report.committed_results(tmp_path) is None  # nothing of this design: nothing shown
 
 
 def test_the_command_line(capsys, micro_run):
