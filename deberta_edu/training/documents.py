@@ -76,8 +76,9 @@ class MeanPoolClassifier(nn.Module):
 class FinetuneRecipe:
     """How both networks are fine-tuned (the same for pretrained and random weights). Chosen before the test
     set was read, on 200 training-pool documents outside each draw: of ``selection.RECIPES``, the one the
-    pretrained network did best with; random weights did alike with each (results/pretraining-value/
-    selection.json; a test checks both). Training examples are chunks carrying their document's label."""
+    pretrained network did best with (all three within a point for either network, inside the draws' spread:
+    results/pretraining-value/selection.json; a test checks it). Training examples are chunks carrying their
+    document's label."""
 
     lr: float = 3e-4  # the encoder's peak; one cycle: 10% warmup, then cosine decay to ~0
     head_lr_scale: float = 10.0  # the zero-initialized head learns faster
