@@ -182,9 +182,6 @@ grid = (6e-3,) if SMOKE else smoke_scale.lr_grid  # CI: one rate, 10 runs
 smoke_dir = tempfile.mkdtemp(prefix="ablation-smoke-")  # never over the committed results
 run = run_ablation("smoke", smoke_dir, lr_grid=grid, progress=False)
 assert run["complete"] and not run["missing"]
-unigram = run["unigram_baseline"]["val_loss"]
-for rid, r in run["runs"].items():  # every run is checked against the plateau, and the check is the rule
-    assert r["on_plateau"] == (r["val_loss"] > unigram - report.PLATEAU_MARGIN), rid
 for c in run["claims"]:  # a verdict comes from the paired test, or the report says why there is none
     assert c["verdict"] in stats.VERDICTS or c["note"].startswith("not tested"), c
 for line in markdown.plateau_lines(run):
@@ -237,7 +234,10 @@ else:
         f"`{c}`" for c in real["commands"])))
     display(Image(filename=str(folder / report.CURVES_FILE)))
     display(Image(filename=str(folder / report.SUMMARY_FILE)))
-assert real["on_plateau"] == sorted(r for r, s in real["runs"].items() if s["on_plateau"])  # none unreported
+stuck = [r for r, s in real["runs"].items()  # the plateau rule, from each run's held-out loss
+         if not s.get("failed") and s["val_loss"] > real["unigram_baseline"]["val_loss"] - report.PLATEAU_MARGIN]
+shown = "\n".join(markdown.plateau_lines(real))
+assert all(r in shown for r in stuck) and (stuck or "Every one of" in shown)  # the report names every stuck run
 display(Markdown("\n".join(markdown.comparison(real).split("\n")[2:])))
 if folder is not None:  # the position probe (the table's row, its baselines below it): −EMD learns the slot
     chance_emd = real["baselines"]["random_init"]["no_emd"]["position_probe"]["accuracy"]
