@@ -298,6 +298,7 @@ def markdown_table(result: dict) -> str:
 def main(argv=None) -> None:
     """python -m deberta_edu.training.downstream [--out DIR]: the course model's value, as results.json."""
     import argparse
+    import functools
     import json
     import time
     from pathlib import Path
@@ -310,6 +311,7 @@ def main(argv=None) -> None:
     p.add_argument("--skip-sentiment", action="store_true")
     p.add_argument("--skip-curve", action="store_true", help="skip the topics at 2 ... 50 labels per class")
     args = p.parse_args(argv)
+    tell = functools.partial(print, flush=True)  # each draw as it ends, also into a log file
     torch.manual_seed(0)
     model, tokenizer = load_course_model()
     start = time.time()
@@ -324,11 +326,11 @@ def main(argv=None) -> None:
                             "lower-cased words, sublinear counts, idf of the labelled texts"},
               "finetune": {"what": "every weight, mean-pool + linear head, chunks labelled with their document's "
                            "label, a document's answer summed over its chunks", **asdict(FinetuneRecipe())},
-              "topics": topic_experiment(model, tokenizer, range(2 * args.seeds), finetune=True)}
+              "topics": topic_experiment(model, tokenizer, range(2 * args.seeds), finetune=True, progress=tell)}
     if not args.skip_sentiment:
-        result["sentiment"] = sentiment_experiment(model, tokenizer, range(args.seeds), finetune=True)
+        result["sentiment"] = sentiment_experiment(model, tokenizer, range(args.seeds), finetune=True, progress=tell)
     if not args.skip_curve:
-        result["topics_by_labels"] = topic_curve(model, tokenizer, seeds=range(2 * args.seeds))
+        result["topics_by_labels"] = topic_curve(model, tokenizer, seeds=range(2 * args.seeds), progress=tell)
     result["wall_time_s"] = round(time.time() - start)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "results.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -128,6 +128,7 @@ def markdown_table(result: dict) -> str:
 def main(argv=None) -> None:
     """python -m deberta_edu.training.selection [--out DIR]: the dev measurements behind downstream's choices."""
     import argparse
+    import functools
     import json
     import time
     from pathlib import Path
@@ -139,6 +140,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Downstream's choices, measured on training-pool documents")
     p.add_argument("--out", default="results/pretraining-value")
     args = p.parse_args(argv)
+    tell = functools.partial(print, flush=True)  # each draw as it ends, also into a log file
     model, tokenizer = load_course_model()
     pool = load_topics()["train"]
     start = time.time()
@@ -146,8 +148,8 @@ def main(argv=None) -> None:
               "model": course_label(course_metrics()),
               "dev": "per seed: 20 labelled documents per topic drawn from the training pool as the experiment draws "
                      "them, scored on 200 other pool documents drawn with the same seed; the test documents unread",
-              "reading": reading_and_baseline(model, tokenizer, pool)}
-    result["recipes"] = recipe_grid(model, tokenizer, pool)
+              "reading": reading_and_baseline(model, tokenizer, pool, progress=tell)}
+    result["recipes"] = recipe_grid(model, tokenizer, pool, progress=tell)
     result["chosen recipe"] = best_recipe(result["recipes"])
     result["wall_time_s"] = round(time.time() - start)
     Path(args.out).mkdir(parents=True, exist_ok=True)
