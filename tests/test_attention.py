@@ -9,7 +9,8 @@ from deberta_edu import DebertaConfig, naive_attention, relative_distance
 from deberta_edu.model.attention import DisentangledSelfAttention as DSA
 from deberta_edu.model.attention import banded_block, build_attention
 from deberta_edu.model.encoder import Encoder
-from deberta_edu.model.positions import log_bucket, relative_rows_and_index
+from deberta_edu.model.naive import naive_delta
+from deberta_edu.model.positions import relative_rows_and_index
 
 LAYOUTS = [
     dict(layout="v2", share_att_key=True),
@@ -35,14 +36,6 @@ def _setup(layout, terms, k=6, buckets=-1, L=13, seed=0):
     return config, attn, rel, table, hidden
 
 
-def _delta(config):
-    if config.position_buckets > 0:
-        span = config.position_buckets
-        return lambda i, j: int(torch.clamp(log_bucket(torch.tensor(i - j), span, config.max_relative_positions)
-                                            + span, 0, 2 * span - 1))
-    return lambda i, j: relative_distance(i, j, config.max_relative_positions)
-
-
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda d: f"{d['layout']}-share{d['share_att_key']}")
 @pytest.mark.parametrize("terms", TERM_SETS, ids="+".join)
 def test_naive_equals_fast_every_term(layout, terms):
@@ -53,7 +46,7 @@ def test_naive_equals_fast_every_term(layout, terms):
         fast_ctx, details = attn(hidden, keep, rel, return_details=True)
         sdpa_ctx = attn(hidden, keep, rel)  # the fused path (or the explicit one without c2c)
         for b in range(2):
-            n_terms, n_probs, n_ctx = naive_attention(attn, hidden[b], table, _delta(config), keep=keep[b])
+            n_terms, n_probs, n_ctx = naive_attention(attn, hidden[b], table, naive_delta(config), keep=keep[b])
             for t in terms:
                 torch.testing.assert_close(details.terms[t][b], n_terms[t], atol=1e-5, rtol=1e-5, msg=t)
             real = keep[b]  # padded queries may differ; real ones must not
@@ -67,7 +60,7 @@ def test_naive_equals_fast_with_log_buckets():
     keep = torch.ones(2, 50, dtype=torch.bool)  # nothing padded
     with torch.no_grad():
         _, details = attn(hidden, keep, rel, return_details=True)
-        n_terms, _, _ = naive_attention(attn, hidden[0], table, _delta(config))
+        n_terms, _, _ = naive_attention(attn, hidden[0], table, naive_delta(config))
     for t in details.terms:
         torch.testing.assert_close(details.terms[t][0], n_terms[t], atol=1e-5, rtol=1e-5)
 
@@ -83,7 +76,7 @@ def test_banded_path_equals_naive(L, k, buckets):
     with torch.no_grad():
         _, details = attn(hidden, keep, rel, return_details=True)
     for b in range(2):
-        n_terms, _, n_ctx = naive_attention(attn, hidden[b], table, _delta(config))
+        n_terms, _, n_ctx = naive_attention(attn, hidden[b], table, naive_delta(config))
         for t in ("c2p", "p2c"):
             torch.testing.assert_close(details.terms[t][b], n_terms[t], atol=1e-5, rtol=1e-5, msg=t)
         torch.testing.assert_close(ctx[b].detach(), n_ctx, atol=1e-5, rtol=1e-5)

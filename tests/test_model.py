@@ -215,21 +215,14 @@ def test_encoder_details_are_the_equations():
     assert set(d.terms) == {"c2c", "c2p", "p2c", "p2p"}
     # the model's own details of layer 0, against the equations written out on the embeddings it produced
     from deberta_edu import naive_attention
-    from deberta_edu.model.positions import log_bucket
+    from deberta_edu.model.naive import naive_delta
 
-    c = model.config
     with torch.no_grad():
         ids = _ids()
-        keep = torch.ones_like(ids, dtype=torch.bool)
-        hidden, _ = model.embeddings(ids, keep)
+        hidden, _ = model.embeddings(ids, torch.ones_like(ids, dtype=torch.bool))
         enc = model.encoder
         table = enc.rel_norm(enc.rel_embeddings.weight) if enc.rel_norm else enc.rel_embeddings.weight
-        span = c.position_buckets
-
-        def delta(i, j):
-            return int(torch.clamp(log_bucket(torch.tensor(i - j), span, c.max_relative_positions) + span, 0, 2 * span - 1))
-
-        terms, probs, _ = naive_attention(enc.layers[0].attention, hidden[0], table, delta)
+        terms, probs, _ = naive_attention(enc.layers[0].attention, hidden[0], table, naive_delta(model.config))
     for name in d.terms:
         torch.testing.assert_close(d.terms[name][0], terms[name], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(d.probs[0], probs, atol=1e-5, rtol=1e-4)

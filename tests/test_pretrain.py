@@ -153,13 +153,13 @@ def test_precisions_on_cpu():
 def test_evaluation_masks_are_fixed():
     cfg = get_config("debug")
     model = DebertaForMaskedLM(cfg.model_config())
-    first = Evaluator(VAL, cfg, MaskSpec(64), Distributed(), Precision("fp32", "cpu"))(model)
+    evaluator = Evaluator(VAL, cfg, MaskSpec(64), Distributed(), Precision("fp32", "cpu"))
+    first = evaluator(model)
     again = Evaluator(VAL, cfg.replace(seed=7), MaskSpec(64), Distributed(), Precision("fp32", "cpu"))(model)
     assert first == again
     assert set(first) == {"val_loss", "val_accuracy", "val_perplexity", "val_tokens"}
     assert model.training  # evaluation puts the model back in training mode
     # the same numbers written plainly: every position's logits, cross-entropy over the masked ones
-    evaluator = Evaluator(VAL, cfg, MaskSpec(64), Distributed(), Precision("fp32", "cpu"))
     ids, labels, mask = evaluator.batch.rows(torch.arange(min(cfg.eval_rows, len(VAL))))
     model.eval()
     with torch.no_grad():

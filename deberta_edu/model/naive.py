@@ -5,6 +5,16 @@ from __future__ import annotations
 import torch
 
 from .attention import DisentangledSelfAttention
+from .positions import log_bucket, relative_distance
+
+
+def naive_delta(config):
+    """δ(i, j) -> the relative table's row, one pair at a time, for ``config``: eq. (3) clamped at k, or the
+    v2/v3 log buckets (the ``delta`` that ``naive_attention`` takes)."""
+    k, span = config.max_relative_positions, config.position_buckets
+    if span > 0:
+        return lambda i, j: int(torch.clamp(log_bucket(torch.tensor(i - j), span, k) + span, 0, 2 * span - 1))
+    return lambda i, j: relative_distance(i, j, k)
 
 
 def naive_attention(
