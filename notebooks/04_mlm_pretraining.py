@@ -774,7 +774,8 @@ from deberta_edu.training import selection  # noqa: E402
 from deberta_edu.training.downstream import PROBE_CHUNKS, TFIDF_PENALTY  # noqa: E402
 
 chosen = json.loads((COURSE_DIR.parent / "pretraining-value" / "selection.json").read_text())
-display(Markdown("dev accuracy (%) on training-pool documents, mean ± std over the draws\n\n"
+display(Markdown(f"{chosen['model']}; dev accuracy (%) on training-pool documents, mean ± std over "
+                 f"{len(selection.DEV_SEEDS)} draws ({len(selection.RECIPE_SEEDS)} for fine-tuning)\n\n"
                  + selection.markdown_table(chosen)))
 dev, recipes = chosen["reading"], chosen["recipes"]
 reads = {what: {net: dev[f"{net}, {what}"]["mean"] for net in ("pretrained", "random init")}
