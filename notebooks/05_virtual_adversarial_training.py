@@ -47,7 +47,7 @@ from deberta_edu.data.sentiment import LICENSE, load_splits
 from deberta_edu.facts import smoke
 from deberta_edu.figures import subplots
 from deberta_edu.lessons.pretrained import pretrained_for_lessons
-from deberta_edu.training.downstream import majority
+from deberta_edu.training.baselines import majority
 from deberta_edu.training.finetune import collate, compare, encode
 from deberta_edu.training.sift import (
     VAT,

@@ -9,8 +9,9 @@ import torch
 from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, TOKENIZER_FILE
 from deberta_edu.lessons.explorer import load_demo
 from deberta_edu.lessons.pretrained import lesson_model_folder, local_run_accuracy, pretrained_for_lessons
-from deberta_edu.training import downstream
+from deberta_edu.training import baselines, downstream, significance
 from deberta_edu.training.course import COURSE_DIR, course_label, course_metrics, load_course_model
+from deberta_edu.training.documents import FinetuneRecipe, finetuned_accuracy
 
 MAX_BYTES = 5 * 2**20
 
@@ -44,24 +45,24 @@ def test_the_probe_and_the_baselines_can_tell_classes_apart_or_not():
     y = [i % 3 for i in range(60)]
     centers = torch.randn(3, 8, generator=g) * 3
     x = centers[y] + torch.randn(60, 8, generator=g)
-    assert downstream.linear_probe(x[:30], y[:30], x[30:], y[30:]) > 0.9
+    assert baselines.linear_probe(x[:30], y[:30], x[30:], y[30:]) > 0.9
     noise = torch.randn(60, 8, generator=g)  # features that carry no label: near chance
-    assert downstream.linear_probe(noise[:30], y[:30], noise[30:], y[30:]) < 0.7
+    assert baselines.linear_probe(noise[:30], y[:30], noise[30:], y[30:]) < 0.7
     texts = ["goal match striker"] * 5 + ["shares bank profit"] * 5
     labels = [0] * 5 + [1] * 5
-    assert downstream.naive_bayes(texts, labels, ["the striker scored", "bank shares fell"], [0, 1]) == 1.0
-    assert downstream.tfidf_logistic(texts, labels, ["the striker scored", "bank shares fell"], [0, 1]) == 1.0
+    assert baselines.naive_bayes(texts, labels, ["the striker scored", "bank shares fell"], [0, 1]) == 1.0
+    assert baselines.tfidf_logistic(texts, labels, ["the striker scored", "bank shares fell"], [0, 1]) == 1.0
     shared = [t + " the news" for t in texts]  # words in every document weigh least (idf), yet count
-    assert downstream.tfidf_logistic(shared, labels, ["the news the news striker", "the news profit"], [0, 1]) == 1.0
-    assert downstream.tfidf_logistic(texts, labels, ["nothing known here"] * 2, [0, 1]) == 0.5  # no known word: one class
-    assert downstream.majority([0, 0, 1]) == pytest.approx(2 / 3)
-    t = downstream.welch([0.9, 0.91, 0.92], [0.5, 0.52, 0.49])
+    assert baselines.tfidf_logistic(shared, labels, ["the news the news striker", "the news profit"], [0, 1]) == 1.0
+    assert baselines.tfidf_logistic(texts, labels, ["nothing known here"] * 2, [0, 1]) == 0.5  # no known word: one class
+    assert baselines.majority([0, 0, 1]) == pytest.approx(2 / 3)
+    t = significance.welch([0.9, 0.91, 0.92], [0.5, 0.52, 0.49])
     assert t["difference"] > 0.3 and t["p_greater"] < 0.01
-    hits = downstream.linear_probe(x[:30], y[:30], x[30:], y[30:], per_document=True)
-    assert len(hits) == 30 and sum(hits) / 30 == downstream.linear_probe(x[:30], y[:30], x[30:], y[30:])
-    assert downstream.naive_bayes(texts, labels, ["striker", "striker"], [0, 1], per_document=True) == [True, False]
-    assert downstream.majority([0, 0, 1], per_document=True) == [True, True, False]
-    assert downstream.summary([0.5, 1.0], [[True, False], [True, True]])["hits"] == ["10", "11"]
+    hits = baselines.linear_probe(x[:30], y[:30], x[30:], y[30:], per_document=True)
+    assert len(hits) == 30 and sum(hits) / 30 == baselines.linear_probe(x[:30], y[:30], x[30:], y[30:])
+    assert baselines.naive_bayes(texts, labels, ["striker", "striker"], [0, 1], per_document=True) == [True, False]
+    assert baselines.majority([0, 0, 1], per_document=True) == [True, True, False]
+    assert significance.summary([0.5, 1.0], [[True, False], [True, True]])["hits"] == ["10", "11"]
 
 
 def _hit_strings(base: list[int], wins: range, losses: range, draws: int, seed: int) -> list[str]:
@@ -88,15 +89,15 @@ def test_the_bootstrap_counts_the_test_documents_where_welch_does_not():
     a = _hit_strings(base, range(0, 6), range(6, 9), 10, seed=1)
     b = _hit_strings(base, range(6, 9), range(0, 6), 10, seed=2)
     acc = lambda hits: [h.count("1") / len(h) for h in hits]  # noqa: E731
-    assert downstream.welch(acc(a), acc(b))["p_two_sided"] < 1e-6  # the draws agree: Welch is sure
-    boot = downstream.bootstrap(a, b)
+    assert significance.welch(acc(a), acc(b))["p_two_sided"] < 1e-6  # the draws agree: Welch is sure
+    boot = significance.bootstrap(a, b)
     assert boot["difference"] == pytest.approx(statistics.fmean(acc(a)) - statistics.fmean(acc(b)))
     assert boot["p_two_sided"] > 0.2 and boot["ci95"][0] < 0 < boot["ci95"][1]  # 9 documents decide it: not sure
     wide = _hit_strings([1] * 125, range(0), range(0), 10, seed=3)  # about 20 documents ahead of b: sure either way
-    assert downstream.bootstrap(wide, b)["p_two_sided"] < 0.001
-    assert downstream.bootstrap(a, a)["p_two_sided"] == 1.0
+    assert significance.bootstrap(wide, b)["p_two_sided"] < 0.001
+    assert significance.bootstrap(a, a)["p_two_sided"] == 1.0
     with pytest.raises(ValueError, match="same"):
-        downstream.bootstrap(a, b[:-1])
+        significance.bootstrap(a, b[:-1])
 
 
 def test_committed_pretraining_value_results_are_consistent():
@@ -117,9 +118,9 @@ def test_committed_pretraining_value_results_are_consistent():
         assert len(sentiment[name]["runs"]) == len(sentiment["pretrained"]["runs"]) >= 5
     assert r["sentiment"]["tests"]["fine-tuned: pretrained vs random init"]["difference"] == pytest.approx(
         sentiment["pretrained, fine-tuned"]["mean"] - sentiment["random init, fine-tuned"]["mean"])
-    assert r["finetune"]["lr"] == downstream.FinetuneRecipe().lr  # the recipe the code runs is the one recorded
+    assert r["finetune"]["lr"] == FinetuneRecipe().lr  # the recipe the code runs is the one recorded
     assert f"first {downstream.PROBE_CHUNKS} chunks of {downstream.PROBE_LENGTH} tokens" in r["probe"]
-    assert "bootstrap" in r["tests"] and f"{downstream.BOOTSTRAP_SAMPLES:,}" in r["tests"]
+    assert "bootstrap" in r["tests"] and f"{significance.BOOTSTRAP_SAMPLES:,}" in r["tests"]
     tasks = (r["topics"], r["sentiment"], *r["topics_by_labels"]["per_class"].values())
     for task in tasks:  # each run's hits are its accuracy, document by document, on one test set
         for arm in task["arms"].values():
@@ -127,7 +128,7 @@ def test_committed_pretraining_value_results_are_consistent():
             assert {len(h) for h in arm["hits"]} == {len(task["arms"]["majority"]["hits"][0])}
         assert all("bootstrap" in t for t in task["tests"].values())
     boot = r["topics"]["tests"]["fine-tuned: pretrained vs bag of words"]["bootstrap"]
-    assert boot == downstream.bootstrap(arms["pretrained, fine-tuned"]["hits"], arms["bag of words"]["hits"])
+    assert boot == significance.bootstrap(arms["pretrained, fine-tuned"]["hits"], arms["bag of words"]["hits"])
     curve = r["topics_by_labels"]["per_class"]
     assert [int(n) for n in curve] == list(downstream.CURVE_LABELS)
     for point in curve.values():
@@ -252,11 +253,11 @@ def test_fine_tuning_learns_from_the_labels_and_leaves_the_model_alone():
     rng = random.Random(0)
     texts = [" ".join(rng.choice(words[i % 2]) for _ in range(12)) for i in range(80)]
     y = [i % 2 for i in range(80)]
-    recipe = downstream.FinetuneRecipe(lr=1e-3, epochs=4, max_length=8)  # chunks of 6 words: several per text
-    assert downstream.finetuned_accuracy(model, tokenizer, texts[:40], y[:40], texts[40:], y[40:], 0,
+    recipe = FinetuneRecipe(lr=1e-3, epochs=4, max_length=8)  # chunks of 6 words: several per text
+    assert finetuned_accuracy(model, tokenizer, texts[:40], y[:40], texts[40:], y[40:], 0,
                                          recipe=recipe) > 0.95
     shuffled = [rng.randrange(2) for _ in range(40)]  # labels that carry nothing: near chance on the test half
-    assert downstream.finetuned_accuracy(model, tokenizer, texts[:40], shuffled, texts[40:], y[40:], 0,
+    assert finetuned_accuracy(model, tokenizer, texts[:40], shuffled, texts[40:], y[40:], 0,
                                          recipe=recipe) < 0.8
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a copy was tuned
 

@@ -2,7 +2,7 @@
 
     position_probe    lesson 3's probe (training.probe) on FROZEN features: "the new <noun>" in the subject or the
                       object slot of a padded window, read from the state the MLM head reads (the EMD's output,
-                      or the last layer's); a linear probe (downstream.linear_probe). From random weights a
+                      or the last layer's); a linear probe (training.baselines.linear_probe). From random weights a
                       model without absolute positions sits at chance; but [CLS] at position 0 is inside the
                       relative window, so pretraining can teach it the slot (lesson 3's anchored case)
     topic_probe       BBC News topics with 20 labelled documents per class, frozen mean-pooled features, the same
@@ -21,7 +21,8 @@ from types import SimpleNamespace
 
 import torch
 
-from deberta_edu.training import downstream
+from deberta_edu.training import baselines as bow
+from deberta_edu.training import documents
 from deberta_edu.training.configs import TrainConfig
 from deberta_edu.training.finetune import FinetuneConfig, classification_batch, encode, finetune
 from deberta_edu.training.probe import ProbeTask, held_out, majority_rate, probe_batch
@@ -72,7 +73,7 @@ def position_probe(model, tokenizer, settings: dict) -> dict | None:
         return None
     train = probe_batch(task, settings["train_windows"], torch.Generator().manual_seed(0))
     test = held_out(task, settings["test_windows"])
-    accuracy = downstream.linear_probe(_noun_states(model, train), train.label.tolist(), _noun_states(model, test),
+    accuracy = bow.linear_probe(_noun_states(model, train), train.label.tolist(), _noun_states(model, test),
                                        test.label.tolist(), classes=2)
     return {"accuracy": accuracy, "chance": majority_rate(test.label)}
 
@@ -81,7 +82,7 @@ def position_probe(model, tokenizer, settings: dict) -> dict | None:
 
 
 class _OnItsDevice:
-    """The encoder as ``downstream.document_features`` calls it (CPU tensors in and out), run on its own device."""
+    """The encoder as ``documents.document_features`` calls it (CPU tensors in and out), run on its own device."""
 
     def __init__(self, model):
         self.encoder = model.deberta
@@ -127,11 +128,11 @@ def topic_probe(model, tokenizer, data: dict, settings: dict, max_length: int) -
         return None
     encoder = _OnItsDevice(model)
     test_texts, test_y = data["test"]
-    test_x = downstream.document_features(encoder, tokenizer, test_texts, max_length, settings["max_chunks"])
+    test_x = documents.document_features(encoder, tokenizer, test_texts, max_length, settings["max_chunks"])
     accuracies = []
     for texts, y in data["draws"]:
-        train_x = downstream.document_features(encoder, tokenizer, texts, max_length, settings["max_chunks"])
-        accuracies.append(downstream.linear_probe(train_x, y, test_x, test_y, classes=max(test_y) + 1))
+        train_x = documents.document_features(encoder, tokenizer, texts, max_length, settings["max_chunks"])
+        accuracies.append(bow.linear_probe(train_x, y, test_x, test_y, classes=max(test_y) + 1))
     return {"accuracy": sum(accuracies) / len(accuracies), "draws": accuracies}
 
 
@@ -188,16 +189,16 @@ def baselines(configs: dict[str, TrainConfig], tokenizer, scale, splits: dict, t
     train = splits["train"][: scale.finetune.get("max_train_examples") or None]
     test_y = [e.label for e in splits["test"]]
     out = {"sentiment": {
-        "majority": downstream.majority(test_y),
-        "bag_of_words": downstream.naive_bayes([e.text for e in train], [e.label for e in train],
+        "majority": bow.majority(test_y),
+        "bag_of_words": bow.naive_bayes([e.text for e in train], [e.label for e in train],
                                                [e.text for e in splits["test"]], test_y),
         "test_examples": len(test_y), "train_examples": len(train)}}
     log(f"[baselines] sentiment: majority {out['sentiment']['majority']:.3f}, "
         f"bag of words {out['sentiment']['bag_of_words']:.3f}")
     if topics is not None and "missing" not in topics:
         test_texts, topic_test_y = topics["test"]
-        out["topics"] = {"majority": downstream.majority(topic_test_y),
-                         "bag_of_words": sum(downstream.naive_bayes(t, y, test_texts, topic_test_y)
+        out["topics"] = {"majority": bow.majority(topic_test_y),
+                         "bag_of_words": sum(bow.naive_bayes(t, y, test_texts, topic_test_y)
                                              for t, y in topics["draws"]) / len(topics["draws"]),
                          "test_documents": len(topic_test_y), "per_class": scale.topics["per_class"]}
     elif topics is not None:

@@ -52,6 +52,14 @@ def course_metrics(folder: str | Path | None = None) -> dict:
     return json.loads((folder / METRICS_FILE).read_text())
 
 
+def course_digest(folder: str | Path | None = None) -> str:
+    """The first 16 hex digits of the sha256 of the course model's weights file: which weights a run used."""
+    import hashlib
+
+    folder = Path(folder) if folder is not None else COURSE_DIR
+    return hashlib.sha256((folder / MODEL_FILE).read_bytes()).hexdigest()[:16]
+
+
 def course_label(metrics: dict | None = None) -> str:
     """How every figure names the model: name, tokens seen, held-out accuracy."""
     m = metrics or course_metrics()

@@ -40,132 +40,42 @@ so its variance is the labels' draw.
 
 from __future__ import annotations
 
-import math
-import re
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 import torch
 
+from .baselines import TFIDF_PENALTY, linear_probe, majority, naive_bayes, tfidf_logistic
 from .documents import FinetuneRecipe, document_features, finetuned_accuracy
 from .finetune import random_weights
-from .significance import (  # noqa: F401  (bootstrap, welch: re-exported, tests use them from here)
-    BOOTSTRAP_SAMPLES,
-    bootstrap,
-    fraction_right,
-    hits_or_accuracy,
-    summary,
-    tested,
-    welch,
-)
+from .journal import Journal
+from .significance import BOOTSTRAP_SAMPLES, fraction_right, summary, tested
 
-WORD = re.compile(r"[a-z0-9']+")
 # the frozen probe reads whole documents, as fine-tuning does: up to 16 chunks of 128 tokens (every test document
 # whole; 12 of 2,002 pool documents cut); on the training pool the better reading for both networks (``selection``)
 PROBE_LENGTH, PROBE_CHUNKS = 128, FinetuneRecipe().max_chunks
-TFIDF_PENALTY = 1e-4  # the tf-idf baseline's l2: the best of four on the training pool (``selection``)
-
-
-def words(text: str) -> list[str]:
-    """The lower-cased words a bag-of-words baseline reads."""
-    return WORD.findall(text.lower())
-
-
-def linear_probe(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Tensor, test_y: Sequence[int],
-                 l2: float = 1e-2, classes: int | None = None, standardize: bool = True,
-                 per_document: bool = False) -> float | list[bool]:
-    """Test accuracy of an L2-regularized multinomial logistic regression on (by default standardized) features
-    (with ``per_document``, whether each test document was right)."""
-    y = torch.as_tensor(list(train_y))
-    classes = classes or max(int(y.max()), max(test_y)) + 1
-    xs, xt = train_x, test_x
-    if standardize:
-        mean, std = train_x.mean(0), train_x.std(0).clamp(min=1e-6)
-        xs, xt = (train_x - mean) / std, (test_x - mean) / std
-    w = torch.zeros(xs.shape[1], classes, requires_grad=True)
-    b = torch.zeros(classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xs @ w + b, y) + l2 * (w**2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        pred = (xt @ w + b).argmax(1)
-    return hits_or_accuracy(pred.tolist(), test_y, per_document)
-
-
-def naive_bayes(train_texts: Sequence[str], train_y: Sequence[int], test_texts: Sequence[str],
-                test_y: Sequence[int], per_document: bool = False) -> float | list[bool]:
-    """Test accuracy of multinomial Naive Bayes on lower-cased word counts (add-one smoothing)."""
-    classes = sorted(set(train_y))
-    counts = {c: Counter() for c in classes}
-    for text, c in zip(train_texts, train_y, strict=True):
-        counts[c].update(words(text))
-    vocab = set().union(*counts.values())
-    prior = {c: math.log(list(train_y).count(c) / len(train_y)) for c in classes}
-    total = {c: sum(counts[c].values()) + len(vocab) for c in classes}
-    predicted = []
-    for text in test_texts:
-        known = [w for w in words(text) if w in vocab]
-        score = {c: prior[c] + sum(math.log((counts[c][w] + 1) / total[c]) for w in known) for c in classes}
-        predicted.append(max(score, key=score.get))
-    return hits_or_accuracy(predicted, test_y, per_document)
-
-
-def tfidf_logistic(train_texts: Sequence[str], train_y: Sequence[int], test_texts: Sequence[str],
-                   test_y: Sequence[int], l2: float = TFIDF_PENALTY, per_document: bool = False) -> float | list[bool]:
-    """Test accuracy of L2-regularized logistic regression on tf-idf vectors of lower-cased words: a count
-    enters as 1 + log(count), times the smoothed inverse document frequency log((1 + n) / (1 + df)) + 1 of the
-    training texts, each vector scaled to unit length. ``l2`` barely matters (1e-4 to 1e-1 move it a point on
-    training-pool documents; the default is the best of them: ``selection``)."""
-    counts = [Counter(words(t)) for t in train_texts]
-    index = {w: i for i, w in enumerate(sorted(set().union(*counts)))}
-
-    def vectors(bags):
-        x = torch.zeros(len(bags), len(index))
-        for n, bag in enumerate(bags):
-            seen = [(index[w], k) for w, k in bag.items() if w in index]
-            if seen:
-                cols, k = zip(*seen, strict=True)
-                x[n, list(cols)] = 1 + torch.log(torch.tensor(k, dtype=torch.float))
-        return x
-
-    train_x = vectors(counts)
-    idf = torch.log((1 + len(counts)) / (1 + (train_x > 0).sum(0))) + 1
-    test_x = vectors([Counter(words(t)) for t in test_texts])
-    unit = lambda x: torch.nn.functional.normalize(x * idf, dim=1)  # noqa: E731
-    return linear_probe(unit(train_x), train_y, unit(test_x), test_y, l2, standardize=False, per_document=per_document)
-
-
-def majority(test_y: Sequence[int], per_document: bool = False) -> float | list[bool]:
-    """Accuracy of the best constant classifier: always the most frequent test class."""
-    return hits_or_accuracy([Counter(test_y).most_common(1)[0][0]] * len(test_y), test_y, per_document)
 
 
 def compare_arms(draw: Callable[[int], tuple[list[str], list[int]]], test: tuple[list[str], list[int]],
                  encoders: dict[str, Callable[[int], tuple[object, object]]], seeds: Sequence[int],
                  fixed: Sequence[str] = (), max_length: int = PROBE_LENGTH, max_chunks: int = PROBE_CHUNKS,
                  finetuned: Sequence[str] = (), recipe: FinetuneRecipe | None = None,
-                 progress: Callable[[str], None] = print) -> dict:
+                 progress: Callable[[str], None] = print, journal: Journal | None = None) -> dict:
     """Every arm on every seed. ``draw(seed)`` gives the labelled training texts; ``encoders[name](seed)``
     gives (model, tokenizer) for a probe arm (a random-init arm draws its weights from the seed). The arms
     named in ``fixed`` do not depend on the seed (a trained model): their test features are computed once.
-    Each encoder named in ``finetuned`` is also fine-tuned on the same draw: the arm "<name>, fine-tuned"."""
+    Each encoder named in ``finetuned`` is also fine-tuned on the same draw: the arm "<name>, fine-tuned".
+    A ``journal`` keeps each seed's hits as it ends, and gives back those of seeds an earlier command made."""
     test_texts, test_y = test
-    arms: dict[str, list[list[bool]]] = {"majority": [], "bag of words": [], "tf-idf logistic": [],
-                                         **{name: [] for name in encoders},
-                                         **{f"{name}, fine-tuned": [] for name in finetuned}}
+    names = ["majority", "bag of words", "tf-idf logistic", *encoders, *(f"{name}, fine-tuned" for name in finetuned)]
+    arms: dict[str, list[list[bool]]] = {name: [] for name in names}
     cache: dict[str, torch.Tensor] = {}
-    for seed in seeds:
+
+    def one_seed(seed: int) -> dict[str, list[bool]]:
         texts, y = draw(seed)
-        arms["majority"].append(majority(test_y, per_document=True))
-        arms["bag of words"].append(naive_bayes(texts, y, test_texts, test_y, per_document=True))
-        arms["tf-idf logistic"].append(tfidf_logistic(texts, y, test_texts, test_y, per_document=True))
+        row = {"majority": majority(test_y, per_document=True),
+               "bag of words": naive_bayes(texts, y, test_texts, test_y, per_document=True),
+               "tf-idf logistic": tfidf_logistic(texts, y, test_texts, test_y, per_document=True)}
         for name, make in encoders.items():
             model, tokenizer = make(seed)
             test_x = cache.get(name) if name in fixed else None
@@ -174,12 +84,21 @@ def compare_arms(draw: Callable[[int], tuple[list[str], list[int]]], test: tuple
                 if name in fixed:
                     cache[name] = test_x
             train_x = document_features(model, tokenizer, texts, max_length, max_chunks)
-            arms[name].append(linear_probe(train_x, y, test_x, test_y, classes=max(test_y) + 1, per_document=True))
+            row[name] = linear_probe(train_x, y, test_x, test_y, classes=max(test_y) + 1, per_document=True)
             if name in finetuned:
-                arms[f"{name}, fine-tuned"].append(finetuned_accuracy(
+                row[f"{name}, fine-tuned"] = finetuned_accuracy(
                     model, tokenizer, texts, y, test_texts, test_y, seed, max(test_y) + 1, recipe or FinetuneRecipe(),
-                    per_document=True))
-        progress(f"seed {seed}: " + ", ".join(f"{k} {fraction_right(v[-1]):.3f}" for k, v in arms.items()))
+                    per_document=True)
+        return row
+
+    journal = journal or Journal()
+    for seed in seeds:
+        kept = f"seed {seed}" in journal
+        row = journal.run(f"seed {seed}", lambda seed=seed: one_seed(seed))
+        for name in names:
+            arms[name].append(row[name])
+        progress(f"seed {seed}{' (read back)' * kept}: "
+                 + ", ".join(f"{k} {fraction_right(v[-1]):.3f}" for k, v in arms.items()))
     return {name: summary([fraction_right(run) for run in hits], hits) for name, hits in arms.items()}
 
 
@@ -202,21 +121,22 @@ def against_baselines(arms: dict, suffix: str = "", prefix: str = "") -> dict:
 CURVE_LABELS = (2, 5, 10, 20, 50)  # labelled documents per class
 
 
-def topic_curve(model, tokenizer, per_class=CURVE_LABELS, seeds=range(10), progress=print) -> dict:
+def topic_curve(model, tokenizer, per_class=CURVE_LABELS, seeds=range(10), progress=print, journal=None) -> dict:
     """The topic experiment at each number of labels per class: where pretraining pays and where it stops."""
+    journal = journal or Journal()
     out = {}
     for n in per_class:
         def tell(line, n=n):
             progress(f"{n} per class, {line}")
 
-        r = topic_experiment(model, tokenizer, seeds, n, progress=tell)
+        r = topic_experiment(model, tokenizer, seeds, n, progress=tell, journal=journal.within(f"{n} per class, "))
         out[str(n)] = {"arms": r["arms"], "tests": r["tests"]}
     labels = ", ".join(map(str, per_class))
     return {"task": f"BBC topics, {labels} labelled documents per class, {len(seeds)} draws each", "per_class": out}
 
 
 def topic_experiment(model, tokenizer, seeds=range(5), per_class: int = 20, finetune: bool = False,
-                     progress=print) -> dict:
+                     progress=print, journal: Journal | None = None) -> dict:
     """BBC topics with ``per_class`` labels per class: the trained encoder against random init and baselines
     (frozen features; with ``finetune`` also both networks fine-tuned, about 25 s per network and draw on 2 cores)."""
     from deberta_edu.data.topics import few_labels, load_topics
@@ -232,7 +152,7 @@ def topic_experiment(model, tokenizer, seeds=range(5), per_class: int = 20, fine
         return random_weights(model, seed).eval(), tokenizer
 
     arms = compare_arms(draw, test, {"pretrained": lambda seed: (model, tokenizer), "random init": random_init},
-                        list(seeds), fixed=["pretrained"], progress=progress,
+                        list(seeds), fixed=["pretrained"], progress=progress, journal=journal,
                         finetuned=["pretrained", "random init"] if finetune else ())
     tests = against_baselines(arms)
     if finetune:
@@ -242,7 +162,7 @@ def topic_experiment(model, tokenizer, seeds=range(5), per_class: int = 20, fine
 
 
 def sentiment_experiment(model, tokenizer, seeds=range(5), train_size: int = 500, finetune: bool = False,
-                         progress=print) -> dict:
+                         progress=print, journal: Journal | None = None) -> dict:
     """Lesson 5's snippets with ``train_size`` labels per seed: the same arms, the same probe (with ``finetune``
     also both networks fine-tuned with the topics' recipe, a snippet being one chunk)."""
     import random
@@ -260,7 +180,7 @@ def sentiment_experiment(model, tokenizer, seeds=range(5), train_size: int = 500
         return random_weights(model, seed).eval(), tokenizer
 
     arms = compare_arms(draw, test, {"pretrained": lambda seed: (model, tokenizer), "random init": random_init},
-                        list(seeds), fixed=["pretrained"], max_chunks=1, progress=progress,
+                        list(seeds), fixed=["pretrained"], max_chunks=1, progress=progress, journal=journal,
                         finetuned=["pretrained", "random init"] if finetune else ())
     tests = against_baselines(arms)
     if finetune:
@@ -303,7 +223,7 @@ def main(argv=None) -> None:
     import time
     from pathlib import Path
 
-    from .course import course_label, course_metrics, load_course_model
+    from .course import course_digest, course_label, course_metrics, load_course_model
 
     p = argparse.ArgumentParser(description="Frozen-feature probes of the course model vs random init and baselines")
     p.add_argument("--out", default="results/pretraining-value")
@@ -325,15 +245,23 @@ def main(argv=None) -> None:
                             "tf-idf logistic": f"L2 logistic regression (l2 {TFIDF_PENALTY:g}) on unit tf-idf vectors of "
                             "lower-cased words, sublinear counts, idf of the labelled texts"},
               "finetune": {"what": "every weight, mean-pool + linear head, chunks labelled with their document's "
-                           "label, a document's answer summed over its chunks", **asdict(FinetuneRecipe())},
-              "topics": topic_experiment(model, tokenizer, range(2 * args.seeds), finetune=True, progress=tell)}
+                           "label, a document's answer summed over its chunks", **asdict(FinetuneRecipe())}}
+    settings = {k: result[k] for k in ("model", "probe", "baselines", "finetune")} | {"weights": course_digest()}
+    journal = Journal.open(Path(args.out) / "results.draws.jsonl", settings)  # a cut run resumes from it
+    tell(f"each draw is kept in {journal.path} as it ends ({len(journal.kept)} there already)")
+    result["topics"] = topic_experiment(model, tokenizer, range(2 * args.seeds), finetune=True, progress=tell,
+                                        journal=journal.within("topics, "))
     if not args.skip_sentiment:
-        result["sentiment"] = sentiment_experiment(model, tokenizer, range(args.seeds), finetune=True, progress=tell)
+        result["sentiment"] = sentiment_experiment(model, tokenizer, range(args.seeds), finetune=True, progress=tell,
+                                                   journal=journal.within("sentiment, "))
     if not args.skip_curve:
-        result["topics_by_labels"] = topic_curve(model, tokenizer, seeds=range(2 * args.seeds), progress=tell)
-    result["wall_time_s"] = round(time.time() - start)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+        result["topics_by_labels"] = topic_curve(model, tokenizer, seeds=range(2 * args.seeds), progress=tell,
+                                                 journal=journal.within("curve, "))
+    resumed = journal.read_back()  # draws an earlier, cut command made: their time counts too
+    result["wall_time_s"] = round(time.time() - start) + resumed.get("seconds", 0)
+    result.update({"resumed": resumed} if resumed else {})
     (Path(args.out) / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    journal.close()
     print(json.dumps({k: v["arms"] for k, v in result.items() if isinstance(v, dict) and "arms" in v}, indent=1))
 
 

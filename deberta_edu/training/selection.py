@@ -30,9 +30,11 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 
+from .baselines import TFIDF_PENALTY, linear_probe, tfidf_logistic
 from .documents import FinetuneRecipe, document_features, finetuned_accuracy
-from .downstream import PROBE_CHUNKS, PROBE_LENGTH, TFIDF_PENALTY, linear_probe, tfidf_logistic
+from .downstream import PROBE_CHUNKS, PROBE_LENGTH
 from .finetune import random_weights
+from .journal import Journal
 from .significance import summary
 
 DEV_SEEDS = tuple(range(100, 110))  # draws for the probe and the baseline; the experiment's seeds are 0-9
@@ -61,42 +63,56 @@ def _texts(docs) -> tuple[list[str], list[int]]:
 
 
 def reading_and_baseline(model, tokenizer, pool, seeds=DEV_SEEDS, per_class: int = 20, held: int = 200,
-                         progress: Callable[[str], None] = print) -> dict:
+                         progress: Callable[[str], None] = print, journal: Journal | None = None) -> dict:
     """The frozen probe with each of ``READINGS`` (first 4 chunks, or ``WHOLE`` chunks), of the pretrained
     network and of random weights drawn per seed (as the experiment draws them), and the tf-idf baseline at
-    each penalty in ``TFIDF_L2``: {arm: ``summary``} over the dev splits."""
-    runs: dict[str, list[float]] = {}
-    for seed in seeds:
+    each penalty in ``TFIDF_L2``: {arm: ``summary``} over the dev splits (a ``journal`` keeps each split's)."""
+
+    def one_split(seed: int) -> dict[str, float]:
         labelled, scored = dev_split(pool, seed, per_class, held)
         (texts, y), (test_texts, test_y) = _texts(labelled), _texts(scored)
-        classes = max(y + test_y) + 1
+        row = {}
         for name, net in (("pretrained", model), ("random init", random_weights(model, seed).eval())):
             for what, chunks in READINGS.items():
                 train_x = document_features(net, tokenizer, texts, PROBE_LENGTH, chunks)
                 test_x = document_features(net, tokenizer, test_texts, PROBE_LENGTH, chunks)
-                runs.setdefault(f"{name}, {what}", []).append(
-                    linear_probe(train_x, y, test_x, test_y, classes=classes))
+                row[f"{name}, {what}"] = linear_probe(train_x, y, test_x, test_y, classes=max(y + test_y) + 1)
         for l2 in TFIDF_L2:
-            runs.setdefault(f"tf-idf logistic, l2 {l2:g}", []).append(tfidf_logistic(texts, y, test_texts, test_y, l2))
-        progress(f"seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in runs.items()))
+            row[f"tf-idf logistic, l2 {l2:g}"] = tfidf_logistic(texts, y, test_texts, test_y, l2)
+        return row
+
+    runs: dict[str, list[float]] = {}
+    journal = journal or Journal()
+    for seed in seeds:
+        kept = f"seed {seed}" in journal
+        for name, value in journal.run(f"seed {seed}", lambda seed=seed: one_split(seed)).items():
+            runs.setdefault(name, []).append(value)
+        progress(f"seed {seed}{' (read back)' * kept}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in runs.items()))
     return {name: summary(values) for name, values in runs.items()}
 
 
 def recipe_grid(model, tokenizer, pool, seeds=RECIPE_SEEDS, per_class: int = 20, held: int = 200,
-                recipes: dict[str, FinetuneRecipe] | None = None, progress: Callable[[str], None] = print) -> dict:
+                recipes: dict[str, FinetuneRecipe] | None = None, progress: Callable[[str], None] = print,
+                journal: Journal | None = None) -> dict:
     """Both networks fine-tuned with each recipe on the dev splits: {recipe: {"recipe": its fields,
-    "pretrained": ``summary``, "random init": ``summary``}}."""
-    recipes = recipes or RECIPES
-    runs: dict[str, dict[str, list[float]]] = {name: {"pretrained": [], "random init": []} for name in recipes}
-    for seed in seeds:
+    "pretrained": ``summary``, "random init": ``summary``}} (a ``journal`` keeps each split's, per recipe)."""
+    recipes, journal = recipes or RECIPES, journal or Journal()
+
+    def one_split(seed: int, recipe: FinetuneRecipe) -> dict[str, float]:
         labelled, scored = dev_split(pool, seed, per_class, held)
         (texts, y), (test_texts, test_y) = _texts(labelled), _texts(scored)
-        nets = {"pretrained": model, "random init": random_weights(model, seed)}
+        nets = {"pretrained": model, "random init": random_weights(model, seed)}  # fine-tuning copies them
+        return {arm: finetuned_accuracy(net, tokenizer, texts, y, test_texts, test_y, seed, max(y + test_y) + 1, recipe)
+                for arm, net in nets.items()}
+
+    runs: dict[str, dict[str, list[float]]] = {name: {"pretrained": [], "random init": []} for name in recipes}
+    for seed in seeds:
         for name, recipe in recipes.items():
-            for arm, net in nets.items():
-                runs[name][arm].append(finetuned_accuracy(net, tokenizer, texts, y, test_texts, test_y, seed,
-                                                          max(y + test_y) + 1, recipe))
-            progress(f"seed {seed}, {name}: " + ", ".join(f"{a} {v[-1]:.3f}" for a, v in runs[name].items()))
+            key = f"seed {seed}, {name}"
+            kept = key in journal
+            for arm, value in journal.run(key, lambda seed=seed, recipe=recipe: one_split(seed, recipe)).items():
+                runs[name][arm].append(value)
+            progress(f"{key}{' (read back)' * kept}: " + ", ".join(f"{a} {v[-1]:.3f}" for a, v in runs[name].items()))
     return {name: {"recipe": asdict(recipes[name]), **{arm: summary(v) for arm, v in arms.items()}}
             for name, arms in runs.items()}
 
@@ -135,7 +151,7 @@ def main(argv=None) -> None:
 
     from deberta_edu.data.topics import load_topics
 
-    from .course import course_label, course_metrics, load_course_model
+    from .course import course_digest, course_label, course_metrics, load_course_model
 
     p = argparse.ArgumentParser(description="Downstream's choices, measured on training-pool documents")
     p.add_argument("--out", default="results/pretraining-value")
@@ -147,13 +163,20 @@ def main(argv=None) -> None:
     result = {"command": " ".join(["python -m deberta_edu.training.selection", *(argv or [])]),
               "model": course_label(course_metrics()),
               "dev": "per seed: 20 labelled documents per topic drawn from the training pool as the experiment draws "
-                     "them, scored on 200 other pool documents drawn with the same seed; the test documents unread",
-              "reading": reading_and_baseline(model, tokenizer, pool, progress=tell)}
-    result["recipes"] = recipe_grid(model, tokenizer, pool, progress=tell)
+                     "them, scored on 200 other pool documents drawn with the same seed; the test documents unread"}
+    settings = {"model": result["model"], "weights": course_digest(), "dev": result["dev"], "readings": READINGS,
+                "chunk length": PROBE_LENGTH, "tf-idf l2": list(TFIDF_L2),
+                "recipes": {name: asdict(recipe) for name, recipe in RECIPES.items()}}
+    journal = Journal.open(Path(args.out) / "selection.draws.jsonl", settings)  # a cut run resumes from it
+    tell(f"each dev split is kept in {journal.path} as it ends ({len(journal.kept)} there already)")
+    result["reading"] = reading_and_baseline(model, tokenizer, pool, progress=tell, journal=journal.within("reading, "))
+    result["recipes"] = recipe_grid(model, tokenizer, pool, progress=tell, journal=journal.within("recipes, "))
     result["chosen recipe"] = best_recipe(result["recipes"])
-    result["wall_time_s"] = round(time.time() - start)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    resumed = journal.read_back()  # splits an earlier, cut command made: their time counts too
+    result["wall_time_s"] = round(time.time() - start) + resumed.get("seconds", 0)
+    result.update({"resumed": resumed} if resumed else {})
     (Path(args.out) / "selection.json").write_text(json.dumps(result, indent=2) + "\n")
+    journal.close()
     print(json.dumps({k: v for k, v in result.items() if k != "reading"}, indent=1))
 
 
