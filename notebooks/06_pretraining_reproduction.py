@@ -64,6 +64,9 @@ from deberta_edu.training.mlm_data import Batches, MaskSpec, prepare_data
 SMOKE = smoke()
 torch.manual_seed(0)
 torch.set_num_threads(2)
+# the table above is the one the report compares with (report.PAPER), and the paper's Table 4
+assert {v: (row["MNLI-m"], row["RACE"]) for v, row in report.PAPER.items()} == {
+    "bert": (84.9, 66.8), "deberta": (86.3, 71.7), "no_emd": (86.1, 70.3), "no_c2p": (85.9, 69.3), "no_p2c": (86.0, 69.6)}
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Five models, one config
@@ -182,8 +185,8 @@ grid = (6e-3,) if SMOKE else smoke_scale.lr_grid  # CI: one rate, 10 runs
 smoke_dir = tempfile.mkdtemp(prefix="ablation-smoke-")  # never over the committed results
 run = run_ablation("smoke", smoke_dir, lr_grid=grid, progress=False)
 assert run["complete"] and not run["missing"]
-for c in run["claims"]:  # a verdict comes from the paired test, or the report says why there is none
-    assert c["verdict"] in stats.VERDICTS or c["note"].startswith("not tested"), c
+for c in run["claims"]:  # every run on the plateau: the report calls no winner, and says why
+    assert c["verdict"] is None and c["note"].startswith("not tested") and c["note"].endswith("on the plateau"), c
 for line in markdown.plateau_lines(run):
     print(line)
 
@@ -251,7 +254,7 @@ if folder is not None:  # the position probe (the table's row, its baselines bel
 # column; 512 tokens a sequence in the released scripts: about 10¹¹ tokens; its base model uses batch 2K). Its
 # gaps after fine-tuning are a few tenths of a point on MNLI and 1.4 to 2.4 points on RACE for each piece
 # removed, and 1.4 and 4.9 points between DeBERTa and the BERT-style RoBERTa-ReImp. The CPU-scale models see
-# two to three million tokens each. At that size:
+# two to about three million tokens each. At that size:
 #
 # - **The plateau.** Early MLM training sits near what word frequencies alone give, then falls once the model
 #   uses the context. A run that ends there says *when* it would have left, not how good its architecture is;
@@ -356,7 +359,8 @@ for other in plan.OTHERS:
 # 68.1 RACE) and −(EMD+P2C) (85.8, 68.5). Make the run of −(EMD+C2P) from `run_config` through
 # `model_overrides` (no new code in the library), give it the FLOPs of the others (its own steps), pretrain
 # it with `pretrain.train`, and put its held-out loss beside −EMD's and −C2P's. At the `cpu` scale (a few
-# minutes per run), does it land below both, as in the paper?
+# minutes per run), does it land above both (a higher loss: worse than either, as the paper's two-piece rows
+# are)? The solution runs it at the `smoke` scale, so that it runs in CI; put the `cpu` scale in its place.
 
 # %% tags=["hide-input", "solution"] jupyter={"source_hidden": true}
 # Solution

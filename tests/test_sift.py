@@ -179,17 +179,24 @@ def test_clean_forward_through_the_official_layernorm_differs_only_by_eps():
     assert gap < 1e-7 / var, f"relative gap {gap:.2e} should stay below ε / var = {1e-7 / var:.2e}"
 
 
-def test_the_adversarial_loss_reaches_no_embedding_table():
-    """n = LN₀(x) is detached: the adversarial loss trains the layers after it, never the word table."""
+def test_the_perturbed_passes_reach_no_embedding_table_the_clean_logits_do():
+    """n = LN₀(x) is detached: through the perturbed passes the adversarial loss trains the layers after it,
+    never the word table; through the clean logits (the p of its second cross-entropy, undetached in training
+    as in the official run.py) it reaches the table too."""
     ids, _ = _batch()
     model = _model(variant="bert")
-    sift = SiFT(model.deberta.embeddings, AdversarialConfig(lam=1.0), torch.Generator().manual_seed(0))
-    clean = model(ids).logits.detach()
-    adv, _ = sift.loss(lambda: model(ids).logits, clean, (*ids.shape, 128))
-    adv.backward()
     emb = model.deberta.embeddings
-    assert emb.word_embeddings.weight.grad is None and emb.position_embeddings.weight.grad is None
-    assert emb.norm.weight.grad is not None and emb.norm.weight.grad.abs().sum() > 0
+    for detached in (True, False):
+        model.zero_grad(set_to_none=True)
+        sift = SiFT(emb, AdversarialConfig(lam=1.0), torch.Generator().manual_seed(0))
+        clean = model(ids).logits
+        adv, _ = sift.loss(lambda: model(ids).logits, clean.detach() if detached else clean, (*ids.shape, 128))
+        adv.backward()
+        assert emb.norm.weight.grad is not None and emb.norm.weight.grad.abs().sum() > 0
+        if detached:
+            assert emb.word_embeddings.weight.grad is None and emb.position_embeddings.weight.grad is None
+        else:
+            assert emb.word_embeddings.weight.grad.abs().sum() > 0
 
 
 def test_sift_perturbs_the_layer_normalized_input():

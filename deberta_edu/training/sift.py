@@ -15,17 +15,20 @@ perturbation in those units, v + s ⊙ r with s = sqrt(Var_f[v]): the same as pe
 layer-normalised on its own (zero mean, unit variance over its dimensions), δ is added there, and the
 model's LayerNorm re-normalises the sum. As microsoft/DeBERTa's DeBERTa/sift/sift.py does it: a forward
 *pre*-hook on the embedding LayerNorm replaces its input x by n + δ with n = LayerNorm(x) without affine
-(ε = 1e-7) and detached, so the adversarial loss reaches no embedding table; the LayerNorm then computes
-γ ⊙ LN(n + δ) + β. δ₀ ~ N(0, σ²) clipped to ±2σ, per coordinate; one ascent step
+(ε = 1e-7) and detached, so the perturbed passes send no gradient to the embedding table (the loss still
+reaches it through the clean logits, its second cross-entropy's p, as in the official code); the LayerNorm then
+computes γ ⊙ LN(n + δ) + β. δ₀ ~ N(0, σ²) clipped to ±2σ, per coordinate; one ascent step
 δ₁ = δ₀ + η g / (10⁻⁶ + max_d |g_d|) per token, with g the gradient of the loss summed over the examples;
 defaults σ = 1e-2, η = 1e-4 (``vat_init_perturbation``, ``vat_learning_rate`` in DeBERTa/apps/run.py).
 What SiFT adds to VAT is the LayerNorm'd embedding (per token, the one the model already computes, no
-frequency statistics) and the per-token L∞ step, not normalisation as such.
+frequency statistics), not normalisation as such; the per-token L∞ step with its 10⁻⁶ is SMART's (Jiang et al.
+2020, which §4 names beside Miyato et al.: ``SmartPerturbation`` in namisan/mt-dnn).
 
 The official "symmetric KL" is not KL(p‖q) + KL(q‖p). It is the sum of two cross-entropies whose target
 probabilities are detached, CE(p_t, q_s) + CE(p_s, q_t) = H(p_t) + H(q_s) + KL(p_t‖q_s) + KL(q_s‖p_t): its
 value carries both entropies (it is not 0 at p = q), and near p = q its gradient is half the KL + KL
-one (``sift_symmetric_ce``; ``loss="kl"`` gives the textbook ``symmetric_kl``).
+one (``sift_symmetric_ce``; ``loss="kl"`` gives the textbook ``symmetric_kl``, to the ascent and to the loss
+alike, where the official ``--vat_loss_fn`` changes the ascent only and always adds the CE + CE).
 
 λ: DeBERTa/apps/run.py defaults to 0 (off); its MNLI scripts (experiments/glue/mnli.sh) use
 ``--vat_lambda 5`` for base, xxlarge-v2, v3-small and v3-base, and 3 for v3-xsmall. Our default is 1.
