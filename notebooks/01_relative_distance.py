@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -195,14 +195,15 @@ shaw, eq3 = viz.shaw_rows(d40, 4), viz.table_rows(d40, 4)
 assert np.array_equal(shaw + shaw[::-1], np.full_like(shaw, 2 * 4))  # Shaw: row(d) + row(−d) = 2k everywhere
 mirror_sum = eq3 + eq3[::-1]  # eq. (3): row(d) + row(−d)
 assert set(d40[mirror_sum != 2 * 4]) == set(d40[np.abs(d40) >= 4])  # = 2k only inside |d| < k
+assert set(mirror_sum[np.abs(d40) >= 4]) == {2 * 4 - 1}  # and 2k − 1 beyond it
 assert len(np.unique(shaw)) == 2 * 4 + 1 and len(np.unique(eq3)) == 2 * 4
 t5 = viz.t5_buckets(np.arange(-3000, 3001))
 assert len(np.unique(t5)) == 31  # 32 buckets, one never used (j − i = 0 counts as "not to the right")
 assert len(np.unique(viz.t5_buckets(np.arange(128, 3001)))) == 1  # beyond max_distance: one bucket
 
 # %% [markdown]
-# The second assert is the mirror of eq. (3): row(d) + row(−d) = 2k inside the window |d| < k, and 2k − 1 beyond
-# it, where Shaw's clip keeps 2k. Lesson 2 needs exactly this relation.
+# The second and third asserts are the mirror of eq. (3): row(d) + row(−d) = 2k inside the window |d| < k, and
+# 2k − 1 beyond it, where Shaw's clip keeps 2k. Lesson 2 needs exactly this relation.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## "deep learning", wherever it stands
@@ -225,6 +226,7 @@ assert (pairs[0].delta_ij, pairs[0].delta_ji) == (
     pairs[1].delta_ji,
 )  # same distance, same rows
 assert pairs[0].i != pairs[1].i  # … although the pair sits elsewhere
+assert (pairs[0].delta_ij, pairs[0].delta_ji) == (k - 1, k + 1)  # the rows named above
 assert pairs[2].delta_ij != pairs[0].delta_ij  # far apart: other rows
 
 # %%
@@ -249,8 +251,8 @@ viz.plot_pairs(sentences, "deep", "learning", k)
 #    \frac{\log(|d| / m)}{\log((K-1)/m)}\,(m - 1)\right\rceil\right)
 #    \quad\text{for } |d| > m .$$
 #
-# Our derivation, written in numpy (float64), against the library's `log_bucket`, which follows the released
-# code's float32 arithmetic:
+# Our derivation, written in numpy (float64), against the library's `log_bucket`, which follows the float32
+# arithmetic of transformers' `make_log_bucket_position`:
 
 # %%
 for b, K in ((256, 512), (64, 512), (32, 128)):
@@ -272,17 +274,20 @@ print(
     "buckets for distances 100, 200, 400, 511, 1000:",
     log_bucket(torch.tensor([100, 200, 400, 511, 1000]), 256, 512).tolist(),
 )
+assert log_bucket(torch.tensor([511, 1000]), 256, 512).tolist() == [255, 317]  # past K − 1 it keeps growing
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # The table row is then picked with the same clamp as eq. (3), bucket + b clamped to [0, 2b − 1], and the ends
 # are asymmetric again, now for two reasons. Row 0 takes bucket ≤ −b, which the log branch reaches only past
 # |d| = K − 1: i − j ≤ −K. The top row takes bucket ≥ b − 1, and the ceil reaches b − 1 as soon as the
 # fraction in the formula exceeds (m − 2)/(m − 1), i.e. from |d| > m · ((K − 1)/m)^((m − 2)/(m − 1)),
-# about 505.6 for b = 256, K = 512. Predicted, then measured:
+# about 505.5 for b = 256, K = 512. Predicted, then measured:
 
 # %%
 b, K, m = 256, 512, 128
-first_top = math.floor(m * ((K - 1) / m) ** ((m - 2) / (m - 1))) + 1  # the prediction: 506
+threshold = m * ((K - 1) / m) ** ((m - 2) / (m - 1))
+assert round(threshold, 1) == 505.5, threshold  # "about 505.5"
+first_top = math.floor(threshold) + 1  # the prediction: 506
 dd = np.arange(-2000, 2001)
 rows_v2 = viz.table_rows(dd, K, b)
 assert dd[rows_v2 == 2 * b - 1].min() == first_top  # top row from i − j >= 506 …
@@ -290,8 +295,10 @@ assert dd[rows_v2 == 0].max() == -K  # … row 0 only from i − j <= −512
 print(f"v2/v3 (b = {b}, K = {K}): row 0 ← i − j ≤ {-K}, row {2 * b - 1} ← i − j ≥ {first_top}")
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
-# Beyond k − 1 = 511 the bucket keeps growing (317 at distance 1000), but the table has rows only for buckets
-# −256 … 255: the lookup clamps it to the last row, as v1 clamps at k.
+# Beyond K − 1 = 511 the bucket keeps growing (317 at distance 1000), but the table has rows only for buckets
+# −256 … 255: the lookup clamps it to the last row, as v1 clamps at k. (That is transformers' arithmetic, which
+# we follow. Microsoft's current code clamps i − j to ±(K − 1) before bucketing, so there distance 1000 gets
+# bucket 255 and row 0 is never read; the two agree for every |i − j| < K, which is all a 512-token input has.)
 #
 # Left: the row each distance uses. Right: how many distinct rows a sequence of L tokens reads. v1 reads
 # 2L − 1 rows until L passes k, then all 2k; v2/v3 read one row per distance up to 128, then fewer and fewer new

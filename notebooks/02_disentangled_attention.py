@@ -449,8 +449,8 @@ for n, st in enumerate(studies):
 assert math.isclose(attention.scale, 1 / math.sqrt(3 * d))  # the library's scale for c2c + c2p + p2c
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
-# Divided by √d instead, the same scores sit √3 times farther out and the softmax sharpens: each row's entropy
-# drops and its largest probability grows. At initialisation that is "sharper", not yet one-hot; but the right
+# Divided by √d instead, the same scores sit √3 times farther out and the softmax sharpens: the rows' mean
+# entropy drops and their mean largest probability grows. At initialisation that is "sharper", not yet one-hot; but the right
 # panel below shows the whole curve: as training grows the scores, rows that start √3 times farther out reach
 # near one-hot attention (where the softmax's gradient vanishes) sooner. Measured on the three seeds:
 

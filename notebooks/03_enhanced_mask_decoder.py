@@ -297,7 +297,8 @@ assert diffs["DeBERTa encoder"].max() < 1e-5
 assert diffs["DeBERTa EMD output"].min() > 1e-3
 
 # %% [markdown]
-# **Try it**: move the input with the slider. Bars below the dotted line are float rounding (about 10⁻⁷).
+# **Try it**: move the input with the slider. Bars below the dotted line are float rounding (under 10⁻⁵, the cell
+# above checks it).
 
 # %%
 shift_panel = widgets.shift_widget(runs, ids, tokens, shift=shift)
@@ -377,8 +378,9 @@ assert abs(cached / layer_cost - 2 * share) < 0.25 * 2 * share  # the rest: clos
 # the *subject* in the first half of its range of positions and the *object* in the second half: its label
 # depends on its **absolute position** only. Two settings, the same models:
 #
-# - **anchor within the window**: nouns at 3 … 7, so in these windows every distance to `[CLS]` (3 … 7) has a
-#   row of its own;
+# - **anchor within the window**: nouns at 3 … 7, so in these windows every distance to `[CLS]` (1 … 7) reads
+#   a row no other distance here reads (7 = k − 1 reads the top row, which eq. (3) gives every distance ≥ k − 1
+#   too, but no token of these windows sits k or more from `[CLS]`);
 # - **anchor beyond the window**: nouns at 10 … 14, so "the" sits at 8 or later and every distance between
 #   `[CLS]` and the phrase is clamped (rows 0 and 2k − 1, whatever the slot).
 #
@@ -397,6 +399,9 @@ for setting, task in tasks.items():
         print(
             "   ", " ".join(vocab[t] if t != PAD_ID else "·" for t in row), "→", ["subject", "object"][label]
         )
+# the rows the phrase reads to [CLS] (δ(p, 0), eq. (3), k = 8): one per distance near it, the top row far from it
+near, far = ([relative_distance(p, 0, 8) for p in range(t.first - 2, t.last)] for t in tasks.values())
+assert len(set(near)) == len(near) == 7 and set(far) == {2 * 8 - 1}, (near, far)
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # First without any training: can two placements of the same phrase, one in each slot, give the noun different

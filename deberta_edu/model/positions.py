@@ -48,7 +48,9 @@ def log_bucket(relative_positions: torch.Tensor, position_buckets: int, max_rela
 
     |i − j| <= position_buckets / 2 is kept as is; beyond, the bucket grows with log|i − j| and reaches
     position_buckets − 1 at |i − j| = max_relative_positions − 1. The map is odd and monotone.
-    The arithmetic (float32 log, ceil) follows the released code so that buckets match it exactly.
+    The arithmetic (float32 log, ceil) follows transformers' ``make_log_bucket_position``, so that buckets match
+    it exactly. Microsoft's current code first clamps i − j to ±(max_relative_positions − 1); the buckets agree
+    for every shorter distance; beyond it theirs stay at ±(position_buckets − 1), ours keep growing.
     """
     if position_buckets < 2:
         raise ValueError(f"position_buckets must be >= 2 for log buckets, got {position_buckets}")

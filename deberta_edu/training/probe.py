@@ -92,7 +92,8 @@ def anchor_tasks(
     """Lesson 3's two settings, in windows of 2k: the same phrase near [CLS], and beyond k from it."""
     nouns = tuple(nouns)
     return {
-        # nouns at 3 … k − 1: the distance to [CLS] is at most k − 1, a row of its own in eq. (3)
+        # nouns at 3 … k − 1: the phrase is 1 … k − 1 from [CLS], a different row of eq. (3) for each distance
+        # (k − 1 reads the top row, shared with every distance >= k, but no token of these windows is that far)
         "anchor within the window": ProbeTask(the, new, nouns, 2 * k, first=3, last=k, anchor=anchor),
         # "the" at >= k: every distance between [CLS] and the phrase is clamped (rows 0 and 2k − 1)
         "anchor beyond the window": ProbeTask(
