@@ -299,7 +299,7 @@ for masked_ids, _ in examples:
 
 before = guesses(fresh, examples, piece, k=5)  # viz.fill_mask at every [MASK] of every example
 print(guess_table({"before": before}))
-assert max(g.probs[0] for g in before) < 0.01  # no opinions yet: about 1/8000 for every piece
+assert max(g.probs[0] for g in before) < 5e-4  # no opinions yet: "a few hundredths of a percent", near 1/8000
 
 # %% [markdown]
 # Untrained, the model spreads its bets almost evenly over the 8,000 pieces: even its first guesses get a few
@@ -382,7 +382,6 @@ for r in (first, last):
     )
 assert first["step"] == 0 and abs(first["val_loss"] - math.log(tokenizer.vocab_size)) < 0.5  # an even guess
 assert last["val_loss"] < first["val_loss"]  # the held-out loss fell
-assert math.isclose(result.metrics["val_perplexity"], math.exp(result.metrics["val_loss"]))
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # How good is that? A model that ignored the context and always answered with the training set's piece
@@ -464,7 +463,7 @@ else:  # what every full-size run does, early or late off the plateau (text belo
 # "Minister" after "Prime" is still far down the list, and so are "month" and "rates": content words need
 # far more text and steps. The paper's smallest setting, the last column of Table 8 (the base models of its
 # ablation study), trains for 1M steps of 256 sequences; the paper does not print their length, but at the
-# 512 tokens of the released pretraining script that is about 130 billion tokens, 35,000 times more.
+# 512 tokens of the released pretraining script that is about 130 billion tokens, 35,000 to 50,000 times more.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## What each choice of the recipe buys
@@ -487,21 +486,28 @@ seed_gap = max(measured["recipe"]["tokens"]) - min(measured["recipe"]["tokens"])
 print(f"the recipe's own seeds span {100 * seed_gap:.1f} points")
 runs = {name: a["tokens"] for name, a in measured.items()}
 assert mean["lr 4e-3"] < 0.06 and mean["lr 1e-3"] < mean["recipe"] - 0.04  # the learning rate decides most
-assert min(runs["β2 0.999"]) < 0.06 < 0.2 < sorted(runs["β2 0.999"])[1]  # β2 0.999: one seed of three diverged
+assert min(runs["β2 0.999"]) < 0.06 and sorted(runs["β2 0.999"])[1] > 0.2  # β2 0.999: one seed of three diverged
 for arm in ("dropout 0.1", "no clipping", "whole-word spans"):  # within the noise of three seeds
     assert abs(mean[arm] - mean["recipe"]) < seed_gap and welch_p(runs[arm], runs["recipe"]) > 0.05, arm
 assert mean["dropout 0.1"] < mean["recipe"] and mean["whole-word spans"] < mean["recipe"]
 assert [round(100 * a, 1) for a in sorted(runs["recipe"])] == [19.5, 23.4, 25.0]  # "19.5% to 25.0%", above
+# the numbers of the text below: "about 6.5 points", "3.6%, always the most frequent piece", "3–4 points",
+# "about 3 points lower ... about the same (half a point higher)"
+whole = {name: sum(a["whole_words"]) / len(a["whole_words"]) for name, a in measured.items()}
+assert 0.06 < mean["recipe"] - mean["lr 1e-3"] < 0.07 and 0.03 < mean["recipe"] - mean["dropout 0.1"] < 0.04
+assert max(runs["lr 4e-3"]) - min(runs["lr 4e-3"]) < 1e-4 and abs(mean["lr 4e-3"] - unigram_accuracy) < 0.01
+assert 0.025 < mean["recipe"] - mean["whole-word spans"] < 0.035 and 0 < whole["whole-word spans"] - whole["recipe"] < 0.01
 
 # %% [markdown]
-# At this budget the **learning rate** decides most: half of it (10⁻³) loses about 6 points, twice it
-# (4·10⁻³) diverges to the plateau of 3.6%, the score of always answering the most frequent piece. **β2 =
+# At this budget the **learning rate** decides most: half of it (10⁻³) loses about 6.5 points, twice it
+# (4·10⁻³) diverges to the plateau of 3.6% on every seed, about what always answering the most frequent piece
+# scores. **β2 =
 # 0.999** trains as well as 0.98 on two seeds and diverges on the third: the instability at a high learning
 # rate that small-budget recipes choose 0.98 against. The rest is within the noise of three seeds (the
 # recipe's own seeds span several points; every Welch p is above 0.05): **dropout** scores 3–4 points lower
 # on average, in the direction the small-budget papers report; **no clipping** does as well here, and we
 # keep the clip for the rare bad step; **whole-word spans** score about 3 points lower when the test hides
-# single pieces and the same when it hides whole words. What a short run cannot show, it does not claim:
+# single pieces and about the same (half a point higher) when it hides whole words. What a short run cannot show, it does not claim:
 # these measurements check the choices, they are not proof that each one helps.
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## The same recipe for 83 minutes: the course model
@@ -526,6 +532,9 @@ print(f"held-out BBC ({held['val_tokens']:,} masked tokens): loss {held['val_los
 print(f"unigram model on the same tokens: loss {uni['val_loss']:.2f}, accuracy {uni['val_accuracy']:.1%}, "
       f"perplexity {uni['val_perplexity']:,.0f}: the course model is {facts['below_unigram_nats']:.2f} nats below")
 assert held["val_accuracy"] >= 0.40 and facts["below_unigram_nats"] >= 3.0
+# the numbers this page gives: 83 minutes, 38 million tokens, 44.5%
+assert (round(facts["train_time_s"] / 60), round(facts["tokens"] / 1e6), round(100 * held["val_accuracy"], 1)) == (
+    83, 38, 44.5)
 assert math.isclose(facts["below_unigram_nats"], uni["val_loss"] - held["val_loss"])
 shown, shown_label = lesson_model_folder()  # the rule lessons 2 and 5 follow
 print(f"lessons 2 and 5 show: {shown_label}")
@@ -557,6 +566,7 @@ assert max(r for r in ranks_after) < min(r for r in ranks_before)  # every answe
 after_by_word = {g.answer.lstrip("▁"): g for g in course_after}
 assert after_by_word["Blair"].answer_rank == 1 and after_by_word["Blair"].answer_prob > 0.85  # the text below
 assert after_by_word["years"].answer_rank == 1 and after_by_word["Bank"].answer_rank > 5
+assert set(after_by_word["quarter"].pieces[:2]) == {"▁quarter", "▁year"}  # they compete after "the last"
 course_contexts = [context(course_tokenizer, ids, t) for ids, labels in course_examples
                    for t in (labels != -100).nonzero().flatten().tolist()]
 course_fill = viz.plot_fill_mask({"random weights": course_before, "course model": course_after},
@@ -781,7 +791,7 @@ dev, recipes = chosen["reading"], chosen["recipes"]
 reads = {what: {net: dev[f"{net}, {what}"]["mean"] for net in ("pretrained", "random init")}
          for what in selection.READINGS}
 used_reading = next(what for what, chunks in selection.READINGS.items() if chunks == PROBE_CHUNKS)
-assert used_reading == f"{selection.WHOLE} chunks" and all(  # whole documents, the better reading for both
+assert all(  # whole documents, the better reading for both
     reads[used_reading][net] == max(r[net] for r in reads.values()) for net in ("pretrained", "random init"))
 lift = {net: reads[used_reading][net] - reads["first 4 chunks"][net] for net in ("pretrained", "random init")}
 assert 0 <= lift["pretrained"] < 0.01 and 0.02 < lift["random init"] < 0.04  # "less than one", "about three"
