@@ -1,5 +1,6 @@
 """The fine-tuning loop learns a toy task, with and without SiFT."""
 
+import pytest
 import torch
 
 from deberta_edu import DebertaForMaskedLM, make_config
@@ -75,3 +76,32 @@ def test_random_init_draws_new_weights_for_every_seed(monkeypatch):
     seen.clear()
     ft.compare(pretrained, {}, None, lams=(0.0,), seeds=(0, 1))
     assert all(e is pretrained for _, e in seen)  # without random_init: the pretrained weights themselves
+
+
+def test_a_cut_comparison_resumes_to_the_numbers_of_an_uncut_one(tmp_path, monkeypatch):
+    from deberta_edu.training import finetune as ft
+    from deberta_edu.training.journal import Journal
+
+    splits, tok = _toy_splits()
+    pretrained = DebertaForMaskedLM(make_config("tiny", vocab_size=64, max_relative_positions=32,
+                                                position_buckets=-1, max_position_embeddings=32))
+    recipe = {"lr": 1e-3, "epochs": 0.5, "batch_size": 32, "progress": False}
+
+    def both(journal=None):
+        return ft.compare(pretrained, splits, tok, lams=(0.0, 1.0), seeds=(0, 1), random_init=True, journal=journal,
+                          **recipe)
+
+    uncut = both()
+    real, path = ft.finetune, tmp_path / "results.draws.jsonl"
+
+    def dies_in_the_third_run(encoder, splits, tokenizer, cfg):
+        if (cfg.adversarial.lam, cfg.seed) == (1.0, 0):
+            raise KeyboardInterrupt
+        return real(encoder, splits, tokenizer, cfg)
+
+    monkeypatch.setattr(ft, "finetune", dies_in_the_third_run)
+    with pytest.raises(KeyboardInterrupt):
+        both(Journal.open(path, {"s": 1}))
+    monkeypatch.setattr(ft, "finetune", real)
+    torch.manual_seed(12345)  # a new command: the global generator is wherever that process left it
+    assert both(Journal.open(path, {"s": 1})) == uncut  # λ = 0 read back, λ = 1 made

@@ -52,8 +52,9 @@ def course_metrics(folder: str | Path | None = None) -> dict:
     return json.loads((folder / METRICS_FILE).read_text())
 
 
-def course_digest(folder: str | Path | None = None) -> str:
-    """The first 16 hex digits of the sha256 of the course model's weights file: which weights a run used."""
+def weights_digest(folder: str | Path | None = None) -> str:
+    """The first 16 hex digits of the sha256 of a model folder's weights file (default: the course model's):
+    which weights a run used."""
     import hashlib
 
     folder = Path(folder) if folder is not None else COURSE_DIR

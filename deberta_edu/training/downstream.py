@@ -138,7 +138,7 @@ def topic_curve(model, tokenizer, per_class=CURVE_LABELS, seeds=range(10), progr
 def topic_experiment(model, tokenizer, seeds=range(5), per_class: int = 20, finetune: bool = False,
                      progress=print, journal: Journal | None = None) -> dict:
     """BBC topics with ``per_class`` labels per class: the trained encoder against random init and baselines
-    (frozen features; with ``finetune`` also both networks fine-tuned, about 25 s per network and draw on 2 cores)."""
+    (frozen features; with ``finetune`` also both networks fine-tuned, about 40 s per network and draw on 2 cores)."""
     from deberta_edu.data.topics import few_labels, load_topics
 
     topics = load_topics()
@@ -223,7 +223,7 @@ def main(argv=None) -> None:
     import time
     from pathlib import Path
 
-    from .course import course_digest, course_label, course_metrics, load_course_model
+    from .course import course_label, course_metrics, load_course_model, weights_digest
 
     p = argparse.ArgumentParser(description="Frozen-feature probes of the course model vs random init and baselines")
     p.add_argument("--out", default="results/pretraining-value")
@@ -246,7 +246,7 @@ def main(argv=None) -> None:
                             "lower-cased words, sublinear counts, idf of the labelled texts"},
               "finetune": {"what": "every weight, mean-pool + linear head, chunks labelled with their document's "
                            "label, a document's answer summed over its chunks", **asdict(FinetuneRecipe())}}
-    settings = {k: result[k] for k in ("model", "probe", "baselines", "finetune")} | {"weights": course_digest()}
+    settings = {k: result[k] for k in ("model", "probe", "baselines", "finetune")} | {"weights": weights_digest()}
     journal = Journal.open(Path(args.out) / "results.draws.jsonl", settings)  # a cut run resumes from it
     tell(f"each draw is kept in {journal.path} as it ends ({len(journal.kept)} there already)")
     result["topics"] = topic_experiment(model, tokenizer, range(2 * args.seeds), finetune=True, progress=tell,

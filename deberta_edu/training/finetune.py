@@ -32,6 +32,7 @@ from .engine import (
     set_lr,
     warmup_linear,
 )
+from .journal import Journal
 from .sift import VAT, AdversarialConfig, SiFT, build_adversary
 from .significance import fraction_right, hit_strings, hits_or_accuracy
 from .state import JsonlLogger
@@ -199,27 +200,31 @@ def random_weights(like: DebertaForMaskedLM, seed: int) -> DebertaForMaskedLM:
 
 
 def compare(pretrained, splits, tokenizer, lams=(0.0, 1.0), seeds=(0, 1, 2), adversarial: dict | None = None,
-            random_init: bool = False, **cfg_changes) -> dict:
+            random_init: bool = False, journal: Journal | None = None, **cfg_changes) -> dict:
     """Fine-tune with each λ and seed; {λ: {"test": [acc per seed], "dev": [...], "mean", "std", "adv_loss",
     "hits": [which test examples each seed got right, as ``hit_strings``]}}.
 
     ``adversarial``: AdversarialConfig fields other than λ (default: SiFT with the official settings).
     ``random_init``: each seed starts from its own random weights in ``pretrained``'s architecture
     (``random_weights``), so the seeds sample random initialisations, not one draw of them.
+    ``journal``: keeps each run's numbers as it ends, and gives back those an earlier, cut command made.
     """
-    table = {}
+
+    def one_run(lam: float, seed: int) -> dict:
+        cfg = FinetuneConfig(seed=seed, adversarial=AdversarialConfig(**{**(adversarial or {}), "lam": lam}),
+                             **cfg_changes)
+        r = finetune(random_weights(pretrained, seed) if random_init else pretrained, splits, tokenizer, cfg)
+        return {"test": r.test_accuracy, "dev": r.dev_accuracy, "hits": r.test_hits,
+                "adv_loss": r.history[-1].get("adv_loss")}  # the last step's, None if λ = 0
+
+    journal, table = journal or Journal(), {}
     for lam in lams:
-        runs = []
-        for seed in seeds:
-            adv = AdversarialConfig(**{**(adversarial or {}), "lam": lam})
-            cfg = FinetuneConfig(seed=seed, adversarial=adv, **cfg_changes)
-            encoder = random_weights(pretrained, seed) if random_init else pretrained
-            runs.append(finetune(encoder, splits, tokenizer, cfg))
-        tests = [r.test_accuracy for r in runs]
-        table[lam] = {"test": tests, "dev": [r.dev_accuracy for r in runs], "mean": statistics.mean(tests),
+        runs = [journal.run(f"λ={lam}, seed {seed}", lambda lam=lam, seed=seed: one_run(lam, seed))
+                for seed in seeds]
+        tests = [r["test"] for r in runs]
+        table[lam] = {"test": tests, "dev": [r["dev"] for r in runs], "mean": statistics.mean(tests),
                       "std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
-                      "adv_loss": [r.history[-1].get("adv_loss") for r in runs],  # last step's, None if λ = 0
-                      "hits": hit_strings([r.test_hits for r in runs])}
+                      "adv_loss": [r["adv_loss"] for r in runs], "hits": hit_strings([r["hits"] for r in runs])}
     return table
 
 
@@ -251,6 +256,23 @@ def describe_encoder(folder: str | Path) -> str:
     return describe_checkpoint(folder)
 
 
+def _load_encoder(folder: Path):
+    """(pretrained model, tokenizer) from ``folder``, or the command exits saying what is wrong."""
+    import sys
+
+    from deberta_edu.data.tokenizer import load_tokenizer
+    from deberta_edu.facts import MODEL_FILE, TOKENIZER_FILE
+    from deberta_edu.model.checkpoint import load_pretrained
+
+    if not ((folder / MODEL_FILE).exists() and (folder / TOKENIZER_FILE).exists()):
+        sys.exit(f"error: no pretrained model in {folder} ({MODEL_FILE} + {TOKENIZER_FILE}). Pass --encoder FOLDER: "
+                 "results/course-model, or a run of `python -m deberta_edu.pretrain --config lesson4`.")
+    try:
+        return load_pretrained(folder), load_tokenizer(folder / TOKENIZER_FILE)
+    except (ValueError, RuntimeError) as err:
+        sys.exit(f"error: {err}")
+
+
 def main(argv=None):
     """python -m deberta_edu.finetune: lesson 5's comparison at full size, written as JSON."""
     import argparse
@@ -258,11 +280,8 @@ def main(argv=None):
     import time
 
     from deberta_edu.data.sentiment import load_splits
-    from deberta_edu.data.tokenizer import load_tokenizer
-    from deberta_edu.facts import MODEL_FILE, TOKENIZER_FILE
-    from deberta_edu.model.checkpoint import load_pretrained
 
-    from .course import COURSE_DIR
+    from .course import COURSE_DIR, weights_digest
     from .state import describe_machine
 
     p = argparse.ArgumentParser(description="Fine-tune a pretrained model on sentiment, with and without SiFT")
@@ -284,27 +303,29 @@ def main(argv=None):
     if problem:
         sys.exit(f"error: {problem}")
     folder = Path(args.encoder)
-    if not ((folder / MODEL_FILE).exists() and (folder / TOKENIZER_FILE).exists()):
-        sys.exit(f"error: no pretrained model in {folder} ({MODEL_FILE} + {TOKENIZER_FILE}). Pass --encoder FOLDER: "
-                 "results/course-model, or a run of `python -m deberta_edu.pretrain --config lesson4`.")
-    try:
-        pretrained, tokenizer = load_pretrained(folder), load_tokenizer(folder / TOKENIZER_FILE)
-    except (ValueError, RuntimeError) as err:
-        sys.exit(f"error: {err}")
+    pretrained, tokenizer = _load_encoder(folder)
     origin = describe_encoder(folder)
     if args.random_init:  # the same network from random weights, fine-tuned by the same recipe
         origin = f"random weights (drawn anew with each seed) in the architecture of: {origin}"
     adversarial = {"step_eps": args.step_eps}
+    recipe = {"epochs": args.epochs, "lr": args.lr, "batch_size": 32, "max_length": 64}
+    settings = {"encoder": origin, "weights": weights_digest(folder), "adversarial": adversarial, **recipe}
+    try:  # each run is kept beside the results as it ends: a cut command, run again, goes on from there
+        journal = Journal.open(Path(args.out).with_suffix(".draws.jsonl"), settings)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
     table = compare(pretrained, load_splits(), tokenizer, lams=tuple(args.lams), seeds=tuple(args.seeds),
-                    adversarial=adversarial, random_init=args.random_init, epochs=args.epochs, lr=args.lr,
-                    batch_size=32, max_length=64)
+                    adversarial=adversarial, random_init=args.random_init, journal=journal, **recipe)
+    resumed = journal.read_back()  # runs an earlier, cut command made: their time counts too
     command = "python -m deberta_edu.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {"command": command,
               "encoder": origin, "machine": describe_machine(),
-              "wall_time_s": round(time.time() - start, 1), "seeds": args.seeds,
+              "wall_time_s": round(time.time() - start + resumed.get("seconds", 0), 1), "seeds": args.seeds,
               "adversarial": {k: v for k, v in asdict(AdversarialConfig(**adversarial)).items() if k != "lam"},
-              "test_accuracy": {f"lambda={lam}": row for lam, row in table.items()}}
+              "test_accuracy": {f"lambda={lam}": row for lam, row in table.items()},
+              **({"resumed": resumed} if resumed else {})}
     files.write_text(args.out, json.dumps(result, indent=2) + "\n")  # atomic: a kill leaves the old file
+    journal.close()
     for lam, row in table.items():
         print(f"λ={lam}: test accuracy {row['mean']:.4f} ± {row['std']:.4f}  {row['test']}")
     return result

@@ -151,7 +151,7 @@ def main(argv=None) -> None:
 
     from deberta_edu.data.topics import load_topics
 
-    from .course import course_digest, course_label, course_metrics, load_course_model
+    from .course import course_label, course_metrics, load_course_model, weights_digest
 
     p = argparse.ArgumentParser(description="Downstream's choices, measured on training-pool documents")
     p.add_argument("--out", default="results/pretraining-value")
@@ -164,7 +164,7 @@ def main(argv=None) -> None:
               "model": course_label(course_metrics()),
               "dev": "per seed: 20 labelled documents per topic drawn from the training pool as the experiment draws "
                      "them, scored on 200 other pool documents drawn with the same seed; the test documents unread"}
-    settings = {"model": result["model"], "weights": course_digest(), "dev": result["dev"], "readings": READINGS,
+    settings = {"model": result["model"], "weights": weights_digest(), "dev": result["dev"], "readings": READINGS,
                 "chunk length": PROBE_LENGTH, "tf-idf l2": list(TFIDF_L2),
                 "recipes": {name: asdict(recipe) for name, recipe in RECIPES.items()}}
     journal = Journal.open(Path(args.out) / "selection.draws.jsonl", settings)  # a cut run resumes from it
