@@ -187,3 +187,30 @@ def test_selection_keeps_its_splits_beside_its_json_and_resumes_a_cut_command(tm
     result = json.loads((tmp_path / "selection.json").read_text())
     assert result["chosen recipe"] == "r" and result["resumed"]["draws"] == 2
     assert not (tmp_path / "selection.draws.jsonl").exists()
+
+
+def test_finetune_keeps_its_runs_beside_its_json_and_resumes_a_cut_command(tmp_path, monkeypatch):
+    from deberta_edu.training import finetune as ft
+
+    made, cut = [], [(1.0, 1)]  # the first command dies in its last run
+
+    def run(encoder, splits, tokenizer, cfg):
+        key = (cfg.adversarial.lam, cfg.seed)
+        if key in cut:
+            cut.remove(key)
+            raise Cut
+        made.append(key)
+        return ft.FinetuneResult(0.6, 0.5 + cfg.seed / 10, [{"adv_loss": 0.1}], None, cfg, [True, False])
+
+    monkeypatch.setattr(ft, "finetune", run)
+    out = tmp_path / "results.json"
+    argv = ["--out", str(out), "--seeds", "0", "1"]
+    with pytest.raises(Cut):
+        ft.main(argv)
+    assert not out.exists() and (tmp_path / "results.draws.jsonl").exists()
+    with pytest.raises(SystemExit, match="other settings"):  # another recipe refuses those runs
+        ft.main([*argv, "--lr", "2e-4"])
+    result = ft.main(argv)
+    assert made == [(0.0, 0), (0.0, 1), (1.0, 0), (1.0, 1)]  # nothing made twice
+    assert result["test_accuracy"]["lambda=1.0"]["test"] == [0.5, 0.6] and result["resumed"]["draws"] == 3
+    assert json.loads(out.read_text())["resumed"]["draws"] == 3 and not (tmp_path / "results.draws.jsonl").exists()

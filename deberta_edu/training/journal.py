@@ -1,7 +1,7 @@
 """A long experiment's finished draws, kept as each ends, so that a cut run resumes where it stopped.
 
-``downstream`` (26 minutes on 2 cores) and ``selection`` (19) are loops over draws that write one JSON at the
-end. With a journal, each finished draw is also one line of a JSON-lines file beside that JSON (the first line
+``downstream`` (26 minutes on 2 cores), ``selection`` (19) and lesson 5's ``finetune`` command (22) are loops over
+draws or runs that write one JSON at the end. With a journal, each finished draw is also one line of a JSON-lines file beside that JSON (the first line
 holds the settings the draws depend on). Run the same command again in the same folder and the draws already
 there are read back instead of recomputed. Every draw seeds all it draws (its labels, its random weights, its
 fine-tuning), so a resumed run writes the numbers an uncut one would (tests/test_journal.py checks it on a small
