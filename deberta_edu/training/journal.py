@@ -1,14 +1,14 @@
 """A long experiment's finished draws, kept as each ends, so that a cut run resumes where it stopped.
 
-``downstream`` (26 minutes on 2 cores), ``selection`` (19) and lesson 5's ``finetune`` command (22) are loops over
-draws or runs that write one JSON at the end. With a journal, each finished draw is also one line of a JSON-lines file beside that JSON (the first line
-holds the settings the draws depend on). Run the same command again in the same folder and the draws already
-there are read back instead of recomputed. Every draw seeds all it draws (its labels, its random weights, its
-fine-tuning), so a resumed run writes the numbers an uncut one would (tests/test_journal.py checks it on a small
-experiment). A command whose settings differ refuses the file rather than mixing two experiments (the settings
-are what the command records, not its code: after changing the code, remove the file); the file is removed once
-the JSON is written. Lines are appended and flushed one by one: a crash loses at most the draw it
-was in (and a line it cut short is dropped on reading).
+``downstream`` (26 minutes on 2 cores), ``selection`` (19) and lesson 5's ``finetune`` command (22) are loops
+over draws or runs that write one JSON at the end. With a journal, each finished draw is also one line of a
+JSON-lines file beside that JSON (the first line holds the settings the draws depend on). Run the same command
+again in the same folder and the draws already there are read back instead of recomputed. Every draw seeds all it
+draws (its labels, its random weights, its fine-tuning), so a resumed run writes the numbers an uncut one would
+(tests/test_journal.py and tests/test_finetune.py check it on small experiments). A command whose settings differ
+refuses the file rather than mixing two experiments (the settings are what the command records, not its code:
+after changing the code, remove the file); the file is removed once the JSON is written. Lines are appended one by
+one as draws end: a crash loses at most the draw it was in (and a line it cut short is dropped on reading).
 """
 
 from __future__ import annotations
