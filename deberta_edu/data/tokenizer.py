@@ -1,7 +1,7 @@
 """A SentencePiece unigram tokenizer with DeBERTa's special tokens, trained on one of our corpora.
 
-DeBERTa-v3 replaced v1's GPT-2 byte-level BPE with a SentencePiece unigram model (128K pieces);
-we train the same kind of model, smaller, on the course corpus. The first five ids are fixed:
+DeBERTa-v2 replaced v1's GPT-2 byte-level BPE with a SentencePiece model of 128K pieces, and v3 kept it;
+we train a SentencePiece unigram model, smaller, on the course corpus. The first five ids are fixed:
 
     [PAD]=0  [CLS]=1  [SEP]=2  [UNK]=3  [MASK]=4
 

@@ -7,7 +7,8 @@ $$A_{ij} = \underbrace{H_i H_j^\top}_{\text{c2c}} + \underbrace{H_i P_{j|i}^\top
          + \underbrace{P_{i|j} H_j^\top}_{\text{p2c}} + \underbrace{P_{i|j} P_{j|i}^\top}_{\text{p2p}}$$
 
 With projections $Q^c = HW_q$, $K^c = HW_k$, $V^c = HW_v$ of the content and $Q^r = PW_{q,r}$,
-$K^r = PW_{k,r}$ of the relative table P (eq. 4):
+$K^r = PW_{k,r}$ of the relative table P, eq. (4) keeps the first three terms (the paper drops p2p; the
+fourth below is ours, for teaching, off by default):
 
 $$\tilde A_{ij} = \underbrace{Q^c_i \cdot K^c_j}_{\text{c2c}}
    + \underbrace{Q^c_i \cdot K^r_{\delta(i,j)}}_{\text{c2p}}

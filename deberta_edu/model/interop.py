@@ -3,9 +3,10 @@
 Like nanoGPT's ``from_pretrained``: translate the config, rename the keys, check every shape. The
 parity tests run both implementations on the same weights and compare the outputs.
 
-Released checkpoints keep two things that transformers throws away or cannot use: the absolute
-position table (``deberta.embeddings.position_embeddings``, read by the EMD) and the official MLM head
-(``lm_predictions.lm_head.*``). ``from_hf`` on a checkpoint *directory* reads the weights file itself,
+Released checkpoints keep two things that transformers throws away by default: the absolute position
+table (``deberta.embeddings.position_embeddings``, read by the EMD; transformers builds none when
+``position_biased_input`` is False) and the official MLM head (``lm_predictions.lm_head.*``; transformers
+loads it only with ``legacy=False``, its config's default being True). ``from_hf`` on a checkpoint *directory* reads the weights file itself,
 so those survive, and the EMD is switched on when both are present.
 """
 

@@ -19,8 +19,11 @@ word-start marker "▁". Two ways to place the spans:
   the end of a row is masked less often: lesson 4 measures it. With ``max_ngram=1`` the official code
   does not group pieces into words, and neither does this option.
 
-One difference we keep in both: a continuation piece with no word before it (a row cut mid-word, or the
-piece after a special token) starts a word; the official code glues it to the word before the special.
+Two differences we keep in both. A continuation piece with no word before it (a row cut mid-word, or the
+piece after a special token) starts a word; the official code glues it to the word before the special. And a
+lone punctuation piece ("," after ``▁expected``) belongs to the word before it here; the official
+``part_of_whole_word`` (DeBERTa/deberta/spm_tokenizer.py) makes a one-character punctuation, whitespace or
+control piece a word of its own (lesson 4 says so too).
 The choice loops are plain Python over small lists (about a millisecond for a batch of 16 x 128); every
 random number is drawn up front from ``generator``, so the masks are reproducible.
 """
