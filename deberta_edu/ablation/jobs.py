@@ -3,7 +3,8 @@
     Job            one pretraining run (variant, seed, rate) and everything measured on it
     run_job        the run itself; returns (and writes, atomically) runs/<variant>-seed<s>-lr<rate>.json
     finished       the runs already in a folder whose settings match (a resumed command skips them)
-    run_jobs       jobs in fresh processes (CPU) or one by one (GPU); stops launching new ones at a deadline
+    run_jobs       jobs in fresh processes (several workers) or one by one in this one (one worker: a GPU, or
+                   --workers 1); stops launching new ones at a deadline
     unigram_baseline   the held-out loss of word frequencies alone: the plateau before context is used
 
 A run cut short leaves no file, so a second command redoes exactly the runs that are missing.
@@ -71,7 +72,8 @@ def _write(path: Path, record: dict) -> None:
 
 
 def _timings(history: list[dict], cfg: TrainConfig) -> dict:
-    """The first train record's seconds per step (compile and warm-up) and the median of the others."""
+    """The seconds of the first train record's window (compile and warm-up, a fixed cost) and the median seconds
+    per step of the others."""
     train = [r for r in history if r["kind"] == "train"]
     if not train:
         return {}

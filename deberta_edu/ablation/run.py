@@ -1,7 +1,8 @@
 """Lesson 6, the whole reproduction: smoke check, plan, baselines, the grid, the other seeds, the report.
 
     run_ablation(scale, out_dir)
-        smoke check (optional; always before a GPU run)    every variant a few steps: stop here on any failure
+        smoke check (on a GPU unless --no-smoke-first, or   every variant a few steps: stop here on any failure
+        while the budget is still to be fitted)
         plan.json        the FLOP budget (fixed by the scale, or fitted to the measured step times) and provenance;
                          a second command in the same folder reads it back, so resumed runs match finished ones
         baselines.json   unigram plateau, majority, bag of words, random weights

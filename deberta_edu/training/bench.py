@@ -151,7 +151,7 @@ def _proc_status_kib(field: str) -> int:
 
 
 def memory_child(args, which: str):
-    """Run in a subprocess: report peak resident memory growth of `steps` training steps."""
+    """Run in a subprocess: report peak resident memory growth of three training steps."""
     ours, theirs, inputs, labels = build(args)
     if args.against == "bert":
         ours, theirs = encoders(ours, args)
@@ -264,7 +264,7 @@ def print_result(result: dict, args) -> None:
     m = result[mem_key]
     print(f"peak memory ({mem_key}): ours {m['ours']:.0f} MiB, {theirs} {m['transformers']:.0f} MiB")
     if "mfu" in result:
-        print(f"MFU: ours {result['mfu']['ours']:.1%}, transformers {result['mfu']['transformers']:.1%}")
+        print(f"MFU: ours {result['mfu']['ours']:.1%}, {theirs} {result['mfu']['transformers']:.1%}")
 
 
 def main(argv=None):

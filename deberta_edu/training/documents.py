@@ -80,7 +80,8 @@ class FinetuneRecipe:
     results/pretraining-value/selection.json; a test checks it). Training examples are chunks carrying their
     document's label."""
 
-    lr: float = 3e-4  # the encoder's peak; one cycle: 10% warmup, then cosine decay to ~0
+    lr: float = 3e-4  # the encoder's peak; one cycle: 10% warmup, then cosine decay to ~0 (torch's OneCycleLR, which
+    # also cycles AdamW's β1 from 0.95 to 0.85 and back: its default cycle_momentum)
     head_lr_scale: float = 10.0  # the zero-initialized head learns faster
     epochs: int = 6
     batch_size: int = 16

@@ -8,8 +8,9 @@
 
 ``optimizer_step`` does gradient accumulation, clipping, mixed precision and DistributedDataParallel
 in one place, and gives the same update however the global batch is cut into micro-batches and ranks.
-Seeds come from ``derive_seed`` (a hash of the purpose and the step), so data order, masks and the
-learning rate are pure functions of (seed, step); what else a resumed run needs is in ``state``.
+Seeds come from ``derive_seed`` (a hash of the purpose and the step), so data order and masks are pure
+functions of (seed, step), and so is the learning rate under a step budget (a time budget sets it from the
+seconds trained: ``pretrain``); what else a resumed run needs is in ``state``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What pretraining reads: packed rows (or synthetic ones), masked 80/10/10, cut into micro-batches.
 
-Everything random is a function of the seed and the step, so a killed run resumes bit-exactly:
+Everything random is a function of the seed and the step, so a killed run resumes with the same data and masks:
 
     data order   epoch e is a permutation drawn from (seed, "order", e)
     masks        the global batch of step s is masked with a generator seeded by (seed, "mask", e, s),

@@ -9,7 +9,10 @@ with AdamW (eps 1e-6, weight decay 0.01), a linear warmup then linear decay of t
 and gradient clipping at 1.0, as in the paper's Table 8 (at a much smaller scale).
 
 Data order and masks are functions of the seed and the step (``mlm_data``), and the random state that
-drives dropout is saved in every checkpoint (``state``, one per rank), so a killed run resumes bit-exactly.
+drives dropout is saved in every checkpoint (``state``, one per rank), so a killed run with a step budget
+resumes bit-exactly. With a time budget (``budget_seconds``: lesson 4, the course model) the learning rate
+follows the seconds trained and the clock ends the run: a resumed run keeps its schedule from the seconds the
+state records, but not the exact rate of each step (two uncut runs differ the same way).
 The named runs are in ``configs``.
 
 From Python (a notebook; ``get_config`` comes from ``configs``, ``prepare_data`` from ``mlm_data``)::

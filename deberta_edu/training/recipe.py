@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from deberta_edu import files
 from deberta_edu.facts import RESULTS_ROOT
 
 from .configs import TrainConfig, get_config
@@ -91,7 +92,7 @@ def run(tokens: int = BUDGET_TOKENS, out: Path = RESULTS_DIR, seeds=SEEDS, arms=
                                    "fields": {k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()},
                                    "held_out": scores, "tokens_per_s": round(trained.tokens_per_s),
                                    "wall_s": round(time.perf_counter() - started, 1)})
-            path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+            files.write_text(path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")  # atomic
             print(f"{name:>18}, seed {seed}: token masking {scores['tokens']['accuracy']:.1%}, "
                   f"whole words {scores['whole_words']['accuracy']:.1%}", flush=True)
     return result

@@ -1,8 +1,9 @@
 """What a run leaves behind to be read or continued: its JSONL log, and its resumable state.
 
 Resumable runs save everything that decides the future (weights, optimizer moments, step, the random
-state that drives dropout) in one safetensors file, written atomically; data order, masks and the
-learning rate are pure functions of (seed, step) (``engine.derive_seed``), so they need no saving at all.
+state that drives dropout, the seconds trained) in one safetensors file, written atomically; data order and
+masks are pure functions of (seed, step) (``engine.derive_seed``), and so is the learning rate under a step
+budget, so they need no saving at all.
 A run killed mid-write leaves a torn last log line, which ``read_jsonl`` drops.
 """
 
