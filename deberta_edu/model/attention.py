@@ -211,7 +211,9 @@ class DisentangledSelfAttention(nn.Module):
         if self.needs_pos_key or self.needs_pos_query:
             pos_q, pos_k = self.position_qk(self.pos_dropout(rel.table))  # (H, R, d)
         index, shifted = (rel.index, rel.shifted) if rel is not None else (None, False)
-        masked = torch.finfo(q.dtype).min  # replaced, never added: a fully padded row stays finite
+        # the lowest finite value: the slow path replaces scores with it, so a row with no key left stays finite; the
+        # fast path adds it as SDPA's mask (finite in fp32; in fp16 such a row could round to −inf)
+        masked = torch.finfo(q.dtype).min
 
         if return_details or "c2c" not in self.terms:
             terms = self.term_scores(q, k, pos_q, pos_k, index, shifted=shifted)

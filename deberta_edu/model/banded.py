@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 
 def banded_block(length: int) -> int:
-    """The block size ``banded`` uses for this length: 16 or 8 tokens, 0 when neither divides it."""
+    """The block size ``banded`` uses for this length: 16 or 8 tokens, the first that divides it and is shorter
+    than it; 0 when none does (so 16 gives 8, and 8 gives 0)."""
     return next((b for b in (16, 8) if length % b == 0 and length > b), 0)
 
 

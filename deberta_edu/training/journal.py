@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
+from deberta_edu import files
+
 T = TypeVar("T")
 
 
@@ -44,16 +46,16 @@ class Journal:
             except json.JSONDecodeError:  # the line a crash cut short: that draw is made again
                 continue
         if not lines or "settings" not in lines[0]:  # no file, or cut before its first line was whole
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"settings": settings}) + "\n", encoding="utf-8")
+            files.write_text(path, json.dumps({"settings": settings}) + "\n")
             return cls(path)
         saved = lines[0]["settings"]
         if saved != settings:
             differ = sorted(k for k in set(settings) | set(saved) if saved.get(k) != settings.get(k))
             raise ValueError(f"{path} holds draws made with other settings (differing: {', '.join(differ)}); "
                              "remove it to start afresh, or rerun the command that wrote it to resume")
-        # rewritten whole, so that the next draw does not land on the end of a line cut short
-        path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+        # rewritten whole (atomically: a kill leaves the old file), so that the next draw does not land on the end
+        # of a line cut short
+        files.write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
         return cls(path, {e["key"]: {"value": e["value"], "seconds": e["seconds"], "read back": True}
                           for e in lines[1:] if "key" in e})
 

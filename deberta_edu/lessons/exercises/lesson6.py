@@ -133,8 +133,10 @@ def _verdict(a: list[float], b: list[float], rule: str = "paired") -> str:
     from scipy import stats
 
     diff = statistics.mean(a) - statistics.mean(b)
-    if rule == "2 SE":
+    if rule == "2 SE":  # the standard error of the difference of two independent means
         noise = abs(diff) <= 2 * math.sqrt((statistics.stdev(a) ** 2 + statistics.stdev(b) ** 2) / len(a))
+    elif rule == "2 SE paired":  # ... or of the mean per-seed difference
+        noise = abs(diff) <= 2 * statistics.stdev([x - y for x, y in zip(a, b, strict=True)]) / math.sqrt(len(a))
     else:
         test = stats.ttest_rel(a, b) if rule == "paired" else stats.ttest_ind(a, b, equal_var=False)
         noise = not test.pvalue < ALPHA
@@ -155,12 +157,13 @@ def check_verdict(fn: Callable[[list[float], list[float]], str]) -> CheckResult:
         if answer != want:
             failures.append(f"my_verdict({a}, {b}): expected {want!r}, got {answer!r}")
     swap = {"A": "B", "B": "A", "noise": "noise"}
-    variants = {
-        "A and B swapped": [swap[want] for _, _, want in VERDICT_CASES],
-        "2 SE": [_verdict(a, b, rule="2 SE") for a, b, _ in VERDICT_CASES],
-        "unpaired": [_verdict(a, b, rule="welch") for a, b, _ in VERDICT_CASES],
+    by_rule = lambda rule: [_verdict(a, b, rule=rule) for a, b, _ in VERDICT_CASES]  # noqa: E731
+    variants = {  # each mistake: the answers it gives (a 2-SE rule with either standard error)
+        "A and B swapped": [[swap[want] for _, _, want in VERDICT_CASES]],
+        "2 SE": [by_rule("2 SE"), by_rule("2 SE paired")],
+        "unpaired": [by_rule("welch")],
     }
-    mistake = next((m for m, answers in variants.items() if failures and answers == got), None)
+    mistake = next((m for m, answers in variants.items() if failures and got in answers), None)
     hint = ""
     if mistake:
         hint = f"this looks like '{mistake}': {VERDICT_MISTAKES[mistake]}"

@@ -160,7 +160,8 @@ def distinct_rows(length: int, k: int, position_buckets: int = -1) -> int:
 def plot_buckets(length: int, k: int, position_buckets: int) -> Figure:
     """v1's clamp against the v2/v3 log buckets: row per distance, and distinct rows per sequence length.
 
-    Both use the same k (max_relative_positions): v1 has 2k rows and keeps |i − j| < k exact;
+    Both use the same k (max_relative_positions): v1 has 2k rows, one of its own for each i − j in
+    −(k − 1) … k − 2 (k − 1 already reads the top row, with every larger distance);
     v2/v3 have 2 × position_buckets rows, exact up to position_buckets / 2, logarithmic beyond.
     """
     d = np.arange(-(length - 1), length)

@@ -288,7 +288,8 @@ def _entropy(scores: torch.Tensor) -> torch.Tensor:
 def scale_study(model, input_ids, layer: int = 0) -> ScaleStudy:
     """Run ``model`` on one sequence; measure one layer's terms, and its softmax under √(3d) and under √d.
 
-    √d is what a one-term (BERT) layer would divide by: the same scores multiplied by √3.
+    √d is what a one-term (BERT) layer would divide by: the same scores multiplied by √n for a layer of n terms
+    (√3 for DeBERTa's c2c + c2p + p2c).
     """
     encoder = getattr(model, "deberta", model)
     ids = torch.as_tensor(input_ids).reshape(1, -1)
@@ -319,7 +320,7 @@ def plot_scale_study(study: ScaleStudy, title: str = "") -> Figure:
     for name, scores in ((big, study.scores), (small, study.scores * factor)):
         left.hist(scores.flatten().numpy(), bins=bins, alpha=0.6, density=True,
                   label=f"÷ {name}: std {float(scores.std()):.2f}")
-    left.set_xlabel("score c2c + c2p + p2c")
+    left.set_xlabel("score c2c + c2p + p2c" if study.n_terms == 3 else f"score, the sum of {study.n_terms} terms")
     left.set_title("scores entering the softmax")
     left.legend(fontsize=8)
     c = np.geomspace(0.25, 8, 40)
@@ -331,7 +332,7 @@ def plot_scale_study(study: ScaleStudy, title: str = "") -> Figure:
     right.set_xscale("log")
     right.set_xticks([0.25, 0.5, 1, 2, 4, 8], ["¼", "½", "1", "2", "4", "8"])
     right.minorticks_off()
-    right.set_xlabel("scores multiplied by c (÷ √d is c = √3)")
+    right.set_xlabel(f"scores multiplied by c (÷ √d is c = √{study.n_terms})")
     right.set_ylabel("mean row entropy (nats)")
     right.set_title("larger scores, sharper rows")
     right.legend(fontsize=8)
