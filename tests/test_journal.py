@@ -151,9 +151,11 @@ def test_downstream_keeps_its_draws_beside_the_results_and_resumes_a_cut_command
     with pytest.raises(Cut):
         downstream.main(argv)
     assert not (tmp_path / "results.json").exists() and (tmp_path / "results.draws.jsonl").exists()
-    downstream.main(argv)
+    monkeypatch.setattr("sys.argv", ["downstream.py", *argv])  # from the shell this time
+    downstream.main()
     assert made == [0, 1, 2, 3]  # the second command made only the draws the first had not finished
     result = json.loads((tmp_path / "results.json").read_text())
+    assert result["command"] == " ".join(["python -m deberta_edu.training.downstream", *argv])  # its flags too
     assert result["topics"]["arms"]["runs"] == [0.0, 0.1, 0.2, 0.3]
     assert result["resumed"]["draws"] == 2
     assert not (tmp_path / "results.draws.jsonl").exists()  # written: the journal is gone

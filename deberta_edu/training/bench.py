@@ -167,7 +167,7 @@ def memory_child(args, which: str):
 
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line, with the preset's shape and the device's dtype filled in where not given."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m deberta_edu.bench", description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--against", choices=["deberta", "bert"], default="deberta",
                    help="deberta: DebertaV2ForMaskedLM, identical weights (default); bert: our encoder alone "

@@ -128,7 +128,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     try:
         m = export(args.run_dir, args.out, command="python -m deberta_edu.pretrain --config course --out "
-                   f"{Path(args.run_dir).name}; python -m deberta_edu.training.course export {Path(args.run_dir).name}")
+                   f"{args.run_dir}; python -m deberta_edu.training.course export {args.run_dir}")
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     print(json.dumps({k: m[k] for k in ("tokens", "held_out", "unigram_baseline", "below_unigram_nats")}, indent=2))

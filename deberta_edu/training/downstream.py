@@ -220,13 +220,17 @@ def main(argv=None) -> None:
     import argparse
     import functools
     import json
+    import sys
     import time
     from pathlib import Path
 
+    from deberta_edu.facts import RESULTS_ROOT
+
     from .course import course_label, course_metrics, load_course_model, weights_digest
 
-    p = argparse.ArgumentParser(description="Frozen-feature probes of the course model vs random init and baselines")
-    p.add_argument("--out", default="results/pretraining-value")
+    p = argparse.ArgumentParser(prog="python -m deberta_edu.training.downstream",
+                                description="Frozen-feature probes of the course model vs random init and baselines")
+    p.add_argument("--out", default=str(RESULTS_ROOT / "pretraining-value"))
     p.add_argument("--seeds", type=int, default=5, help="sentiment draws; the topics get twice as many")
     p.add_argument("--skip-sentiment", action="store_true")
     p.add_argument("--skip-curve", action="store_true", help="skip the topics at 2 ... 50 labels per class")
@@ -235,7 +239,7 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     model, tokenizer = load_course_model()
     start = time.time()
-    result = {"command": " ".join(["python -m deberta_edu.training.downstream", *(argv or [])]),
+    result = {"command": " ".join([p.prog, *(sys.argv[1:] if argv is None else argv)]),
               "model": course_label(course_metrics()), "probe": "last encoder layer mean-pooled over a document's "
               f"first {PROBE_CHUNKS} chunks of {PROBE_LENGTH} tokens (every test document whole), frozen; L2 "
               "logistic regression (L-BFGS) on standardized features",

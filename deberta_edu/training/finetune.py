@@ -18,7 +18,7 @@ import torch
 
 from deberta_edu import files
 from deberta_edu.data.batch import Batch
-from deberta_edu.facts import LOG_FILE
+from deberta_edu.facts import LOG_FILE, RESULTS_ROOT
 from deberta_edu.model.checkpoint import save_tensors
 from deberta_edu.model.classify import DebertaForSequenceClassification
 from deberta_edu.model.emd import DebertaForMaskedLM
@@ -284,15 +284,16 @@ def main(argv=None):
     from .course import COURSE_DIR, weights_digest
     from .state import describe_machine
 
-    p = argparse.ArgumentParser(description="Fine-tune a pretrained model on sentiment, with and without SiFT")
+    p = argparse.ArgumentParser(prog="python -m deberta_edu.finetune",
+                                description="Fine-tune a pretrained model on sentiment, with and without SiFT")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lams", type=float, nargs="+", default=[0.0, 1.0])
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=1e-3,
                    help="peak learning rate (lesson 5's 1e-3 was chosen on the dev split: results/sift/lr-grid/)")
     p.add_argument("--step-eps", type=float, default=AdversarialConfig.step_eps,
-                   help="SiFT's ascent step is η g / (step_eps + ‖g‖∞); the official 1e-6 by default, 0 = none")
-    p.add_argument("--out", default="results/sift/results.json")
+                   help="SiFT's ascent step is η g / (step_eps + ‖g‖∞); the official 1e-6 by default; 0 guards only an exact zero")
+    p.add_argument("--out", default=str(RESULTS_ROOT / "sift" / "results.json"))
     p.add_argument("--encoder", default=str(COURSE_DIR),
                    help="folder of a pretrained model (default: the course model, the encoder lesson 5 shows)")
     p.add_argument("--random-init", action="store_true",

@@ -284,7 +284,8 @@ def _loop(run: _Run, cfg: TrainConfig, batches: Batches, world: Distributed) -> 
 
 def main(argv: list[str] | None = None) -> TrainResult | None:
     parser = argparse.ArgumentParser(prog="python -m deberta_edu.pretrain", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="lesson4", help="a named config (see --list)")
+    parser.add_argument("--config", default="lesson4",
+                        help="a named config (see --list); with DEBERTA_EDU_SMOKE=1 its smoke size, <name>-smoke")
     parser.add_argument("--list", action="store_true", help="print the named configs and exit")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--batch-size", type=int)

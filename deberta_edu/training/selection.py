@@ -146,21 +146,24 @@ def main(argv=None) -> None:
     import argparse
     import functools
     import json
+    import sys
     import time
     from pathlib import Path
 
     from deberta_edu.data.topics import load_topics
+    from deberta_edu.facts import RESULTS_ROOT
 
     from .course import course_label, course_metrics, load_course_model, weights_digest
 
-    p = argparse.ArgumentParser(description="Downstream's choices, measured on training-pool documents")
-    p.add_argument("--out", default="results/pretraining-value")
+    p = argparse.ArgumentParser(prog="python -m deberta_edu.training.selection",
+                                description="Downstream's choices, measured on training-pool documents")
+    p.add_argument("--out", default=str(RESULTS_ROOT / "pretraining-value"))
     args = p.parse_args(argv)
     tell = functools.partial(print, flush=True)  # each draw as it ends, also into a log file
     model, tokenizer = load_course_model()
     pool = load_topics()["train"]
     start = time.time()
-    result = {"command": " ".join(["python -m deberta_edu.training.selection", *(argv or [])]),
+    result = {"command": " ".join([p.prog, *(sys.argv[1:] if argv is None else argv)]),
               "model": course_label(course_metrics()),
               "dev": "per seed: 20 labelled documents per topic drawn from the training pool as the experiment draws "
                      "them, scored on 200 other pool documents drawn with the same seed; the test documents unread"}
