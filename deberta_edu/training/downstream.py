@@ -251,8 +251,7 @@ def main(argv=None) -> None:
               "finetune": {"what": "every weight, mean-pool + linear head, chunks labelled with their document's "
                            "label, a document's answer summed over its chunks", **asdict(FinetuneRecipe())}}
     settings = {k: result[k] for k in ("model", "probe", "baselines", "finetune")} | {"weights": weights_digest()}
-    journal = Journal.open(Path(args.out) / "results.draws.jsonl", settings)  # a cut run resumes from it
-    tell(f"each draw is kept in {journal.path} as it ends ({len(journal.kept)} there already)")
+    journal = Journal.for_command(Path(args.out) / "results.draws.jsonl", settings, tell)  # a cut run resumes from it
     result["topics"] = topic_experiment(model, tokenizer, range(2 * args.seeds), finetune=True, progress=tell,
                                         journal=journal.within("topics, "))
     if not args.skip_sentiment:
@@ -261,11 +260,8 @@ def main(argv=None) -> None:
     if not args.skip_curve:
         result["topics_by_labels"] = topic_curve(model, tokenizer, seeds=range(2 * args.seeds), progress=tell,
                                                  journal=journal.within("curve, "))
-    resumed = journal.read_back()  # draws an earlier, cut command made: their time counts too
-    result["wall_time_s"] = round(time.time() - start) + resumed.get("seconds", 0)
-    result.update({"resumed": resumed} if resumed else {})
-    (Path(args.out) / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    journal.close()
+    result["wall_time_s"] = round(journal.wall_time(start))  # draws an earlier, cut command made count too
+    result = journal.finish(Path(args.out) / "results.json", result)
     print(json.dumps({k: v["arms"] for k, v in result.items() if isinstance(v, dict) and "arms" in v}, indent=1))
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from deberta_edu import files
 from deberta_edu.data.batch import Batch
 from deberta_edu.facts import LOG_FILE, RESULTS_ROOT
 from deberta_edu.model.checkpoint import save_tensors
@@ -311,22 +310,17 @@ def main(argv=None):
     adversarial = {"step_eps": args.step_eps}
     recipe = {"epochs": args.epochs, "lr": args.lr, "batch_size": 32, "max_length": 64}
     settings = {"encoder": origin, "weights": weights_digest(folder), "adversarial": adversarial, **recipe}
-    try:  # each run is kept beside the results as it ends: a cut command, run again, goes on from there
-        journal = Journal.open(Path(args.out).with_suffix(".draws.jsonl"), settings)
-    except ValueError as err:
-        sys.exit(f"error: {err}")
+    # each run is kept beside the results as it ends: a cut command, run again, goes on from there
+    journal = Journal.for_command(Path(args.out).with_suffix(".draws.jsonl"), settings)
     table = compare(pretrained, load_splits(), tokenizer, lams=tuple(args.lams), seeds=tuple(args.seeds),
                     adversarial=adversarial, random_init=args.random_init, journal=journal, **recipe)
-    resumed = journal.read_back()  # runs an earlier, cut command made: their time counts too
     command = "python -m deberta_edu.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {"command": command,
               "encoder": origin, "machine": describe_machine(),
-              "wall_time_s": round(time.time() - start + resumed.get("seconds", 0), 1), "seeds": args.seeds,
+              "wall_time_s": round(journal.wall_time(start), 1), "seeds": args.seeds,  # cut runs' time too
               "adversarial": {k: v for k, v in asdict(AdversarialConfig(**adversarial)).items() if k != "lam"},
-              "test_accuracy": {f"lambda={lam}": row for lam, row in table.items()},
-              **({"resumed": resumed} if resumed else {})}
-    files.write_text(args.out, json.dumps(result, indent=2) + "\n")  # atomic: a kill leaves the old file
-    journal.close()
+              "test_accuracy": {f"lambda={lam}": row for lam, row in table.items()}}
+    result = journal.finish(args.out, result)  # atomic: a kill leaves the old file
     for lam, row in table.items():
         print(f"λ={lam}: test accuracy {row['mean']:.4f} ± {row['std']:.4f}  {row['test']}")
     return result

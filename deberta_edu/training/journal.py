@@ -59,6 +59,17 @@ class Journal:
         return cls(path, {e["key"]: {"value": e["value"], "seconds": e["seconds"], "read back": True}
                           for e in lines[1:] if "key" in e})
 
+    @classmethod
+    def for_command(cls, path: str | Path, settings: dict, tell: Callable[[str], None] = print) -> Journal:
+        """``open`` for a command line: a refusal ends the command with its one-line reason, and the command says
+        where its draws are kept."""
+        try:
+            journal = cls.open(path, settings)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+        tell(f"each draw is kept in {journal.path} as it ends ({len(journal.kept)} there already)")
+        return journal
+
     def within(self, prefix: str) -> Journal:
         """A view of the same journal whose keys start with ``prefix`` (an experiment inside the command)."""
         return replace(self, prefix=self.prefix + prefix)
@@ -81,9 +92,23 @@ class Journal:
 
     def read_back(self) -> dict:
         """What a result should say about the draws an earlier command made: {} for an uncut run, else how many
-        were read back and the seconds they had taken (add them to the wall time)."""
+        were read back and the seconds they had taken."""
         before = [e["seconds"] for e in self.kept.values() if e.get("read back")]
         return {"draws": len(before), "seconds": round(sum(before))} if before else {}
+
+    def wall_time(self, started: float) -> float:
+        """The experiment's seconds: since ``started`` (a time.time() of this command), and those of the draws an
+        earlier, cut command made."""
+        return time.time() - started + self.read_back().get("seconds", 0)
+
+    def finish(self, path: str | Path, result: dict) -> dict:
+        """Write ``result`` to ``path`` atomically, with ``read_back`` as "resumed" if draws were read back; the
+        journal's file goes. Returns what was written."""
+        resumed = self.read_back()
+        written = {**result, **({"resumed": resumed} if resumed else {})}
+        files.write_text(path, json.dumps(written, indent=2) + "\n")
+        self.close()
+        return written
 
     def close(self) -> None:
         """The experiment is written: the journal's file goes."""

@@ -170,16 +170,12 @@ def main(argv=None) -> None:
     settings = {"model": result["model"], "weights": weights_digest(), "dev": result["dev"], "readings": READINGS,
                 "chunk length": PROBE_LENGTH, "tf-idf l2": list(TFIDF_L2),
                 "recipes": {name: asdict(recipe) for name, recipe in RECIPES.items()}}
-    journal = Journal.open(Path(args.out) / "selection.draws.jsonl", settings)  # a cut run resumes from it
-    tell(f"each dev split is kept in {journal.path} as it ends ({len(journal.kept)} there already)")
+    journal = Journal.for_command(Path(args.out) / "selection.draws.jsonl", settings, tell)  # a cut run resumes
     result["reading"] = reading_and_baseline(model, tokenizer, pool, progress=tell, journal=journal.within("reading, "))
     result["recipes"] = recipe_grid(model, tokenizer, pool, progress=tell, journal=journal.within("recipes, "))
     result["chosen recipe"] = best_recipe(result["recipes"])
-    resumed = journal.read_back()  # splits an earlier, cut command made: their time counts too
-    result["wall_time_s"] = round(time.time() - start) + resumed.get("seconds", 0)
-    result.update({"resumed": resumed} if resumed else {})
-    (Path(args.out) / "selection.json").write_text(json.dumps(result, indent=2) + "\n")
-    journal.close()
+    result["wall_time_s"] = round(journal.wall_time(start))  # splits an earlier, cut command made count too
+    result = journal.finish(Path(args.out) / "selection.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "reading"}, indent=1))
 
 
