@@ -781,7 +781,8 @@ assert min(full_course["mean"], full_random["mean"]) > s_arm["bag of words"]  # 
 
 # %%
 from deberta_edu.training import selection  # noqa: E402
-from deberta_edu.training.downstream import PROBE_CHUNKS, TFIDF_PENALTY  # noqa: E402
+from deberta_edu.training.baselines import TFIDF_PENALTY  # noqa: E402
+from deberta_edu.training.downstream import PROBE_CHUNKS  # noqa: E402
 
 chosen = json.loads((COURSE_DIR.parent / "pretraining-value" / "selection.json").read_text())
 display(Markdown(f"{chosen['model']}; dev accuracy (%) on training-pool documents, mean ± std over "

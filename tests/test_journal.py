@@ -32,6 +32,21 @@ class Cut(Exception):
     """The crash a test stages in the middle of an experiment."""
 
 
+class CutOnce:
+    """A stand-in for a command's draws: ``make(key, value)`` dies (``Cut``) the first time it meets a key in
+    ``cut``, and lists every draw it made in ``made``."""
+
+    def __init__(self, *cut):
+        self.cut, self.made = list(cut), []
+
+    def make(self, key, value):
+        if key in self.cut:
+            self.cut.remove(key)
+            raise Cut
+        self.made.append(key)
+        return value
+
+
 def test_draws_are_kept_read_back_and_refused_under_other_settings(tmp_path):
     path = tmp_path / "results.draws.jsonl"
     journal = Journal.open(path, {"model": "a", "grid": (1, 2)})
@@ -134,17 +149,11 @@ def test_a_cut_selection_resumes_to_the_numbers_of_an_uncut_one(tmp_path, monkey
 
 
 def test_downstream_keeps_its_draws_beside_the_results_and_resumes_a_cut_command(tmp_path, monkeypatch):
-    made, cut = [], [2]  # the first command dies in its third draw
+    draws = CutOnce(2)  # the first command dies in its third draw
 
     def topics(model, tokenizer, seeds, finetune, progress, journal):
-        def one(seed):
-            if seed in cut:
-                cut.remove(seed)
-                raise Cut
-            made.append(seed)
-            return seed / 10
-
-        return {"task": "stand-in", "arms": {"runs": [journal.run(f"seed {s}", lambda s=s: one(s)) for s in seeds]}}
+        return {"task": "stand-in",
+                "arms": {"runs": [journal.run(f"seed {s}", lambda s=s: draws.make(s, s / 10)) for s in seeds]}}
 
     monkeypatch.setattr(downstream, "topic_experiment", topics)
     argv = ["--out", str(tmp_path), "--seeds", "2", "--skip-sentiment", "--skip-curve"]
@@ -153,7 +162,7 @@ def test_downstream_keeps_its_draws_beside_the_results_and_resumes_a_cut_command
     assert not (tmp_path / "results.json").exists() and (tmp_path / "results.draws.jsonl").exists()
     monkeypatch.setattr("sys.argv", ["downstream.py", *argv])  # from the shell this time
     downstream.main()
-    assert made == [0, 1, 2, 3]  # the second command made only the draws the first had not finished
+    assert draws.made == [0, 1, 2, 3]  # the second command made only the draws the first had not finished
     result = json.loads((tmp_path / "results.json").read_text())
     assert result["command"] == " ".join(["python -m deberta_edu.training.downstream", *argv])  # its flags too
     assert result["topics"]["arms"]["runs"] == [0.0, 0.1, 0.2, 0.3]
@@ -162,17 +171,10 @@ def test_downstream_keeps_its_draws_beside_the_results_and_resumes_a_cut_command
 
 
 def test_selection_keeps_its_splits_beside_its_json_and_resumes_a_cut_command(tmp_path, monkeypatch):
-    made, cut = [], ["seed 101, r"]
+    draws = CutOnce("seed 101, r")
 
     def kept(journal, key, value):
-        def make():
-            if key in cut:
-                cut.remove(key)
-                raise Cut
-            made.append(key)
-            return value
-
-        return journal.run(key, make)
+        return journal.run(key, lambda: draws.make(key, value))
 
     def reading(model, tokenizer, pool, progress, journal):
         return {"pretrained": kept(journal, "seed 100", 0.9)}
@@ -185,7 +187,7 @@ def test_selection_keeps_its_splits_beside_its_json_and_resumes_a_cut_command(tm
     with pytest.raises(Cut):
         selection.main(["--out", str(tmp_path)])
     selection.main(["--out", str(tmp_path)])
-    assert made == ["seed 100", "seed 100, r", "seed 101, r"]  # nothing made twice
+    assert draws.made == ["seed 100", "seed 100, r", "seed 101, r"]  # nothing made twice
     result = json.loads((tmp_path / "selection.json").read_text())
     assert result["chosen recipe"] == "r" and result["resumed"]["draws"] == 2
     assert not (tmp_path / "selection.draws.jsonl").exists()
@@ -194,15 +196,11 @@ def test_selection_keeps_its_splits_beside_its_json_and_resumes_a_cut_command(tm
 def test_finetune_keeps_its_runs_beside_its_json_and_resumes_a_cut_command(tmp_path, monkeypatch):
     from deberta_edu.training import finetune as ft
 
-    made, cut = [], [(1.0, 1)]  # the first command dies in its last run
+    runs = CutOnce((1.0, 1))  # the first command dies in its last run
 
     def run(encoder, splits, tokenizer, cfg):
-        key = (cfg.adversarial.lam, cfg.seed)
-        if key in cut:
-            cut.remove(key)
-            raise Cut
-        made.append(key)
-        return ft.FinetuneResult(0.6, 0.5 + cfg.seed / 10, [{"adv_loss": 0.1}], None, cfg, [True, False])
+        result = ft.FinetuneResult(0.6, 0.5 + cfg.seed / 10, [{"adv_loss": 0.1}], None, cfg, [True, False])
+        return runs.make((cfg.adversarial.lam, cfg.seed), result)
 
     monkeypatch.setattr(ft, "finetune", run)
     out = tmp_path / "results.json"
@@ -213,6 +211,6 @@ def test_finetune_keeps_its_runs_beside_its_json_and_resumes_a_cut_command(tmp_p
     with pytest.raises(SystemExit, match="other settings"):  # another recipe refuses those runs
         ft.main([*argv, "--lr", "2e-4"])
     result = ft.main(argv)
-    assert made == [(0.0, 0), (0.0, 1), (1.0, 0), (1.0, 1)]  # nothing made twice
+    assert runs.made == [(0.0, 0), (0.0, 1), (1.0, 0), (1.0, 1)]  # nothing made twice
     assert result["test_accuracy"]["lambda=1.0"]["test"] == [0.5, 0.6] and result["resumed"]["draws"] == 3
     assert json.loads(out.read_text())["resumed"]["draws"] == 3 and not (tmp_path / "results.draws.jsonl").exists()

@@ -6,9 +6,10 @@ from dataclasses import asdict, replace
 
 from deberta_edu.data.topics import TOPICS, Document
 from deberta_edu.training import selection
+from deberta_edu.training.baselines import TFIDF_PENALTY
 from deberta_edu.training.course import COURSE_DIR
 from deberta_edu.training.documents import FinetuneRecipe
-from deberta_edu.training.downstream import PROBE_CHUNKS, TFIDF_PENALTY
+from deberta_edu.training.downstream import PROBE_CHUNKS
 
 SELECTION = COURSE_DIR.parent / "pretraining-value" / "selection.json"
 
