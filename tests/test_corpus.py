@@ -1,5 +1,6 @@
 """Corpus cleaning, de-duplication, the document-level split, local files and the large-corpus builder."""
 
+import itertools
 import json
 import os
 import random
@@ -28,9 +29,51 @@ def test_data_root_follows_env(data_root):
     assert facts.data_root() == data_root
 
 
+def test_an_empty_data_env_means_the_project_data_folder(monkeypatch):
+    monkeypatch.setenv(facts.DATA_ENV, "")  # `export DEBERTA_EDU_DATA=` must not scatter data into the cwd
+    assert facts.data_root() == facts.PROJECT_ROOT / "data"
+
+
+@pytest.mark.parametrize("value,expected", [("1", True), ("yes", True), ("true", True), ("2", True),
+                                            ("0", False), ("", False), (" 0 ", False)])
+def test_smoke_is_any_value_but_empty_or_zero(monkeypatch, value, expected):
+    monkeypatch.setenv(facts.SMOKE_ENV, value)
+    assert facts.smoke() is expected
+
+
+def test_encode_pair_wraps_in_cls_sep_and_fits_max_length():
+    assert facts.encode_pair([7, 8, 9]) == [1, 7, 8, 9, 2]
+    assert facts.encode_pair(iter([7, 8, 9, 10, 11]), max_length=5) == [1, 7, 8, 9, 2]  # 5 ids in all
+    assert facts.encode_pair([7, 8], max_length=2) == [1, 2]
+    with pytest.raises(ValueError, match="max_length must be >= 2"):
+        facts.encode_pair([7], max_length=1)
+
+
 def test_clean_normalizes_unicode_and_whitespace():
     raw = "  Cafe\u0301\tau\u00a0lait  \r\n\n\n second\x07 line \u2009 here \n"
     assert text.clean(raw) == "Caf\u00e9 au lait\nsecond line here"
+
+
+def test_min_chars_keeps_a_document_of_exactly_that_length():
+    assert text.MIN_CHARS == 20
+    exactly, short = "x" * 19 + ".", "y" * 18 + "."  # 20 and 19 characters
+    assert text.clean_documents([exactly, short]) == [exactly]  # "at least 20 characters", as the error says
+
+
+def test_cp1252_bytes_decode_to_their_characters_not_to_control_codes():
+    """A bare 0x92 (right quote) or 0x80 (euro) is Windows-1252; read as Latin-1 it is a C1 control that
+    cleaning deletes, and "It's" becomes "Its"."""
+    assert text.decode_bytes(b"It\x92s \x80 5, or \xa35") == "It\u2019s \u20ac 5, or \u00a35"
+    assert text.clean(text.decode_bytes(b"It\x92s")) == "It\u2019s"
+
+
+def test_a_line_of_spaces_separates_documents(tmp_path):
+    path = tmp_path / "spaces.txt"
+    path.write_text("First document, long enough to keep.\n   \t \nSecond document, long enough too.\n")
+    assert corpus.load_documents(path) == [
+        "First document, long enough to keep.",
+        "Second document, long enough too.",
+    ]
 
 
 def test_clean_documents_drops_tiny_empty_and_duplicate_docs():
@@ -69,9 +112,33 @@ def test_split_of_a_tiny_corpus_still_has_a_validation_document():
     assert corpus.train_val_split(docs_of(3), 0.0) == (docs_of(3), [])
 
 
+def test_the_validation_document_of_a_tiny_corpus_does_not_depend_on_order():
+    held = {tuple(corpus.train_val_split(list(order), 0.05)[1]) for order in itertools.permutations(docs_of(3))}
+    assert held == {(docs_of(3)[0],)}  # the smallest hash (0.526; the others 0.912, 0.711), in every order
+
+
+def test_a_single_document_stays_in_training():
+    assert corpus.train_val_split(docs_of(1), 0.05) == (docs_of(1), [])  # its hash is 0.526: not held out
+
+
+def test_the_split_is_pinned_across_processes_and_versions():
+    """Which documents are held out must not change from one process (or release) to the next: the committed
+    course model was pretrained on one side of this split and is tested on the other. Held out at 10%: the
+    documents whose SHA-256 (first 8 bytes, big-endian, / 2**64) is below 0.1, computed once by hand."""
+    docs = docs_of(60)
+    _, val = corpus.train_val_split(docs, 0.1)
+    assert val == [docs[i] for i in (4, 13, 14, 18, 32, 44, 49, 53)]
+
+
 def test_split_rejects_a_bad_fraction():
     with pytest.raises(ValueError, match="got 1.5"):
         corpus.train_val_split(docs_of(3), 1.5)
+
+
+@pytest.mark.parametrize("fraction", [1.0, -0.1])
+def test_split_rejects_holding_out_everything_or_a_negative_share(fraction):
+    with pytest.raises(ValueError, match=f"got {fraction}"):
+        corpus.train_val_split(docs_of(3), fraction)
 
 
 @pytest.mark.parametrize("source", ["bbc", "large"])
@@ -97,6 +164,16 @@ def test_local_file_and_folder(tmp_path):
     ]
     assert len(corpus.load_documents(folder)) == 3
     assert corpus.corpus_name(folder).startswith("local-mine-")
+
+
+def test_two_local_corpora_with_the_same_name_get_their_own_caches(tmp_path):
+    """Caches (tokenizer, packed rows) are keyed by corpus_name: two 'notes.txt' in different folders must not
+    share one."""
+    a, b = tmp_path / "a" / "notes.txt", tmp_path / "b" / "notes.txt"
+    assert corpus.corpus_name(a).startswith("local-notes-") and corpus.corpus_name(b).startswith("local-notes-")
+    assert corpus.corpus_name(a) != corpus.corpus_name(b)
+    same = tmp_path / "a" / ".." / "a" / "notes.txt"  # the same file, spelled another way
+    assert corpus.corpus_name(a) == corpus.corpus_name(same)
 
 
 def test_empty_folder_says_which_files_it_reads(tmp_path):
@@ -131,6 +208,59 @@ def test_bbc_layout_loads_and_splits_once(data_root):
     os.utime(new, (time.time() + 10, time.time() + 10))
     train, val = corpus.load_split("bbc")
     assert len(train + val) == 51
+
+
+def test_the_split_is_prepared_again_exactly_when_its_files_change(data_root, monkeypatch):
+    """Not only a newer file: one deleted, or one copied in keeping an old time stamp (cp -p, tar -x)."""
+    raw = data_root / "bbc" / "raw" / "tech"
+    raw.mkdir(parents=True)
+    for i, doc in enumerate(docs_of(30)):
+        (raw / f"{i:03d}.txt").write_text(doc)
+    prepared, real = [], corpus.prepare
+    monkeypatch.setattr(corpus, "prepare", lambda *a, **kw: prepared.append(a[0]) or real(*a, **kw))
+
+    def documents():
+        train, val = corpus.load_split("bbc")
+        return len(train + val)
+
+    assert (documents(), documents(), len(prepared)) == (30, 30, 1)  # prepared once, then read
+    (raw / "005.txt").unlink()
+    assert (documents(), len(prepared)) == (29, 2)
+    old = raw / "old.txt"
+    old.write_text("An old article, copied in with its time stamp kept.")
+    os.utime(old, (1_000_000_000, 1_000_000_000))  # 2001: older than info.json
+    assert (documents(), len(prepared)) == (30, 3)
+
+
+def test_a_new_val_fraction_prepares_the_split_again(data_root):
+    raw = data_root / "bbc" / "raw" / "tech"
+    raw.mkdir(parents=True)
+    for i, doc in enumerate(docs_of(60)):
+        (raw / f"{i:03d}.txt").write_text(doc)
+    _, val_small = corpus.load_split("bbc", 0.05)
+    train, val = corpus.load_split("bbc", 0.5)
+    assert len(val) > len(val_small)
+    assert (train, val) == corpus.train_val_split(docs_of(60), 0.5)
+    assert json.loads((data_root / "bbc" / "info.json").read_text())["val_fraction"] == 0.5
+
+
+def test_topic_test_documents_are_exactly_the_held_out_pretraining_documents(data_root):
+    """Lesson 6's promise: the topic test set is what pretraining never saw. The raw articles are messy
+    (double spaces, CRLF, trailing blanks), so the two splits agree only if both hash the cleaned text."""
+    from deberta_edu.data import topics
+
+    for n, topic in enumerate(topics.TOPICS):
+        folder = data_root / "bbc" / "raw" / topic
+        folder.mkdir(parents=True)
+        for i, doc in enumerate(docs_of(40, seed=n)):
+            messy = doc.replace(" ", "  ", 2).replace(": ", ":\r\n") + "  \r\n"
+            (folder / f"{i:03d}.txt").write_bytes(f"{topic} {messy}".encode())
+    pre_train, pre_val = corpus.load_split("bbc")
+    split = topics.load_topics()
+    test, train = {d.text for d in split["test"]}, {d.text for d in split["train"]}
+    assert len(pre_val) > 0 and test == set(pre_val)
+    assert not train & set(pre_val) and train == set(pre_train)
+    assert all(d.text.startswith(topics.TOPICS[d.label]) for d in split["test"] + split["train"])
 
 
 def test_html_to_text_keeps_only_the_main_article():

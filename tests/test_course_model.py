@@ -11,7 +11,13 @@ from deberta_edu.lessons.explorer import load_demo
 from deberta_edu.lessons.pretrained import lesson_model_folder, local_run_accuracy, pretrained_for_lessons
 from deberta_edu.training import baselines, downstream, significance
 from deberta_edu.training.course import COURSE_DIR, course_label, course_metrics, load_course_model
-from deberta_edu.training.documents import FinetuneRecipe, finetuned_accuracy
+from deberta_edu.training.documents import (
+    FinetuneRecipe,
+    chunk_rows,
+    document_features,
+    finetuned_accuracy,
+    mean_pool,
+)
 
 MAX_BYTES = 5 * 2**20
 
@@ -260,6 +266,44 @@ def test_fine_tuning_learns_from_the_labels_and_leaves_the_model_alone():
     assert finetuned_accuracy(model, tokenizer, texts[:40], shuffled, texts[40:], y[40:], 0,
                                          recipe=recipe) < 0.8
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a copy was tuned
+
+
+class _CountingTokenizer:
+    """Text "n" is the n ids 10, 11, ..., 10 + n - 1."""
+
+    def encode_batch(self, texts):
+        return [list(range(10, 10 + int(t))) for t in texts]
+
+
+class _IdEncoder(torch.nn.Module):
+    """An encoder whose one-dimensional state at each position is the token id there."""
+
+    config = type("Config", (), {"hidden_size": 1})
+
+    def forward(self, ids, attention_mask=None):
+        return type("Output", (), {"last_hidden_state": ids.float()[..., None]})
+
+
+def test_chunk_rows_cut_texts_into_cls_sep_rows_of_at_most_max_length():
+    rows, owner = chunk_rows(_CountingTokenizer(), ["9", "0", "3"], max_length=5, max_chunks=2)
+    assert rows == [[1, 10, 11, 12, 2], [1, 13, 14, 15, 2],  # "9": 3 chunks of 3, the first 2 kept
+                    [1, 2],  # an empty text still gets a row, so every document has features
+                    [1, 10, 11, 12, 2]]
+    assert owner == [0, 0, 1, 2]
+
+
+def test_mean_pool_averages_over_the_real_tokens_only():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 6.0], [7.0, 8.0], [9.0, 10.0]]])
+    mask = torch.tensor([[1, 1, 0], [0, 0, 0]])
+    assert mean_pool(hidden, mask).tolist() == [[2.0, 3.0], [0.0, 0.0]]  # padding ignored; no real token: zeros
+
+
+def test_document_features_average_every_real_token_of_every_chunk():
+    """Text "9" is three rows [CLS] 3 ids [SEP]: 15 tokens summing to 3 x (1 + 2) + (10 + ... + 18) = 135."""
+    features = document_features(_IdEncoder(), _CountingTokenizer(), ["9", "3", "1"], max_length=5, max_chunks=4,
+                                 batch_size=2)
+    expected = [135 / 15, (1 + 10 + 11 + 12 + 2) / 5, (1 + 10 + 2) / 3]
+    torch.testing.assert_close(features[:, 0], torch.tensor(expected))
 
 
 def test_the_value_table_puts_the_model_beside_its_baselines():

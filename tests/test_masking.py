@@ -104,6 +104,63 @@ def test_word_numbers():
     assert words.tolist() == [[-1, 0, 0, 1, -1, 2, 3]]
 
 
+def test_a_row_that_opens_mid_word_starts_a_word_at_its_first_piece():
+    #                    b   ▁a   c   (no [CLS]: a row cut mid-word; b is a word of its own)
+    ids = torch.tensor([[11, 10, 13]])
+    words = word_numbers(ids, ~torch.isin(ids, torch.tensor(SPECIALS)), WORD_STARTS)
+    assert words.tolist() == [[0, 1, 1]]
+
+
+def test_our_spans_never_exceed_a_rows_budget_of_its_ordinary_tokens():
+    """spans="random" chooses whole words until round(0.15 x the row's ordinary tokens): padding, [CLS] and
+    [SEP] do not count, and no word is added past the budget (words here are one to several pieces), unless
+    the first word chosen is itself longer than the budget."""
+    g = torch.Generator().manual_seed(7)
+    ids = _word_rows(300, 64, 7)
+    ends = torch.randint(10, 63, (300,), generator=g)  # where [SEP] goes; [PAD] after it
+    for row, end in zip(ids, ends.tolist(), strict=True):
+        row[end], row[end + 1:] = 2, 0
+    _, labels = mask_tokens(ids, vocab_size=V, mask_token_id=MASK, special_token_ids=SPECIALS,
+                            word_starts=WORD_STARTS, generator=g)
+    chosen = labels != -100
+    words = word_numbers(ids, ~torch.isin(ids, torch.tensor(SPECIALS)), WORD_STARTS)
+    budgets = [max(1, round(0.15 * (end - 1))) for end in ends.tolist()]  # end - 1 ordinary tokens
+    met = 0
+    for row_words, row_chosen, budget in zip(words, chosen, budgets, strict=True):
+        count = int(row_chosen.sum())
+        # past the budget only by a first word longer than the budget itself
+        assert count <= budget or row_words[row_chosen].unique().numel() == 1, (count, budget)
+        met += count == budget
+    assert met > 0.7 * len(budgets)  # most rows meet it exactly
+
+
+def test_official_budget_counts_the_row_with_cls_sep_unk_but_not_padding():
+    """The official num_to_predict is round(0.15 x len(tokens)), tokens being the row before padding. Here every
+    row is [CLS], 7 one-piece words, [UNK], [SEP] and 10 [PAD]: round(0.15 x 10) = 2 (not round(0.15 x 7) = 1,
+    nor round(0.15 x 20) = 3). The n-gram windows mark 1 to 3 words; from the left, at most 2 are taken."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, V // 2, (300, 20), generator=g) * 2  # even ids >= 6: every piece starts a word
+    ids[:, 0], ids[:, 8], ids[:, 9], ids[:, 10:] = 1, 3, 2, 0
+    _, labels = mask_tokens(ids, vocab_size=V, mask_token_id=MASK, special_token_ids=SPECIALS, spans="official",
+                            word_starts=WORD_STARTS, generator=g)
+    count = (labels != -100).sum(-1)
+    assert int(count.max()) == 2 and (count == 2).float().mean() > 0.8, torch.bincount(count)
+
+
+def test_official_unigrams_mask_pieces_not_whole_words():
+    """With max_ngram=1 the official generator does not group pieces into words: a word may be split."""
+    ids = _word_rows(100, 128, 13)
+    _, labels = mask_tokens(ids, vocab_size=V, mask_token_id=MASK, special_token_ids=SPECIALS, spans="official",
+                            max_ngram=1, word_starts=WORD_STARTS, generator=torch.Generator().manual_seed(13))
+    chosen = labels != -100
+    words = word_numbers(ids, ~torch.isin(ids, torch.tensor(SPECIALS)), WORD_STARTS)
+    split = sum(row_chosen[row_words == w].unique().numel() == 2
+                for row_words, row_chosen in zip(words, chosen, strict=True)
+                for w in row_words.unique().tolist() if w >= 0)
+    assert split > 0, "no word was split: pieces were grouped into words"
+    assert bool((chosen.sum(-1) == round(128 * 0.15)).all())  # one piece per marked word: the budget exactly
+
+
 def test_ngram_sizes_follow_one_over_n():
     n = ngram_sizes(torch.rand(200_000, generator=torch.Generator().manual_seed(0)), 3)
     freq = torch.bincount(n, minlength=4)[1:].double() / len(n)

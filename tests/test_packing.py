@@ -83,6 +83,22 @@ def test_big_vocabularies_are_stored_as_int32(tmp_path):
     assert rows.dtype == np.int32 and rows.max() == 69_999
 
 
+class OneIdPerDocument:
+    """A stand-in tokenizer: document "i" is the single token 100 + i."""
+
+    vocab_size, cls_id, sep_id, sha256 = 1000, 1, 2, "none"
+
+    def encode_batch(self, texts):
+        return [[100 + int(t)] for t in texts]
+
+
+def test_no_document_is_lost_between_encoding_batches(tmp_path):
+    """600 documents span three batches of 256 into SentencePiece: every one must reach the stream, in order."""
+    rows = np.load(pack([str(i) for i in range(600)], OneIdPerDocument(), 12, tmp_path / "many.npy"))
+    assert rows.shape == (60, 12)  # 600 tokens, 10 per row
+    assert np.array_equal(rows[:, 1:-1].reshape(-1), np.arange(100, 700))
+
+
 def test_too_little_text_says_how_much_is_needed(trained, tmp_path):
     with pytest.raises(ValueError, match="max_seq_length - 2 = 510"):
         pack(["the model learns"], trained[1], 512, tmp_path / "short.npy")
@@ -118,6 +134,55 @@ def test_build_dataset_packs_once_then_reuses(data_root, tmp_path, monkeypatch):
 
     monkeypatch.setattr(packing, "pack", no_packing)
     assert build_dataset(source, vocab_size=320, max_seq_length=32)[:2] == (train, val)
+
+
+def test_a_folder_whose_arrays_do_not_match_their_sidecars_or_tokenizer_is_not_complete(trained, tmp_path):
+    """build_dataset reuses a folder only when both arrays were packed with its tokenizer.model at this length."""
+    source, tok = trained
+    folder = tmp_path / "packed"
+    folder.mkdir()
+    (folder / "tokenizer.model").write_bytes(tok.path.read_bytes())
+    docs = corpus.load_documents(source)
+    for split in ("train", "val"):
+        pack(docs, tok, 32, folder / f"{split}.npy")
+    assert packing._is_complete(folder, 32)
+    assert not packing._is_complete(folder, 64)  # another length
+    sidecar = folder / "val.json"
+    good = sidecar.read_text()
+    changes = (("tokenizer_sha256", "0" * 64), ("rows", json.loads(good)["rows"] + 1), ("dtype", "int32"))
+    for key, value in changes:
+        sidecar.write_text(json.dumps({**json.loads(good), key: value}))
+        assert not packing._is_complete(folder, 32), f"a sidecar with another {key} passed as complete"
+    sidecar.write_text(good)
+    (folder / "tokenizer.model").write_bytes(tok.path.read_bytes() + b"\0")  # another tokenizer in the folder
+    assert not packing._is_complete(folder, 32)
+
+
+def test_rebuild_packs_again(data_root, tmp_path, monkeypatch):
+    source = write_corpus(tmp_path)
+    build_dataset(source, vocab_size=320, max_seq_length=32)
+    packed, real = [], packing.pack
+    monkeypatch.setattr(packing, "pack", lambda docs, tok, length, path, **kw: packed.append(path.name) or real(
+        docs, tok, length, path, **kw))
+    build_dataset(source, vocab_size=320, max_seq_length=32)
+    assert packed == []
+    build_dataset(source, vocab_size=320, max_seq_length=32, rebuild=True)
+    assert packed == ["train.npy", "val.npy"]
+
+
+def test_a_weighted_mixture_shares_the_tokenizer_of_the_unweighted_one(data_root, tmp_path):
+    """'bbc*3+large' repeats BBC's training rows, not its tokenizer's text: both use the 'bbc+large' tokenizer."""
+    docs = write_corpus(tmp_path).read_text().split("\n\n")
+    raw = data_root / "bbc" / "raw" / "tech"
+    raw.mkdir(parents=True)
+    for i, doc in enumerate(docs[:100]):
+        (raw / f"{i:03d}.txt").write_text(doc)
+    (data_root / "large" / "text").mkdir(parents=True)
+    (data_root / "large" / "text" / "part.txt").write_text("\n\n".join(docs[100:]))
+    weighted_train, _, weighted_tok = build_dataset("bbc*3+large", vocab_size=320, max_seq_length=32)
+    plain_train, _, plain_tok = build_dataset("bbc+large", vocab_size=320, max_seq_length=32)
+    assert weighted_tok.sha256 == plain_tok.sha256
+    assert len(PackedDataset(weighted_train)) > len(PackedDataset(plain_train))
 
 
 def test_shard_round_trip(data_root, tmp_path):

@@ -110,6 +110,54 @@ def test_masks_are_a_function_of_seed_and_step_and_change_every_epoch():
     assert not torch.equal(labels0 != -100, labels1 != -100)
 
 
+def test_every_step_of_an_epoch_draws_its_own_mask_and_every_epoch_its_own_order():
+    cfg = get_config("debug")
+    batches = Batches(TRAIN, cfg, MaskSpec(64), Distributed())
+    assert batches.steps_per_epoch > 2
+    where = [batches.global_batch(step).labels != -100 for step in range(3)]  # steps 0, 1, 2 of epoch 0
+    assert not torch.equal(where[0], where[1]) and not torch.equal(where[1], where[2])
+    assert not torch.equal(batches.order(0), batches.order(1))
+
+
+def test_the_attention_mask_is_zero_on_padding_only():
+    rows = torch.tensor([[1, 7, 8, 9, 2, 0, 0], [1, 10, 11, 12, 13, 14, 2]])
+    batch = MaskSpec(64).mask(rows, 0.5, torch.Generator().manual_seed(0))
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1, 0, 0], [1] * 7]
+    assert bool((batch.labels[rows == 0] == -100).all())
+
+
+class _WordTokenizer:
+    """What MaskSpec.of reads of a tokenizer: sizes, special ids and word starts (even ids here)."""
+
+    vocab_size, mask_id, pad_id, special_ids = 64, 4, 0, (0, 1, 2, 3, 4)
+
+    def word_start_mask(self):
+        starts = torch.arange(64) % 2 == 0
+        starts[:5] = False
+        return starts
+
+
+def test_whole_word_masking_follows_the_config():
+    spec = MaskSpec.of(get_config("debug", whole_word_masking=True, source="bbc"), _WordTokenizer())
+    assert spec.word_starts is not None and torch.equal(spec.word_starts, _WordTokenizer().word_start_mask())
+    assert (spec.vocab_size, spec.mask_id, spec.pad_id, tuple(spec.special_ids)) == (64, 4, 0, (0, 1, 2, 3, 4))
+    per_token = MaskSpec.of(get_config("debug", whole_word_masking=False, source="bbc"), _WordTokenizer())
+    assert per_token.word_starts is None
+    with pytest.raises(ValueError, match="whole_word_masking needs a tokenizer"):
+        MaskSpec.of(get_config("debug", whole_word_masking=True, source="bbc"))
+    # whole words in the batch: a continuation piece (odd id) is chosen exactly when its word start is
+    rows = torch.tensor([[1] + [6, 7, 9, 8, 11, 10, 12, 13, 15, 17] * 6 + [2]])
+    labels = spec.mask(rows, 0.3, torch.Generator().manual_seed(0)).labels[0]
+    chosen = (labels != -100).tolist()
+    start = None
+    for i, token in enumerate(rows[0].tolist()):
+        if token in (1, 2):
+            continue
+        if token % 2 == 0:
+            start = i
+        assert chosen[i] == chosen[start], f"piece {i} chosen apart from its word"
+
+
 def test_micro_batches_are_slices_of_the_global_batch():
     cfg = get_config("debug", grad_accum=4)
     batches = Batches(TRAIN, cfg, MaskSpec(64), Distributed())

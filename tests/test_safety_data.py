@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,9 @@ def write_corpus(folder: Path, n_docs: int = 120, seed: int = 0) -> Path:
 def data_root(tmp_path, monkeypatch):
     monkeypatch.setenv(facts.DATA_ENV, str(tmp_path / "data"))
     return tmp_path / "data"
+
+
+shutil_usage = namedtuple("usage", "total used free")
 
 
 def hidden_leftovers(folder: Path) -> list[str]:
@@ -173,6 +177,60 @@ def test_an_import_never_writes_through_a_link(built, tmp_path):
     assert list(elsewhere.iterdir()) == []
 
 
+def test_a_shard_lands_whole_or_not_at_all(tmp_path):
+    """Every file is checked before any lands: a good first file must not replace the cached one when a later
+    file of the same archive is damaged."""
+    dest = tmp_path / "dest"
+    (dest / "packed").mkdir(parents=True)
+    (dest / "packed" / "a.bin").write_bytes(b"old a")
+    (dest / "packed" / "b.bin").write_bytes(b"old b")
+    new_a, new_b = b"new a", b"new b"
+    archive = shard(tmp_path / "half.tar.xz", {"packed/a.bin": sha(new_a), "packed/b.bin": sha(new_b)},
+                    [(member("packed/a.bin"), new_a), (member("packed/b.bin"), b"new B")])
+    with pytest.raises(ValueError, match="packed/b.bin does not match its checksum"):
+        import_shard(archive, dest)
+    assert (dest / "packed" / "a.bin").read_bytes() == b"old a", "a file landed before the archive was checked"
+    assert (dest / "packed" / "b.bin").read_bytes() == b"old b"
+    assert hidden_leftovers(dest) == []
+
+
+def test_a_manifest_over_1_mb_is_refused_unread(tmp_path):
+    archive = shard(tmp_path / "big.tar.xz", {"a": "0" * 64, "padding": "x" * (1 << 20)}, [])
+    with pytest.raises(ValueError, match="does not start with a MANIFEST.json of at most 1 MB"):
+        import_shard(archive, tmp_path / "dest")
+
+
+def test_a_member_twice_is_refused(tmp_path):
+    data = b"same bytes"
+    archive = shard(tmp_path / "twice.tar.xz", {"a": sha(data)}, [(member("a"), data), (member("a"), data)])
+    with pytest.raises(ValueError, match="holds 'a' twice"):
+        import_shard(archive, tmp_path / "dest")
+    assert not (tmp_path / "dest" / "a").exists()
+
+
+def test_a_shard_bigger_than_the_free_space_is_refused(tmp_path, monkeypatch):
+    from deberta_edu.data import shards
+
+    data = b"x" * 3000
+    archive = shard(tmp_path / "fits.tar.xz", {"a": sha(data)}, [(member("a"), data)])
+    full = shutil_usage(total=10**9, used=10**9 - 100, free=100)  # 100 bytes free
+    monkeypatch.setattr(shards.shutil, "disk_usage", lambda path: full)
+    with pytest.raises(ValueError, match="unpacks to 0.0 MB, but .* has 0.0 MB free"):
+        import_shard(archive, tmp_path / "dest")
+    assert not (tmp_path / "dest" / "a").exists()
+
+
+def test_export_leaves_hidden_temporary_files_of_a_folder_behind(tmp_path):
+    """A killed build leaves `.train.npy.<pid>.<hex>.tmp` inside the folder: it must not travel in a shard."""
+    folder = tmp_path / "packed"
+    folder.mkdir()
+    (folder / "train.npy").write_bytes(b"rows")
+    (folder / ".train.npy.12345.abcd1234.tmp").write_bytes(b"half")
+    (folder / ".notes").write_text("hidden")
+    with tarfile.open(export_shard([folder], tmp_path / "s.tar.xz")) as tar:
+        assert tar.getnames() == ["MANIFEST.json", "train.npy"]
+
+
 def test_export_skips_locks_and_temporary_files(built, tmp_path):
     train, archive, data = built
     with tarfile.open(archive) as tar:
@@ -205,6 +263,20 @@ def test_a_write_that_fails_halfway_leaves_the_old_file(tmp_path, monkeypatch):
     monkeypatch.setattr(np.lib.format, "write_array", real)
     assert path.read_bytes() == good, "a half-written array replaced the good one"
     assert hidden_leftovers(tmp_path) == []
+
+
+def test_stale_temporary_files_of_dead_processes_go_and_live_ones_stay(tmp_path):
+    """remove_stale_temps runs without a lock: a temporary file whose writer is still running must survive."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = os.getppid()  # another process that is running now
+    live_tmp = tmp_path / f".train.npy.{alive}.abcd1234.tmp"
+    dead_tmp = tmp_path / f".train.npy.{dead.pid}.abcd1234.tmp"
+    for path in (live_tmp, dead_tmp):
+        path.write_bytes(b"half")
+    (tmp_path / "train.npy").write_bytes(b"kept")
+    assert files.remove_stale_temps(tmp_path) == 1
+    assert live_tmp.exists() and not dead_tmp.exists() and (tmp_path / "train.npy").exists()
 
 
 def test_written_files_follow_the_umask(tmp_path):
@@ -286,6 +358,23 @@ def test_a_binary_file_is_not_text(data_root, tmp_path, blob):
                        (packing.main, ["build", str(binary), "--vocab-size", "300"])):
         assert "does not look like text" in _cli_error(main, argv)
     assert not (data_root / "tokenizers").exists(), "a tokenizer was trained on noise"
+
+
+def test_one_nul_byte_makes_a_file_binary(tmp_path):
+    path = tmp_path / "almost.txt"
+    path.write_bytes(b"A long line of perfectly ordinary English text. " * 40 + b"\x00" + b"More text here.\n")
+    with pytest.raises(ValueError, match="does not look like text"):
+        corpus.load_documents(path)
+
+
+def test_a_large_utf8_file_cut_inside_a_character_is_still_text(tmp_path):
+    """Only the first 64 KiB are looked at; the cut may fall inside a three-byte Japanese character."""
+    raw = ("日本語の文章です。モデルは文脈から隠された単語を予測します。" * 3000).encode()
+    with pytest.raises(UnicodeDecodeError):
+        raw[:65536].decode("utf-8")  # the sample ends mid-character
+    path = tmp_path / "japanese.txt"
+    path.write_bytes(raw)
+    assert corpus.load_documents(path) == [raw.decode()]
 
 
 def test_text_with_a_stray_byte_is_still_text(tmp_path):

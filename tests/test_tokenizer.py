@@ -75,6 +75,12 @@ def test_decode_hides_specials_but_shows_mask(tok):
     assert tok.decode(torch.tensor(ids)) == "the model[MASK]"
 
 
+def test_decode_hides_unk(tok):
+    ids = tok.encode("the model") + [tok.unk_id] + tok.encode(" learns")
+    assert tok.decode(ids) == tok.decode(tok.encode("the model") + tok.encode(" learns"))
+    assert "\u2047" not in tok.decode(ids)  # SentencePiece would show [UNK] as " ⁇ "
+
+
 def test_mask_typed_in_text_is_the_mask_id(tok):
     assert tok.mask_id in tok.encode("the [MASK] learns")
 
@@ -100,6 +106,17 @@ def test_training_is_cached(trained, monkeypatch):
         again = train_tokenizer(source, vocab_size=400)
     assert again.path == tok.path and again.sha256 == tok.sha256
     assert load_tokenizer(tok.path).encode("the model") == tok.encode("the model")
+
+
+def test_a_changed_corpus_at_the_same_path_trains_a_new_tokenizer(tmp_path, monkeypatch):
+    """The cache key holds the training text: editing a local corpus in place must not reuse the old model."""
+    monkeypatch.setenv(facts.DATA_ENV, str(tmp_path / "data"))
+    source = write_corpus(tmp_path, n_docs=120, seed=1)
+    first = train_tokenizer(source, vocab_size=400)
+    source.write_text(source.read_text().replace("model", "network").replace("attention", "gating"))
+    second = train_tokenizer(source, vocab_size=400)
+    assert second.path != first.path and second.sha256 != first.sha256
+    assert first.path.exists()  # the old model stays: it may be what a packed folder was built with
 
 
 def test_too_large_vocab_says_what_to_do(tmp_path, monkeypatch):

@@ -139,8 +139,12 @@ def corpus_name(source: str | Path) -> str:
     return f"local-{path.stem}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
 
 
-def prepare(source: str | Path = "bbc", out: str | Path | None = None, val_fraction: float = 0.05) -> Path:
-    """Clean, de-duplicate and split a source; write train.txt, val.txt and info.json to a folder."""
+def prepare(source: str | Path = "bbc", out: str | Path | None = None, val_fraction: float = 0.05,
+            inputs: str | None = None) -> Path:
+    """Clean, de-duplicate and split a source; write train.txt, val.txt and info.json to a folder.
+
+    ``inputs``, when given, is recorded: the fingerprint of the raw files the split was made from.
+    """
     out = Path(out) if out is not None else data_root() / corpus_name(source)
     docs = load_documents(source)
     train, val = train_val_split(docs, val_fraction)
@@ -156,6 +160,8 @@ def prepare(source: str | Path = "bbc", out: str | Path | None = None, val_fract
         "val_documents": len(val),
         "val_characters": sum(map(len, val)),
     }
+    if inputs is not None:
+        info["inputs"] = inputs
     files.write_text(out / "info.json", json.dumps(info, indent=2) + "\n")  # last: it marks the split complete
     return out
 
@@ -187,6 +193,14 @@ def unweighted(source: str | Path) -> str | Path:
     return "+".join(name for name, _ in parts) if parts else source
 
 
+def fingerprint(root: Path, paths: Iterable[Path]) -> str:
+    """SHA-256 of the files' names, sizes and modification times: it changes when a file is added, removed
+    or edited, whatever its time stamp (a copy made with ``cp -p`` or ``tar -x`` keeps an old one)."""
+    stats = sorted((str(p.relative_to(root)), p.stat()) for p in paths)
+    listing = "\n".join(f"{name}\t{st.st_size}\t{st.st_mtime_ns}" for name, st in stats)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
 def load_split(source: str | Path = "bbc", val_fraction: float = 0.05) -> tuple[list[str], list[str]]:
     """Train and validation documents; a named source is prepared once (again when its files change).
 
@@ -202,15 +216,11 @@ def load_split(source: str | Path = "bbc", val_fraction: float = 0.05) -> tuple[
     folder = data_root() / source
     info = folder / "info.json"
     with files.locked(files.lock_file(folder), f"the {source} split"):  # two builds at once prepare it once
-        inputs = (
-            (data_root() / "bbc" / "raw").rglob("*.txt") if source == "bbc" else (folder / "text").glob("*.txt")
-        )
-        if (
-            not info.exists()
-            or json.loads(info.read_text()).get("val_fraction") != val_fraction
-            or max((p.stat().st_mtime for p in inputs), default=0) > info.stat().st_mtime
-        ):
-            prepare(source, folder, val_fraction)
+        raw = data_root() / "bbc" / "raw" if source == "bbc" else folder / "text"
+        inputs = fingerprint(raw, raw.rglob("*.txt") if source == "bbc" else raw.glob("*.txt"))
+        kept = json.loads(info.read_text()) if info.exists() else {}
+        if kept.get("val_fraction") != val_fraction or kept.get("inputs") != inputs:
+            prepare(source, folder, val_fraction, inputs=inputs)
         return read_documents(folder / "train.txt"), read_documents(folder / "val.txt")
 
 
