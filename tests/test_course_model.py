@@ -1,10 +1,12 @@
 """The committed course model and the probes that measure what pretraining bought."""
 
 import json
+import math
 import statistics
 
 import pytest
 import torch
+from scipy import stats as scipy_stats
 
 from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, TOKENIZER_FILE
 from deberta_edu.lessons.explorer import load_demo
@@ -104,6 +106,123 @@ def test_the_bootstrap_counts_the_test_documents_where_welch_does_not():
     assert significance.bootstrap(a, a)["p_two_sided"] == 1.0
     with pytest.raises(ValueError, match="same"):
         significance.bootstrap(a, b[:-1])
+    with pytest.raises(ValueError, match="same"):  # no draws at all: said, not an IndexError
+        significance.bootstrap([], [])
+
+
+def test_welch_is_the_unequal_variance_t_test():
+    # unequal sizes and spreads: Welch's t with the Welch-Satterthwaite degrees of freedom, by hand
+    a, b = [0.90, 0.91, 0.93, 0.95, 0.80, 0.88], [0.70, 0.85, 0.60]
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    t = (statistics.fmean(a) - statistics.fmean(b)) / (va + vb) ** 0.5
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # 2.36, not Student's 7
+    w = significance.welch(a, b)
+    assert w["t"] == pytest.approx(t) and w["difference"] == pytest.approx(0.1783, abs=1e-4)
+    assert w["p_two_sided"] == pytest.approx(2 * scipy_stats.t.sf(abs(t), df))  # 0.12: within noise
+    assert w["p_greater"] == pytest.approx(scipy_stats.t.sf(t, df))
+    assert scipy_stats.ttest_ind(a, b).pvalue < 0.05 < w["p_two_sided"]  # Student's pooled test would call it
+
+
+def test_sure_needs_both_tests_and_unsure_reads_the_bootstrap():
+    def test(welch_p, boot_p):
+        return {"p_two_sided": welch_p, "bootstrap": {"p_two_sided": boot_p}}
+
+    assert significance.sure(test(0.001, 0.01)) and not significance.sure(test(0.001, 0.2))
+    assert not significance.sure(test(0.2, 0.001))  # the draws cannot tell: not sure either
+    assert significance.unsure(test(0.001, 0.1)) and not significance.unsure(test(0.5, 0.01))  # the documents decide
+
+
+def test_an_arms_summary_keeps_the_sample_std():
+    s = significance.summary([0.5, 1.0, 0.75])
+    assert s["mean"] == pytest.approx(0.75) and s["std"] == pytest.approx(0.25)  # squares 0.125 over n − 1 (over n: 0.20)
+    assert significance.summary([0.5])["std"] == 0.0
+
+
+def test_naive_bayes_is_add_one_over_the_training_vocabulary_with_the_prior():
+    # class 0: 8 words once each, class 1: "z" twice; |V| = 9. p(a | 0) = 2 / (8 + 9), p(a | 1) = 1 / (2 + 9): 0
+    # (without |V| in the denominator: 2 / 8 < 1 / 2, class 1). Words never seen in training are left out: counted,
+    # each "qqq" would add log(17 / 11) for class 1 and outweigh "a"
+    texts, labels = ["a b c d e f g h", "z z"], [0, 1]
+    assert baselines.naive_bayes(texts, labels, ["a", "a qqq qqq qqq"], [0, 0], per_document=True) == [True, True]
+    # the prior: a document without a known word goes to the class with the most training documents (3 of 4)
+    assert baselines.naive_bayes(["a", "b", "b", "b"], [0, 1, 1, 1], ["", "unseen"], [1, 1]) == 1.0
+
+
+def test_words_are_lower_cased():
+    assert baselines.words("The BBC's GOAL, 2-1!") == ["the", "bbc's", "goal", "2", "1"]
+
+
+def test_tfidf_vectors_are_sublinear_unit_and_weighted_by_the_labelled_texts_idf(monkeypatch):
+    seen = {}
+
+    def probe(train_x, train_y, test_x, test_y, l2, standardize=True, per_document=False):
+        seen.update(train_x=train_x, test_x=test_x, l2=l2, standardize=standardize)
+        return 0.0
+
+    monkeypatch.setattr(baselines, "linear_probe", probe)
+    train = ["goal goal match", "Match vote"]  # columns: goal, match, vote (sorted)
+    baselines.tfidf_logistic(train, [0, 1], ["goal unknown", "vote vote vote goal goal match"], [0, 1], l2=0.5)
+    assert seen["l2"] == 0.5 and seen["standardize"] is False
+    idf = {"goal": math.log(3 / 2) + 1, "match": math.log(3 / 3) + 1, "vote": math.log(3 / 2) + 1}  # 2 labelled texts
+
+    def unit(v):
+        n = math.sqrt(sum(x * x for x in v))
+        return [x / n for x in v]
+
+    expect_train = [unit([(1 + math.log(2)) * idf["goal"], idf["match"], 0]), unit([0, idf["match"], idf["vote"]])]
+    expect_test = [[1.0, 0.0, 0.0], unit([(1 + math.log(2)) * idf["goal"], idf["match"], (1 + math.log(3)) * idf["vote"]])]
+    torch.testing.assert_close(seen["train_x"], torch.tensor(expect_train))  # the test texts do not enter the idf
+    torch.testing.assert_close(seen["test_x"], torch.tensor(expect_test))
+
+
+def test_the_probe_standardizes_with_the_training_features_and_is_penalized():
+    # trained on 0 -> class 0 and 2 -> class 1; every test point lies far on class 1's side. Standardized with the
+    # training mean and std it is class 1 everywhere; with the test set's own, half of it would turn class 0
+    train, test = torch.tensor([[0.0], [0.0], [2.0], [2.0]]), torch.tensor([[10.0], [10.0], [12.0], [12.0]])
+    assert baselines.linear_probe(train, [0, 0, 1, 1], test, [1, 1, 1, 1]) == 1.0
+    # a heavy penalty leaves the bias alone: the training majority (class 1) everywhere; a light one separates
+    x = torch.tensor([[-1.0], [1.0], [1.0], [1.0]])
+    assert baselines.linear_probe(x, [0, 1, 1, 1], torch.tensor([[-5.0]]), [1], l2=1e3) == 1.0
+    assert baselines.linear_probe(x, [0, 1, 1, 1], torch.tensor([[-5.0]]), [0], l2=1e-4) == 1.0
+
+
+def test_the_pretrained_arm_is_tested_against_each_baseline_in_its_own_use():
+    arms = {name: significance.summary(runs) for name, runs in {
+        "pretrained": [0.8, 0.9], "random init": [0.5, 0.6], "bag of words": [0.7, 0.72], "tf-idf logistic": [0.9, 1.0],
+        "pretrained, fine-tuned": [0.95, 0.97], "random init, fine-tuned": [0.85, 0.89]}.items()}
+    frozen = downstream.against_baselines(arms)
+    assert {k: round(t["difference"], 6) for k, t in frozen.items()} == {
+        "pretrained vs random init": 0.3, "pretrained vs bag of words": 0.14, "pretrained vs tf-idf logistic": -0.1}
+    assert frozen["pretrained vs random init"]["p_two_sided"] == pytest.approx(
+        scipy_stats.ttest_ind([0.8, 0.9], [0.5, 0.6], equal_var=False).pvalue)
+    tuned = downstream.against_baselines(arms, ", fine-tuned", "fine-tuned: ")
+    # fine-tuned against random init fine-tuned (not frozen), and against the bags of words, which are not tuned
+    assert {k: round(t["difference"], 6) for k, t in tuned.items()} == {
+        "fine-tuned: pretrained vs random init": 0.09, "fine-tuned: pretrained vs bag of words": 0.25,
+        "fine-tuned: pretrained vs tf-idf logistic": 0.01}
+    assert all("bootstrap" not in t for t in tuned.values())  # no hits kept: no bootstrap
+
+
+def test_a_random_init_arm_reads_the_test_documents_with_each_seeds_weights(monkeypatch):
+    read = []  # (model, number of texts) of every document_features call
+
+    def features(model, tokenizer, texts, max_length, max_chunks):
+        read.append((model, len(texts)))
+        return torch.full((len(texts), 2), float(len(read)))
+
+    monkeypatch.setattr(downstream, "document_features", features)
+    test = (["goal match", "bank shares", "match striker"], [0, 1, 0])
+
+    def draw(seed):
+        return ["goal match striker", "bank shares profit"], [0, 1]
+
+    encoders = {"pretrained": lambda seed: ("trained", None), "random init": lambda seed: (f"weights {seed}", None)}
+    arms = downstream.compare_arms(draw, test, encoders, [0, 1, 2], fixed=["pretrained"], progress=lambda line: None)
+    test_reads = [model for model, n in read if n == 3]
+    assert test_reads == ["trained", "weights 0", "weights 1", "weights 2"]  # the trained model's once, cached
+    assert len(read) == 4 + 2 * 3  # and every seed's labelled documents through both
+    assert [len(h) for h in arms["random init"]["hits"]] == [3, 3, 3]
+    assert arms["majority"]["runs"] == pytest.approx([2 / 3] * 3)
 
 
 def test_committed_pretraining_value_results_are_consistent():

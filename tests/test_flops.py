@@ -138,3 +138,31 @@ def test_check_flops_whole_table():
         exercises.check_flops(whole_table)
     with pytest.raises(AssertionError, match="expected a number"):
         exercises.check_flops(lambda c, L: "many")
+
+
+def test_the_benchmark_times_both_models_in_turn_after_the_warmup():
+    calls = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in ("ours", "transformers")}
+    times = bench.time_steps(steps, argparse.Namespace(warmup=2, rounds=3))
+    assert calls == ["ours", "transformers"] * 5  # A B A B: both see the same machine
+    assert [len(t) for t in times.values()] == [3, 3]  # the two warm-up rounds left out
+
+
+def test_the_speed_ratio_is_ours_over_theirs(monkeypatch, capsys):
+    # our steps take 2, 2 and 4 s, transformers' 1 s each: per round their time over ours, 0.5, 0.5 and 0.25
+    monkeypatch.setattr(bench.torch, "set_num_threads", lambda n: None)
+    monkeypatch.setattr(bench, "build", lambda args: (None, None, None, None))
+    monkeypatch.setattr(bench, "check_equal", lambda *a: None)
+    monkeypatch.setattr(bench, "make_step", lambda *a: None)
+    monkeypatch.setattr(bench, "time_steps", lambda steps, args: {"ours": [2.0, 2.0, 4.0], "transformers": [1.0] * 3})
+    monkeypatch.setattr(bench, "cpu_memory", lambda *a: {"peak_memory_growth_mib": {"ours": 1.0, "transformers": 2.0}})
+    result = bench.main(["--device", "cpu", "--batch", "2", "--length", "8"])
+    assert result["speed_ratio_median"] == 0.5  # ours runs at half their speed
+    assert result["tokens_per_s"] == {"ours": 16 / 2.0, "transformers": 16 / 1.0}
+    assert "ours/transformers = 0.50x" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
+                                        ("NVIDIA H100 NVL", None), ("NVIDIA H200", 989.0), ("NVIDIA A10G", None)])
+def test_mfu_divides_by_the_peak_of_the_card_named(name, peak):
+    assert bench.known_peak_tflops(name) == peak  # an H100 PCIe's MFU over 989 would read a quarter low

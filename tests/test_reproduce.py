@@ -5,13 +5,14 @@ import dataclasses
 import json
 import random
 import statistics
+from types import SimpleNamespace
 
 import pytest
 import torch
 from scipy import stats as scipy_stats
 
 from deberta_edu import exercises
-from deberta_edu.ablation import jobs, plan, publish, report, reproduce, stats, timing
+from deberta_edu.ablation import jobs, metrics, plan, publish, report, reproduce, stats, timing
 from deberta_edu.ablation.plan import VARIANTS, Scale, get_scale, run_config, variant_configs
 from deberta_edu.ablation.run import run_ablation
 from deberta_edu.data import corpus
@@ -72,6 +73,10 @@ def test_a_run_that_differs_in_more_is_refused():
     configs["no_emd"] = configs["no_emd"].replace(steps=configs["no_emd"].steps * 2)
     with pytest.raises(ValueError, match="FLOPs"):
         plan.check_only_variant_differs(configs)
+    configs = variant_configs(scale)
+    configs["no_emd"] = configs["no_emd"].replace(steps=configs["no_emd"].steps + 2)  # two steps over: refused too
+    with pytest.raises(ValueError, match="FLOPs"):
+        plan.check_only_variant_differs(configs)
 
 
 def test_the_grid_then_the_seeds():
@@ -124,6 +129,9 @@ def test_area_under_and_interpolation():
     assert stats.area_under([0, 0.5, 1], [9, 7, 5]) == pytest.approx(7.0)
     assert stats.interpolate([0, 10, 20], [9, 7, 5], 15) == pytest.approx(6.0)
     assert stats.interpolate([0, 10], [9, 7], 11) is None
+    assert stats.area_under([0, 2, 4], [9, 7, 5]) == pytest.approx(7.0)  # the mean: area 28 over the width 4
+    assert stats.interpolate([0, 10, 20], [9, 7, 5], 0) == 9 and stats.interpolate([0, 10, 20], [9, 7, 5], 20) == 5
+    assert stats.mean_std([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 3, "values": [1.0, 2.0, 3.0]}  # n − 1
     with pytest.raises(ValueError, match="two or more"):
         stats.area_under([0], [1])
 
@@ -260,6 +268,132 @@ def test_plateau_runs_and_constant_classifiers_are_reported(micro_run):
     bert = [c for c in report.claims(main, summaries) if c["other"] == "bert" and c["metric"]]
     assert all(c["verdict"] is None and "bert-seed0-lr0.01" in c["note"] and "on the plateau" in c["note"]
                for c in bert)
+
+
+# ----------------------------------------------------------------------------- the report, on numbers made by hand
+
+
+# final held-out loss on the grid seed (0) at each rate, and at the best rate on seed 1; masked-token accuracy per seed
+HAND_GRID = {"bert": (4.5, 3.9, 3.6), "deberta": (3.4, 3.0, 4.5), "no_emd": (3.2, 3.3, 4.5),
+             "no_c2p": (3.6, 3.3, 4.5), "no_p2c": (3.7, 3.4, 4.5)}
+HAND_SEED1 = {"bert": 3.62, "deberta": 3.1, "no_emd": 3.2, "no_c2p": 3.4, "no_p2c": 3.3}
+HAND_ACCURACY = {"bert": (0.25, 0.27), "deberta": (0.30, 0.32), "no_emd": (0.29, 0.29), "no_c2p": (0.30, 0.33),
+                 "no_p2c": (0.31, 0.30)}
+HAND_RATES = (1e-3, 2e-3, 4e-3)
+
+
+def _hand_record(variant, seed, lr, loss):
+    """A run of 10 steps, evaluated at steps 0, 4 and 10; BERT-style sees 200 tokens a step, the others 100.
+    BERT-style's curve passes 4.1 (seed 0) and 4.2 (seed 1) at 1,000 tokens, where DeBERTa's runs end."""
+    per_step = 200 if variant == "bert" else 100
+    mid = {3.6: 4.2, 3.62: 4.316}.get(loss, loss + 0.5)
+    accuracy = HAND_ACCURACY[variant][seed]
+    evals = [{"step": s, "tokens": s * per_step, "val_loss": v, "val_accuracy": a}
+             for s, v, a in ((0, 6.5, 0.0), (4, mid, accuracy / 2), (10, loss, accuracy))]
+    return {"run": plan.run_id(variant, seed, lr), "variant": variant, "seed": seed, "lr": lr, "steps": 10,
+            "tokens": 10 * per_step, "flops": 1e9, "evals": evals,
+            "metrics": {"val_loss": loss, "val_accuracy": accuracy, "val_perplexity": 2.718**loss},
+            "position_probe": {"accuracy": 0.6 + 0.01 * seed}, "topic_probe": {"accuracy": 0.7 - 0.02 * seed},
+            "sentiment": {"test": 0.6 + 0.01 * seed + 0.001 * len(variant), "constant": False}}
+
+
+def _hand_folder(folder):
+    runs = [_hand_record(v, 0, lr, loss) for v, losses in HAND_GRID.items() for lr, loss in zip(HAND_RATES, losses,
+                                                                                                 strict=True)]
+    runs += [_hand_record(v, 1, HAND_RATES[losses.index(min(losses))], HAND_SEED1[v]) for v, losses in HAND_GRID.items()]
+    for r in runs:
+        jobs._write(folder / jobs.RUNS_DIR / f"{r['run']}.json", r)
+    jobs._write(folder / report.PLAN_FILE, {
+        "schema": "deberta_edu/ablation-plan/2", "scale": "hand", "layout": "v1", "layout_note": "v1 layout",
+        "description": "made by hand", "cpu_scale": True, "seeds": [0, 1], "lr_grid": list(HAND_RATES), "evals": 2,
+        "budget_tokens": 1000, "flops_per_run": 1e9, "commands": ["by hand"], "software": {"torch": "-"},
+        "train_config": {"whole_word_masking": True, "mlm_probability": 0.15},
+        "hardware": {"gpu": None, "cpu": "hand", "workers": 1, "threads_per_worker": 1}})
+    jobs._write(folder / report.BASELINES_FILE, {
+        "unigram": {"val_loss": 6.0, "val_accuracy": 0.05}, "random_init": {},
+        "sentiment": {"test_examples": 10, "train_examples": 20, "majority": 0.5, "bag_of_words": 0.6,
+                      "random_init": [{"test": 0.55}]}})
+
+
+def test_the_report_of_runs_made_by_hand(tmp_path):
+    _hand_folder(tmp_path)
+    results = publish.write_report(tmp_path, figures=False)
+    assert results["complete"] and results["missing"] == [] and results["on_plateau"] == []
+    # the best rate is the one with the lowest final loss; BERT-style's and −EMD's are at the grid's edges
+    assert results["best_lr"] == {"bert": 4e-3, "deberta": 2e-3, "no_emd": 1e-3, "no_c2p": 2e-3, "no_p2c": 2e-3}
+    assert sorted(results["best_lr_at_grid_edge"]) == ["bert", "no_emd"]
+    loss = results["table"]["deberta"]["val_loss"]
+    assert loss["mean"] == pytest.approx(3.05) and loss["std"] == pytest.approx(0.1 / 2**0.5) and loss["n"] == 2
+    # equal tokens: every curve read at the 1,000 tokens DeBERTa's runs end at
+    eq = results["equal_tokens"]
+    assert eq["tokens"] == 1000 and eq["variants"]["deberta"]["mean"] == pytest.approx(3.05)
+    assert eq["variants"]["bert"]["values"] == pytest.approx([4.1, 4.2])
+    claims = {(c["other"], c["metric"]): c for c in results["claims"]}
+    # DeBERTa − BERT-style, held-out loss, per seed: 3.0 − 3.6 and 3.1 − 3.62; t = −0.56 / (0.0566 / √2) = −14
+    bert = claims["bert", "val_loss"]
+    d = [-0.6, -0.52]
+    assert bert["test"]["differences"] == pytest.approx(d) and bert["test"]["mean_difference"] == pytest.approx(-0.56)
+    t = -0.56 / (statistics.stdev(d) / 2**0.5)
+    assert bert["test"]["p"] == pytest.approx(2 * scipy_stats.t.sf(abs(t), 1))  # 0.045, 1 degree of freedom
+    assert bert["verdict"] == "agrees"  # lower loss: the paper's way round
+    accuracy = claims["no_emd", "val_accuracy"]  # differences 0.01 and 0.03: within noise with two seeds
+    assert accuracy["test"]["mean_difference"] == pytest.approx(0.02) and accuracy["verdict"] == "within noise"
+    text = (tmp_path / report.COMPARISON_FILE).read_text()
+    # in points: 2 ± t_{0.975, 1} (12.71) x 1.414 / √2
+    assert "| DeBERTa better than −EMD | masked-token accuracy (held out) | +2 pt (n=2) | -10.7 … +14.7 |" in text
+    findings = "\n".join(publish.markdown.findings(results))
+    assert "Every one of the 20 finished runs ended at least 1.50 nats below it." in findings  # 6.0 − the worst 4.5
+    assert "DeBERTa better than −C2P? Paper: +0.4 MNLI-m, +2.4 RACE." in findings  # Table 4: 86.3 − 85.9, 71.7 − 69.3
+    assert "DeBERTa better than BERT-style? Paper: +1.4 MNLI-m, +4.9 RACE." in findings
+    (tmp_path / report.BASELINES_FILE).unlink()
+    assert not report.summarize(tmp_path)["complete"]  # every run, but no baselines: not complete
+
+
+def test_the_committed_report_is_what_the_code_makes_of_its_run_files():
+    folder = RESULTS_ROOT / "ablation-cpu"
+    committed = report.load_results(folder)
+    rebuilt = json.loads(json.dumps(report.summarize(folder)))
+    rebuilt.update(report_built=committed["report_built"], files=committed["files"])
+    assert rebuilt == committed
+    assert publish.markdown.comparison(rebuilt) == (folder / report.COMPARISON_FILE).read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- the measures and baselines
+
+
+def test_the_topic_probe_is_the_mean_over_the_draws(monkeypatch):
+    monkeypatch.setattr(metrics.documents, "document_features", lambda encoder, tok, texts, *a: torch.zeros(len(texts), 2))
+    accuracies = iter([0.5, 1.0, 0.6])
+    monkeypatch.setattr(metrics.bow, "linear_probe", lambda *a, **k: next(accuracies))
+    model = SimpleNamespace(deberta=SimpleNamespace(config=None))
+    data = {"draws": [(["a"], [0]), (["b"], [1]), (["c"], [0])], "test": (["d", "e"], [0, 1])}
+    found = metrics.topic_probe(model, object(), data, {"max_chunks": 1}, 16)
+    assert found["draws"] == [0.5, 1.0, 0.6] and found["accuracy"] == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("share, constant", [(0.0, True), (1.0, True), (0.5, False), (0.98, False)])
+def test_a_classifier_with_one_answer_for_every_snippet_is_constant(monkeypatch, share, constant):
+    monkeypatch.setattr(metrics, "finetune", lambda *a: SimpleNamespace(model=None, test_accuracy=0.5, dev_accuracy=0.5))
+    monkeypatch.setattr(metrics, "_positive_share", lambda *a: share)
+    settings = dict(lr=1e-3, epochs=1.0, batch_size=8, max_length=16)
+    assert metrics.sentiment(None, None, {"test": []}, settings, 0, "cpu")["constant"] is constant
+
+
+def test_the_bag_of_words_baselines_learn_from_the_training_texts_only(monkeypatch):
+    for name in ("_random_model", "position_probe", "topic_probe"):
+        monkeypatch.setattr(metrics, name, lambda *a: None)
+    monkeypatch.setattr(metrics, "sentiment", lambda *a: {"test": 0.5})
+    example = lambda text, label: SimpleNamespace(text=text, label=label)  # noqa: E731
+    # the first two training snippets (max_train_examples) say good -> 1, bad -> 0; the test snippets the reverse
+    splits = {"train": [example("good film", 1), example("bad film", 0), example("bad bad", 1)],
+              "test": [example("good", 0), example("bad", 1), example("bad", 1)]}
+    topics = {"draws": [(["goal", "vote"], [0, 1]), (["vote", "goal"], [0, 1])], "test": (["goal", "vote"], [0, 1])}
+    scale = SimpleNamespace(finetune={"max_train_examples": 2}, topics={"per_class": 1}, probe={}, random_init_finetunes=1)
+    out = metrics.baselines({"deberta": SimpleNamespace(seq_length=16)}, SimpleNamespace(vocab_size=10), scale, splits, topics, "cpu",
+                            log=lambda line: None)
+    assert out["sentiment"]["bag_of_words"] == 0.0 and out["sentiment"]["train_examples"] == 2
+    assert out["sentiment"]["majority"] == pytest.approx(2 / 3)
+    assert out["topics"]["bag_of_words"] == 0.5  # right on every document with the first draw, wrong with the second
 
 
 def test_the_committed_run_is_of_this_design_or_not_shown(tmp_path):

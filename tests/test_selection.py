@@ -4,6 +4,8 @@ training pool, and the committed measurements still make them."""
 import json
 from dataclasses import asdict, replace
 
+import torch
+
 from deberta_edu.data.topics import TOPICS, Document
 from deberta_edu.training import selection
 from deberta_edu.training.baselines import TFIDF_PENALTY
@@ -63,3 +65,28 @@ def test_the_committed_measurements_make_the_choices_the_code_runs():
     tfidf = {l2: reading[f"tf-idf logistic, l2 {l2:g}"]["mean"] for l2 in selection.TFIDF_L2}
     assert tfidf[TFIDF_PENALTY] == max(tfidf.values())  # the baseline gets its best penalty
     assert max(tfidf.values()) - min(tfidf.values()) < 0.015  # which barely matters
+
+
+def test_every_tfidf_penalty_is_measured_with_its_own_value(monkeypatch):
+    pool = [Document(f"text {topic} {n}", label) for label, topic in enumerate(TOPICS) for n in range(6)]
+    penalties = []
+
+    def tfidf(texts, y, test_texts, test_y, l2):
+        penalties.append(l2)
+        return l2
+
+    monkeypatch.setattr(selection, "tfidf_logistic", tfidf)
+    monkeypatch.setattr(selection, "document_features", lambda net, tok, texts, *a: torch.zeros(len(texts), 2))
+    monkeypatch.setattr(selection, "random_weights", lambda model, seed: torch.nn.Identity())
+    monkeypatch.setattr(selection, "linear_probe", lambda *a, **k: 0.5)
+    reading = selection.reading_and_baseline(None, None, pool, seeds=[100], per_class=1, held=5,
+                                             progress=lambda line: None)
+    assert penalties == list(selection.TFIDF_L2)
+    assert [reading[f"tf-idf logistic, l2 {l2:g}"]["runs"] for l2 in selection.TFIDF_L2] == [[1e-4], [1e-3], [1e-2], [1e-1]]
+
+
+def test_the_selection_table_marks_the_options_downstream_uses():
+    used = [row for row in selection.markdown_table(json.loads(SELECTION.read_text())).splitlines() if "(used)" in row]
+    assert [row.split(" | ")[:2] for row in used] == [
+        ["| frozen probe reads", "16 chunks (used)"], ["| tf-idf penalty", "l2 0.0001 (used)"],
+        ["| fine-tuning", "6 epochs at 3e-4 (used)"]]

@@ -225,6 +225,19 @@ def time_steps(steps: dict, args) -> dict[str, list[float]]:
     return times
 
 
+def known_peak_tflops(gpu_name: str) -> float | None:
+    """Dense bf16 peak (NVIDIA's data sheets, half the figure "with sparsity") of a GPU the course ran on.
+
+    An H100 is not one number: the SXM card (and the H200) peaks at 989, the PCIe card at 756. Any other card,
+    the H100 NVL included, has no number here: pass ``--peak-tflops`` for its MFU.
+    """
+    if "H100" in gpu_name and "PCIe" in gpu_name:
+        return 756.0
+    if "NVL" in gpu_name:
+        return None
+    return 989.0 if "H100" in gpu_name or "H200" in gpu_name else None
+
+
 def cuda_memory(steps: dict, args, tokens_per_s: dict) -> dict:
     """Peak allocated memory of one step of each model; MFU where the accelerator's peak is known."""
     mem = {}
@@ -235,7 +248,7 @@ def cuda_memory(steps: dict, args, tokens_per_s: dict) -> dict:
         mem[name] = torch.cuda.max_memory_allocated() / 2**20
     out = {"peak_memory_mib": mem}
     name = torch.cuda.get_device_name()
-    peak = args.peak_tflops or (989.0 if "H100" in name or "H200" in name else None)
+    peak = args.peak_tflops or known_peak_tflops(name)
     if peak:
         out["mfu"] = {k: v * flops_per_token(args) / (peak * 1e12) for k, v in tokens_per_s.items()}
     out["gpu"] = name

@@ -82,7 +82,7 @@ def bootstrap(a_hits: Sequence[str], b_hits: Sequence[str], samples: int = BOOTS
     ``b_hits`` are ``summary``'s hit strings, one per draw, in the same draw order. Returns the difference,
     its 95% interval, and a two-sided p-value: twice the smaller tail of resampled differences at or beyond
     zero (at least 1 / ``samples``). Resampling both levels errs on the cautious side (wide intervals)."""
-    if len(a_hits) != len(b_hits) or {len(h) for h in (*a_hits, *b_hits)} != {len(a_hits[0])}:
+    if not a_hits or len(a_hits) != len(b_hits) or {len(h) for h in (*a_hits, *b_hits)} != {len(a_hits[0])}:
         raise ValueError("bootstrap needs the same draws and the same test documents for both arms")
     as_tensor = lambda hits: torch.tensor([[c == "1" for c in h] for h in hits], dtype=torch.float64)  # noqa: E731
     diff = as_tensor(a_hits) - as_tensor(b_hits)  # (draws, documents)
