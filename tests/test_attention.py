@@ -139,3 +139,41 @@ def test_p2p_depends_on_distance_only():
     p2p = d1.terms["p2p"]
     assert torch.equal(p2p[0], p2p[1]), "the same for every sequence (no content in it)"
     assert torch.allclose(p2p[0, :, 3, 1], p2p[0, :, 10, 8]), "and the same for every pair at equal distance"
+
+
+@pytest.mark.parametrize("terms,n_pos", [(("c2p",), 1), (("c2p", "p2p"), 2), (("p2c", "c2p", "p2p"), 3)])
+def test_scale_counts_the_position_terms_also_without_c2c(terms, n_pos):
+    """1/sqrt(d (1 + n_pos)): the 1 is there whether or not c2c is among the terms (not 1/sqrt(d · #terms))."""
+    config = DebertaConfig(hidden_size=64, num_attention_heads=4, terms=terms)
+    assert build_attention(config).scale == pytest.approx(1 / math.sqrt(16 * (1 + n_pos)))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda d: f"{d['layout']}-share{d['share_att_key']}")
+def test_naive_equals_fast_with_queries_apart_from_keys(layout):
+    """The EMD's call: Q^c from the query states; K^c, V^c (and p2c's keys) from the hidden states."""
+    config, attn, rel, table, hidden = _setup(layout, ("c2c", "c2p", "p2c"))
+    query = torch.randn_like(hidden)
+    keep = torch.ones(2, hidden.size(1), dtype=torch.bool)
+    keep[1, 9:] = False
+    with torch.no_grad():
+        fast_ctx, details = attn(hidden, keep, rel, query_states=query, return_details=True)
+        sdpa_ctx = attn(hidden, keep, rel, query_states=query)
+        for b in range(2):
+            n_terms, _, n_ctx = naive_attention(attn, hidden[b], table, naive_delta(config), keep=keep[b],
+                                                query=query[b])
+            for t in config.terms:
+                torch.testing.assert_close(details.terms[t][b], n_terms[t], atol=1e-5, rtol=1e-5, msg=t)
+            torch.testing.assert_close(fast_ctx[b], n_ctx, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(sdpa_ctx[b], n_ctx, atol=1e-5, rtol=1e-5)
+
+
+def test_a_row_with_no_key_left_stays_finite_with_details():
+    """The slow path (return_details) fills masked scores with the lowest finite value, not −inf: a sequence
+    of nothing but padding gets uniform probabilities, not NaN."""
+    config, attn, rel, table, hidden = _setup(LAYOUTS[0], ("c2c", "c2p", "p2c"))
+    keep = torch.ones(2, hidden.size(1), dtype=torch.bool)
+    keep[1] = False
+    with torch.no_grad():
+        ctx, details = attn(hidden, keep, rel, return_details=True)
+    assert torch.isfinite(ctx).all()
+    torch.testing.assert_close(details.probs[1], torch.full_like(details.probs[1], 1 / hidden.size(1)))

@@ -2,9 +2,11 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from deberta_edu import VARIANTS, DebertaForMaskedLM, DebertaModel, make_config
 from deberta_edu.model import encoder as encoder_module
+from deberta_edu.model.classify import DebertaForSequenceClassification
 
 V = 300
 
@@ -226,3 +228,79 @@ def test_encoder_details_are_the_equations():
     for name in d.terms:
         torch.testing.assert_close(d.terms[name][0], terms[name], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(d.probs[0], probs, atol=1e-5, rtol=1e-4)
+
+
+def test_the_emd_decodes_sixteen_masked_tokens_of_a_short_row_exactly():
+    """A short sequence has a shifted relative table (one row per distance); the chosen queries' rows are no
+    shift, so 16 masked tokens in a row (a block size of the banded path) must still give the full EMD's rows."""
+    model = _mlm()
+    ids = _ids(length=32)
+    assert model.deberta.encoder.relative_table(32, "cpu").shifted
+    labels = torch.full_like(ids, -100)
+    labels[0, ::2] = ids[0, ::2]  # 16 labelled tokens
+    labels[1, 1:25:2] = ids[1, 1:25:2]  # 12
+    with torch.no_grad():
+        full = model(ids, labels=labels)
+        short = model(ids, labels=labels, only_masked_logits=True)
+    torch.testing.assert_close(short.logits, full.logits[labels != -100])
+    torch.testing.assert_close(short.loss, full.loss)
+
+
+def test_missing_token_types_are_type_zero():
+    """As in transformers: token_type_ids=None adds the embedding of type 0, the same as passing zeros."""
+    model = _mlm(type_vocab_size=2)
+    ids = _ids()
+    with torch.no_grad():
+        model.deberta.embeddings.token_type_embeddings.weight.normal_()
+        none = model(ids).logits
+        zeros = model(ids, token_type_ids=torch.zeros_like(ids)).logits
+        ones = model(ids, token_type_ids=torch.ones_like(ids)).logits
+    torch.testing.assert_close(none, zeros)
+    assert not torch.allclose(none, ones)
+
+
+@pytest.mark.parametrize("variant", ["deberta", "bert"])
+def test_a_sequence_as_long_as_the_absolute_table_is_accepted(variant):
+    model = _mlm(variant=variant)  # max_position_embeddings=64: positions 0..63
+    with torch.no_grad():
+        logits = model(_ids(length=64)).logits
+    assert logits.shape == (2, 64, V) and torch.isfinite(logits).all()
+
+
+def test_the_classifier_reads_the_first_token():
+    """pooled [CLS] -> dense -> activation -> (dropout) -> linear: the first position's state, nothing else."""
+    torch.manual_seed(0)
+    config = make_config("tiny", vocab_size=V, max_position_embeddings=64, max_relative_positions=128,
+                         position_buckets=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = DebertaForSequenceClassification(config, num_labels=3).eval()
+    with torch.no_grad():
+        for linear in (model.pooler.dense, model.classifier):
+            linear.weight.normal_(0, 1)
+            linear.bias.normal_(0, 1)
+        ids = _ids()
+        logits = model(ids).logits
+        first = model.deberta(ids).last_hidden_state[:, 0]  # (B, D)
+        expected = model.classifier(F.gelu(model.pooler.dense(first)))
+    assert logits.shape == (2, 3)
+    torch.testing.assert_close(logits, expected)
+
+
+def test_a_classifier_from_an_mlm_starts_from_its_encoder():
+    mlm = _mlm()
+    classifier = DebertaForSequenceClassification.from_mlm(mlm, num_labels=2).eval()
+    ids = _ids()
+    with torch.no_grad():
+        torch.testing.assert_close(classifier.deberta(ids).last_hidden_state, mlm.deberta(ids).last_hidden_state,
+                                   rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("emd", [True, False])
+def test_a_batch_with_nothing_to_predict_gives_a_zero_loss_that_backpropagates(emd):
+    """Short rows or small evaluation chunks can draw no masked token at all: the shortcut must not crash."""
+    model = _mlm(emd=emd)
+    ids = _ids(length=20)
+    labels = torch.full_like(ids, -100)
+    out = model(ids, labels=labels, only_masked_logits=True)
+    assert out.logits.shape == (0, V) and out.loss.item() == 0.0
+    out.loss.backward()  # a graph, so a training step on such a batch is a step of nothing, not an error
+    assert model.head.bias.grad is not None and not model.head.bias.grad.any()

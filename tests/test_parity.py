@@ -122,6 +122,23 @@ def test_from_directory_with_official_head_turns_emd_on(tmp_path):
         assert torch.equal(again(ids, mask).logits, ours(ids, mask).logits)
 
 
+def test_from_directory_with_absolute_positions_at_the_input_keeps_emd_off(tmp_path):
+    """An official head and an absolute table, but the table feeds the input (position_biased_input): no EMD,
+    and the same logits as transformers."""
+    config = DebertaV2Config(**{**V2, "position_biased_input": True}, position_buckets=64, share_att_key=True,
+                             norm_rel_ebd="layer_norm", legacy=False)
+    torch.manual_seed(0)
+    hf = DebertaV2ForMaskedLM(config)
+    _randomise(hf)
+    hf.eval().save_pretrained(tmp_path)
+    ours = de.from_hf(tmp_path).eval()
+    assert ours.config.position_biased_input and not ours.config.emd and ours.emd is None
+    ids, mask = _batch(500, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids, mask).logits[mask.bool()],
+                                   hf(input_ids=ids, attention_mask=mask).logits[mask.bool()], atol=1e-5, rtol=0)
+
+
 def test_from_hf_of_another_head_gives_the_encoder_and_says_so():
     hf = transformers.DebertaV2ForSequenceClassification(DebertaV2Config(**V2))
     with pytest.warns(UserWarning, match="DebertaV2ForSequenceClassification has no MLM head: loaded its encoder"):

@@ -512,6 +512,17 @@ BAD_CONFIGS = {
     "one bucket": (dict(position_buckets=1), ValueError, "position_buckets must be >= 2"),
     "unknown activation": (dict(hidden_act="swish"), ValueError, "unknown hidden_act 'swish'"),
     "zero epsilon": (dict(layer_norm_eps=0), ValueError, "layer_norm_eps must be a positive number"),
+    "dropout 1": (dict(attention_probs_dropout_prob=1.0), ValueError, "attention_probs_dropout_prob must be a prob"),
+    "heads do not divide": (dict(hidden_size=30, num_attention_heads=4), ValueError,
+                            r"hidden_size \(30\) must be a multiple of num_attention_heads \(4\)"),
+    "unknown term": (dict(terms=("c2c", "p2q")), ValueError, r"unknown attention term\(s\) \['p2q'\]"),
+    "no term": (dict(terms=()), ValueError, "at least one attention term"),
+    "positions without the table": (dict(relative_attention=False), ValueError, "need relative_attention=True"),
+    "v1 with shared keys": (dict(layout="v1", share_att_key=True), ValueError, "share_att_key is a v2/v3 feature"),
+    "unknown layout": (dict(layout="v3"), ValueError, "layout must be 'v1' or 'v2', got 'v3'"),
+    "unknown head layout": (dict(head_layout="cls"), ValueError, "head_layout must be 'official' or 'legacy'"),
+    "buckets at the edge": (dict(position_buckets=14, max_relative_positions=8), ValueError,
+                            r"max_relative_positions \(here 8\) must exceed 8"),
 }
 
 
@@ -521,6 +532,20 @@ def test_bad_configs_are_refused_when_made(case):
     base = dict(vocab_size=V, position_buckets=-1, max_relative_positions=8)
     with pytest.raises(error, match=match):
         DebertaConfig(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize("k", [0, -1])
+def test_a_maximum_distance_below_one_means_the_absolute_table(k):
+    """As in transformers (max_relative_positions < 1): k is then max_position_embeddings."""
+    config = DebertaConfig(vocab_size=V, max_position_embeddings=64, position_buckets=-1, max_relative_positions=k)
+    assert config.max_relative_positions == 64
+
+
+def test_an_unknown_size_or_variant_names_the_choices():
+    with pytest.raises(ValueError, match=r"unknown variant 'deberta-v3'; choose from \['bert', 'deberta'"):
+        make_config("tiny", variant="deberta-v3")
+    with pytest.raises(ValueError, match=r"unknown size 'huge'; choose from \['base', 'mini', 'small', 'tiny'\]"):
+        make_config("huge")
 
 
 def test_the_config_knows_the_encoders_activations():
@@ -605,6 +630,51 @@ def test_a_config_claiming_many_layers_is_refused_before_any_is_built(tmp_path):
     with pytest.raises(ValueError, match=r"intermediate.dense.weight: shape \(64, 32\), expected \(1000000000, 32\)"):
         from_hf(_saved(model, tmp_path / "b", intermediate_size=10**9))
     assert time.time() - start < 20
+
+
+@needs_transformers
+def test_a_config_claiming_fewer_layers_than_its_weights_is_refused(tmp_path):
+    """Not silently the first layers only: the config and the weights do not belong together."""
+    from deberta_edu import from_hf
+
+    model = transformers.DebertaV2Model(transformers.DebertaV2Config(**HF_V2))
+    with pytest.raises(ValueError, match="num_hidden_layers=1, but its weights hold 2 layers"):
+        from_hf(_saved(model, tmp_path / "a", num_hidden_layers=1))
+
+
+@needs_transformers
+def test_the_emd_is_refused_where_the_checkpoint_cannot_feed_it():
+    from deberta_edu import from_hf
+
+    mlm = transformers.DebertaV2ForMaskedLM(transformers.DebertaV2Config(**HF_V2))  # no absolute table
+    with pytest.raises(ValueError, match="emd=True needs the absolute position table"):
+        from_hf(mlm, emd=True)
+    with pytest.raises(ValueError, match="the EMD belongs to a masked-LM model"):
+        from_hf(transformers.DebertaV2Model(transformers.DebertaV2Config(**HF_V2)), emd=True)
+
+
+@needs_transformers
+@pytest.mark.parametrize("change,match", [
+    (dict(talking_head=True), "talking-head attention"),
+    (dict(embedding_size=16), "embedding_size 16 != hidden_size 32"),
+])
+def test_a_transformers_option_we_do_not_implement_is_refused(change, match):
+    from deberta_edu.model.interop import config_from_hf
+
+    with pytest.raises(ValueError, match=match):
+        config_from_hf({**HF_V2, "model_type": "deberta-v2", **change})
+
+
+@needs_transformers
+@pytest.mark.parametrize("terms,match", [(("c2c", "c2p", "p2c", "p2p"), "transformers has no p2p term"),
+                                         (("c2p", "p2c"), "transformers always computes c2c")])
+def test_export_refuses_terms_transformers_would_not_compute(terms, match):
+    from deberta_edu import to_hf
+
+    model = DebertaModel(make_config("tiny", vocab_size=V, max_position_embeddings=64, position_buckets=-1,
+                                     max_relative_positions=8, terms=terms, emd=False))
+    with pytest.raises(ValueError, match=match):
+        to_hf(model)
 
 
 @needs_transformers

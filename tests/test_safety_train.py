@@ -28,6 +28,7 @@ from deberta_edu.model.checkpoint import (
 )
 from deberta_edu.model.config import make_config
 from deberta_edu.model.emd import DebertaForMaskedLM
+from deberta_edu.model.encoder import DebertaModel
 from deberta_edu.training import bench, finetune, pretrain
 from deberta_edu.training.configs import apply_overrides, get_config
 from deberta_edu.training.engine import build_optimizer, check_device
@@ -223,11 +224,44 @@ def test_a_model_file_claiming_many_layers_is_refused_before_any_is_built(tmp_pa
     start = time.time()
     for change, words in [({"num_hidden_layers": 100_000}, "num_hidden_layers=100000, but its weights hold 2"),
                           ({"intermediate_size": 10**9}, "do not fit the config"),
-                          ({"vocab_size": 10**9}, "vocab_size=1000000000")]:
+                          ({"vocab_size": 10**9}, "vocab_size=1000000000"),
+                          ({"num_hidden_layers": 1}, "num_hidden_layers=1, but its weights hold 2")]:
         save_tensors(tensors, tmp_path / "m" / MODEL_FILE, {**meta, "config": json.dumps({**config, **change})})
         with pytest.raises(ValueError, match=words):
             load_pretrained(tmp_path / "m")
     assert time.time() - start < 20
+
+
+def test_a_model_file_missing_a_tensor_names_it(tmp_path):
+    path, model, _ = small_state(tmp_path)
+    save_pretrained(model, tmp_path / "m")
+    tensors, meta = load_tensors(tmp_path / "m" / MODEL_FILE)
+    del tensors["head.bias"]
+    save_tensors(tensors, tmp_path / "m" / MODEL_FILE, meta)
+    with pytest.raises(ValueError, match="do not fit the config written with them .*no 'head.bias'"):
+        load_pretrained(tmp_path / "m")
+
+
+def test_a_saved_encoder_loads_back_as_an_encoder(tmp_path):
+    torch.manual_seed(0)
+    encoder = DebertaModel(make_config("tiny", vocab_size=50, hidden_size=32, intermediate_size=64,
+                                       num_attention_heads=2)).eval()
+    save_pretrained(encoder, tmp_path / "e")
+    loaded = load_pretrained(tmp_path / "e")
+    assert type(loaded) is DebertaModel
+    ids = torch.randint(5, 50, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).last_hidden_state, encoder(ids).last_hidden_state)
+
+
+def test_a_config_field_this_version_does_not_know_is_ignored_on_load(tmp_path):
+    """A model file written by a later version, whose config has a field more, still loads."""
+    path, model, _ = small_state(tmp_path)
+    save_pretrained(model, tmp_path / "m")
+    tensors, meta = load_tensors(tmp_path / "m" / MODEL_FILE)
+    config = json.loads(meta["config"])
+    save_tensors(tensors, tmp_path / "m" / MODEL_FILE, {**meta, "config": json.dumps({**config, "added_later": 1})})
+    assert load_pretrained(tmp_path / "m").config == model.config
 
 
 def test_a_header_claiming_more_than_the_file_is_refused(tmp_path):

@@ -74,6 +74,8 @@ class EnhancedMaskDecoder(nn.Module):
         if select is not None:
             counts = select.sum(1)  # (B,)
             width = int(counts.max()) if counts.numel() else 0
+            if width == 0:  # nothing to decode in this batch: (0, D), still on the graph through H
+                return H[:, :0].flatten(0, 1)
             order = torch.argsort((~select).to(torch.int8), dim=1, stable=True)[:, :width]  # (B, M) chosen first
             query = torch.gather(query, 1, order[..., None].expand(-1, -1, query.size(-1)))  # (B, M, D)
             if rel is not None:
