@@ -8,13 +8,14 @@ import pytest
 import torch
 from scipy import stats as scipy_stats
 
-from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, TOKENIZER_FILE
+from deberta_edu.facts import CLS_ID, CONFIG_FILE, LOG_FILE, MODEL_FILE, SEP_ID, TOKENIZER_FILE
 from deberta_edu.lessons.explorer import load_demo
 from deberta_edu.lessons.pretrained import lesson_model_folder, local_run_accuracy, pretrained_for_lessons
 from deberta_edu.training import baselines, downstream, significance
 from deberta_edu.training.course import COURSE_DIR, course_label, course_metrics, load_course_model
 from deberta_edu.training.documents import (
     FinetuneRecipe,
+    MeanPoolClassifier,
     chunk_rows,
     document_features,
     finetuned_accuracy,
@@ -345,6 +346,16 @@ def test_export_writes_what_load_course_model_reads(tmp_path, monkeypatch):
     with torch.no_grad():
         assert torch.allclose(model(ids).logits, run.model.float().eval()(ids).logits, atol=2e-2)
     assert loaded_tok.sha256 == tok.sha256
+    # the held-out numbers are those of the committed fp16 weights, under token and under whole-word masking
+    from deberta_edu.training.engine import Distributed, Precision
+    from deberta_edu.training.evaluate import Evaluator
+    from deberta_edu.training.mlm_data import MaskSpec
+
+    every_row = cfg.replace(eval_rows=10_000)
+    for key, c in (("held_out", every_row), ("held_out_whole_word_masking", every_row.replace(whole_word_masking=True))):
+        assert metrics[key] == Evaluator(val_data, c, MaskSpec.of(c, tok), Distributed(), Precision("fp32", "cpu"))(model)
+    assert metrics["below_unigram_nats"] == pytest.approx(
+        metrics["unigram_baseline"]["val_loss"] - metrics["held_out"]["val_loss"])
 
 
 def test_the_training_log_is_downsampled_evenly_and_keeps_every_eval():
@@ -425,6 +436,63 @@ def test_document_features_average_every_real_token_of_every_chunk():
     torch.testing.assert_close(features[:, 0], torch.tensor(expected))
 
 
+def _tiny_encoder_and_texts():
+    from deberta_edu.model.config import DebertaConfig
+    from deberta_edu.model.emd import DebertaForMaskedLM
+
+    _, tokenizer = load_course_model()
+    torch.manual_seed(0)
+    model = DebertaForMaskedLM(DebertaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=64)).eval()
+    words = (["goal", "match", "striker", "coach", "league"], ["shares", "bank", "profit", "market", "firm"])
+    texts = [" ".join(words[i % 2][(i + k) % 5] for k in range(12)) for i in range(80)]
+    return model, tokenizer, texts, [i % 2 for i in range(80)]
+
+
+def test_the_mean_pool_head_starts_at_zero_so_the_first_predictions_are_uniform():
+    model, tokenizer, texts, _ = _tiny_encoder_and_texts()
+    ids = torch.tensor([[CLS_ID, *tokenizer.encode(texts[0]), SEP_ID]])
+    logits = MeanPoolClassifier(model.deberta, 3)(ids, torch.ones_like(ids))
+    assert torch.equal(logits, torch.zeros(1, 3))
+
+
+def test_the_head_learns_at_its_own_rate_and_a_zero_rate_leaves_it_at_zero():
+    """head_lr_scale multiplies the head's rate: at 0 the head stays at zero, every class scores alike, the answer is
+    class 0 for every document, whatever the encoder learned."""
+    model, tokenizer, texts, y = _tiny_encoder_and_texts()
+    recipe = FinetuneRecipe(lr=1e-3, epochs=2, max_length=8, head_lr_scale=0.0)
+    hits = finetuned_accuracy(model, tokenizer, texts[:40], y[:40], texts[40:], y[40:], 0, recipe=recipe,
+                              per_document=True)
+    assert hits == [label == 0 for label in y[40:]]
+
+
+def test_a_documents_answer_sums_the_log_probabilities_of_its_chunks(monkeypatch):
+    """Three chunks at p(0) = 0.9 and one at p(1) = 0.9999: summed log-probabilities say 1 (-9.5 against -6.9), where
+    summed probabilities, the first chunk or the last chunk alone would say 0 for one of the two documents."""
+    from deberta_edu.training import documents
+
+    weak, strong = 10, 11
+
+    class ChunkByItsWords(torch.nn.Module):  # in place of MeanPoolClassifier: a fixed prediction per chunk
+        def __init__(self, encoder, classes):
+            super().__init__()
+            self.encoder, self.head = torch.nn.Linear(1, 1), torch.nn.Linear(1, classes)
+
+        def forward(self, ids, mask):
+            p1 = torch.where((ids == strong).any(1), 0.9999, 0.1)
+            return torch.stack([(1 - p1).log(), p1.log()], -1) + 0 * self.head.weight.sum()
+
+    class Words:
+        def encode_batch(self, texts):
+            return [[{"w": weak, "s": strong}[w] for w in t.split()] for t in texts]
+
+    monkeypatch.setattr(documents, "MeanPoolClassifier", ChunkByItsWords)
+    texts = ["w w w w w w s s", "s s w w w w w w"]  # chunks of 2 words: the strong one last, or first
+    hits = finetuned_accuracy(None, Words(), texts, [1, 1], texts, [1, 1], 0, classes=2,
+                              recipe=FinetuneRecipe(epochs=1, max_length=4), per_document=True)
+    assert hits == [True, True]
+
+
 def test_the_value_table_puts_the_model_beside_its_baselines():
     def arm(mean, std):
         return {"mean": mean, "std": std, "runs": [mean]}
@@ -465,3 +533,14 @@ def test_lesson_5s_runs_record_the_commands_that_made_them():
         assert ("drawn anew with each seed" in r["encoder"]) == arm.startswith("random")  # one draw per seed
         for row in r["test_accuracy"].values():  # which test snippets each seed got right, for the bootstrap
             assert [h.count("1") / len(h) for h in row["hits"]] == pytest.approx(row["test"]), path.name
+
+
+@pytest.mark.parametrize("epochs", [5, 10])
+def test_fine_tuning_of_exactly_ten_steps_runs(epochs):
+    """10 steps (5 epochs of 2 batches, or 10 of 1): torch's one-cycle warm-up would end at step 0 and divide by 0."""
+    model, tokenizer, texts, y = _tiny_encoder_and_texts()
+    per_epoch = 2 if epochs == 5 else 1
+    recipe = FinetuneRecipe(lr=1e-3, epochs=epochs, max_length=16, max_chunks=1)  # one chunk per text
+    accuracy = finetuned_accuracy(model, tokenizer, texts[:16 * per_epoch], y[:16 * per_epoch], texts[40:], y[40:], 0,
+                                  recipe=recipe)
+    assert 0.0 <= accuracy <= 1.0

@@ -6,7 +6,14 @@ import torch
 from deberta_edu import DebertaForMaskedLM, make_config
 from deberta_edu.data.batch import Batch
 from deberta_edu.data.sentiment import Example
-from deberta_edu.training.finetune import FinetuneConfig, classification_batch, collate, finetune
+from deberta_edu.training.finetune import (
+    FinetuneConfig,
+    classification_batch,
+    classifier_from,
+    collate,
+    finetune,
+    training_batches,
+)
 from deberta_edu.training.sift import AdversarialConfig
 
 
@@ -105,3 +112,68 @@ def test_a_cut_comparison_resumes_to_the_numbers_of_an_uncut_one(tmp_path, monke
     monkeypatch.setattr(ft, "finetune", real)
     torch.manual_seed(12345)  # a new command: the global generator is wherever that process left it
     assert both(Journal.open(path, {"s": 1})) == uncut  # λ = 0 read back, λ = 1 made
+
+
+def _pretrained():
+    torch.manual_seed(0)
+    return DebertaForMaskedLM(make_config("tiny", vocab_size=64, max_relative_positions=32, position_buckets=-1,
+                                          max_position_embeddings=32))
+
+
+def test_the_classifier_starts_from_a_copy_of_the_pretrained_encoder():
+    pretrained = _pretrained()
+    clf = classifier_from(pretrained, dropout=0.3)
+    mine = clf.deberta.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in pretrained.deberta.state_dict().items())
+    assert clf.config.hidden_dropout_prob == 0.3 and clf.config.attention_probs_dropout_prob == 0.3
+    with torch.no_grad():
+        clf.deberta.embeddings.word_embeddings.weight.add_(1.0)
+    assert not torch.equal(clf.deberta.embeddings.word_embeddings.weight,
+                           pretrained.deberta.embeddings.word_embeddings.weight)  # a copy: the original stays
+
+
+def test_every_epoch_is_a_new_shuffle_of_every_example():
+    rows, labels = [[1, 5 + i, 2] for i in range(12)], torch.arange(12)
+    epochs = [[], [], []]
+    for step, batch in training_batches(rows, labels, FinetuneConfig(batch_size=4, seed=3), steps_per_epoch=3, steps=9):
+        assert torch.equal(batch.input_ids[:, 1] - 5, batch.labels)  # each row with its own label
+        epochs[step // 3] += batch.labels.tolist()
+    assert all(sorted(e) == list(range(12)) for e in epochs)
+    assert len({tuple(e) for e in epochs}) == 3
+
+
+def test_finetune_warms_up_then_decays_the_rate_and_decays_only_the_matrices(monkeypatch, one_thread):
+    from deberta_edu.training import finetune as ft
+
+    splits, tok = _toy_splits()
+    splits = {name: examples[:32] for name, examples in splits.items()}
+    seen, real = [], ft.optimizer_step
+
+    def spy(model, optimizer, *args, **kwargs):
+        seen.append([(g["lr"], g["weight_decay"]) for g in optimizer.param_groups])
+        return real(model, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(ft, "optimizer_step", spy)
+    cfg = FinetuneConfig(lr=1e-3, epochs=2, batch_size=8, max_train_examples=32, warmup_fraction=0.25,
+                         weight_decay=0.05, progress=False)
+    finetune(_pretrained(), splits, tok, cfg)
+    # 2 epochs of 4 updates: 2 of warmup, then linear decay, 1/6 of the rate at the last update
+    factors = [0.5, 1.0, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6]
+    assert [[lr for lr, _ in groups] for groups in seen] == [pytest.approx([1e-3 * f] * 2) for f in factors]
+    assert all([wd for _, wd in groups] == [0.05, 0.0] for groups in seen)
+
+
+def test_finetune_draws_only_from_its_seed(one_thread):
+    """The head, the dropout and SiFT's noise come from cfg.seed, wherever earlier work left the global generator."""
+    splits, tok = _toy_splits()
+    splits = {name: examples[:16] for name, examples in splits.items()}
+    pretrained = _pretrained()
+    cfg = FinetuneConfig(lr=1e-3, epochs=1, batch_size=8, max_train_examples=16, progress=False,
+                         adversarial=AdversarialConfig(lam=1.0))
+    runs = []
+    for elsewhere in (1, 2):
+        torch.manual_seed(elsewhere)
+        runs.append(finetune(pretrained, splits, tok, cfg))
+    assert runs[0].history == runs[1].history and runs[0].test_hits == runs[1].test_hits
+    a, b = runs[0].model.state_dict(), runs[1].model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

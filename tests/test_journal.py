@@ -2,6 +2,7 @@
 
 import json
 import random
+import time
 
 import pytest
 import torch
@@ -81,6 +82,15 @@ def test_without_a_file_nothing_is_written_and_every_draw_is_made(tmp_path):
     journal = Journal()
     assert journal.run("seed 0", lambda: 1) == 1 and journal.run("seed 0", lambda: 2) == 1  # kept for the run only
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_wall_time_counts_the_seconds_of_the_draws_read_back(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"settings": {"s": 1}}) + "\n" + json.dumps({"key": "seed 0", "value": 1, "seconds": 40.0})
+                    + "\n")
+    journal = Journal.open(path, {"s": 1})  # an earlier command spent 40 s on seed 0 before it was cut
+    assert journal.wall_time(time.time()) == pytest.approx(40.0, abs=1.0)
+    assert journal.finish(tmp_path / "r.json", {"x": 1}) == {"x": 1, "resumed": {"draws": 1, "seconds": 40}}
 
 
 def _compare(journal=None, crash_at=None):

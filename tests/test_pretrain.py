@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from deberta_edu.data.batch import Batch
-from deberta_edu.facts import LOG_FILE
+from deberta_edu.facts import LOG_FILE, STATE_FILE
 from deberta_edu.lessons.plots import LivePlot, compare_runs, in_notebook, load_records, plot_training, smooth
-from deberta_edu.model.checkpoint import lesson_checkpoint, load_pretrained
+from deberta_edu.model.checkpoint import lesson_checkpoint, load_pretrained, load_tensors
 from deberta_edu.model.config import SIZES, VARIANTS, make_config
 from deberta_edu.model.emd import DebertaForMaskedLM
 from deberta_edu.training.configs import CONFIGS, get_config
@@ -291,3 +291,90 @@ def test_a_time_budget_stops_the_run_and_its_schedule_ends_near_zero(tmp_path):
     assert steps[-1]["train_time"] == pytest.approx(1.5, abs=0.5)
     assert steps[-1]["lr"] < 0.2 * cfg.lr  # the schedule followed the clock down
     assert max(r["lr"] for r in steps) > 0.8 * cfg.lr
+
+
+def test_the_small_budget_recipe_pretrains_without_dropout():
+    """Lesson 4 and the course model: no dropout, AdamW β2 0.98, clipping at 1, token masking (configs, recipe)."""
+    for name in ("lesson4", "lesson4-smoke", "course", "course-smoke"):
+        cfg = CONFIGS[name]
+        model = cfg.model_config()
+        assert model.hidden_dropout_prob == 0.0 and model.attention_probs_dropout_prob == 0.0, name
+        assert cfg.adam_betas == (0.9, 0.98) and cfg.max_grad_norm == 1.0 and not cfg.whole_word_masking, name
+    assert CONFIGS["lesson4"].budget_seconds == 150 and CONFIGS["course"].budget_seconds == 5000
+
+
+def test_a_time_budget_needs_a_positive_budget_and_a_warmup_below_the_whole_of_it():
+    with pytest.raises(ValueError, match="budget_seconds must be > 0"):
+        get_config("debug", budget_seconds=0.0)
+    with pytest.raises(ValueError, match="warmup_fraction must be in"):
+        get_config("debug", budget_seconds=10.0, warmup_fraction=1.0)  # one_cycle would divide by 1 - 1
+
+
+def test_a_run_trains_with_its_configs_adam_settings(tmp_path):
+    """β2 0.98 (lesson 4's), eps and weight decay reach the optimizer: the checkpoint holds its groups."""
+    cfg = get_config("debug", steps=2, eval_every=0, save_every=0, adam_betas=(0.9, 0.98), adam_eps=1e-8,
+                     weight_decay=0.05)
+    train(cfg, TRAIN, out_dir=tmp_path, progress=False)
+    _, meta = load_tensors(tmp_path / STATE_FILE)
+    groups = json.loads(meta["optimizer_groups"])
+    assert [g["betas"] for g in groups] == [[0.9, 0.98], [0.9, 0.98]]
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0] and [g["eps"] for g in groups] == [1e-8, 1e-8]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_gradients_are_clipped_to_max_grad_norm_and_the_norm_before_is_reported(precision):
+    """loss = w·x / 1000 has the gradient x / 1000, of norm 0.05; clipped to 0.005, one SGD step of rate 1 moves w by
+    exactly that. fp16's GradScaler multiplies the loss by 65,536: the gradients are unscaled before clipping."""
+    model = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    x = torch.tensor([[30.0, 40.0]])
+    out = optimizer_step(model, opt, [x], lambda m, b: m(b).float().sum() / 1000, [1.0],
+                         precision=Precision(precision, "cpu"), max_grad_norm=0.005)
+    assert out.grad_norm.item() == pytest.approx(0.05, rel=1e-2)
+    torch.testing.assert_close(model.weight.detach(), torch.tensor([[-0.003, -0.004]]), rtol=1e-2, atol=0)
+
+
+def test_a_run_clips_its_gradients_at_the_configs_max_grad_norm(tmp_path):
+    """After one update AdamW's first moment is (1 - β1) g, so its norm shows the gradient as clipped."""
+    for max_norm in (1e-3, 1e6):
+        out = tmp_path / f"clip-{max_norm}"
+        cfg = get_config("debug", steps=1, eval_every=0, save_every=0, max_grad_norm=max_norm)
+        result = train(cfg, TRAIN, out_dir=out, progress=False)
+        tensors, _ = load_tensors(out / STATE_FILE)
+        first_moment = torch.cat([v.flatten() for k, v in tensors.items() if k.endswith(".exp_avg")]).norm().item()
+        (record,) = [r for r in result.history if r["kind"] == "train"]
+        grad_norm = record["grad_norm"]  # before clipping
+        assert grad_norm > 1e-3
+        assert first_moment == pytest.approx((1 - cfg.adam_betas[0]) * min(grad_norm, max_norm), rel=1e-4)
+
+
+def test_the_logged_learning_rate_is_the_one_that_moves_the_weights():
+    cfg = get_config("debug", steps=6, warmup_steps=2, lr=1e-2, eval_every=0, save_every=0, dropout=0.0)
+    lrs = [r["lr"] for r in train(cfg, TRAIN, progress=False).history if r["kind"] == "train"]
+    assert lrs == pytest.approx([1e-2 * f for f in (0.5, 1.0, 1.0, 0.75, 0.5, 0.25)])  # warmup, then down to 1/4
+    # AdamW's first update moves a weight by lr g / (|g| + eps), about ±lr: the biases and gains (no decay) show it
+    start = params(train(cfg.replace(steps=1, lr=0.0), TRAIN, progress=False).model)
+    moved = params(train(cfg.replace(steps=1), TRAIN, progress=False).model)
+    step = max((moved[k] - start[k]).abs().max().item() for k in start if start[k].ndim == 1)
+    assert step == pytest.approx(0.5 * 1e-2, rel=1e-3)  # update 1 of 2 of warmup: half the rate
+
+
+def test_a_train_record_holds_the_mean_of_the_steps_since_the_last_one():
+    cfg = get_config("debug", steps=10, eval_every=0, save_every=0)
+    every = [r for r in train(cfg, TRAIN, progress=False).history if r["kind"] == "train"]
+    fives = [r for r in train(cfg.replace(log_every=5), TRAIN, progress=False).history if r["kind"] == "train"]
+    assert [r["step"] for r in fives] == [5, 10]
+    for record, window in zip(fives, (every[:5], every[5:]), strict=True):
+        assert record["loss"] == pytest.approx(sum(r["loss"] for r in window) / 5, rel=1e-6)
+        assert record["grad_norm"] == pytest.approx(sum(r["grad_norm"] for r in window) / 5, rel=1e-6)
+        assert record["lr"] == window[-1]["lr"]
+
+
+def test_a_step_without_a_world_keeps_its_loss_on_the_models_device():
+    """Fine-tuning calls optimizer_step without ``world``: the loss it sums must live where the model does
+    (a CPU sum refuses a CUDA loss's +=). "meta" stands in for a GPU on a machine without one."""
+    model = torch.nn.Linear(3, 2, device="meta")
+    out = optimizer_step(model, torch.optim.AdamW(model.parameters()), [torch.randn(4, 3, device="meta")],
+                                lambda m, x: m(x).pow(2).mean(), [4.0], precision=Precision("fp32", "cpu"))
+    assert out.loss.device.type == "meta" and out.grad_norm.device.type == "meta"

@@ -108,6 +108,14 @@ def test_the_probe_reads_the_noun_and_only_the_emd_variant_has_a_decoder():
     assert probe(batch.ids, batch.mask, batch.pos).shape == (8, 2)
 
 
+def test_the_probe_model_has_no_dropout():
+    """Trained in train mode, the probe still computes one function of its windows: no dropout (probe_config)."""
+    torch.manual_seed(0)
+    probe = PositionProbe(probe_config("deberta", VOCAB)).train()
+    batch = held_out(WITHIN, 8)
+    assert torch.equal(probe(batch.ids, batch.mask, batch.pos), probe(batch.ids, batch.mask, batch.pos))
+
+
 def test_train_probe_is_reproducible_and_scores_its_own_windows(one_thread):
     test = held_out(WITHIN, 64)
     a = train_probe("bert", WITHIN, vocab_size=VOCAB, steps=3, test=test)

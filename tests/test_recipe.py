@@ -1,6 +1,7 @@
 """The recipe's measurements (results/recipe): one choice at a time, on the configuration lesson 4 runs."""
 
 import json
+from types import SimpleNamespace
 
 from deberta_edu.training import recipe
 from deberta_edu.training.configs import get_config
@@ -20,6 +21,36 @@ def test_the_arms_differ_from_lesson_4_in_their_one_field_and_the_budget():
         assert cfg.steps == 3_000_000 // lesson.tokens_per_step and cfg.budget_seconds is None
         differ = {k for k, v in cfg.to_dict().items() if v != lesson.to_dict()[k]}
         assert differ - {"steps", "budget_seconds", "warmup_steps", "eval_every", "save_every"} == set(changes)
+
+
+def test_an_arm_warms_up_over_the_same_share_of_its_budget_as_lesson_4():
+    lesson = get_config("lesson4", smoke=False)
+    for tokens in (3_000_000, 200_000):
+        cfg = recipe.arm_config({}, tokens)
+        assert abs(cfg.warmup_steps - lesson.warmup_fraction * cfg.steps) < 1  # 5% of the steps, as of the clock
+
+
+def test_run_keeps_each_result_and_repeats_none_of_the_same_budget(tmp_path, monkeypatch):
+    from deberta_edu.training import mlm_data, pretrain
+
+    trained = []
+
+    def fake_train(cfg, train_data, val_data, tokenizer, progress=True):
+        trained.append(cfg.seed)
+        return SimpleNamespace(model=None, tokens_per_s=1.0)
+
+    monkeypatch.setattr(mlm_data, "prepare_data", lambda cfg: ("train", "val", "tokenizer"))
+    monkeypatch.setattr(pretrain, "train", fake_train)
+    monkeypatch.setattr(recipe, "held_out", lambda model, cfg, data: {"tokens": {"accuracy": 0.5},
+                                                                     "whole_words": {"accuracy": 0.4}})
+    arms = recipe.ARMS[:2]
+    recipe.run(8192, tmp_path, seeds=(0,), arms=arms, progress=False)
+    assert trained == [0, 0]
+    again = recipe.run(8192, tmp_path, seeds=(0, 1), arms=arms, progress=False)  # a cut run, run again with more
+    assert trained == [0, 0, 1, 1]  # seed 0's runs are read back, not repeated
+    assert sorted((r["arm"], r["seed"]) for r in again["runs"]) == sorted((a, s) for a, _, _ in arms for s in (0, 1))
+    recipe.run(16384, tmp_path, seeds=(0,), arms=arms, progress=False)  # another budget: nothing is reused
+    assert trained == [0, 0, 1, 1, 0, 0]
 
 
 def test_the_table_averages_the_seeds_beside_the_recipe():

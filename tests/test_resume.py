@@ -3,6 +3,7 @@
 Dropout stays on in these tests: its random state must travel through the checkpoint too.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from safetensors import safe_open
 from deberta_edu.facts import LOG_FILE, STATE_FILE
 from deberta_edu.model.checkpoint import load_tensors
 from deberta_edu.model.emd import DebertaForMaskedLM
-from deberta_edu.training.configs import get_config
+from deberta_edu.training.configs import check_same_run, get_config
 from deberta_edu.training.engine import Distributed, Precision, build_optimizer, optimizer_step
 from deberta_edu.training.mlm_data import Batches, MaskSpec, prepare_data
 from deberta_edu.training.pretrain import mlm_loss, train
@@ -134,7 +135,7 @@ KILLED_RUN = textwrap.dedent(
     import sys, time
     import torch
     torch.set_num_threads(1)
-    from deberta_edu.training.configs import get_config
+    from deberta_edu.training.configs import check_same_run, get_config
     from deberta_edu.training.mlm_data import prepare_data
     from deberta_edu.training.pretrain import train
 
@@ -148,6 +149,63 @@ KILLED_RUN = textwrap.dedent(
     train(cfg, train_data, val_data, out_dir=sys.argv[1], callback=hang, progress=False)
     """
 )
+
+
+def test_a_broken_line_inside_a_log_is_an_error_not_a_torn_end(tmp_path):
+    path = tmp_path / LOG_FILE
+    path.write_text('{"kind": "train", "step": 1}\n{"kind": "train", "st\n{"kind": "train", "step": 3}\n')
+    with pytest.raises(ValueError, match="line 2 is not JSON"):  # only the last line can be a torn write
+        read_jsonl(path)
+
+
+def test_resume_refuses_every_change_of_trajectory_and_allows_the_others():
+    saved = json.loads(json.dumps(CFG.to_dict()))  # as the checkpoint's metadata gives it back
+    for change in (dict(seed=1), dict(steps=40), dict(warmup_steps=5), dict(lr=2e-2), dict(adam_betas=(0.9, 0.98)),
+                   dict(max_grad_norm=2.0), dict(dropout=0.0), dict(batch_size=8), dict(mlm_probability=0.2),
+                   dict(budget_seconds=60.0), dict(model_overrides={**CFG.model_overrides, "hidden_size": 16})):
+        with pytest.raises(ValueError, match=f"another config \\({next(iter(change))}:"):
+            check_same_run(saved, CFG.replace(**change), "state")
+    for change in (dict(name="again"), dict(eval_every=5), dict(log_every=2), dict(save_every=20), dict(eval_rows=8),
+                   dict(eval_batch_size=8), dict(compile=True)):
+        check_same_run(saved, CFG.replace(**change), "state")
+
+
+def test_the_last_step_is_saved_whatever_save_every_is(tmp_path):
+    train(CFG.replace(steps=7, save_every=5, eval_every=0), TRAIN, out_dir=tmp_path, progress=False)
+    _, meta = load_tensors(tmp_path / STATE_FILE)
+    assert meta["step"] == "7"  # not 5: resuming the finished run must not train steps 6 and 7 again
+
+
+def test_a_resumed_time_budget_run_goes_on_from_the_seconds_it_had_trained(tmp_path):
+    cfg = CFG.replace(budget_seconds=1000.0)  # far off: the 20 steps end first, all of them in warmup
+    with pytest.raises(Stop):
+        train(cfg, TRAIN, VAL, out_dir=tmp_path, callback=stop_at(14), progress=False)
+    resumed = train(cfg, TRAIN, VAL, out_dir=tmp_path, resume=True, progress=False)
+    records = [r for r in resumed.history if r["kind"] == "train"]
+    assert [r["step"] for r in records] == list(range(1, 21))
+    seconds = [r["train_time"] for r in records]
+    assert seconds == sorted(seconds)  # the clock goes on from the checkpoint's seconds, not from zero
+    lrs = [r["lr"] for r in records]
+    assert lrs == sorted(lrs)  # and so the schedule: still warming up, the rate only rises
+
+
+def test_optimizer_state_for_other_parameters_is_refused_by_name(tmp_path):
+    model = DebertaForMaskedLM(CFG.model_config())
+    save_training_state(tmp_path / STATE_FILE, model, build_optimizer(model, 1e-3), 0)
+    model.deberta.embeddings.word_embeddings.weight.requires_grad_(False)  # frozen now: not in the optimizer
+    with pytest.raises(ValueError, match="optimizer state for other parameters"):
+        load_training_state(tmp_path / STATE_FILE, model, build_optimizer(model, 1e-3))
+
+
+def test_the_fp16_loss_scale_travels_through_the_checkpoint(tmp_path):
+    model = DebertaForMaskedLM(CFG.model_config())
+    precision = Precision("fp16", "cpu")
+    precision.scaler.scale(torch.ones(()))  # the scaler starts its scale lazily
+    precision.scaler.update(new_scale=1024.0)  # as after a few overflows halved 65,536
+    save_training_state(tmp_path / STATE_FILE, model, build_optimizer(model, 1e-3), 3, precision=precision)
+    again = Precision("fp16", "cpu")
+    load_training_state(tmp_path / STATE_FILE, model, build_optimizer(model, 1e-3), precision=again)
+    assert again.scaler.get_scale() == 1024.0
 
 
 def test_killed_process_resumes_bitwise(tmp_path):

@@ -94,6 +94,14 @@ def test_an_empty_or_new_folder_needs_no_flag(tmp_path):
     pretrain.check_output_folder(tmp_path / "empty", resume=False, overwrite=False)
 
 
+def test_overwrite_removes_the_files_of_the_run_it_starts_again(tmp_path):
+    """A run started again and cut before its first checkpoint must not leave the old run's state to --resume."""
+    for name in (STATE_FILE, LOG_FILE, MODEL_FILE, "train_config.json", "notes.txt"):
+        (tmp_path / name).write_text("old")
+    pretrain.check_output_folder(tmp_path, resume=False, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_two_trainers_on_one_folder(tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "deberta_edu.pretrain", *QUICK, "--steps", "4000",

@@ -309,6 +309,59 @@ def test_perturbation_statistics_and_the_official_step_size():
     torch.testing.assert_close((d1_official - d0).abs().amax(-1), expected, rtol=1e-3, atol=2e-9)
 
 
+def test_the_adversarial_loss_is_taken_after_the_ascent_step():
+    """λ · loss(δ₁), with δ₁ the ascended δ₀; "kl" climbs KL_sym, so the loss at δ₁ is above the one at δ₀."""
+    model = _model(embedding_std=1.0)
+    ids, _ = _batch()
+    sift = SiFT(model.deberta.embeddings, AdversarialConfig(lam=2.0, step_size=0.1, loss="kl"))
+    clean = model(ids).logits.detach()
+    delta0 = 0.01 * torch.randn(*ids.shape, 128, generator=torch.Generator().manual_seed(2))
+    delta1, _ = sift.ascent_step(lambda: model(ids).logits, clean, delta0)
+    adv, stats = sift.loss(lambda: model(ids).logits, clean, (*ids.shape, 128), delta0=delta0)
+    with torch.no_grad():
+        with sift.perturbed(delta0):
+            at_start = symmetric_kl(model(ids).logits, clean).item()
+        with sift.perturbed(delta1):
+            ascended = symmetric_kl(model(ids).logits, clean).item()
+    assert ascended > 1.5 * at_start
+    assert adv.item() == pytest.approx(2.0 * ascended, rel=1e-4)
+    assert stats["adv_loss"] == pytest.approx(ascended, rel=1e-4)
+    assert stats["adv_loss_initial"] == pytest.approx(at_start, rel=1e-4)
+
+
+def test_a_gradient_that_is_not_finite_keeps_the_start():
+    """As the official update_delta: a NaN or inf gradient gives no step, δ₁ = δ₀ (never a NaN perturbation)."""
+    model = _model(embedding_std=1.0)
+    ids, _ = _batch()
+    sift = SiFT(model.deberta.embeddings, AdversarialConfig())
+    clean = model(ids).logits.detach()
+    delta0 = sift.initial_delta((*ids.shape, 128), "cpu")
+
+    def logits_with_a_nan_gradient():
+        x = model(ids).logits
+        return x + torch.sqrt((x - x.detach()) ** 2)  # the same values; the derivative of sqrt at 0 makes NaN
+
+    delta1, _ = sift.ascent_step(logits_with_a_nan_gradient, clean, delta0)
+    assert torch.equal(delta1, delta0)
+
+
+def test_the_perturbation_layernorm_has_the_official_eps():
+    """LN₀ divides by sqrt(var + 1e-7): for ±1e-3 (variance 1e-6) that is 1e-3 / sqrt(1.1e-6)."""
+    x = torch.tensor([[1e-3, -1e-3]])
+    torch.testing.assert_close(layer_norm0(x), torch.tensor([[1.0, -1.0]]) * 1e-3 / (1.1e-6) ** 0.5)
+
+
+def test_vats_loss_is_the_kl_from_the_clean_prediction_held_constant():
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randn(8, 5, generator=g).requires_grad_(True)
+    adv = torch.randn(8, 5, generator=g).requires_grad_(True)
+    p, q = clean.softmax(-1), adv.softmax(-1)
+    loss = clean_kl(adv, clean)
+    torch.testing.assert_close(loss, (p * (p.log() - q.log())).sum(-1).mean())
+    grad_clean, grad_adv = torch.autograd.grad(loss, [clean, adv], allow_unused=True)
+    assert grad_clean is None and grad_adv.abs().sum() > 0  # only the perturbed prediction moves
+
+
 def test_vat_is_normalised_per_example():
     """Miyato et al.: r_adv = ε g / ‖g‖₂ over each example's real tokens, in frequency-standardised units."""
     model = _model(embedding_std=1.0)

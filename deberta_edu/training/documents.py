@@ -107,9 +107,11 @@ def finetuned_accuracy(model, tokenizer, train_texts: Sequence[str], train_y: Se
     opt = torch.optim.AdamW([{"params": clf.encoder.parameters(), "lr": recipe.lr},
                              {"params": clf.head.parameters(), "lr": recipe.lr * recipe.head_lr_scale}],
                             weight_decay=recipe.weight_decay)
+    total = recipe.epochs * per_epoch
+    # torch divides by zero where the warm-up would end at step 0 (0.1 x 10 steps); a hair more is the same cycle
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[recipe.lr, recipe.lr * recipe.head_lr_scale], total_steps=recipe.epochs * per_epoch,
-        pct_start=0.1)
+        opt, max_lr=[recipe.lr, recipe.lr * recipe.head_lr_scale], total_steps=total,
+        pct_start=0.1 if 0.1 * total != 1 else 0.1 + 1e-6)
     order = torch.Generator().manual_seed(seed)
     clf.train()
     for _ in range(recipe.epochs):

@@ -254,8 +254,11 @@ def optimizer_step(
     so 1 x 32, 4 x 8 or 2 ranks x 2 x 8 sequences give the same gradients (to float rounding).
     DistributedDataParallel *averages* gradients over ranks, hence the factor world_size below.
     """
-    world = world or Distributed()
-    total = all_reduce_sum(torch.tensor(float(sum(weights)), device=world.device), world).item()
+    # one process: the model's own device (a CPU loss_sum would refuse a CUDA share's +=)
+    world = world or Distributed(device=next(unwrap(model).parameters()).device)
+    total = float(sum(weights))
+    if world.enabled:  # every rank's items (one process: no tensor, no device sync)
+        total = all_reduce_sum(torch.tensor(total, device=world.device), world).item()
     total = max(total, 1.0)
     optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), device=world.device)
