@@ -377,17 +377,10 @@ def test_the_training_log_is_downsampled_evenly_and_keeps_every_eval():
 def test_fine_tuning_learns_from_the_labels_and_leaves_the_model_alone():
     import random
 
-    from deberta_edu.model.config import DebertaConfig
-    from deberta_edu.model.emd import DebertaForMaskedLM
-
-    _, tokenizer = load_course_model()
-    torch.manual_seed(0)
-    model = DebertaForMaskedLM(DebertaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                                             num_attention_heads=2, intermediate_size=64)).eval()
+    model, tokenizer = _tiny_encoder()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    words = (["goal", "match", "striker", "coach", "league"], ["shares", "bank", "profit", "market", "firm"])
     rng = random.Random(0)
-    texts = [" ".join(rng.choice(words[i % 2]) for _ in range(12)) for i in range(80)]
+    texts = [" ".join(rng.choice(TOPIC_WORDS[i % 2]) for _ in range(12)) for i in range(80)]
     y = [i % 2 for i in range(80)]
     recipe = FinetuneRecipe(lr=1e-3, epochs=4, max_length=8)  # chunks of 6 words: several per text
     assert finetuned_accuracy(model, tokenizer, texts[:40], y[:40], texts[40:], y[40:], 0,
@@ -436,7 +429,11 @@ def test_document_features_average_every_real_token_of_every_chunk():
     torch.testing.assert_close(features[:, 0], torch.tensor(expected))
 
 
-def _tiny_encoder_and_texts():
+TOPIC_WORDS = (["goal", "match", "striker", "coach", "league"], ["shares", "bank", "profit", "market", "firm"])
+
+
+def _tiny_encoder():
+    """A one-layer DebertaForMaskedLM of width 32 from seed 0, with the course model's tokenizer."""
     from deberta_edu.model.config import DebertaConfig
     from deberta_edu.model.emd import DebertaForMaskedLM
 
@@ -444,8 +441,12 @@ def _tiny_encoder_and_texts():
     torch.manual_seed(0)
     model = DebertaForMaskedLM(DebertaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
                                              num_attention_heads=2, intermediate_size=64)).eval()
-    words = (["goal", "match", "striker", "coach", "league"], ["shares", "bank", "profit", "market", "firm"])
-    texts = [" ".join(words[i % 2][(i + k) % 5] for k in range(12)) for i in range(80)]
+    return model, tokenizer
+
+
+def _tiny_encoder_and_texts():
+    model, tokenizer = _tiny_encoder()
+    texts = [" ".join(TOPIC_WORDS[i % 2][(i + k) % 5] for k in range(12)) for i in range(80)]
     return model, tokenizer, texts, [i % 2 for i in range(80)]
 
 
@@ -535,11 +536,10 @@ def test_lesson_5s_runs_record_the_commands_that_made_them():
             assert [h.count("1") / len(h) for h in row["hits"]] == pytest.approx(row["test"]), path.name
 
 
-@pytest.mark.parametrize("epochs", [5, 10])
-def test_fine_tuning_of_exactly_ten_steps_runs(epochs):
+@pytest.mark.parametrize("epochs, per_epoch", [(5, 2), (10, 1)])
+def test_fine_tuning_of_exactly_ten_steps_runs(epochs, per_epoch):
     """10 steps (5 epochs of 2 batches, or 10 of 1): torch's one-cycle warm-up would end at step 0 and divide by 0."""
     model, tokenizer, texts, y = _tiny_encoder_and_texts()
-    per_epoch = 2 if epochs == 5 else 1
     recipe = FinetuneRecipe(lr=1e-3, epochs=epochs, max_length=16, max_chunks=1)  # one chunk per text
     accuracy = finetuned_accuracy(model, tokenizer, texts[:16 * per_epoch], y[:16 * per_epoch], texts[40:], y[40:], 0,
                                   recipe=recipe)

@@ -376,5 +376,5 @@ def test_a_step_without_a_world_keeps_its_loss_on_the_models_device():
     (a CPU sum refuses a CUDA loss's +=). "meta" stands in for a GPU on a machine without one."""
     model = torch.nn.Linear(3, 2, device="meta")
     out = optimizer_step(model, torch.optim.AdamW(model.parameters()), [torch.randn(4, 3, device="meta")],
-                                lambda m, x: m(x).pow(2).mean(), [4.0], precision=Precision("fp32", "cpu"))
+                         lambda m, x: m(x).pow(2).mean(), [4.0], precision=Precision("fp32", "cpu"))
     assert out.loss.device.type == "meta" and out.grad_norm.device.type == "meta"

@@ -135,7 +135,7 @@ KILLED_RUN = textwrap.dedent(
     import sys, time
     import torch
     torch.set_num_threads(1)
-    from deberta_edu.training.configs import check_same_run, get_config
+    from deberta_edu.training.configs import get_config
     from deberta_edu.training.mlm_data import prepare_data
     from deberta_edu.training.pretrain import train
 

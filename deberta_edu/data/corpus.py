@@ -92,6 +92,15 @@ def _missing(source: str, where: Path) -> FileNotFoundError:
     )
 
 
+def raw_files(source: str) -> tuple[Path, list[Path]]:
+    """(folder, its .txt files in sorted order) that a named source is read from: bbc's articles, large's parts."""
+    if source == "bbc":
+        root = data_root() / "bbc" / "raw"
+        return root, sorted(root.rglob("*.txt"))
+    root = data_root() / "large" / "text"
+    return root, sorted(root.glob("*.txt"))
+
+
 def load_documents(source: str | Path = "bbc") -> list[str]:
     """All cleaned, de-duplicated documents of a source: 'bbc', 'large', or a file/folder path.
 
@@ -99,15 +108,15 @@ def load_documents(source: str | Path = "bbc") -> list[str]:
     document); every ``.txt`` / ``.md`` file under a folder is read in sorted order.
     """
     if str(source) == "bbc":
-        raw = data_root() / "bbc" / "raw"
+        raw, paths = raw_files("bbc")
         if not raw.is_dir():
             raise _missing("bbc", raw)
-        docs = [decode_bytes(p.read_bytes()) for p in sorted(raw.rglob("*.txt"))]
+        docs = [decode_bytes(p.read_bytes()) for p in paths]
     elif str(source) == "large":
-        text = data_root() / "large" / "text"
-        if not text.is_dir() or not any(text.glob("*.txt")):
+        text, paths = raw_files("large")
+        if not paths:
             raise _missing("large", text)
-        docs = [d for p in sorted(text.glob("*.txt")) for d in read_documents(p)]
+        docs = [d for p in paths for d in read_documents(p)]
     elif parts := mixture(source):
         return [d for name, _ in parts for d in load_documents(name)]
     elif Path(source).exists():
@@ -216,8 +225,7 @@ def load_split(source: str | Path = "bbc", val_fraction: float = 0.05) -> tuple[
     folder = data_root() / source
     info = folder / "info.json"
     with files.locked(files.lock_file(folder), f"the {source} split"):  # two builds at once prepare it once
-        raw = data_root() / "bbc" / "raw" if source == "bbc" else folder / "text"
-        inputs = fingerprint(raw, raw.rglob("*.txt") if source == "bbc" else raw.glob("*.txt"))
+        inputs = fingerprint(*raw_files(source))
         kept = json.loads(info.read_text()) if info.exists() else {}
         if kept.get("val_fraction") != val_fraction or kept.get("inputs") != inputs:
             prepare(source, folder, val_fraction, inputs=inputs)
