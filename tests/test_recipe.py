@@ -73,3 +73,50 @@ def test_the_committed_measurements_cover_every_arm_and_seed():
     for r in result["runs"]:  # each run's change is the arm's, as ARMS states it now
         changes = dict((name, c) for name, _, c in recipe.ARMS)[r["arm"]]
         assert r["fields"] == {k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
+
+
+def _clock_config(monkeypatch, **changes):
+    """``clock`` on the debug model (synthetic data, a fraction of a second of training time) in place of lesson 4."""
+    cfg = get_config("debug").replace(budget_seconds=0.5, steps=10_000, warmup_fraction=0.05, eval_every=5,
+                                      save_every=5, **changes)
+    monkeypatch.setattr(recipe, "get_config", lambda name, smoke=False: cfg if name == "lesson4" else None)
+    return cfg
+
+
+def test_clock_runs_each_seed_twice_on_the_clock_and_keeps_what_the_page_prints(tmp_path, monkeypatch):
+    cfg = _clock_config(monkeypatch)
+    recipe.main(["--clock", "--out", str(tmp_path), "--seeds", "0", "1", "--no-progress"])
+    result = json.loads((tmp_path / recipe.CLOCK_FILE).read_text())
+    assert result["command"] == "python -m deberta_edu.training.recipe --clock"
+    assert [(r["seed"], r["repeat"]) for r in result["runs"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert result["config"] == json.loads(json.dumps(cfg.to_dict())) and result["machine"]
+    for r in result["runs"]:
+        assert r["steps"] > 0 and r["tokens"] == r["steps"] * cfg.tokens_per_step  # the clock decided the steps
+        steps = [e["step"] for e in r["evals"]]
+        assert steps[0] == 0 and steps[-1] == r["steps"] and steps == sorted(steps)  # the last one is the end's
+        assert all(0 <= e["val_accuracy"] <= 1 and e["val_loss"] > 0 for e in r["evals"])
+
+
+def test_clock_repeats_no_run_of_the_same_config_and_starts_afresh_for_another(tmp_path, monkeypatch):
+    from deberta_edu.training import pretrain
+
+    _clock_config(monkeypatch)
+    recipe.clock(tmp_path, seeds=(0,), repeats=1, progress=False)
+    real_train, seeds = pretrain.train, []
+
+    def counted(cfg, *args, **kwargs):
+        seeds.append(cfg.seed)
+        return real_train(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "train", counted)
+    again = recipe.clock(tmp_path, seeds=(0, 1), repeats=1, progress=False)  # a cut run, run again with more
+    assert seeds == [1] and [r["seed"] for r in again["runs"]] == [0, 1]
+    _clock_config(monkeypatch, lr=5e-3)  # lesson 4 changed: its old runs say nothing of it
+    fresh = recipe.clock(tmp_path, seeds=(0,), repeats=1, progress=False)
+    assert seeds == [1, 0] and len(fresh["runs"]) == 1 and fresh["config"]["lr"] == 5e-3
+
+
+def test_the_committed_clock_runs_are_of_lesson_4_as_it_is():
+    result = json.loads((recipe.RESULTS_DIR / recipe.CLOCK_FILE).read_text())
+    assert result["config"] == json.loads(json.dumps(get_config("lesson4", smoke=False).to_dict()))
+    assert sorted((r["seed"], r["repeat"]) for r in result["runs"]) == [(s, n) for s in recipe.SEEDS for n in (0, 1)]
