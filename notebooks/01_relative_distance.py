@@ -180,7 +180,9 @@ delta_panel
 #   both sides. The query then meets it as $x_i W^Q a_{ij}^\top$: a content-to-position term (lesson 2).
 # - **T5** (Raffel et al., 2020) adds a learned *scalar* per head and bucket to the score, no vector: half the
 #   buckets for each direction; in each half, distances below a quarter of the buckets are exact, the rest
-#   grow logarithmically up to `max_distance` (128), and everything farther shares the last bucket.
+#   share buckets that widen logarithmically, in steps that would reach one bucket past the last at
+#   `max_distance` (128). Rounded down, that puts the start of the last bucket at 91 (for 32 buckets): every
+#   distance from 91 on, up to 128 and beyond, shares it.
 # - **DeBERTa eq. (3)**: 2k rows, i − j instead of j − i, and the asymmetric ends found above.
 #   v2/v3 combine it with T5's idea, below.
 #
@@ -199,7 +201,8 @@ assert set(mirror_sum[np.abs(d40) >= 4]) == {2 * 4 - 1}  # and 2k − 1 beyond i
 assert len(np.unique(shaw)) == 2 * 4 + 1 and len(np.unique(eq3)) == 2 * 4
 t5 = viz.t5_buckets(np.arange(-3000, 3001))
 assert len(np.unique(t5)) == 31  # 32 buckets, one never used (j − i = 0 counts as "not to the right")
-assert len(np.unique(viz.t5_buckets(np.arange(128, 3001)))) == 1  # beyond max_distance: one bucket
+assert len(np.unique(viz.t5_buckets(np.arange(91, 3001)))) == 1  # from 91 on, beyond max_distance too: one bucket
+assert viz.t5_buckets([90]) != viz.t5_buckets([91]) and viz.t5_buckets([-90]) != viz.t5_buckets([-91])
 
 # %% [markdown]
 # The second and third asserts are the mirror of eq. (3): row(d) + row(−d) = 2k inside the window |d| < k, and

@@ -664,7 +664,8 @@ exercises.check_diagnosis(diagnose)
 #   differs from eq. (4) and the released code (√(3d)); its δ[j, i] follows eq. (4) but not the released code.
 # - p2p is a per-distance bias; a query bias already puts one into c2p (exactly on every row but the clamped
 #   top one, when the rows read are at most d), so DeBERTa leaves p2p out.
-# - Three terms triple the variance: divide by √(3d), or the softmax starts √3 times sharper.
+# - Three terms triple the variance: divide by √(3d), or every score starts √3 times larger and the softmax
+#   sharper.
 #
 # Nothing here knows where a token *is*, only how far apart two tokens are. Lesson 3 shows what that costs,
 # and how the Enhanced Mask Decoder brings absolute positions back at the very end.

@@ -308,7 +308,8 @@ shift_panel
 # ## What the EMD costs (appendix A.7)
 #
 # A.7 argues that the EMD is cheap: the decoder only reconstructs the masked tokens, so with 15% masked and two
-# decoder passes over a model of L layers its extra cost is about $0.15 \times 2/L$ (3% for the base model).
+# decoder passes over a model of L layers its extra cost is about $0.15 \times 2/L$: 2.5% for the base model
+# (L = 12), which the paper rounds to 3%.
 # What the code does:
 #
 # - The released code runs both passes over **every** position, then keeps the masked rows: $2/L$.

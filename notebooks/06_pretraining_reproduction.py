@@ -213,7 +213,8 @@ assert abs(untrained["no_emd"]["position_probe"]["accuracy"] - 0.5) < 0.1  # rel
 assert untrained["bert"]["position_probe"]["accuracy"] > 0.9  # absolute positions at the input
 for r in run["runs"].values():
     if r["variant"] == "bert":
-        assert r["position_probe"] > 0.9, r  # and still there after (a little) training
+        # still there after the smoke run's few steps (the committed runs stuck on the plateau lose most of it)
+        assert r["position_probe"] > 0.9, r
 plots.plot_summary(run)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -226,8 +227,8 @@ plots.plot_summary(run)
 folder = report.committed_results()
 if folder is None:
     display(Markdown(
-        "**No committed run of this design yet.** `results/ablation-cpu` holds a run of the previous design "
-        "(one seed, one rate, no FLOP matching), which the report no longer shows. Make one with "
+        "**No committed run of this design here** (`results/ablation-cpu/results.json` is missing or of "
+        "another design). Make one with "
         "`python -m deberta_edu.reproduce --scale cpu --out results/ablation-cpu` (at most 90 minutes on 2 free "
         "cores). Below: the smoke run again, **which is not a result**."))
     real = run

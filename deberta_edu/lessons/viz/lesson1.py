@@ -99,7 +99,9 @@ def t5_buckets(
     """T5's bidirectional bucket for a signed i − j (T5 itself measures j − i).
 
     Half the buckets per direction; in each half, distances below a quarter of num_buckets are exact,
-    the rest grow with log|j − i| up to max_distance, and everything farther shares the last bucket.
+    the rest share buckets that widen with log|j − i|, in steps that would pass the last bucket at
+    max_distance; rounded down, the last bucket starts earlier (at 91 for 32 buckets and 128) and holds
+    every farther distance.
     float32 and truncation as T5's code, so that the buckets match it.
     """
     rel = -torch.as_tensor(np.asarray(distances), dtype=torch.long)  # j − i
@@ -123,11 +125,12 @@ def plot_schemes(k: int = 4, num_buckets: int = 32, max_distance: int = 128, spa
     t5 = t5_buckets(d5, num_buckets, max_distance)
     t5_signed = np.where(t5 >= half, -(t5 - half), t5)  # upper half is j − i > 0, i.e. i − j < 0
     exact = num_buckets // 4 - 1
+    shared_from = int(np.abs(d5[t5_signed == t5_signed.max()]).min())  # the start of the last bucket
     panels = [
         (f"Shaw et al.: clip to [−{k}, {k}], {2 * k + 1} rows", d, k - shaw_rows(d, k), (-(k - 1), k - 1)),
         (f"DeBERTa eq. (3): {2 * k} rows, ends at −{k} and {k - 1}", d, table_rows(d, k) - k,
          (-(k - 1), k - 2)),
-        (f"T5: {num_buckets} scalar buckets, beyond {max_distance} shared", d5, t5_signed, (-exact, exact)),
+        (f"T5: {num_buckets} scalar buckets, shared from ±{shared_from}", d5, t5_signed, (-exact, exact)),
     ]
     fig = new_figure((12, 3.4))
     for ax, (title, x, rows, (lo, hi)) in zip(fig.subplots(1, 3), panels, strict=True):
