@@ -514,6 +514,7 @@ print("neighbour heads: " + ", ".join(f"layer {p.layer} head {p.head}" for p in 
       + f"; c2p most diagonal in layer {positional.layer} head {positional.head}")
 assert max(max(p.previous, p.following) for p in random_) < 3 / L  # random weights: near uniform
 assert all(min(p.lift["c2p"], p.lift["p2c"]) > 0.5 > p.lift["c2c"] for p in neighbours)  # position terms lift it
+assert max(abs(v) for p in random_ for v in p.lift.values()) < 0.1  # at random weights no term lifts a neighbour
 assert any(p.lift["p2c"] > 2 * p.lift["c2p"] for p in neighbours if p is not positional)  # another: p2c carries it
 assert positional.offset_share > 0.8 > 0.5 > max(p.offset_share for p in random_)  # its c2p: a diagonal band
 assert max(p.column_share for p in trained) > 2 * max(p.column_share for p in random_)  # p2c: columns

@@ -448,28 +448,49 @@ else:  # what every full-size run does, early or late off the plateau (text belo
         print("This run left the plateau late (the curve above stays near the unigram loss for longer): a run "
               "this short is decided by when that happens, and the text below says how much it varies.")
 
+# %% [markdown]
+# Small, frequent words such as "the" and "of" come back at the top, and so does "years" after "10"; but
+# "Minister" after "Prime" is still far down the list, and so are "month" and "rates": content words need
+# far more text and steps.
+
+# %% [markdown] slideshow={"slide_type": "subslide"}
+# **What 150 seconds buy.** About one masked token in five, in most runs but not in all. Six full-size runs of
+# this page on the course's two cores (three seeds, each run twice: `python -m deberta_edu.training.recipe
+# --clock`, results/recipe/clock.json) saw 2.6 to 3.0 million tokens (the clock is the budget, so a slower
+# machine sees fewer). In that time the model learns **what is frequent** — its loss goes from an even guess
+# to well below the unigram model's — and **some of the context**: 18.4% to 23.6% of the masked tokens come
+# back first, and five of the six runs reach 20% (the recipe's three seeds in results/recipe/, 3 million
+# tokens each: 19.5% to 25.0%). Not the same run twice, either: seed 0 ended at 22.1% once and at 18.4% the
+# other time. With the clock as the budget, the learning rate at each step depends on how fast the steps
+# went, so two runs of one seed differ by a hair from the first steps on; the 18.4% run fell behind early (at
+# step 300, 10.3% against 15.0%), and 150 seconds did not leave it time to catch up. So short a run is
+# decided by *when* the model leaves the plateau, and that moment is fragile. For scale: the paper's smallest
+# setting, the last column of Table 8 (the base models of its ablation study), trains for 1M steps of 256
+# sequences; the paper does not print their length, but at the 512 tokens of the released pretraining script
+# that is about 130 billion tokens, 43,000 to 50,000 times more.
+
 # %%
 from deberta_edu.training.recipe import CLOCK_FILE  # noqa: E402
 from deberta_edu.training.recipe import RESULTS_DIR as RECIPE_DIR  # noqa: E402
 
 clock = json.loads((RECIPE_DIR / CLOCK_FILE).read_text())  # six full-size runs of this page, committed
-print(f"{clock['command']} ({clock['machine']}):")
+print(f"{clock['command']} ({clock['machine']})")
 ends, at_300 = {}, {}
 clock_fig, ax = subplots(figsize=(6, 3))
 for r in clock["runs"]:
     run_name = (r["seed"], r["repeat"])
     ends[run_name] = r["evals"][-1]["val_accuracy"]
     at_300[run_name] = next(e["val_accuracy"] for e in r["evals"] if e["step"] == 300)
-    print(f"  seed {r['seed']}, run {r['repeat'] + 1}: {r['tokens'] / 1e6:.2f}M tokens, held-out accuracy "
-          f"{ends[run_name]:.1%}")
     ax.plot([e["step"] for e in r["evals"]], [100 * e["val_accuracy"] for e in r["evals"]], marker=".",
             ls="-" if r["repeat"] == 0 else "--", color=f"C{r['seed']}", label=f"seed {r['seed']}, run {r['repeat'] + 1}")
 ax.axhline(20, color="0.5", ls=":", lw=1)
 ax.set(xlabel="step", ylabel="held-out accuracy (%)", title="this page at full size, six times (150 s each)")
 ax.legend(fontsize=8)
 tokens_seen = [r["tokens"] for r in clock["runs"]]
+print(f"six runs: {min(tokens_seen) / 1e6:.2f} to {max(tokens_seen) / 1e6:.2f}M tokens; held-out accuracy "
+      + ", ".join(f"{a:.1%}" for a in ends.values()))
 paper_tokens = 1_000_000 * 256 * 512  # Table 8's ablation column, at the released scripts' 512 tokens
-# the numbers of the text below
+# the numbers of the text above
 assert clock["config"] == json.loads(json.dumps(get_config("lesson4", smoke=False).to_dict()))  # this page's run
 assert (round(min(tokens_seen) / 1e6, 1), round(max(tokens_seen) / 1e6, 1)) == (2.6, 3.0)
 assert (round(100 * min(ends.values()), 1), round(100 * max(ends.values()), 1)) == (18.4, 23.6)
@@ -478,24 +499,6 @@ assert [round(100 * ends[(0, n)], 1) for n in (0, 1)] == [18.4, 22.1]
 assert [round(100 * at_300[(0, n)], 1) for n in (0, 1)] == [10.3, 15.0]
 assert (round(paper_tokens / max(tokens_seen), -3), round(paper_tokens / min(tokens_seen), -3)) == (43_000, 50_000)
 clock_fig
-
-# %% [markdown]
-# Be honest about what 150 seconds buy. Six full-size runs of this page on the course's two cores (three
-# seeds, each run twice: `python -m deberta_edu.training.recipe --clock`, results/recipe/clock.json) saw 2.6
-# to 3.0 million tokens (the clock is the budget, so a slower machine sees fewer), and the model learns **what
-# is frequent** — its loss goes from an even guess to well below the unigram model's — and **some of the
-# context**: about one masked token in five comes back first (18.4% to 23.6%; five of the six runs reach 20%;
-# the recipe's three seeds in results/recipe/, 3 million tokens each, 19.5% to 25.0%). Not in every run, and
-# not the same run twice: seed 0 ended at 22.1% once and at 18.4% the other time. With the clock as the
-# budget, the learning rate at each step depends on how fast the steps went, so two runs of one seed differ
-# by a hair from the first steps on; the 18.4% run fell behind early (at step 300, 10.3% against 15.0%), and
-# 150 seconds did not leave it time to catch up. So short a run is decided by *when* the model
-# leaves the plateau, and that moment is fragile.
-# Small, frequent words such as "the" and "of" come back at the top, and so does "years" after "10"; but
-# "Minister" after "Prime" is still far down the list, and so are "month" and "rates": content words need
-# far more text and steps. The paper's smallest setting, the last column of Table 8 (the base models of its
-# ablation study), trains for 1M steps of 256 sequences; the paper does not print their length, but at the
-# 512 tokens of the released pretraining script that is about 130 billion tokens, 43,000 to 50,000 times more.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## What each choice of the recipe buys

@@ -247,6 +247,8 @@ if folder is not None:  # the position probe (the table's row, its baselines bel
     chance_emd = real["baselines"]["random_init"]["no_emd"]["position_probe"]["accuracy"]
     learned = [real["runs"][r]["position_probe"] for r in real["main_runs"]["no_emd"].values()]
     assert abs(chance_emd - 0.5) < 0.1 and min(learned) > chance_emd + 0.2, (chance_emd, learned)
+    tokens_of = {s["variant"]: s["tokens"] for s in real["runs"].values()}  # one count per variant: equal FLOPs
+    assert round(tokens_of["bert"] / tokens_of["deberta"], 1) == 1.5  # "1.5x at this scale", below
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## How to read it
