@@ -115,8 +115,9 @@ def clock(out: Path = RESULTS_DIR, seeds=SEEDS, repeats: int = 2, progress: bool
     path = out / CLOCK_FILE
     result = {"command": "python -m deberta_edu.training.recipe --clock",
               "config": json.loads(json.dumps(cfg.to_dict())), "machine": describe_machine(), "runs": []}
-    if path.exists() and json.loads(path.read_text()).get("config") == result["config"]:
-        result["runs"] = json.loads(path.read_text())["runs"]
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    if kept.get("config") == result["config"]:  # runs of another config say nothing of this one
+        result["runs"] = kept["runs"]
     done = {(r["seed"], r["repeat"]) for r in result["runs"]}
     data = None
     for seed in seeds:
