@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -48,6 +49,11 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def as_saved(value):
+    """``value`` as a JSON file gives it back (tuples become lists, keys strings): what to compare a file with."""
+    return json.loads(json.dumps(value))
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

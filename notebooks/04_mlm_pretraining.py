@@ -44,7 +44,7 @@ import time
 import torch
 from IPython.display import Markdown, display
 
-from deberta_edu import DebertaForMaskedLM, exercises, mask_tokens, viz
+from deberta_edu import DebertaForMaskedLM, exercises, files, mask_tokens, viz
 from deberta_edu.data.corpus import load_split
 from deberta_edu.facts import smoke
 from deberta_edu.figures import subplots
@@ -474,7 +474,7 @@ from deberta_edu.training.recipe import CLOCK_FILE  # noqa: E402
 from deberta_edu.training.recipe import RESULTS_DIR as RECIPE_DIR  # noqa: E402
 
 clock = json.loads((RECIPE_DIR / CLOCK_FILE).read_text())  # six full-size runs of this page, committed
-page_run = json.loads(json.dumps(get_config("lesson4", smoke=False).to_dict()))  # this page's config, as saved
+page_run = files.as_saved(get_config("lesson4", smoke=False).to_dict())  # this page's config, as saved
 print(f"{clock['command']} ({clock['machine']})")
 ends, at_300 = {}, {}
 clock_fig, ax = subplots(figsize=(6, 3))

@@ -3,6 +3,7 @@
 import json
 from types import SimpleNamespace
 
+from deberta_edu import files
 from deberta_edu.training import recipe
 from deberta_edu.training.configs import get_config
 
@@ -89,7 +90,7 @@ def test_clock_runs_each_seed_twice_on_the_clock_and_keeps_what_the_page_prints(
     result = json.loads((tmp_path / recipe.CLOCK_FILE).read_text())
     assert result["command"] == "python -m deberta_edu.training.recipe --clock"
     assert [(r["seed"], r["repeat"]) for r in result["runs"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
-    assert result["config"] == json.loads(json.dumps(cfg.to_dict())) and result["machine"]
+    assert result["config"] == files.as_saved(cfg.to_dict()) and result["machine"]
     for r in result["runs"]:
         assert r["steps"] > 0 and r["tokens"] == r["steps"] * cfg.tokens_per_step  # the clock decided the steps
         steps = [e["step"] for e in r["evals"]]
@@ -118,5 +119,5 @@ def test_clock_repeats_no_run_of_the_same_config_and_starts_afresh_for_another(t
 
 def test_the_committed_clock_runs_are_of_lesson_4_as_it_is():
     result = json.loads((recipe.RESULTS_DIR / recipe.CLOCK_FILE).read_text())
-    assert result["config"] == json.loads(json.dumps(get_config("lesson4", smoke=False).to_dict()))
+    assert result["config"] == files.as_saved(get_config("lesson4", smoke=False).to_dict())
     assert sorted((r["seed"], r["repeat"]) for r in result["runs"]) == [(s, n) for s in recipe.SEEDS for n in (0, 1)]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import stats as scipy_stats
 
-from deberta_edu import exercises
+from deberta_edu import exercises, files
 from deberta_edu.ablation import jobs, metrics, plan, publish, report, reproduce, stats, timing
 from deberta_edu.ablation.plan import VARIANTS, Scale, get_scale, run_config, variant_configs
 from deberta_edu.ablation.run import run_ablation
@@ -205,7 +205,7 @@ def test_every_run_writes_its_own_file_and_the_report_is_complete(micro_run):
     names = sorted(p.name for p in (out / "runs").glob("*.json"))
     assert names == sorted(f"{v}-seed{s}-lr0.01.json" for v in VARIANTS for s in (0, 1))
     assert results["complete"] and not results["missing"] and results["best_lr"] == {v: 0.01 for v in VARIANTS}
-    assert report.load_results(out) == json.loads(json.dumps(results))
+    assert report.load_results(out) == files.as_saved(results)
     for name in (report.RESULTS_FILE, report.COMPARISON_FILE, report.CURVES_FILE, report.SUMMARY_FILE,
                  report.PLAN_FILE, report.BASELINES_FILE):
         assert (out / name).exists(), name
@@ -352,7 +352,7 @@ def test_the_report_of_runs_made_by_hand(tmp_path):
 def test_the_committed_report_is_what_the_code_makes_of_its_run_files():
     folder = RESULTS_ROOT / "ablation-cpu"
     committed = report.load_results(folder)
-    rebuilt = json.loads(json.dumps(report.summarize(folder)))
+    rebuilt = files.as_saved(report.summarize(folder))
     rebuilt.update(report_built=committed["report_built"], files=committed["files"])
     assert rebuilt == committed
     assert publish.markdown.comparison(rebuilt) == (folder / report.COMPARISON_FILE).read_text(encoding="utf-8")

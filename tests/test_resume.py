@@ -3,7 +3,6 @@
 Dropout stays on in these tests: its random state must travel through the checkpoint too.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from deberta_edu import files
 from deberta_edu.facts import LOG_FILE, STATE_FILE
 from deberta_edu.model.checkpoint import load_tensors
 from deberta_edu.model.emd import DebertaForMaskedLM
@@ -159,7 +159,7 @@ def test_a_broken_line_inside_a_log_is_an_error_not_a_torn_end(tmp_path):
 
 
 def test_resume_refuses_every_change_of_trajectory_and_allows_the_others():
-    saved = json.loads(json.dumps(CFG.to_dict()))  # as the checkpoint's metadata gives it back
+    saved = files.as_saved(CFG.to_dict())  # as the checkpoint's metadata gives it back
     for change in (dict(seed=1), dict(steps=40), dict(warmup_steps=5), dict(lr=2e-2), dict(adam_betas=(0.9, 0.98)),
                    dict(max_grad_norm=2.0), dict(dropout=0.0), dict(batch_size=8), dict(mlm_probability=0.2),
                    dict(budget_seconds=60.0), dict(model_overrides={**CFG.model_overrides, "hidden_size": 16})):

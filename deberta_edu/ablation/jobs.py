@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from deberta_edu import files
 from deberta_edu.training import mlm_data, pretrain
 from deberta_edu.training.configs import TrainConfig
 from deberta_edu.training.evaluate import unigram_baseline  # noqa: F401 (jobs.unigram_baseline, used by run)
@@ -55,8 +56,8 @@ class Job:
     def key(self) -> dict:
         """What decides a run's result: a saved run is reused only when this matches."""
         s = self.scale
-        return json.loads(json.dumps({"cfg": self.cfg.to_dict(), "finetune": s.finetune, "topics": s.topics,
-                                      "probe": s.probe, "eval_examples": s.eval_examples}))
+        return files.as_saved({"cfg": self.cfg.to_dict(), "finetune": s.finetune, "topics": s.topics,
+                               "probe": s.probe, "eval_examples": s.eval_examples})
 
     @property
     def path(self) -> Path | None:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from deberta_edu import files
 from deberta_edu.facts import PROJECT_ROOT, cpu_name
 from deberta_edu.training import mlm_data
 
@@ -103,7 +104,7 @@ def _new_plan(scale: Scale, smoke: dict | None, command: str, fit_now: bool) -> 
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "commands": [command],
         "hardware": _hardware(scale), "software": _software(),
     }
-    return json.loads(json.dumps(plan_))
+    return files.as_saved(plan_)
 
 
 def _load_plan(path: Path, fresh: dict, smoke: dict | None, command: str) -> dict:

@@ -13,7 +13,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from deberta_edu import facts
+from deberta_edu import facts, files
 from deberta_edu.model.config import SIZES, VARIANTS, DebertaConfig, make_config
 
 from .engine import PRECISIONS
@@ -139,7 +139,7 @@ def check_same_run(saved: dict, cfg: TrainConfig, state) -> None:
     """Refuse to resume from ``state`` (a checkpoint trained with config ``saved``) in another trajectory."""
     now = cfg.to_dict()
     diff = {k: (saved.get(k), now[k]) for k in now
-            if k not in NON_TRAJECTORY_FIELDS and json.loads(json.dumps(now[k])) != saved.get(k)}
+            if k not in NON_TRAJECTORY_FIELDS and files.as_saved(now[k]) != saved.get(k)}
     if diff:
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
         raise ValueError(

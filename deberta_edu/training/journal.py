@@ -38,7 +38,7 @@ class Journal:
     def open(cls, path: str | Path, settings: dict) -> Journal:
         """The journal at ``path``: its draws if it was written with the same ``settings``, else a new file.
         Raises ValueError when the file holds draws made with other settings."""
-        path, settings = Path(path), json.loads(json.dumps(settings))  # as the file will give them back
+        path, settings = Path(path), files.as_saved(settings)
         lines = []
         for text in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
             try:

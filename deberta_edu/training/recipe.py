@@ -114,7 +114,7 @@ def clock(out: Path = RESULTS_DIR, seeds=SEEDS, repeats: int = 2, progress: bool
     cfg = get_config("lesson4", smoke=False)
     path = out / CLOCK_FILE
     result = {"command": "python -m deberta_edu.training.recipe --clock",
-              "config": json.loads(json.dumps(cfg.to_dict())), "machine": describe_machine(), "runs": []}
+              "config": files.as_saved(cfg.to_dict()), "machine": describe_machine(), "runs": []}
     kept = json.loads(path.read_text()) if path.exists() else {}
     if kept.get("config") == result["config"]:  # runs of another config say nothing of this one
         result["runs"] = kept["runs"]
