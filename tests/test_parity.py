@@ -46,18 +46,26 @@ def _batch(vocab, length, batch=3, seed=0):
 
 
 def _randomise(model, seed=0):
-    """Non-trivial weights everywhere (transformers zero-initialises biases and LayerNorm offsets)."""
+    """Every weight drawn afresh, large enough that attention and the position terms move the output.
+
+    transformers' own init (std 0.02, zero biases, unit LayerNorms) leaves attention nearly uniform: the
+    whole of it moves the output by about 1e-3, so a wrong position term would pass a 1e-5 bar.
+    ``test_the_parity_bar_would_catch_a_wrong_position_term`` checks that these weights do not.
+    """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("bias") or "LayerNorm" in name:
-                p.add_(0.05 * torch.randn(p.shape, generator=g))
+            if "LayerNorm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+            elif "embeddings" in name:  # word, absolute and relative tables
+                p.copy_(torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
 
 
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("mlm", [False, True], ids=["encoder", "mlm"])
-def test_same_outputs_as_transformers(case, mlm):
-    hf_config_cls, kwargs, length = CASES[case]
+def _pair(case, mlm=False):
+    """transformers' model for ``case`` with randomised weights, and ours converted from it (both in eval)."""
+    hf_config_cls, kwargs, _ = CASES[case]
     torch.manual_seed(0)
     hf_config = hf_config_cls(**kwargs, legacy=not mlm or case.startswith("v1"))
     is_v1 = hf_config_cls is DebertaConfig
@@ -66,22 +74,30 @@ def test_same_outputs_as_transformers(case, mlm):
     hf = cls(hf_config)
     _randomise(hf)
     hf.eval()
-    ours = de.from_hf(hf).eval()
+    return hf, de.from_hf(hf).eval()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("mlm", [False, True], ids=["encoder", "mlm"])
+def test_same_outputs_as_transformers(case, mlm):
+    hf, ours = _pair(case, mlm)
+    hf_config, length = hf.config, CASES[case][2]
     assert isinstance(ours, de.DebertaForMaskedLM if mlm else de.DebertaModel)
     ids, mask = _batch(hf_config.vocab_size, length)
     tt = torch.randint(0, 2, ids.shape) if hf_config.type_vocab_size else None
     with torch.no_grad():
         theirs = hf(input_ids=ids, attention_mask=mask, token_type_ids=tt)
-        mine = ours(ids, mask, token_type_ids=tt) if not mlm else ours(ids, mask, token_type_ids=tt)
+        mine = ours(ids, mask, token_type_ids=tt)
         their_hidden = hf.deberta(input_ids=ids, attention_mask=mask, token_type_ids=tt).last_hidden_state \
             if mlm else theirs.last_hidden_state
     keep = mask.bool()
     diff = (their_hidden - mine.last_hidden_state)[keep].abs().max().item()
     msg = f"{case} {'mlm' if mlm else 'encoder'}: max |Δ last_hidden_state| = {diff:.2e}"
     if mlm:
-        ldiff = (theirs.logits - mine.logits)[keep].abs().max().item()
-        msg += f", max |Δ logits| = {ldiff:.2e}"
-        assert ldiff <= 1e-5, msg
+        scale = theirs.logits[keep].abs().max().item()  # logits here reach tens: float32 rounds them to ~1e-6
+        ldiff = (theirs.logits - mine.logits)[keep].abs().max().item() / scale
+        msg += f", max |Δ logits| / max |logits| = {ldiff:.2e} (max |logits| = {scale:.1f})"
+        assert ldiff <= 2e-6, msg
     print(msg)
     assert diff <= 1e-5, msg
 
@@ -90,6 +106,25 @@ def test_same_outputs_as_transformers(case, mlm):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_parity_bar_would_catch_a_wrong_position_term(case):
+    """The weights above make the parity test able to fail: reading the relative table backwards (as a
+    p2c with delta(j, i), or a flipped table, would) moves our output by far more than its 1e-5 bar, and so does
+    leaving the position terms out."""
+    hf, ours = _pair(case)
+    ids, mask = _batch(hf.config.vocab_size, CASES[case][2])
+    keep = mask.bool()
+    with torch.no_grad():
+        right = ours(ids, mask).last_hidden_state[keep]
+        table = ours.encoder.rel_embeddings.weight
+        table.copy_(table.flip(0))
+        flipped = ours(ids, mask).last_hidden_state[keep]
+        table.zero_()
+        no_table = ours(ids, mask).last_hidden_state[keep]
+    for wrong in (flipped, no_table):
+        assert (wrong - right).abs().max().item() > 100 * 1e-5, case
 
 
 def test_from_directory_with_official_head_turns_emd_on(tmp_path):
@@ -135,8 +170,9 @@ def test_from_directory_with_absolute_positions_at_the_input_keeps_emd_off(tmp_p
     assert ours.config.position_biased_input and not ours.config.emd and ours.emd is None
     ids, mask = _batch(500, 40)
     with torch.no_grad():
-        torch.testing.assert_close(ours(ids, mask).logits[mask.bool()],
-                                   hf(input_ids=ids, attention_mask=mask).logits[mask.bool()], atol=1e-5, rtol=0)
+        theirs = hf(input_ids=ids, attention_mask=mask).logits[mask.bool()]
+        torch.testing.assert_close(ours(ids, mask).logits[mask.bool()], theirs,
+                                   atol=2e-6 * theirs.abs().max().item(), rtol=0)  # as in the test above
 
 
 def test_from_hf_of_another_head_gives_the_encoder_and_says_so():
