@@ -11,10 +11,12 @@ from deberta_edu.training.finetune import (
     classification_batch,
     classifier_from,
     collate,
+    encode,
     finetune,
+    sift_loss,
     training_batches,
 )
-from deberta_edu.training.sift import AdversarialConfig
+from deberta_edu.training.sift import AdversarialConfig, build_adversary
 
 
 class WordTokenizer:
@@ -66,6 +68,30 @@ def test_finetune_learns_with_and_without_sift(tmp_path):
         if lam:
             assert "adv_loss" in result.history[-1]
             assert ("step_linf_per_token" in result.history[-1]) == (method == "sift")
+
+
+@pytest.mark.parametrize("method", ["sift", "vat"])
+def test_the_adversarial_loss_reaches_what_training_minimises(method):
+    """The loss the loop steps on is cross-entropy + λ x the adversarial loss it logs, so SiFT (lesson 5's
+    subject) cannot drop out of training while its statistics still look right."""
+    splits, tok = _toy_splits(40)
+    torch.manual_seed(0)
+    pretrained = DebertaForMaskedLM(make_config("tiny", vocab_size=64, max_relative_positions=32,
+                                                position_buckets=-1, max_position_embeddings=32))
+    model = classifier_from(pretrained, dropout=0.0).train()
+    batch = classification_batch(*encode(splits["train"][:8], tok, 32))
+    losses = {}
+    for lam in (0.0, 2.0):
+        stats = {}
+        cfg = FinetuneConfig(adversarial=AdversarialConfig(lam=lam, method=method))
+        adversary = build_adversary(model.deberta.embeddings, cfg.adversarial, torch.Generator().manual_seed(0))
+        losses[lam] = sift_loss(cfg, adversary, model.config.hidden_size, stats)(model, batch)
+        if lam:
+            assert stats["adv_loss"] > 0
+            with torch.no_grad():
+                ce = model(batch.input_ids, batch.attention_mask, labels=batch.labels).loss
+            assert losses[lam].item() == pytest.approx(ce.item() + lam * stats["adv_loss"], rel=1e-6)
+    assert losses[2.0].item() > losses[0.0].item()
 
 
 def test_random_init_draws_new_weights_for_every_seed(monkeypatch):

@@ -189,13 +189,25 @@ def test_precisions_on_cpu():
         Precision("fp8", torch.device("cpu"))
     cfg = get_config("debug")
     batches = Batches(TRAIN, cfg, MaskSpec(64), Distributed())
-    for name in ("bf16", "fp16"):  # the autocast and GradScaler code paths, run on the CPU
+    losses = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        # the autocast and GradScaler code paths, run on the CPU
         torch.manual_seed(0)
         model = DebertaForMaskedLM(cfg.model_config())
-        opt = build_optimizer(model, 1e-3)
+        precision = Precision(name, "cpu")
         micro, weights = batches.micro_batches(0)
-        out = optimizer_step(model, opt, micro, mlm_loss, weights, precision=Precision(name, "cpu"))
+        seen = []  # the matrix products run in the precision asked for (LayerNorm and the loss stay float32)
+        hook = model.head.dense.register_forward_hook(lambda module, args, out, seen=seen: seen.append(out.dtype))
+        with torch.no_grad(), precision.autocast():
+            model(micro[0].input_ids, micro[0].attention_mask)
+        hook.remove()
+        assert seen == [dtype], name
+        assert precision.scaler.is_enabled() == (name == "fp16")
+        out = optimizer_step(model, build_optimizer(model, 1e-3), micro, mlm_loss, weights, precision=precision)
         assert torch.isfinite(out.loss) and out.loss.item() > 0
+        losses[name] = out.loss.item()
+    assert losses["bf16"] != losses["fp32"] != losses["fp16"]  # same weights and batch: only the rounding differs
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
 
 
 def test_evaluation_masks_are_fixed():
