@@ -537,10 +537,19 @@ def test_lesson_5s_runs_record_the_commands_that_made_them():
 
 
 @pytest.mark.parametrize("epochs, per_epoch", [(5, 2), (10, 1)])
-def test_fine_tuning_of_exactly_ten_steps_runs(epochs, per_epoch):
+def test_fine_tuning_of_exactly_ten_steps_runs(epochs, per_epoch, monkeypatch):
     """10 steps (5 epochs of 2 batches, or 10 of 1): torch's one-cycle warm-up would end at step 0 and divide by 0."""
+    cycles = []
+
+    class Recorded(torch.optim.lr_scheduler.OneCycleLR):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            cycles.append(self)
+
+    monkeypatch.setattr(torch.optim.lr_scheduler, "OneCycleLR", Recorded)
     model, tokenizer, texts, y = _tiny_encoder_and_texts()
     recipe = FinetuneRecipe(lr=1e-3, epochs=epochs, max_length=16, max_chunks=1)  # one chunk per text
     accuracy = finetuned_accuracy(model, tokenizer, texts[:16 * per_epoch], y[:16 * per_epoch], texts[40:], y[40:], 0,
                                   recipe=recipe)
     assert 0.0 <= accuracy <= 1.0
+    assert [c.total_steps for c in cycles] == [10] and cycles[0].last_epoch == 10  # the ten steps, all taken

@@ -23,20 +23,19 @@ def _ids(batch=2, length=20, seed=0):
     return torch.randint(5, V, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("emd", [True, False])
-def test_absolute_table_changes_logits_only_with_emd(emd):
-    model = _mlm(emd=emd)
+def test_the_absolute_table_reaches_only_the_emd():
+    """Without the BERT-style input, the absolute positions enter the EMD alone: the encoder's output does not
+    read the table at all, the logits do. Without the EMD (and that input) there is no table."""
+    assert _mlm(emd=False, position_biased_input=False).deberta.embeddings.position_embeddings is None
+    model = _mlm(emd=True, position_biased_input=False)
     ids = _ids()
-    if not emd:  # without EMD (and without the BERT-style input) there is no absolute table at all
-        assert model.deberta.embeddings.position_embeddings is None
-        model = _mlm(emd=False, position_biased_input=False)
     with torch.no_grad():
-        before = model(ids).logits
-        table = model.deberta.embeddings.position_embeddings
-        if table is not None:
-            table.weight.add_(torch.randn_like(table.weight))
-        after = model(ids).logits
-    assert (not torch.allclose(before, after)) == emd
+        before = model(ids, output_hidden_states=True)
+        table = model.deberta.embeddings.position_embeddings.weight
+        table.add_(torch.randn_like(table))
+        after = model(ids, output_hidden_states=True)
+    assert torch.equal(before.hidden_states[-1], after.hidden_states[-1])
+    assert (before.logits - after.logits).abs().max() > 0.1
 
 
 def test_emd_reuses_the_last_layer_and_has_no_weights():
@@ -87,18 +86,32 @@ def test_boolean_and_integer_masks_agree():
         assert torch.equal(model(ids, mask).logits, model(ids, mask.bool()).logits)
 
 
+# each variant's attention terms, EMD and absolute input, written out (not read back from VARIANTS)
+VARIANT_SHAPES = {"deberta": ({"c2c", "c2p", "p2c"}, True, False), "no_emd": ({"c2c", "c2p", "p2c"}, False, False),
+                  "no_c2p": ({"c2c", "p2c"}, True, False), "no_p2c": ({"c2c", "c2p"}, True, False),
+                  "bert": ({"c2c"}, False, True)}
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_variant_runs_and_trains(variant):
+    assert set(VARIANTS) == set(VARIANT_SHAPES)
     model = _mlm(variant=variant).train()
+    c = model.config
+    assert (set(c.terms), c.emd, c.position_biased_input) == VARIANT_SHAPES[variant]
+    assert (model.emd is not None) == c.emd
     ids = _ids()
     labels = torch.full_like(ids, -100)
     labels[:, 3] = ids[:, 3]
-    out = model(ids, labels=labels)
-    out.loss.backward()
-    assert torch.isfinite(out.loss)
-    c = model.config
-    assert set(c.terms) == set(VARIANTS[variant].get("terms", ("c2c", "c2p", "p2c")))
-    assert (model.emd is not None) == c.emd
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = []
+    for _ in range(3):  # the same batch three times: every variant learns it
+        out = model(ids, labels=labels)
+        assert torch.isfinite(out.loss)
+        losses.append(out.loss.item())
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    assert losses[-1] < losses[0] / 2, losses
 
 
 def test_only_masked_logits_is_an_exact_shortcut():

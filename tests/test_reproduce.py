@@ -215,7 +215,7 @@ def test_every_run_writes_its_own_file_and_the_report_is_complete(micro_run):
     text = (out / report.COMPARISON_FILE).read_text()
     assert "RoBERTa-ReImp_base" in text and "84.9" in text and "v1 layout" in text and "paired t-test" in text
     for r in results["runs"].values():  # every run: the same FLOPs, checked against the plateau, probed
-        assert r["flops"] == pytest.approx(results["flops_per_run"], rel=0.3)
+        assert abs(r["flops"] - results["flops_per_run"]) <= r["flops"] / r["steps"], r  # to within one step
         assert isinstance(r["on_plateau"], bool) and 0 <= r["position_probe"] <= 1 and 0 <= r["topic_probe"] <= 1
         assert r["curve"]["step"][0] == 0 and r["curve"]["step"][-1] == r["steps"] and r["val_auc"] > 0
     b = results["baselines"]
@@ -266,6 +266,7 @@ def test_plateau_runs_and_constant_classifiers_are_reported(micro_run):
     summaries["bert-seed0-lr0.01"] = summary
     main = {v: {s: f"{v}-seed{s}-lr0.01" for s in (0, 1)} for v in VARIANTS}
     bert = [c for c in report.claims(main, summaries) if c["other"] == "bert" and c["metric"]]
+    assert len(bert) == len(report.METRICS), bert  # one claim per metric, none dropped
     assert all(c["verdict"] is None and "bert-seed0-lr0.01" in c["note"] and "on the plateau" in c["note"]
                for c in bert)
 

@@ -6,6 +6,7 @@ both sides start from the same noise.
 """
 
 import copy
+import hashlib
 
 import pytest
 import torch
@@ -406,6 +407,10 @@ def test_sentiment_splits_fixed_and_disjoint():
     assert sizes == {"train": 8454, "dev": 1057, "test": 1057}, "lesson 5 quotes these sizes"
     again = load_splits()
     assert [e.text for e in again["test"][:20]] == [e.text for e in splits["test"][:20]]
+    # fixed across versions too: results/sift keeps which test sentences each run got right, in this order
+    digests = {k: hashlib.sha256("\n".join(f"{e.label}\t{e.text}" for e in v).encode()).hexdigest()[:16]
+               for k, v in splits.items()}
+    assert digests == {"train": "201b57d2f1c666a9", "dev": "3ef8747b035b7f46", "test": "5b3e07b9a3149bde"}
     assert not {e.text for e in splits["test"]} & {e.text for e in splits["train"]}
     pos = sum(e.label for e in splits["train"]) / sizes["train"]
     assert 0.3 < pos < 0.7
