@@ -42,9 +42,17 @@ CONFIG_FILE = "train_config.json"
 SMOKE_ENV = "DEBERTA_EDU_SMOKE"
 
 
+SMOKE_WORDS = {"1": True, "true": True, "yes": True, "on": True, "": False, "0": False, "false": False, "no": False,
+               "off": False}
+
+
 def smoke() -> bool:
-    """True when heavy work should run at its smoke size: DEBERTA_EDU_SMOKE set to anything but "" or "0"."""
-    return os.environ.get(SMOKE_ENV, "0").strip() not in ("", "0")
+    """True when heavy work should run at its smoke size: DEBERTA_EDU_SMOKE=1 (or true, yes, on); 0, false, no,
+    off or unset for the full size. Any other value is refused, so DEBERTA_EDU_SMOKE=false means what it says."""
+    value = os.environ.get(SMOKE_ENV, "0").strip().lower()
+    if value not in SMOKE_WORDS:
+        raise ValueError(f"{SMOKE_ENV}={os.environ[SMOKE_ENV]!r}: set it to 1 for the smoke size, 0 for the full size")
+    return SMOKE_WORDS[value]
 
 
 def encode_pair(pieces, max_length: int | None = None) -> list[int]:

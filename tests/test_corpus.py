@@ -34,11 +34,19 @@ def test_an_empty_data_env_means_the_project_data_folder(monkeypatch):
     assert facts.data_root() == facts.PROJECT_ROOT / "data"
 
 
-@pytest.mark.parametrize("value,expected", [("1", True), ("yes", True), ("true", True), ("2", True),
-                                            ("0", False), ("", False), (" 0 ", False)])
-def test_smoke_is_any_value_but_empty_or_zero(monkeypatch, value, expected):
+@pytest.mark.parametrize("value,expected", [("1", True), ("yes", True), ("True", True), ("on", True),
+                                            ("0", False), ("", False), (" 0 ", False), ("false", False),
+                                            ("NO", False), ("off", False)])
+def test_smoke_reads_yes_and_no_words(monkeypatch, value, expected):
     monkeypatch.setenv(facts.SMOKE_ENV, value)
     assert facts.smoke() is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "full"])
+def test_smoke_refuses_a_value_it_cannot_read(monkeypatch, value):
+    monkeypatch.setenv(facts.SMOKE_ENV, value)
+    with pytest.raises(ValueError, match="set it to 1 for the smoke size, 0 for the full size"):
+        facts.smoke()
 
 
 def test_encode_pair_wraps_in_cls_sep_and_fits_max_length():

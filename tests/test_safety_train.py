@@ -316,11 +316,19 @@ def test_checkpoints_follow_the_umask(tmp_path, umask, mode):
     ("seq_length=0", "seq_length must be at least 8"),
     ("seq_length=1", "seq_length must be at least 8"),
     ("mlm_probability=1.5", "mlm_probability must be in (0, 1)"),
+    ("compile=no", "compile must be true or false, got 'no'"),  # a non-empty string, which Python reads as true
+    ("model.emd=off", "emd must be true or false, got 'off'"),
 ])
 def test_bad_settings_are_named(setting, words):
     with pytest.raises(ValueError) as e:
         apply_overrides(get_config("debug"), [setting])
     assert words in str(e.value)
+
+
+def test_flags_read_as_json_or_as_python_writes_them():
+    cfg = apply_overrides(get_config("debug"), ["model.emd=False", "compile=true", "whole_word_masking=False"])
+    assert cfg.model_overrides["emd"] is False and cfg.compile is True and cfg.whole_word_masking is False
+    assert cfg.model_config().emd is False
 
 
 @pytest.mark.parametrize("args, words", [
@@ -330,6 +338,7 @@ def test_bad_settings_are_named(setting, words):
     (["--set", "model.hidden_size=\"big\""], "hidden_size must be a whole number"),
     (["--set", "seq_length=1"], "seq_length must be at least 8"),
     (["--batch-size", "0"], "batch_size must be at least 1"),
+    (["--set", "whole_word_masking=off"], "whole_word_masking must be true or false"),
 ])
 def test_the_pretrain_command_line_names_what_is_wrong(tmp_path, args, words):
     if "cuda" in args and torch.cuda.is_available():

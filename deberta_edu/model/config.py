@@ -48,6 +48,16 @@ SIZES: dict[str, dict] = {
 }
 
 
+def check_flags(config) -> None:
+    """Every true/false field of a dataclass holds True or False: ``--set model.emd=no`` would otherwise be a
+    non-empty string, which Python reads as true."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.type in ("bool", bool) and not isinstance(value, bool):
+            raise ValueError(f"{f.name} must be true or false, got {value!r} ({type(value).__name__}); "
+                             f"e.g. {f.name}=false")
+
+
 @dataclass
 class DebertaConfig:
     vocab_size: int = 8000
@@ -82,6 +92,7 @@ class DebertaConfig:
 
     def __post_init__(self):
         self._check_sizes()
+        check_flags(self)
         self.terms = tuple(self.terms)
         unknown = [t for t in self.terms if t not in TERMS]
         if unknown:

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 
 from deberta_edu import facts, files
-from deberta_edu.model.config import SIZES, VARIANTS, DebertaConfig, make_config
+from deberta_edu.model.config import SIZES, VARIANTS, DebertaConfig, check_flags, make_config
 
 from .engine import PRECISIONS
 
@@ -74,6 +74,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_field_types(self)
+        check_flags(self)
         if self.seq_length < MIN_SEQ_LENGTH:
             raise ValueError(f"seq_length must be at least {MIN_SEQ_LENGTH} ([CLS], some text, [SEP]), got "
                              f"{self.seq_length}; the course uses 128")
@@ -224,7 +225,12 @@ def get_config(name: str, smoke: bool | None = None, **changes) -> TrainConfig:
     return CONFIGS[name].replace(**changes)
 
 
+PYTHON_WORDS = {"True": True, "False": False, "None": None}  # --set emd=False reads as JSON's false would
+
+
 def _parse_value(text: str):
+    if text in PYTHON_WORDS:
+        return PYTHON_WORDS[text]
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -251,4 +257,6 @@ def apply_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
             changes[key] = _parse_value(value)
         else:
             raise ValueError(f"{key!r} is not a TrainConfig field; choose from {sorted(fields)} or model.<field>")
-    return cfg.replace(**changes, model_overrides=model)
+    out = cfg.replace(**changes, model_overrides=model)
+    out.model_config()  # the model's settings are checked now, not when the model is built
+    return out
