@@ -273,7 +273,19 @@ def test_cli(tmp_path, capsys):
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "trainer_state.safetensors").exists()
     assert "debug: 4 steps" in capsys.readouterr().out
     main(["--list"])
-    assert "tiny-no_c2p" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "tiny-no_c2p" in listed and "150 s" in listed  # lesson4 runs on the clock
+
+
+def test_cli_steps_replace_a_configs_budget(tmp_path, monkeypatch, capsys):
+    """--steps 8 on a config with a time (or token) budget trains 8 steps, its schedule tied to them."""
+    for budget in ({"budget_seconds": 1000.0}, {"budget_tokens": 16 * 32 * 50}):
+        monkeypatch.setitem(CONFIGS, "debug", get_config("debug").replace(**budget))
+        out = tmp_path / next(iter(budget))
+        result = main(["--config", "debug", "--steps", "8", "--out", str(out), "--no-progress"])
+        assert "debug: 8 steps" in capsys.readouterr().out
+        lrs = [r["lr"] for r in result.history if r.get("kind") == "train"]
+        assert len(lrs) == 8 and lrs[-1] < max(lrs) / 3  # warmup (4 steps), then the decay, within the 8
     with pytest.raises(SystemExit, match="not a TrainConfig field"):
         main(["--config", "debug", "--set", "learning_rate=1", "--out", str(tmp_path)])
 

@@ -81,6 +81,10 @@ def test_a_second_run_into_a_runs_folder_is_refused(finished_run, tmp_path):
     one_line_error(cli(*QUICK, "--out", str(out)), str(out), "--resume", "--overwrite")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
     one_line_error(cli(*QUICK, "--out", str(out), "--resume", "--overwrite"), "one of them")
+    one_line_error(cli(*QUICK, "--out", str(tmp_path / "typo"), "--resume"), "nothing to resume", "does not exist")
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "a-file").write_text("")
+    one_line_error(cli(*QUICK, "--out", str(tmp_path / "a-file")), "is a file; name a folder")
     r = cli(*QUICK, "--out", str(out), "--overwrite")  # asked for: the run starts again
     assert r.returncode == 0, r.stderr
     assert (out / MODEL_FILE).exists() and len((out / LOG_FILE).read_text().splitlines()) > 1

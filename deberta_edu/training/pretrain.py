@@ -287,7 +287,8 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
     parser.add_argument("--config", default="lesson4",
                         help="a named config (see --list); with DEBERTA_EDU_SMOKE=1 its smoke size, <name>-smoke")
     parser.add_argument("--list", action="store_true", help="print the named configs and exit")
-    parser.add_argument("--steps", type=int)
+    parser.add_argument("--steps", type=int, help="train this many steps, the schedule tied to them (in place of "
+                                                   "the config's token or time budget)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--grad-accum", type=int)
     parser.add_argument("--lr", type=float)
@@ -304,16 +305,19 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.list:
-        print(f"{'name':22} {'model':20} {'data':>16} {'batch':>6} {'steps':>7} {'lr':>8}")
+        print(f"{'name':22} {'model':20} {'data':>18} {'batch':>6} {'runs for':>12} {'lr':>8}")
         for name, c in CONFIGS.items():
-            print(f"{name:22} {c.size + '/' + c.variant:20} {c.source + '/L' + str(c.seq_length):>16} "
-                  f"{c.batch_size:>6} {c.steps:>7} {c.lr:>8.0e}")
+            length = f"{c.budget_seconds:g} s" if c.budget_seconds else f"{c.steps} steps"
+            print(f"{name:22} {c.size + '/' + c.variant:20} {c.source + '/L' + str(c.seq_length):>18} "
+                  f"{c.batch_size:>6} {length:>12} {c.lr:>8.0e}")
         return None
 
     try:
         cfg = get_config(args.config)
         flags = {"steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr,
                  "seed": args.seed, "dropout": args.dropout, "precision": args.precision, "source": args.data}
+        if args.steps is not None:  # steps asked for replace a budget (which would set the steps, or cut them)
+            cfg = cfg.replace(budget_tokens=None, budget_seconds=None)
         cfg = apply_overrides(cfg.replace(**{k: v for k, v in flags.items() if v is not None}), args.set)
         world = setup_distributed(args.device)
         cfg.model_config()  # a model config that cannot be built is refused before any work
@@ -328,7 +332,7 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
             data = prepare_data(cfg)
         result = train(cfg, data[0], data[1], tokenizer=data[2], out_dir=out, resume=args.resume,
                        device=world.device, progress=not args.no_progress)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as err:
         sys.exit(f"error: {err}")
     finally:
         if dist.is_initialized():

@@ -81,9 +81,15 @@ RUN_FILES = (STATE_FILE, LOG_FILE, CONFIG_FILE, MODEL_FILE)  # what a run writes
 
 
 def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to start afresh in a folder that holds a run: its log, state and model would be overwritten."""
+    """Refuse to start afresh in a folder that holds a run (its log, state and model would be overwritten),
+    and to resume in one that holds none."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; name a folder")
     if resume and overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite starts it again: give one of them")
+    if resume and not any((out / name).exists() for name in RUN_FILES):  # a mistyped --out, most likely
+        raise ValueError(f"nothing to resume in {out}: it {'holds no run' if out.is_dir() else 'does not exist'}; "
+                         "check the path, or drop --resume to start a run there")
     if resume or not out.is_dir():
         return
     held = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
