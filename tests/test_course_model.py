@@ -356,6 +356,22 @@ def test_export_writes_what_load_course_model_reads(tmp_path, monkeypatch):
         assert metrics[key] == Evaluator(val_data, c, MaskSpec.of(c, tok), Distributed(), Precision("fp32", "cpu"))(model)
     assert metrics["below_unigram_nats"] == pytest.approx(
         metrics["unigram_baseline"]["val_loss"] - metrics["held_out"]["val_loss"])
+    # an export that fails halfway leaves the exported model as it was, and nothing beside it
+    before, measure = {p.name: p.read_bytes() for p in out.iterdir()}, course._measure
+    monkeypatch.setattr(course, "_measure", lambda *args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        course.export(run.path, out, command="again")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    # the command line exports only runs of configs["course"], unless told otherwise
+    with pytest.raises(SystemExit, match="run of config 'export-test', not 'course'"):
+        course.main(["export", str(run.path), "--out", str(out)])
+    with pytest.raises(SystemExit, match="holds no run"):
+        course.main(["export", str(tmp_path / "no-such-run"), "--out", str(out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.setattr(course, "_measure", measure)  # and one that succeeds takes the old one's place
+    assert course.export(run.path, out, command="again")["command"] == "again" == course.course_metrics(out)["command"]
+    assert {p.name for p in out.iterdir()} == set(before) and not any(p.name.startswith(".") for p in tmp_path.iterdir())
 
 
 def test_the_training_log_is_downsampled_evenly_and_keeps_every_eval():

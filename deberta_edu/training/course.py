@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -79,22 +80,43 @@ def _downsample(records: list[dict], keep: int) -> list[dict]:
 
 
 def export(run_dir: str | Path, out: str | Path = COURSE_DIR, command: str = "") -> dict:
-    """Write the committed files of a finished course run; the held-out numbers are measured afresh here."""
+    """Write the committed files of a finished course run; the held-out numbers are measured afresh here.
+
+    Everything is written into a hidden folder beside ``out`` and measured there, and only then takes the
+    place of ``out``: a missing corpus or an error halfway leaves the committed model as it was.
+    """
     run_dir, out = Path(run_dir), Path(out)
     cfg = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
     model = load_pretrained(run_dir).float().eval()
-    out.mkdir(parents=True, exist_ok=True)
-    save_pretrained(model, out, run_dir / TOKENIZER_FILE, dtype=torch.float16)
-    shutil.copyfile(run_dir / CONFIG_FILE, out / CONFIG_FILE)
-    records = read_jsonl(run_dir / LOG_FILE)
-    with open(out / LOG_FILE, "w") as f:
-        for r in _downsample(records, LOG_KEEP):
-            f.write(json.dumps(r) + "\n")
+    data = prepare_data(cfg)  # before anything is written
+    staging = out.with_name(f".{out.name}.{os.getpid()}.export")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        save_pretrained(model, staging, run_dir / TOKENIZER_FILE, dtype=torch.float16)
+        shutil.copyfile(run_dir / CONFIG_FILE, staging / CONFIG_FILE)
+        records = read_jsonl(run_dir / LOG_FILE)
+        with open(staging / LOG_FILE, "w") as f:
+            for r in _downsample(records, LOG_KEEP):
+                f.write(json.dumps(r) + "\n")
+        metrics = _measure(staging, cfg, data, records, command)
+        (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        old = out.with_name(f".{out.name}.{os.getpid()}.old")
+        if out.exists():
+            out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return metrics
 
-    data = prepare_data(cfg)
+
+def _measure(folder: Path, cfg: TrainConfig, data, records: list[dict], command: str) -> dict:
+    """metrics.json of the model in ``folder``: the fp16 weights that are committed, not the fp32 run."""
     from .engine import Distributed, Precision
 
-    shipped, _ = load_course_model(out)  # score the fp16 weights that are committed, not the fp32 run
+    shipped, _ = load_course_model(folder)
+
     def held_out(c: TrainConfig) -> dict:
         return Evaluator(data[1], c, MaskSpec.of(c, data[2]), Distributed(), Precision("fp32", "cpu"))(shipped)
 
@@ -102,9 +124,10 @@ def export(run_dir: str | Path, out: str | Path = COURSE_DIR, command: str = "")
     held, base = held_out(every_row), unigram_baseline(every_row, data)
     held_spans = held_out(every_row.replace(whole_word_masking=True))  # the harder test: whole words hidden
     train = [r for r in records if r.get("kind") == "train"]
-    metrics = {
-        "model": f"DeBERTa v3 layout, {model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}, "
-                 f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, EMD on",
+    c = shipped.config
+    return {
+        "model": f"DeBERTa v3 layout, {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
+                 f"{sum(p.numel() for p in shipped.parameters()) / 1e6:.2f}M parameters, EMD {'on' if c.emd else 'off'}",
         "config": cfg.name, "command": command, "source": cfg.source, "held_out_source": cfg.eval_source or cfg.source,
         "tokens": train[-1]["tokens"], "steps": train[-1]["step"], "train_time_s": round(train[-1]["train_time"]),
         "wall_time_s": round(train[-1]["time"]), "machine": describe_machine(), "exported": time.strftime("%Y-%m-%d"),
@@ -113,8 +136,6 @@ def export(run_dir: str | Path, out: str | Path = COURSE_DIR, command: str = "")
         "masking": "whole-word spans" if cfg.whole_word_masking else "tokens (15%, 80/10/10)",
         "held_out_whole_word_masking": held_spans,
     }
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
 
 
 def main(argv=None) -> None:
@@ -123,13 +144,21 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m deberta_edu.training.course", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="write results/course-model from a finished run folder")
-    e.add_argument("run_dir")
-    e.add_argument("--out", default=str(COURSE_DIR))
+    e.add_argument("run_dir", help="the --out folder of a finished `python -m deberta_edu.pretrain --config course`")
+    e.add_argument("--out", default=str(COURSE_DIR), help="where to write (default: the committed %(default)s)")
+    e.add_argument("--any-config", action="store_true", help="export a run of another config than 'course'")
     args = p.parse_args(argv)
     try:
-        m = export(args.run_dir, args.out, command="python -m deberta_edu.pretrain --config course --out "
+        saved = Path(args.run_dir) / CONFIG_FILE
+        name = json.loads(saved.read_text()).get("name") if saved.exists() else None
+        if name is None:
+            raise FileNotFoundError(f"{args.run_dir} holds no run ({CONFIG_FILE} is missing)")
+        if name != "course" and not args.any_config:
+            raise ValueError(f"{args.run_dir} is a run of config {name!r}, not 'course': the course model is "
+                             "trained by configs['course']; add --any-config to export it anyway")
+        m = export(args.run_dir, args.out, command=f"python -m deberta_edu.pretrain --config {name} --out "
                    f"{args.run_dir}; python -m deberta_edu.training.course export {args.run_dir}")
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:
         sys.exit(f"error: {err}")
     print(json.dumps({k: m[k] for k in ("tokens", "held_out", "unigram_baseline", "below_unigram_nats")}, indent=2))
 
