@@ -3,6 +3,8 @@
 import json
 from types import SimpleNamespace
 
+import pytest
+
 from deberta_edu import files
 from deberta_edu.training import recipe
 from deberta_edu.training.configs import get_config
@@ -50,7 +52,13 @@ def test_run_keeps_each_result_and_repeats_none_of_the_same_budget(tmp_path, mon
     again = recipe.run(8192, tmp_path, seeds=(0, 1), arms=arms, progress=False)  # a cut run, run again with more
     assert trained == [0, 0, 1, 1]  # seed 0's runs are read back, not repeated
     assert sorted((r["arm"], r["seed"]) for r in again["runs"]) == sorted((a, s) for a, _, _ in arms for s in (0, 1))
-    recipe.run(16384, tmp_path, seeds=(0,), arms=arms, progress=False)  # another budget: nothing is reused
+    before = (tmp_path / "results.json").read_bytes()
+    with pytest.raises(ValueError, match="4 runs made with another tokens"):  # another budget: not silently lost
+        recipe.run(16384, tmp_path, seeds=(0,), arms=arms, progress=False)
+    assert (tmp_path / "results.json").read_bytes() == before and trained == [0, 0, 1, 1]
+    with pytest.raises(SystemExit, match="--overwrite to start afresh"):
+        recipe.main(["--tokens", "16384", "--out", str(tmp_path), "--seeds", "0"])
+    recipe.run(16384, tmp_path, seeds=(0,), arms=arms, progress=False, overwrite=True)  # asked for: nothing reused
     assert trained == [0, 0, 1, 1, 0, 0]
 
 
@@ -98,7 +106,7 @@ def test_clock_runs_each_seed_twice_on_the_clock_and_keeps_what_the_page_prints(
         assert all(0 <= e["val_accuracy"] <= 1 and e["val_loss"] > 0 for e in r["evals"])
 
 
-def test_clock_repeats_no_run_of_the_same_config_and_starts_afresh_for_another(tmp_path, monkeypatch):
+def test_clock_repeats_no_run_of_the_same_config_and_starts_afresh_for_another_if_asked(tmp_path, monkeypatch):
     from deberta_edu.training import pretrain
 
     _clock_config(monkeypatch)
@@ -112,8 +120,10 @@ def test_clock_repeats_no_run_of_the_same_config_and_starts_afresh_for_another(t
     monkeypatch.setattr(pretrain, "train", counted)
     again = recipe.clock(tmp_path, seeds=(0, 1), repeats=1, progress=False)  # a cut run, run again with more
     assert seeds == [1] and [r["seed"] for r in again["runs"]] == [0, 1]
-    _clock_config(monkeypatch, lr=5e-3)  # lesson 4 changed: its old runs say nothing of it
-    fresh = recipe.clock(tmp_path, seeds=(0,), repeats=1, progress=False)
+    _clock_config(monkeypatch, lr=5e-3)  # lesson 4 changed: its old runs say nothing of it, and are not lost unasked
+    with pytest.raises(ValueError, match="another config"):
+        recipe.clock(tmp_path, seeds=(0,), repeats=1, progress=False)
+    fresh = recipe.clock(tmp_path, seeds=(0,), repeats=1, progress=False, overwrite=True)
     assert seeds == [1, 0] and len(fresh["runs"]) == 1 and fresh["config"]["lr"] == 5e-3
 
 

@@ -65,9 +65,23 @@ def held_out(model, cfg: TrainConfig, data) -> dict:
     return out
 
 
-def run(tokens: int = BUDGET_TOKENS, out: Path = RESULTS_DIR, seeds=SEEDS, arms=None, progress: bool = True) -> dict:
+def kept_runs(path: Path, key: str, value, overwrite: bool) -> list[dict]:
+    """The runs a results file at ``path`` already holds, if they were made with the same ``key`` (the budget, the
+    config); none without a file. Runs made otherwise are refused, unless ``overwrite`` drops them."""
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    if not kept.get("runs") or kept.get(key) == value:
+        return kept.get("runs", [])
+    if overwrite:
+        return []
+    raise ValueError(f"{path} holds {len(kept['runs'])} runs made with another {key}; they would be replaced. "
+                     "Choose another --out, or add --overwrite to start afresh there")
+
+
+def run(tokens: int = BUDGET_TOKENS, out: Path = RESULTS_DIR, seeds=SEEDS, arms=None, progress: bool = True,
+        overwrite: bool = False) -> dict:
     """Train every arm on every seed. results.json is rewritten after each run, and a run already in it
-    (same arm, seed and budget) is not repeated: a crash loses one run at most."""
+    (same arm, seed and budget) is not repeated: a crash loses one run at most. A file of another budget is
+    refused (``kept_runs``)."""
     from .mlm_data import prepare_data
     from .pretrain import train
 
@@ -77,8 +91,7 @@ def run(tokens: int = BUDGET_TOKENS, out: Path = RESULTS_DIR, seeds=SEEDS, arms=
                                                                      else ""),
               "shape": "lesson 4: tiny (2 layers, hidden 128), batch 32 x 128 tokens, BBC", "tokens": tokens,
               "seeds": list(seeds), "runs": []}
-    if path.exists() and json.loads(path.read_text()).get("tokens") == tokens:
-        result["runs"] = json.loads(path.read_text()).get("runs", [])
+    result["runs"] = kept_runs(path, "tokens", tokens, overwrite)
     done = {(r["arm"], r["seed"]) for r in result["runs"]}
     data = None
     for seed in seeds:
@@ -100,11 +113,13 @@ def run(tokens: int = BUDGET_TOKENS, out: Path = RESULTS_DIR, seeds=SEEDS, arms=
     return result
 
 
-def clock(out: Path = RESULTS_DIR, seeds=SEEDS, repeats: int = 2, progress: bool = True) -> dict:
+def clock(out: Path = RESULTS_DIR, seeds=SEEDS, repeats: int = 2, progress: bool = True,
+          overwrite: bool = False) -> dict:
     """Lesson 4's full size as the page runs it (``configs["lesson4"]``: 150 s of training time, the schedule
     on the clock, its 256 held-out rows scored every 100 steps), ``repeats`` times per seed, nothing else on the
     machine. clock.json keeps each run's tokens and held-out curve; it is rewritten after each run, and a run
-    already in it (same seed and repeat, same config) is not repeated."""
+    already in it (same seed and repeat, same config) is not repeated; a file of another config is refused
+    (``kept_runs``)."""
     import tempfile
 
     from .mlm_data import prepare_data
@@ -115,9 +130,7 @@ def clock(out: Path = RESULTS_DIR, seeds=SEEDS, repeats: int = 2, progress: bool
     path = out / CLOCK_FILE
     result = {"command": "python -m deberta_edu.training.recipe --clock",
               "config": files.as_saved(cfg.to_dict()), "machine": describe_machine(), "runs": []}
-    kept = json.loads(path.read_text()) if path.exists() else {}
-    if kept.get("config") == result["config"]:  # runs of another config say nothing of this one
-        result["runs"] = kept["runs"]
+    result["runs"] = kept_runs(path, "config", result["config"], overwrite)  # another config's say nothing of this
     done = {(r["seed"], r["repeat"]) for r in result["runs"]}
     data = None
     for seed in seeds:
@@ -180,19 +193,29 @@ def table(result: dict) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m deberta_edu.training.recipe", description=__doc__.split("\n")[0])
     p.add_argument("--tokens", type=int, default=BUDGET_TOKENS, help="training tokens per arm")
-    p.add_argument("--out", default=str(RESULTS_DIR))
+    p.add_argument("--out", default=str(RESULTS_DIR), help="default: the committed %(default)s; the runs a file "
+                   "there holds are kept and not repeated, and a file of other settings is refused")
+    p.add_argument("--overwrite", action="store_true", help="start afresh where --out holds runs of other settings")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--clock", action="store_true", help="instead: lesson 4's full size as the page runs it, "
                    f"twice per seed -> {CLOCK_FILE}")
     args = p.parse_args(argv)
     if args.clock:
-        runs = clock(Path(args.out), tuple(args.seeds), progress=not args.no_progress)["runs"]
+        try:
+            runs = clock(Path(args.out), tuple(args.seeds), progress=not args.no_progress,
+                         overwrite=args.overwrite)["runs"]
+        except ValueError as err:
+            sys.exit(f"error: {err}")
         print(", ".join(f"{r['evals'][-1]['val_accuracy']:.1%}" for r in runs))
         return
     if args.tokens < 32 * 128:
         sys.exit(f"error: --tokens must be at least one batch (4096 tokens), got {args.tokens}")
-    result = run(args.tokens, Path(args.out), tuple(args.seeds), progress=not args.no_progress)
+    try:
+        result = run(args.tokens, Path(args.out), tuple(args.seeds), progress=not args.no_progress,
+                     overwrite=args.overwrite)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
     print(table(result))
 
 
