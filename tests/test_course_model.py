@@ -569,3 +569,21 @@ def test_fine_tuning_of_exactly_ten_steps_runs(epochs, per_epoch, monkeypatch):
                                   recipe=recipe)
     assert 0.0 <= accuracy <= 1.0
     assert [c.total_steps for c in cycles] == [10] and cycles[0].last_epoch == 10  # the ten steps, all taken
+
+
+@pytest.mark.parametrize("module, args, words", [
+    ("downstream", ["--seeds", "0"], "--seeds is how many draws (at least 1), got 0"),
+    ("downstream", ["--out", "{file}"], "is a file; name a folder"),
+    ("selection", ["--out", "{file}"], "is a file; name a folder"),
+    ("finetune", ["--step-eps", "-1", "--out", "{dir}/r.json"], "--step-eps must be >= 0"),
+    ("finetune", ["--out", "{dir}"], "is a folder; give the path of the JSON file"),
+])
+def test_the_experiment_commands_refuse_before_any_work(tmp_path, module, args, words):
+    import importlib
+
+    (tmp_path / "a-file").write_text("")
+    args = [a.format(file=tmp_path / "a-file", dir=tmp_path) for a in args]
+    main = importlib.import_module(f"deberta_edu.training.{module}").main
+    with pytest.raises(SystemExit, match=words.replace("(", r"\(").replace(")", r"\)")):
+        main(args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing written

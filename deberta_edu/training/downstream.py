@@ -235,6 +235,16 @@ def main(argv=None) -> None:
     p.add_argument("--skip-sentiment", action="store_true")
     p.add_argument("--skip-curve", action="store_true", help="skip the topics at 2 ... 50 labels per class")
     args = p.parse_args(argv)
+    if args.seeds < 1:
+        sys.exit(f"error: --seeds is how many draws (at least 1), got {args.seeds}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        sys.exit(f"error: --out {args.out} is a file; name a folder")
+    try:
+        from deberta_edu.data.topics import load_topics
+
+        load_topics()  # the BBC documents are there (before anything is written)
+    except (OSError, ValueError) as err:
+        sys.exit(f"error: {err}")
     tell = functools.partial(print, flush=True)  # each draw as it ends, also into a log file
     torch.manual_seed(0)
     model, tokenizer = load_course_model()

@@ -235,6 +235,8 @@ def _check_args(args) -> str | None:
         return f"--lr must be > 0, got {args.lr}"
     if any(lam < 0 for lam in args.lams):
         return f"--lams are SiFT's weights λ and must be >= 0, got {args.lams}"
+    if args.step_eps < 0:
+        return f"--step-eps must be >= 0, got {args.step_eps}"
     if len(set(args.seeds)) != len(args.seeds):
         return f"--seeds repeats a seed ({args.seeds}): each seed is one run, give distinct ones"
     if Path(args.out).is_dir():
@@ -285,14 +287,17 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(prog="python -m deberta_edu.finetune",
                                 description="Fine-tune a pretrained model on sentiment, with and without SiFT")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--lams", type=float, nargs="+", default=[0.0, 1.0])
-    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed and λ (default: 0 1 2)")
+    p.add_argument("--lams", type=float, nargs="+", default=[0.0, 1.0],
+                   help="SiFT's weights λ, 0 for plain fine-tuning (default: 0 1)")
+    p.add_argument("--epochs", type=float, default=1.0, help="passes over the training split (default: 1)")
     p.add_argument("--lr", type=float, default=1e-3,
                    help="peak learning rate (lesson 5's 1e-3 was chosen on the dev split: results/sift/lr-grid/)")
     p.add_argument("--step-eps", type=float, default=AdversarialConfig.step_eps,
                    help="SiFT's ascent step is η g / (step_eps + ‖g‖∞); the official 1e-6 by default; 0 guards only an exact zero")
-    p.add_argument("--out", default=str(RESULTS_ROOT / "sift" / "results.json"))
+    p.add_argument("--out", default=str(RESULTS_ROOT / "sift" / "results.json"),
+                   help="the JSON file to write (default: the committed %(default)s; the runs of a cut command with "
+                        "the same settings are read back from its .draws.jsonl, not repeated)")
     p.add_argument("--encoder", default=str(COURSE_DIR),
                    help="folder of a pretrained model (default: the course model, the encoder lesson 5 shows)")
     p.add_argument("--random-init", action="store_true",
@@ -303,6 +308,10 @@ def main(argv=None):
     if problem:
         sys.exit(f"error: {problem}")
     folder = Path(args.encoder)
+    try:
+        splits = load_splits()  # before anything is written
+    except FileNotFoundError as err:
+        sys.exit(f"error: {err}")
     pretrained, tokenizer = _load_encoder(folder)
     origin = describe_encoder(folder)
     if args.random_init:  # the same network from random weights, fine-tuned by the same recipe
@@ -312,7 +321,7 @@ def main(argv=None):
     settings = {"encoder": origin, "weights": weights_digest(folder), "adversarial": adversarial, **recipe}
     # each run is kept beside the results as it ends: a cut command, run again, goes on from there
     journal = Journal.for_command(Path(args.out).with_suffix(".draws.jsonl"), settings)
-    table = compare(pretrained, load_splits(), tokenizer, lams=tuple(args.lams), seeds=tuple(args.seeds),
+    table = compare(pretrained, splits, tokenizer, lams=tuple(args.lams), seeds=tuple(args.seeds),
                     adversarial=adversarial, random_init=args.random_init, journal=journal, **recipe)
     command = "python -m deberta_edu.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {"command": command,

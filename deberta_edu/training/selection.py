@@ -159,9 +159,14 @@ def main(argv=None) -> None:
                                 description="Downstream's choices, measured on training-pool documents")
     p.add_argument("--out", default=str(RESULTS_ROOT / "pretraining-value"))
     args = p.parse_args(argv)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        sys.exit(f"error: --out {args.out} is a file; name a folder")
+    try:
+        pool = load_topics()["train"]  # the BBC documents are there (before anything is written)
+    except (OSError, ValueError) as err:
+        sys.exit(f"error: {err}")
     tell = functools.partial(print, flush=True)  # each draw as it ends, also into a log file
     model, tokenizer = load_course_model()
-    pool = load_topics()["train"]
     start = time.time()
     result = {"command": " ".join([p.prog, *(sys.argv[1:] if argv is None else argv)]),
               "model": course_label(course_metrics()),
