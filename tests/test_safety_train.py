@@ -351,6 +351,13 @@ def test_the_pretrain_command_line_names_what_is_wrong(tmp_path, args, words):
     assert not (tmp_path / "run").exists()  # refused before any work
 
 
+def test_the_bench_reads_any_gpu_name_as_a_gpu():
+    from argparse import Namespace
+
+    assert bench.on_gpu(Namespace(device="cuda:1")) and bench.on_gpu(Namespace(device="cuda"))
+    assert not bench.on_gpu(Namespace(device="cpu"))
+
+
 def test_check_device():
     assert check_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
@@ -364,6 +371,9 @@ def test_check_device():
     (["--heads", "3"], "multiple of --heads 3"),
     (["--rounds", "0"], "--rounds must be at least 1"),
     (["--device", "cuda:7"], "cuda"),
+    (["--vocab", "5"], "--vocab must be at least 6"),
+    (["--against", "bert", "--full-logits"], "--full-logits is about our MLM head"),
+    (["--json", "/no/such/folder/bench.json"], "the folder /no/such/folder does not exist"),
 ])
 def test_the_bench_command_line_names_what_is_wrong(args, words, capsys):
     if "cuda:7" in args and torch.cuda.device_count() > 7:

@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -193,8 +194,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError as err:
         sys.exit(f"error: {err}")
     if args.dtype is None:
-        args.dtype = "bf16" if args.device == "cuda" else "fp32"
+        args.dtype = "bf16" if on_gpu(args) else "fp32"
     return args
+
+
+def on_gpu(args: argparse.Namespace) -> bool:
+    """--device names a GPU (cuda, cuda:1, ...)."""
+    return torch.device(args.device).type == "cuda"
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -210,6 +216,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--length must be at least 4 tokens, got {args.length}")
     if args.peak_tflops is not None and not args.peak_tflops > 0:
         raise ValueError(f"--peak-tflops must be > 0, got {args.peak_tflops}")
+    if args.vocab < 6:
+        raise ValueError(f"--vocab must be at least 6 (the batch draws ids 5 and up; 0-4 are special), got {args.vocab}")
+    if args.full_logits and args.against == "bert":
+        raise ValueError("--full-logits is about our MLM head; --against bert times the encoders alone")
+    if args.json and not Path(args.json).parent.is_dir():
+        raise ValueError(f"--json {args.json}: the folder {Path(args.json).parent} does not exist")
     check_device(args.device)
 
 
@@ -273,7 +285,7 @@ def print_result(result: dict, args) -> None:
     print(f"tokens/s: ours {tps['ours']:.0f}, {theirs} {tps['transformers']:.0f}; "
           f"median speed ratio ours/{theirs} = {result['speed_ratio_median']:.2f}x"
           + (f" (our step takes {1 / result['speed_ratio_median']:.2f}x as long)" if args.against == "bert" else ""))
-    mem_key = "peak_memory_mib" if args.device == "cuda" else "peak_memory_growth_mib"
+    mem_key = "peak_memory_mib" if on_gpu(args) else "peak_memory_growth_mib"
     m = result[mem_key]
     print(f"peak memory ({mem_key}): ours {m['ours']:.0f} MiB, {theirs} {m['transformers']:.0f} MiB")
     if "mfu" in result:
@@ -302,7 +314,7 @@ def main(argv=None):
         "speed_ratio_median": statistics.median(ratios),
         "full_logits": args.full_logits, "compile": args.compile, "against": args.against,
     }
-    if args.device == "cuda":
+    if on_gpu(args):
         result.update(cuda_memory(steps, args, result["tokens_per_s"]))
     else:
         result.update(cpu_memory(args, argv))
