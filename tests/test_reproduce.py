@@ -199,6 +199,24 @@ def micro_run(tmp_path_factory):
         yield results, folder
 
 
+def test_a_report_before_any_run_has_ended_says_what_is_missing(micro_run, tmp_path):
+    """A deadline that starts no run (or a first run that does not fit) still gets its report and figures."""
+    _, folder = micro_run
+    for name in (report.PLAN_FILE, report.BASELINES_FILE):
+        files.copy(folder / "report" / name, tmp_path / name)
+    from deberta_edu.ablation import publish
+
+    results = publish.write_report(tmp_path)  # the learning-rate plot has no point on its log axis
+    assert not results["complete"] and results["missing"] and not results["runs"]
+    assert (tmp_path / report.CURVES_FILE).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_budget_that_is_not_positive_is_refused_before_a_plan_is_written(tmp_path):
+    with pytest.raises(ValueError, match="budget_tokens must be > 0, got -5"):
+        run_ablation(_micro_scale(), tmp_path / "out", budget_tokens=-5, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_every_run_writes_its_own_file_and_the_report_is_complete(micro_run):
     results, folder = micro_run
     out = folder / "report"

@@ -55,7 +55,8 @@ def plot_curves(results: dict):
         axes[1, 1].plot(rates, ys, marker="o", color=COLORS[v], label=LABELS[v])
     if base:
         axes[1, 1].axhline(base["val_loss"], color="k", ls="--", lw=0.8)
-    axes[1, 1].set(xscale="log", xlabel="learning rate", ylabel="final held-out loss",
+    axes[1, 1].set(xscale="log", xlim=(min(rates) / 1.5, max(rates) * 1.5),  # also before any run has ended
+                   xlabel="learning rate", ylabel="final held-out loss",
                    title=f"the grid, seed {results['seeds'][0]} (missing: not run yet)")
     axes[1, 1].grid(alpha=0.3)
     axes[0, 1].legend(fontsize=7)
