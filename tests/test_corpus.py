@@ -301,6 +301,10 @@ def test_build_large_reports_and_skips_a_failing_part(monkeypatch, data_root, ca
     assert manifest["good"]["status"] == "ok" and manifest["bad"]["status"] == "skipped"
     assert (data_root / "large" / "licenses" / "good-pkg.txt").read_text() == "Public domain."
     assert corpus.load_documents("large") == docs_of(10)
+    with pytest.raises(SystemExit, match="no part of the large corpus could be fetched \\(bad\\)"):
+        corpus.main(["fetch", "large", "--only", "bad"])  # every part asked for failed: not a success
+    with pytest.raises(SystemExit, match="--only picks parts of the large corpus"):
+        corpus.main(["fetch", "bbc", "--only", "bad"])
 
 
 def test_cli_info_prints_counts(tmp_path, capsys):

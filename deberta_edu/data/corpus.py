@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
     p_info.add_argument("source")
     p_info.add_argument("--val-fraction", type=float, default=0.05)
     args = parser.parse_args(argv)
+    if args.command == "fetch" and args.only and args.source != "large":
+        sys.exit(f"error: --only picks parts of the large corpus; {args.source} comes whole")
     try:
         if args.command == "fetch":
             fetch(args.source, args.only)
@@ -321,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"wrote {out / 'train.txt'} and {out / 'val.txt'}")
         else:
             print(json.dumps(info(args.source, args.val_fraction), indent=2))
-    except (OSError, ValueError) as err:  # OSError: a file that cannot be read or written, named in err
+    except (OSError, ValueError, RuntimeError, subprocess.CalledProcessError) as err:  # OSError: a file, named in err
         sys.exit(f"error: {err}")
 
 

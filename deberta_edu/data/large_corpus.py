@@ -319,6 +319,9 @@ def _gather(large: Path, parts: Iterable[str] | None, keep_going: bool) -> Path:
             if part.registry == "apt":
                 tqdm.write("    (if apt cannot find a package, run `apt-get update` once and try again)")
     files.write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    if all(manifest[part.name]["status"] != "ok" for part in chosen):
+        raise RuntimeError(f"no part of the large corpus could be fetched ({', '.join(p.name for p in chosen)}): "
+                           "see the SKIPPED lines above")
     size = sum(p.stat().st_size for p in text_dir.glob("*.txt"))
     ok = sum(entry["status"] == "ok" for entry in manifest.values())
     print(
