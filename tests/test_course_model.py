@@ -44,6 +44,25 @@ def test_the_metrics_say_what_the_model_learned_against_the_baseline():
     assert "course model" in course_label(m)
 
 
+def test_the_committed_weights_score_what_metrics_json_says(tmp_path):
+    """metrics.json's held-out numbers, measured again on the committed fp16 weights: the model the lessons load
+    is the model the numbers describe (a loading or conversion fault would move them)."""
+    from deberta_edu.data.packing import PackedDataset, pack_validation
+    from deberta_edu.training.configs import TrainConfig
+    from deberta_edu.training.engine import Distributed, Precision
+    from deberta_edu.training.evaluate import Evaluator
+    from deberta_edu.training.mlm_data import MaskSpec
+
+    model, tok = load_course_model()
+    m = course_metrics()
+    cfg = TrainConfig.from_dict(json.loads((COURSE_DIR / CONFIG_FILE).read_text())).replace(eval_rows=10_000)
+    val = PackedDataset(pack_validation(m["held_out_source"], tok, cfg.seq_length, tmp_path))
+    for key, c in (("held_out", cfg), ("held_out_whole_word_masking", cfg.replace(whole_word_masking=True))):
+        now = Evaluator(val, c, MaskSpec.of(c, tok), Distributed(), Precision("fp32", "cpu"))(model)
+        assert now["val_tokens"] == m[key]["val_tokens"] and now["val_accuracy"] == pytest.approx(m[key]["val_accuracy"])
+        assert now["val_loss"] == pytest.approx(m[key]["val_loss"], abs=1e-5), key
+
+
 def test_a_missing_course_model_says_where_it_comes_from(tmp_path):
     with pytest.raises(FileNotFoundError, match=MODEL_FILE):
         load_course_model(tmp_path)
