@@ -36,6 +36,8 @@ from pathlib import Path
 
 import yaml
 
+from deberta_edu import facts
+
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 BUILD = BOOK / "_build"
@@ -212,8 +214,8 @@ def stage(notebooks: Path, execute: bool) -> bool:
 
     # the config: the execution cache depends on the lesson size (smoke or full)
     config = yaml.safe_load((BOOK / "_config.yml").read_text())
-    smoke = os.environ.get("DEBERTA_EDU_SMOKE", "1")
-    config.setdefault("execute", {})["cache"] = str(BUILD / (".jupyter_cache" if smoke == "1" else ".jupyter_cache-full"))
+    smoke = facts.smoke() if "DEBERTA_EDU_SMOKE" in os.environ else True  # as the lessons will read it
+    config.setdefault("execute", {})["cache"] = str(BUILD / (".jupyter_cache" if smoke else ".jupyter_cache-full"))
     if not execute:
         config["execute"]["execute_notebooks"] = "off"
     write_if_changed(STAGE / "_config.yml", yaml.safe_dump(config, sort_keys=False))
