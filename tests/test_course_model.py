@@ -3,6 +3,7 @@
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -388,9 +389,32 @@ def test_export_writes_what_load_course_model_reads(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="holds no run"):
         course.main(["export", str(tmp_path / "no-such-run"), "--out", str(out)])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # an export replaces its folder whole: never one that holds the run, or anything else
+    with pytest.raises(ValueError, match="holds the run"):
+        course.export(run.path, run.path, command="into the run")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds more than an exported model \(notes.txt\)"):
+        course.export(run.path, tmp_path / "busy", command="over my notes")
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
     monkeypatch.setattr(course, "_measure", measure)  # and one that succeeds takes the old one's place
     assert course.export(run.path, out, command="again")["command"] == "again" == course.course_metrics(out)["command"]
     assert {p.name for p in out.iterdir()} == set(before) and not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    real_rename, calls = Path.rename, []
+
+    def second_rename_fails(self, target):  # the new export cannot take the old one's place
+        calls.append(self)
+        if len(calls) == 2:
+            raise OSError("simulated")
+        return real_rename(self, target)
+
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(Path, "rename", second_rename_fails)
+    with pytest.raises(OSError, match="simulated"):
+        course.export(run.path, out, command="third")
+    monkeypatch.setattr(Path, "rename", real_rename)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old export is back in its place
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
 
 
 def test_the_training_log_is_downsampled_evenly_and_keeps_every_eval():

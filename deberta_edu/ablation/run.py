@@ -71,7 +71,7 @@ def on_this_machine(scale: str | Scale, **changes) -> Scale:
     """The scale with the caller's changes (None: keep the scale's); a GPU scale checks that it has one."""
     scale = plan.get_scale(scale) if isinstance(scale, str) else scale
     scale = dataclasses.replace(scale, **{k: v for k, v in changes.items() if v is not None})
-    for name in ("budget_tokens", "fit_seconds", "workers", "threads"):  # before any plan.json is written
+    for name in ("budget_tokens", "fit_seconds", "workers"):  # before any plan.json is written (threads 0: torch's)
         if getattr(scale, name) is not None and not getattr(scale, name) > 0:
             raise ValueError(f"{name} must be > 0, got {getattr(scale, name)}")
     if scale.device.startswith("cuda"):

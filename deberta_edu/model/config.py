@@ -54,8 +54,7 @@ def check_flags(config) -> None:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if f.type in ("bool", bool) and not isinstance(value, bool):
-            raise ValueError(f"{f.name} must be true or false, got {value!r} ({type(value).__name__}); "
-                             f"e.g. {f.name}=false")
+            raise ValueError(f"{f.name} must be true or false, got {value!r} ({type(value).__name__})")
 
 
 @dataclass

@@ -295,6 +295,8 @@ def print_result(result: dict, args) -> None:
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if on_gpu(args) and torch.device(args.device).index is not None:
+        torch.cuda.set_device(torch.device(args.device))  # memory, name and synchronize read the current GPU
     if args.memory_child:
         return memory_child(args, args.memory_child)
 

@@ -86,6 +86,7 @@ def export(run_dir: str | Path, out: str | Path = COURSE_DIR, command: str = "")
     place of ``out``: a missing corpus or an error halfway leaves the committed model as it was.
     """
     run_dir, out = Path(run_dir), Path(out)
+    _check_destination(run_dir, out)
     cfg = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
     model = load_pretrained(run_dir).float().eval()
     data = prepare_data(cfg)  # before anything is written
@@ -104,11 +105,31 @@ def export(run_dir: str | Path, out: str | Path = COURSE_DIR, command: str = "")
         old = out.with_name(f".{out.name}.{os.getpid()}.old")
         if out.exists():
             out.rename(old)
-        staging.rename(out)
+        try:
+            staging.rename(out)
+        except BaseException:
+            if old.exists():
+                old.rename(out)  # the old export goes back where it was
+            raise
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metrics
+
+
+EXPORTED = (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE)
+
+
+def _check_destination(run_dir: Path, out: Path) -> None:
+    """``out`` may be replaced whole: refuse one that holds anything but an export, or the run itself."""
+    if run_dir.resolve() == out.resolve() or out.resolve() in run_dir.resolve().parents:
+        raise ValueError(f"--out {out} holds the run {run_dir}; export it into a folder of its own")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; name a folder")
+    other = sorted(p.name for p in out.iterdir() if p.name not in EXPORTED) if out.is_dir() else []
+    if other:
+        raise ValueError(f"--out {out} holds more than an exported model ({', '.join(other[:4])}), and an export "
+                         "replaces the folder whole; choose an empty or exported folder")
 
 
 def _measure(folder: Path, cfg: TrainConfig, data, records: list[dict], command: str) -> dict:
@@ -156,8 +177,10 @@ def main(argv=None) -> None:
         if name != "course" and not args.any_config:
             raise ValueError(f"{args.run_dir} is a run of config {name!r}, not 'course': the course model is "
                              "trained by configs['course']; add --any-config to export it anyway")
+        flags = "".join(f" {f}" for f, on in (("--any-config", args.any_config),
+                                              (f"--out {args.out}", args.out != str(COURSE_DIR))) if on)
         m = export(args.run_dir, args.out, command=f"python -m deberta_edu.pretrain --config {name} --out "
-                   f"{args.run_dir}; python -m deberta_edu.training.course export {args.run_dir}")
+                   f"{args.run_dir}; python -m deberta_edu.training.course export {args.run_dir}{flags}")
     except (OSError, ValueError) as err:
         sys.exit(f"error: {err}")
     print(json.dumps({k: m[k] for k in ("tokens", "held_out", "unigram_baseline", "below_unigram_nats")}, indent=2))

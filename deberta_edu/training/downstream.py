@@ -239,10 +239,13 @@ def main(argv=None) -> None:
         sys.exit(f"error: --seeds is how many draws (at least 1), got {args.seeds}")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         sys.exit(f"error: --out {args.out} is a file; name a folder")
-    try:
+    try:  # the BBC documents and the sentiment snippets are there, before anything is written
+        from deberta_edu.data.sentiment import load_splits
         from deberta_edu.data.topics import load_topics
 
-        load_topics()  # the BBC documents are there (before anything is written)
+        load_topics()
+        if not args.skip_sentiment:
+            load_splits()
     except (OSError, ValueError) as err:
         sys.exit(f"error: {err}")
     tell = functools.partial(print, flush=True)  # each draw as it ends, also into a log file

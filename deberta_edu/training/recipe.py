@@ -73,7 +73,8 @@ def kept_runs(path: Path, key: str, value, overwrite: bool) -> list[dict]:
         return kept.get("runs", [])
     if overwrite:
         return []
-    raise ValueError(f"{path} holds {len(kept['runs'])} runs made with another {key}; they would be replaced. "
+    was = f" ({key} {kept.get(key)!r}, not {value!r})" if not isinstance(value, dict) else ""
+    raise ValueError(f"{path} holds {len(kept['runs'])} runs made with another {key}{was}; they would be replaced. "
                      "Choose another --out, or add --overwrite to start afresh there")
 
 
