@@ -159,6 +159,17 @@ def _measure(folder: Path, cfg: TrainConfig, data, records: list[dict], command:
     }
 
 
+def differences_from_course(saved: dict) -> list[str]:
+    """The fields in which a run's saved train_config.json leaves the trajectory of ``configs["course"]``."""
+    from deberta_edu import files
+
+    from .configs import CONFIGS, NON_TRAJECTORY_FIELDS
+
+    course = files.as_saved(CONFIGS["course"].to_dict())
+    return sorted(k for k in course.keys() | saved.keys()
+                  if k not in NON_TRAJECTORY_FIELDS and saved.get(k) != course.get(k))
+
+
 def main(argv=None) -> None:
     import sys
 
@@ -171,12 +182,14 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     try:
         saved = Path(args.run_dir) / CONFIG_FILE
-        name = json.loads(saved.read_text()).get("name") if saved.exists() else None
-        if name is None:
+        if not saved.exists():
             raise FileNotFoundError(f"{args.run_dir} holds no run ({CONFIG_FILE} is missing)")
-        if name != "course" and not args.any_config:
-            raise ValueError(f"{args.run_dir} is a run of config {name!r}, not 'course': the course model is "
-                             "trained by configs['course']; add --any-config to export it anyway")
+        saved = json.loads(saved.read_text())
+        name, differ = saved.get("name"), differences_from_course(saved)
+        if differ and not args.any_config:
+            raise ValueError(f"{args.run_dir} is a run of config {name!r}, not configs['course'] (it differs in "
+                             f"{', '.join(differ)}); the course model is trained by configs['course']; add "
+                             "--any-config to export it anyway")
         flags = "".join(f" {f}" for f, on in (("--any-config", args.any_config),
                                               (f"--out {args.out}", args.out != str(COURSE_DIR))) if on)
         m = export(args.run_dir, args.out, command=f"python -m deberta_edu.pretrain --config {name} --out "
