@@ -290,7 +290,7 @@ assert folder is None or 2e6 <= min(tokens_seen) and max(tokens_seen) < 3.1e6  #
 # The EMD adds two passes of the last layer that decode only the 15% masked tokens: their queries pay for W_q,
 # the output, the FFN, the scores, probs @ V and c2p, while K and V of H (2 x D x D) and p2c's key side (R rows)
 # are computed at every position. The MLM head (D x D, then D x V) also runs on the masked tokens only.
-# The checker compares yours with `train_flops_per_token` (within 2%) for the five variants at L = 128 and 512.
+# The checker compares yours with `train_flops_per_token` (within 0.01%) for the five variants at L = 128 and 512.
 
 
 # %%

@@ -73,6 +73,8 @@ def test_exact_window():
         (lambda k: (-k, k), "−k and k are clamped"),
         (lambda k: (-(k - 1), k - 2), "k = 1"),  # forgets that k = 1 leaves no distance a row of its own
         (lambda k: "all", "expected a pair"),
+        (lambda k: (-(k - 1), k - 2, "x") if k >= 2 else None, "expected a pair"),  # extra elements are not cut off
+        (lambda k: {"lo": -(k - 1), "hi": k - 2}, "expected a pair"),
     ]:
         with pytest.raises(AssertionError, match="cases fail") as e:
             exercises.check_exact_window(wrong)
@@ -137,6 +139,46 @@ def test_diagnosis():
         exercises.check_diagnosis(lambda s, *a: "sqrt_d" if s.std() > 0.8 else "deberta")
 
 
+def test_an_answer_that_is_not_a_whole_number_is_not_rounded_to_one():
+    with pytest.raises(AssertionError, match="got 1.5, not a whole number"):
+        exercises.check_relative_distance(lambda i, j, k: relative_distance(i, j, k) + 0.5)
+    with pytest.raises(AssertionError, match="not a whole number"):
+        exercises.check_distinct_rows(lambda L, k: len(torch.unique(relative_distance_matrix(L, k=k))) + 0.9)
+    assert exercises.check_relative_distance(lambda i, j, k: float(relative_distance(i, j, k)))  # 3.0 is 3
+
+
+def test_an_error_in_the_learners_function_names_the_case():
+    with pytest.raises(AssertionError, match=r"raised ZeroDivisionError: .*\n  when called with \(\[9.0\], \[100\]\)"):
+        exercises.check_perplexity(lambda losses, tokens: 1 / 0)
+    with pytest.raises(AssertionError, match="return one number, got None"):
+        exercises.check_perplexity(lambda losses, tokens: None)
+
+
+def test_true_false_answers_must_be_booleans():
+    truth = {"no_emd": True, "bert": False, "deberta_encoder": True, "deberta_decoder": False}
+    with pytest.raises(AssertionError, match="answer each with True or False"):
+        exercises.check_shift_answers({k: str(v) for k, v in truth.items()})  # "False" is a true string
+
+
+def test_diagnosis_by_the_closest_allclose_candidate_passes():
+    """A learner who rebuilds the candidates another way (einsum) and keeps the one torch.allclose accepts."""
+
+    def by_allclose(scores, q_c, k_c, q_r, k_r, k):
+        index = relative_distance_matrix(len(q_c), k=k)
+        c2c = torch.einsum("id,jd->ij", q_c, k_c)
+        c2p = torch.einsum("id,ijd->ij", q_c, k_r[index])
+        p2c, paper_p2c = (torch.einsum("jd,ijd->ij", k_c, q_r[i]) for i in (index, index.T))
+        p2p = torch.einsum("ijd,ijd->ij", q_r[index], k_r[index.T])
+        d = q_c.shape[-1]
+        candidates = {"deberta": (c2c + c2p + p2c) / math.sqrt(3 * d), "sqrt_d": (c2c + c2p + p2c) / math.sqrt(d),
+                      "no_p2c": (c2c + c2p) / math.sqrt(3 * d), "paper_p2c": (c2c + c2p + paper_p2c) / math.sqrt(3 * d),
+                      "with_p2p": (c2c + c2p + p2c + p2p) / math.sqrt(3 * d)}
+        assert set(candidates) == set(exercises.DIAGNOSES)
+        return next((kind for kind, c in candidates.items() if torch.allclose(c, scores)), "none matched")
+
+    assert exercises.check_diagnosis(by_allclose)
+
+
 def test_diagnosis_candidates_differ():
     """Every head kind gives different scores on the same inputs: the exercise has one answer per case."""
     g = torch.Generator().manual_seed(0)
@@ -158,6 +200,23 @@ def test_lesson3_emd():
                 lambda model, out, kw=kw: exercises._emd_variant(model, out, **kw)
             )
         assert mistake in str(e.value) and hint in str(e.value)
+
+
+def test_lesson3_emd_reads_the_real_tokens_and_notices_in_place_changes():
+    def right(model, out):
+        return EnhancedMaskDecoder()(model.encoder.layers[-1], out.encoder_state)
+
+    def padding_zeroed(model, out):  # right on every real token
+        return right(model, out) * out.encoder_state.keep.reshape(*out.hidden_states[-1].shape[:2], 1)
+
+    assert exercises.check_emd(padding_zeroed)
+
+    def in_place(model, out):
+        out.hidden_states[-2].add_(out.encoder_state.positions)  # H += positions: the encoder's output changed
+        return right(model, out)
+
+    with pytest.raises(AssertionError, match="changed out.hidden_states or the positions in place"):
+        exercises.check_emd(in_place)
 
 
 def test_lesson3_shift_answers():
@@ -420,3 +479,9 @@ def test_linf_step():
         assert mistake in str(e.value) and exercises.LINF_HINTS[mistake] in str(e.value), mistake
     with pytest.raises(AssertionError, match="expected shape"):
         exercises.check_linf_step(lambda g: exercises.linf_step(g)[0])
+    with pytest.raises(AssertionError, match="got None"):
+        exercises.check_linf_step(lambda g: None)
+    # the max over the batch fits 'sign' only where the batch has one row: no mistake is named from one case
+    with pytest.raises(AssertionError, match="cases fail") as e:
+        exercises.check_linf_step(lambda g: g / g.abs().amax(0, keepdim=True).clamp_min(1e-12))
+    assert "looks like 'sign'" not in str(e.value)

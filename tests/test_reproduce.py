@@ -452,7 +452,7 @@ def test_check_verdict(capsys):
         return "noise" if not p < 0.05 else ("A" if statistics.mean(a) > statistics.mean(b) else "B")
 
     assert exercises.check_verdict(right)
-    assert "all 6 cases pass" in capsys.readouterr().out
+    assert "all 7 cases pass" in capsys.readouterr().out
     assert not exercises.check_verdict(lambda a, b: (_ for _ in ()).throw(NotImplementedError)).attempted
     with pytest.raises(AssertionError, match="A and B swapped"):
         exercises.check_verdict(lambda a, b: right(b, a))
@@ -463,6 +463,8 @@ def test_check_verdict(capsys):
         exercises.check_verdict(lambda a, b: exercises.lesson6._verdict(a, b, rule="welch"))
     with pytest.raises(AssertionError, match="expected 'A', got 'noise'"):
         exercises.check_verdict(lambda a, b: "noise")
+    with pytest.raises(AssertionError, match="1 of 7 cases fail"):  # a stricter level than the 0.05 asked for
+        exercises.check_verdict(lambda a, b: right(a, b) if scipy_stats.ttest_rel(a, b).pvalue < 0.025 else "noise")
 
 
 def test_the_verdict_rule_is_the_reports():

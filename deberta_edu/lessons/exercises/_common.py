@@ -31,11 +31,23 @@ class _NotYet(Exception):
 
 
 def _call(fn, *args):
-    """The learner's function on one case; NotImplementedError means "not attempted yet"."""
+    """The learner's function on one case; NotImplementedError means "not attempted yet". Any other error is
+    raised again with the case it happened on (the learner's own traceback stays above it)."""
     try:
         return fn(*args)
     except NotImplementedError:
         raise _NotYet from None
+    except Exception as err:
+        shown = ", ".join(_describe(a) for a in args)
+        raise AssertionError(f"your function raised {type(err).__name__}: {err}\n  when called with ({shown})") from err
+
+
+def _describe(arg) -> str:
+    """One argument of a case, short: a tensor or array by its shape and dtype, anything else by its repr."""
+    if isinstance(arg, (torch.Tensor, np.ndarray)):
+        return f"{type(arg).__name__} of shape {tuple(arg.shape)}, {arg.dtype}"
+    text = repr(arg)
+    return text if len(text) <= 60 else f"{type(arg).__name__}"
 
 
 def _finish(name: str, cases: int, failures: list[str], hint: str = "") -> CheckResult:
@@ -63,7 +75,16 @@ def _answers_pending(name: str, answers, questions: dict, meaning: str) -> Check
         )
     if any(v is None for v in answers.values()):
         return _not_attempted(name, "some answers are still None")
+    wrong = {k: v for k, v in answers.items() if not isinstance(v, (bool, np.bool_))}
+    if wrong:  # "False" is a string, and a non-empty string is true
+        raise AssertionError(f"{name}: answer each with True or False (no quotes); got {wrong!r}")
     return None
+
+
+def _one_mistake(found: list[list[str]]) -> str | None:
+    """The known mistake that fits every failing case (``found``: the names each one fits), or None: one that
+    fits a single case may do so by chance (a batch of one, a config where two terms cost the same)."""
+    return next((m for m in found[0] if all(m in f for f in found[1:])), None) if found else None
 
 
 def _checker(run: Callable[[Callable], CheckResult]):
@@ -81,13 +102,17 @@ def _checker(run: Callable[[Callable], CheckResult]):
 
 
 def _as_int(x) -> int | None:
+    """A whole number (an int, a 0-d tensor, or a float such as 3.0), else None: 3.5 is not rounded to 3."""
     try:
-        return int(x)
-    except (TypeError, ValueError):
+        value = float(x)
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of more than one number
         return None
+    return int(value) if value.is_integer() else None
 
 
 def _as_array(x) -> np.ndarray | None:
+    if x is None:
+        return None
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     try:

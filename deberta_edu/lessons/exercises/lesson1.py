@@ -22,10 +22,12 @@ def check_relative_distance(fn: Callable[[int, int, int], int]) -> CheckResult:
         for i in range(2 * k + 3):
             for j in range(2 * k + 3):
                 cases += 1
-                expected, got = relative_distance(i, j, k), _as_int(_call(fn, i, j, k))
+                expected, answer = relative_distance(i, j, k), _call(fn, i, j, k)
+                got = _as_int(answer)
                 if got == expected:
                     continue
-                failures.append(f"δ(i={i}, j={j}) with k={k}: expected {expected}, got {got}")
+                failures.append(f"δ(i={i}, j={j}) with k={k}: expected {expected}, got "
+                                f"{got if got is not None else f'{answer!r}, not a whole number'}")
                 mistakes["swapped"] += got == relative_distance(j, i, k)
                 mistakes["no_clamp"] += got == i - j + k
                 mistakes["top_row"] += got == 2 * k and i - j >= k
@@ -87,9 +89,11 @@ def check_distinct_rows(fn: Callable[[int, int], int]) -> CheckResult:
         for k in range(1, 9):
             cases += 1
             expected = len(torch.unique(relative_distance_matrix(length, k=k)))
-            got = _as_int(_call(fn, length, k))
+            answer = _call(fn, length, k)
+            got = _as_int(answer)
             if got != expected:
-                failures.append(f"L={length}, k={k}: expected {expected}, got {got}")
+                failures.append(f"L={length}, k={k}: expected {expected}, got "
+                                f"{got if got is not None else f'{answer!r}, not a whole number'}")
     hint = (
         (
             "a sequence of L tokens has 2L − 1 different distances i − j; the table has 2k rows. "
@@ -125,11 +129,11 @@ def check_exact_window(fn: Callable[[int], object]) -> CheckResult:
         cases += 1
         expected, got = exact_window(k), _call(fn, k)
         if got is not None:
-            try:
-                got = (int(got[0]), int(got[1]))
-            except (TypeError, ValueError, IndexError):
-                failures.append(f"k={k}: expected a pair (lo, hi) or None, got {got!r}")
+            pair = tuple(got) if isinstance(got, (tuple, list)) else ()
+            if len(pair) != 2 or None in (_as_int(pair[0]), _as_int(pair[1])):
+                failures.append(f"k={k}: expected a pair (lo, hi) of whole numbers, or None; got {got!r}")
                 continue
+            got = (_as_int(pair[0]), _as_int(pair[1]))
         if got != expected:
             failures.append(f"k={k}: expected {expected}, got {got}")
             symmetric += got == (-(k - 1), k - 1)

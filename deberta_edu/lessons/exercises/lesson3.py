@@ -8,7 +8,15 @@ from deberta_edu.facts import CLS_ID, PAD_ID
 from deberta_edu.model.config import make_config
 from deberta_edu.model.emd import DebertaForMaskedLM, EnhancedMaskDecoder
 from deberta_edu.model.encoder import DebertaModel
-from deberta_edu.training.probe import K, ProbeTask, anchor_tasks, probe_config, relative_views, train_probe
+from deberta_edu.training.probe import (
+    K,
+    ProbeBatch,
+    ProbeTask,
+    anchor_tasks,
+    probe_config,
+    relative_views,
+    train_probe,
+)
 
 from ._common import CheckResult, _answers_pending, _as_array, _call, _checker, _finish
 
@@ -92,7 +100,15 @@ def check_emd(fn) -> CheckResult:
         with torch.no_grad():
             out = model(ids, mask, output_hidden_states=True)
             expected = EnhancedMaskDecoder()(model.encoder.layers[-1], out.encoder_state)
+            variants = {m: _emd_variant(model, out, **kw) for m, (kw, _) in EMD_MISTAKES.items()}  # before fn
+            seen = [h.clone() for h in out.hidden_states] + [out.encoder_state.positions.clone()]
             got = _as_array(_call(fn, model, out))
+            if any(not torch.equal(a, b) for a, b in
+                   zip(seen, [*out.hidden_states, out.encoder_state.positions], strict=True)):
+                failures.append(f"{layers} layers: your function changed out.hidden_states or the positions in "
+                                "place (e.g. H += ...); write H = H + ... so the encoder's outputs stay as they were")
+                continue
+            keep = mask.bool()  # padded positions are nobody's answer: compare the real tokens
             what = f"{layers} layers, batch of 2 with {pad} padded tokens"
             if got is None or got.shape != tuple(expected.shape):
                 failures.append(
@@ -101,11 +117,12 @@ def check_emd(fn) -> CheckResult:
                 )
                 continue
             got_t = torch.as_tensor(got)
-            if torch.allclose(got_t, expected, atol=1e-5):
+            if torch.allclose(got_t[keep], expected[keep], atol=1e-5):
                 continue
-            failures.append(f"{what}: max |difference| {float((got_t - expected).abs().max()):.3g}")
-            for mistake, (kw, _) in EMD_MISTAKES.items():
-                if torch.allclose(got_t, _emd_variant(model, out, **kw), atol=1e-5):
+            failures.append(f"{what}: max |difference| {float((got_t - expected)[keep].abs().max()):.3g} "
+                            "(over the real tokens)")
+            for mistake, variant in variants.items():
+                if torch.allclose(got_t[keep], variant[keep], atol=1e-5):
                     found.append(mistake)
                     break
     hint = ""
@@ -250,6 +267,19 @@ def _look_alike(batch, task: ProbeTask) -> str | None:
     return None
 
 
+def _nouns_redrawn(make_batch):
+    """``make_batch`` with each window's noun drawn afresh from ``task.nouns``: which noun a window holds can then
+    say nothing of its slot (a batch that put the label in the noun would teach the probe nothing of positions)."""
+
+    def redrawn(task: ProbeTask, n: int, generator: torch.Generator) -> ProbeBatch:
+        ids, mask, pos, label = make_batch(task, n, generator)
+        ids, nouns = ids.clone(), torch.tensor(task.nouns)
+        ids[torch.arange(n), pos] = nouns[torch.randint(len(nouns), (n,), generator=generator)]
+        return ProbeBatch(ids, mask, pos, label)
+
+    return redrawn
+
+
 @_checker
 def check_anchor_batch(make_batch) -> CheckResult:
     """``make_batch(task, n, generator)`` returns ProbeBatch windows whose slots relative attention can tell apart.
@@ -261,7 +291,9 @@ def check_anchor_batch(make_batch) -> CheckResult:
     name = "check_anchor_batch"
     task = anchor_task()
     batch = _call(make_batch, task, 256, torch.Generator().manual_seed(0))
-    problem = _batch_problem(batch, task, 256) or _look_alike(batch, task)
+    problem = _batch_problem(batch, task, 256)
+    make_batch = _nouns_redrawn(make_batch)  # from here on the noun carries no label
+    problem = problem or _look_alike(make_batch(task, 256, torch.Generator().manual_seed(0)), task)
     if problem is not None:
         return _finish(name, 3, [problem], ANCHOR_HINT)
     threads = torch.get_num_threads()

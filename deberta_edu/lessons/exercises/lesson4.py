@@ -180,10 +180,11 @@ def check_perplexity(fn) -> CheckResult:
     )
     for losses, tokens in all_cases:
         variants = _perplexity_variants(losses, tokens)
+        answer = _call(fn, list(losses), list(tokens))  # an error inside your function is shown as it is
         try:
-            got = float(_call(fn, list(losses), list(tokens)))
-        except (TypeError, ValueError):
-            failures.append(f"losses {losses}, tokens {tokens}: return one number")
+            got = float(answer)
+        except (TypeError, ValueError, RuntimeError):
+            failures.append(f"losses {losses}, tokens {tokens}: return one number, got {answer!r}")
             continue
         if math.isclose(got, variants["right"], rel_tol=1e-6):
             continue
