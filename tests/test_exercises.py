@@ -107,6 +107,8 @@ def test_previous_token_head():
         exercises.check_previous_token_head(lambda d, k: previous_token_head(d, k, size=0.3))
     with pytest.raises(AssertionError, match="shape"):
         exercises.check_previous_token_head(lambda d, k: previous_token_head(d + 1, k))
+    with pytest.raises(AssertionError, match=r"return a pair \(bias, k_r\).*got None"):
+        exercises.check_previous_token_head(lambda d, k: None)
     assert not exercises.check_previous_token_head(not_yet).attempted
 
 

@@ -55,7 +55,11 @@ def check_previous_token_head(fn) -> CheckResult:
     failures, hints = [], []
     g = torch.Generator().manual_seed(0)
     for d, k in HEAD_CASES:
-        bias, k_r = _call(fn, d, k)
+        answer = _call(fn, d, k)
+        if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
+            raise AssertionError(f"{name}: return a pair (bias, k_r): the bias (d,) first, then the table's keys "
+                                 f"(2k, d); got {answer!r}"[:300])
+        bias, k_r = answer
         bias = _tensor(bias, (d,), "the bias", name)
         k_r = _tensor(k_r, (2 * k, d), "k_r", name)
         L = 3 * k
