@@ -215,6 +215,26 @@ def markdown_table(result: dict) -> str:
     return "\n".join(rows)
 
 
+def _problem(args) -> str | None:
+    """What stops the command before any work, in one sentence (a count, the --out folder, the data), or None."""
+    from pathlib import Path
+
+    from deberta_edu.data.sentiment import load_splits
+    from deberta_edu.data.topics import load_topics
+
+    if args.seeds < 1:
+        return f"--seeds is how many draws (at least 1), got {args.seeds}"
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        return f"--out {args.out} is a file; name a folder"
+    try:  # the BBC documents and the sentiment snippets are there, before anything is written
+        load_topics()
+        if not args.skip_sentiment:
+            load_splits()
+    except (OSError, ValueError) as err:
+        return str(err)
+    return None
+
+
 def main(argv=None) -> None:
     """python -m deberta_edu.training.downstream [--out DIR]: the course model's value, as results.json."""
     import argparse
@@ -235,19 +255,9 @@ def main(argv=None) -> None:
     p.add_argument("--skip-sentiment", action="store_true")
     p.add_argument("--skip-curve", action="store_true", help="skip the topics at 2 ... 50 labels per class")
     args = p.parse_args(argv)
-    if args.seeds < 1:
-        sys.exit(f"error: --seeds is how many draws (at least 1), got {args.seeds}")
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        sys.exit(f"error: --out {args.out} is a file; name a folder")
-    try:  # the BBC documents and the sentiment snippets are there, before anything is written
-        from deberta_edu.data.sentiment import load_splits
-        from deberta_edu.data.topics import load_topics
-
-        load_topics()
-        if not args.skip_sentiment:
-            load_splits()
-    except (OSError, ValueError) as err:
-        sys.exit(f"error: {err}")
+    problem = _problem(args)
+    if problem:
+        sys.exit(f"error: {problem}")
     tell = functools.partial(print, flush=True)  # each draw as it ends, also into a log file
     torch.manual_seed(0)
     model, tokenizer = load_course_model()

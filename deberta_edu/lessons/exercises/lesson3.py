@@ -68,6 +68,20 @@ EMD_MISTAKES = {
 }
 
 
+def _emd_case(layers: int, seed: int, pad: int):
+    """A small DebertaModel with absolute positions, and a batch of 2 rows of 9 ids, the second ending in ``pad``
+    padded tokens."""
+    torch.manual_seed(seed)
+    config = make_config("tiny", vocab_size=30, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=32,
+                         position_buckets=-1, max_relative_positions=8)
+    model = DebertaModel(config).eval()
+    ids = torch.randint(5, 30, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 9 - pad :] = 0
+    return model, ids, mask
+
+
 @_checker
 def check_emd(fn) -> CheckResult:
     """``fn(model, out)`` must return what ``EnhancedMaskDecoder`` returns: (B, L, D).
@@ -80,23 +94,7 @@ def check_emd(fn) -> CheckResult:
     failures, found, cases = [], [], 0
     for layers, seed, pad in ((2, 0, 0), (3, 1, 2), (2, 2, 3)):
         cases += 1
-        torch.manual_seed(seed)
-        config = make_config(
-            "tiny",
-            vocab_size=30,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=layers,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-            max_position_embeddings=32,
-            position_buckets=-1,
-            max_relative_positions=8,
-        )
-        model = DebertaModel(config).eval()
-        ids = torch.randint(5, 30, (2, 9))
-        mask = torch.ones_like(ids)
-        mask[1, 9 - pad :] = 0
+        model, ids, mask = _emd_case(layers, seed, pad)
         with torch.no_grad():
             out = model(ids, mask, output_hidden_states=True)
             expected = EnhancedMaskDecoder()(model.encoder.layers[-1], out.encoder_state)
