@@ -336,6 +336,13 @@ def test_mask_80_10_10():
     with pytest.raises(AssertionError, match="integer"):
         exercises.check_mask_80_10_10(lambda *a: tuple(t.float() for t in exercises.apply_80_10_10(*a)))
 
+    def edge(input_ids, chosen, u, random_ids, mask_id, masked_below=0.8):  # u <= 0.8 where u < 0.8 is meant
+        u = torch.where(u == torch.tensor(masked_below), torch.tensor(0.0), u)
+        return mine(input_ids, chosen, u, random_ids, mask_id)
+
+    with pytest.raises(AssertionError, match="1 of 5 cases fail"):
+        exercises.check_mask_80_10_10(edge)
+
 
 def mean_loss(losses, tokens):
     return sum(lo * n for lo, n in zip(losses, tokens, strict=True)) / sum(tokens)

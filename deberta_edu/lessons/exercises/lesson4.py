@@ -96,6 +96,8 @@ def check_mask_80_10_10(fn) -> CheckResult:
         draw = torch.rand(shape, generator=g)
         chosen = {"15%": draw < 0.15, "all": draw >= 0, "none": draw < 0}[chosen_kind]
         u = torch.rand(shape, generator=g)
+        if chosen_kind == "all":  # the edges, where u <= 0.8 and u < 0.8 part: 0.8 is random, 0.9 stays
+            u[0, :2] = torch.tensor([0.8, 0.9])
         random_ids = torch.randint(5, 60, shape, generator=g)
         case = f"{shape[0]}×{shape[1]} tokens, {chosen_kind} chosen"
         expected = apply_80_10_10(ids, chosen, u, random_ids, 4)
