@@ -136,11 +136,17 @@ class TrainConfig:
 NON_TRAJECTORY_FIELDS = ("name", "log_every", "eval_every", "eval_rows", "eval_batch_size", "save_every", "compile")
 
 
+def trajectory_differences(saved: dict, cfg: TrainConfig) -> dict[str, tuple]:
+    """{field: (saved value, cfg's)} for every field in which ``cfg`` trains otherwise than a run whose
+    train_config.json holds ``saved`` (the fields of NON_TRAJECTORY_FIELDS aside)."""
+    now = cfg.to_dict()
+    return {k: (saved.get(k), now[k]) for k in now
+            if k not in NON_TRAJECTORY_FIELDS and files.as_saved(now[k]) != saved.get(k)}
+
+
 def check_same_run(saved: dict, cfg: TrainConfig, state) -> None:
     """Refuse to resume from ``state`` (a checkpoint trained with config ``saved``) in another trajectory."""
-    now = cfg.to_dict()
-    diff = {k: (saved.get(k), now[k]) for k in now
-            if k not in NON_TRAJECTORY_FIELDS and files.as_saved(now[k]) != saved.get(k)}
+    diff = trajectory_differences(saved, cfg)
     if diff:
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
         raise ValueError(

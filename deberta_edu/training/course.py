@@ -161,13 +161,9 @@ def _measure(folder: Path, cfg: TrainConfig, data, records: list[dict], command:
 
 def differences_from_course(saved: dict) -> list[str]:
     """The fields in which a run's saved train_config.json leaves the trajectory of ``configs["course"]``."""
-    from deberta_edu import files
+    from .configs import CONFIGS, trajectory_differences
 
-    from .configs import CONFIGS, NON_TRAJECTORY_FIELDS
-
-    course = files.as_saved(CONFIGS["course"].to_dict())
-    return sorted(k for k in course.keys() | saved.keys()
-                  if k not in NON_TRAJECTORY_FIELDS and saved.get(k) != course.get(k))
+    return sorted(trajectory_differences(saved, CONFIGS["course"]))
 
 
 def main(argv=None) -> None:
