@@ -56,6 +56,13 @@ def as_saved(value):
     return json.loads(json.dumps(value))
 
 
+def check_not_a_file(folder: str | Path, option: str = "--out") -> None:
+    """Refuse a folder argument that names an existing file (ValueError, saying so); a missing one is fine."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{option} {folder} is a file; name a folder")
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_write(path) as f:
         f.write(data)

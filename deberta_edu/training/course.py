@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from deberta_edu import files
 from deberta_edu.data.tokenizer import Tokenizer
 from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, RESULTS_ROOT, TOKENIZER_FILE
 from deberta_edu.model.checkpoint import load_pretrained, save_pretrained
@@ -124,8 +125,7 @@ def _check_destination(run_dir: Path, out: Path) -> None:
     """``out`` may be replaced whole: refuse one that holds anything but an export, or the run itself."""
     if run_dir.resolve() == out.resolve() or out.resolve() in run_dir.resolve().parents:
         raise ValueError(f"--out {out} holds the run {run_dir}; export it into a folder of its own")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; name a folder")
+    files.check_not_a_file(out)
     other = sorted(p.name for p in out.iterdir() if p.name not in EXPORTED) if out.is_dir() else []
     if other:
         raise ValueError(f"--out {out} holds more than an exported model ({', '.join(other[:4])}), and an export "

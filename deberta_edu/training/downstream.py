@@ -217,16 +217,14 @@ def markdown_table(result: dict) -> str:
 
 def _problem(args) -> str | None:
     """What stops the command before any work, in one sentence (a count, the --out folder, the data), or None."""
-    from pathlib import Path
-
+    from deberta_edu import files
     from deberta_edu.data.sentiment import load_splits
     from deberta_edu.data.topics import load_topics
 
     if args.seeds < 1:
         return f"--seeds is how many draws (at least 1), got {args.seeds}"
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        return f"--out {args.out} is a file; name a folder"
     try:  # the BBC documents and the sentiment snippets are there, before anything is written
+        files.check_not_a_file(args.out)
         load_topics()
         if not args.skip_sentiment:
             load_splits()

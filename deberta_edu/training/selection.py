@@ -150,6 +150,7 @@ def main(argv=None) -> None:
     import time
     from pathlib import Path
 
+    from deberta_edu import files
     from deberta_edu.data.topics import load_topics
     from deberta_edu.facts import RESULTS_ROOT
 
@@ -159,9 +160,8 @@ def main(argv=None) -> None:
                                 description="Downstream's choices, measured on training-pool documents")
     p.add_argument("--out", default=str(RESULTS_ROOT / "pretraining-value"))
     args = p.parse_args(argv)
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        sys.exit(f"error: --out {args.out} is a file; name a folder")
     try:
+        files.check_not_a_file(args.out)
         pool = load_topics()["train"]  # the BBC documents are there (before anything is written)
     except (OSError, ValueError) as err:
         sys.exit(f"error: {err}")

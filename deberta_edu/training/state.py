@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from deberta_edu import files
 from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, STATE_FILE, cpu_name
 from deberta_edu.model.checkpoint import load_tensors, read_header, save_tensors
 
@@ -83,8 +84,7 @@ RUN_FILES = (STATE_FILE, LOG_FILE, CONFIG_FILE, MODEL_FILE)  # what a run writes
 def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to start afresh in a folder that holds a run (its log, state and model would be overwritten),
     and to resume in one that holds none."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; name a folder")
+    files.check_not_a_file(out)
     if resume and overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite starts it again: give one of them")
     if resume and not any((out / name).exists() for name in RUN_FILES):  # a mistyped --out, most likely
