@@ -320,7 +320,6 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
             cfg = cfg.replace(budget_tokens=None, budget_seconds=None)
         cfg = apply_overrides(cfg.replace(**{k: v for k, v in flags.items() if v is not None}), args.set)
         world = setup_distributed(args.device)
-        cfg.model_config()  # a model config that cannot be built is refused before any work
         out = Path(args.out) if args.out else lesson_checkpoint(cfg.name)
         if world.is_main:
             check_output_folder(out, args.resume, args.overwrite)  # before any work
