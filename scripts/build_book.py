@@ -171,6 +171,12 @@ def link(path: Path, target: Path) -> bool:
     return True
 
 
+def cache_path() -> Path:
+    """The executed lessons' cache, one per lesson size (smoke, the default here, or full)."""
+    smoke = facts.smoke() if "DEBERTA_EDU_SMOKE" in os.environ else True  # as the lessons will read it
+    return BUILD / (".jupyter_cache" if smoke else ".jupyter_cache-full")
+
+
 def stage(notebooks: Path, execute: bool) -> bool:
     """Lay out book/_build/src: the pages, links to the lessons and results, the vendored JavaScript.
 
@@ -214,8 +220,7 @@ def stage(notebooks: Path, execute: bool) -> bool:
 
     # the config: the execution cache depends on the lesson size (smoke or full)
     config = yaml.safe_load((BOOK / "_config.yml").read_text())
-    smoke = facts.smoke() if "DEBERTA_EDU_SMOKE" in os.environ else True  # as the lessons will read it
-    config.setdefault("execute", {})["cache"] = str(BUILD / (".jupyter_cache" if smoke else ".jupyter_cache-full"))
+    config.setdefault("execute", {})["cache"] = str(cache_path())
     if not execute:
         config["execute"]["execute_notebooks"] = "off"
     write_if_changed(STAGE / "_config.yml", yaml.safe_dump(config, sort_keys=False))

@@ -36,10 +36,17 @@ from pathlib import Path
 
 import nbformat
 
-from deberta_edu import facts
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_book import BOOK, BUILD, ROOT, copy_vendor, external_resources, lesson_notebooks, log  # noqa: E402
+from build_book import (  # noqa: E402
+    BOOK,
+    BUILD,
+    ROOT,
+    cache_path,
+    copy_vendor,
+    external_resources,
+    lesson_notebooks,
+    log,
+)
 from lecture_view import lecture_notebook, merge, slide_positions  # noqa: E402
 
 SLIDES = BUILD / "slides"
@@ -48,11 +55,6 @@ WIDTH, HEIGHT = 1280, 720  # the slide, in CSS pixels; the browser test opens ev
 LECTURE = "lecture"
 LECTURE_TITLE = "DeBERTa, built from scratch: the six lessons as one lecture"
 MINUTES_PER_SLIDE = 0.75  # for the lecture's length as the index page states it
-
-
-def cache_path() -> Path:
-    smoke = facts.smoke() if "DEBERTA_EDU_SMOKE" in os.environ else True  # as the lessons will read it
-    return BUILD / (".jupyter_cache" if smoke else ".jupyter_cache-full")
 
 
 def executed(path: Path, timeout: int) -> nbformat.NotebookNode:
