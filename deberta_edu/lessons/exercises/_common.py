@@ -110,6 +110,11 @@ def _as_int(x) -> int | None:
     return int(value) if value.is_integer() else None
 
 
+def _shown_int(got: int | None, answer) -> str:
+    """How a message shows an answer that ``_as_int`` read as ``got``."""
+    return str(got) if got is not None else f"{answer!r}, not a whole number"
+
+
 def _as_array(x) -> np.ndarray | None:
     if x is None:
         return None

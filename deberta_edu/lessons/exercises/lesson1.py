@@ -9,7 +9,7 @@ import torch
 
 from deberta_edu.model.positions import relative_distance, relative_distance_matrix
 
-from ._common import CheckResult, _as_array, _as_int, _call, _checker, _finish
+from ._common import CheckResult, _as_array, _as_int, _call, _checker, _finish, _shown_int
 
 
 @_checker
@@ -26,8 +26,7 @@ def check_relative_distance(fn: Callable[[int, int, int], int]) -> CheckResult:
                 got = _as_int(answer)
                 if got == expected:
                     continue
-                failures.append(f"δ(i={i}, j={j}) with k={k}: expected {expected}, got "
-                                f"{got if got is not None else f'{answer!r}, not a whole number'}")
+                failures.append(f"δ(i={i}, j={j}) with k={k}: expected {expected}, got {_shown_int(got, answer)}")
                 mistakes["swapped"] += got == relative_distance(j, i, k)
                 mistakes["no_clamp"] += got == i - j + k
                 mistakes["top_row"] += got == 2 * k and i - j >= k
@@ -92,8 +91,7 @@ def check_distinct_rows(fn: Callable[[int, int], int]) -> CheckResult:
             answer = _call(fn, length, k)
             got = _as_int(answer)
             if got != expected:
-                failures.append(f"L={length}, k={k}: expected {expected}, got "
-                                f"{got if got is not None else f'{answer!r}, not a whole number'}")
+                failures.append(f"L={length}, k={k}: expected {expected}, got {_shown_int(got, answer)}")
     hint = (
         (
             "a sequence of L tokens has 2L − 1 different distances i − j; the table has 2k rows. "
