@@ -586,7 +586,8 @@ exercises.check_previous_token_head(previous_token_head)
 # **Exercise 2. The mirror table.** The released p2c reads row δ(i, j); the paper's eq. (4) reads δ(j, i). Return
 # the table q_r' under which the released p2c computes the paper's p2c with q_r, on every pair inside the window
 # (|i − j| < k). Then say True or False, and let the checker measure: (a) some table makes them agree on every
-# pair, the clamped ones too; (b) when the table is shared with c2p (v3), mirroring it leaves c2p unchanged.
+# pair, the clamped ones too; (b) when the table is shared with c2p (v3), mirroring it leaves c2p unchanged;
+# (c) when p2c has a projection of its own (v1's $W_{q,r}$) and 2k ≤ d, a new $W_{q,r}$ alone does the mirroring.
 
 
 # %%
@@ -595,7 +596,7 @@ def mirror_table(q_r, k):
 
 
 exercises.check_mirror_table(mirror_table)
-mirror_answers = {"every_pair": None, "c2p_unchanged": None}  # True or False
+mirror_answers = {"every_pair": None, "c2p_unchanged": None, "own_projection": None}  # True or False
 exercises.check_mirror_answers(mirror_answers)
 
 
@@ -604,12 +605,14 @@ exercises.check_mirror_answers(mirror_answers)
 # row 0 is only read by clamped pairs). q_r.flip(0) is one row off. (a) False: released row 2k − 1 serves
 # i − j = k − 1 and every i − j ≥ k, which the paper reads at rows 1 and 0, so no table splits them (the same
 # top row the p2p fit missed). (b) False: c2p reads P too; relabel its rows and c2p reads other distances.
+# (c) True: P W' = P_mirror W_{q,r} has an exact solution when P's 2k rows are independent (2k ≤ d), as the
+# least-squares fit above showed, and c2p keeps its own W_{k,r}.
 def mirror_table(q_r, k):
     return torch.cat([q_r[:1], q_r[1:].flip(0)])
 
 
 exercises.check_mirror_table(mirror_table)
-mirror_answers = {"every_pair": False, "c2p_unchanged": False}
+mirror_answers = {"every_pair": False, "c2p_unchanged": False, "own_projection": True}
 exercises.check_mirror_answers(mirror_answers)
 
 

@@ -119,11 +119,13 @@ def test_mirror_table_and_answers():
         exercises.check_mirror_table(lambda q_r, k: q_r.flip(0))
     with pytest.raises(AssertionError, match="pairs inside the window differ"):
         exercises.check_mirror_table(lambda q_r, k: q_r)
-    assert exercises.mirror_facts() == {"every_pair": False, "c2p_unchanged": False}
-    assert exercises.check_mirror_answers({"every_pair": False, "c2p_unchanged": False})
-    with pytest.raises(AssertionError, match="rows 1 and 0"):
-        exercises.check_mirror_answers({"every_pair": True, "c2p_unchanged": False})
-    assert not exercises.check_mirror_answers({"every_pair": None, "c2p_unchanged": False}).attempted
+    right = {"every_pair": False, "c2p_unchanged": False, "own_projection": True}
+    assert exercises.mirror_facts() == right
+    assert exercises.check_mirror_answers(right)
+    for key in right:  # every answer is checked: "all False" or "all True" fails
+        with pytest.raises(AssertionError, match="rows 1 and 0"):
+            exercises.check_mirror_answers({**right, key: not right[key]})
+    assert not exercises.check_mirror_answers({**right, "every_pair": None}).attempted
 
 
 def diagnose(scores, q_c, k_c, q_r, k_r, k):
@@ -433,6 +435,11 @@ def test_symmetric_kl():
             F.kl_div(b, a.softmax(-1), reduction="batchmean")
             + F.kl_div(a, b.softmax(-1), reduction="batchmean")
         ),
+        "softmax over the batch": lambda a, b: (
+            F.kl_div(b.log_softmax(0), a.log_softmax(0), log_target=True, reduction="none").sum(-1)
+            + F.kl_div(a.log_softmax(0), b.log_softmax(0), log_target=True, reduction="none").sum(-1)
+        ).mean(),
+        "a NaN answer": lambda a, b: (kl(a, b) + kl(b, a)).mean() * float("nan"),
     }
     for mistake, fn in wrong.items():
         with pytest.raises(AssertionError, match="cases fail") as e:
@@ -481,6 +488,8 @@ def test_linf_step():
         "over the sequence": lambda g: g / g.abs().amax(dim=1, keepdim=True),
         "no abs": lambda g: g / g.amax(dim=-1, keepdim=True),
         "sign": torch.sign,
+        "eps added to the norm": lambda g: g / (g.abs().amax(-1, keepdim=True) + 1e-6),  # the official code's
+        "guard too large": lambda g: g / g.abs().amax(-1, keepdim=True).clamp_min(1e-3),
     }
     for mistake, fn in wrong.items():
         with pytest.raises(AssertionError, match="cases fail") as e:

@@ -95,6 +95,8 @@ def _head_hint(i: int, j: int, k: int, content_decides: bool) -> str:
 MIRROR_QUESTIONS = {
     "every_pair": "one table makes the released p2c equal the paper's on every pair, the clamped ones included",
     "c2p_unchanged": "when the table is shared (v3: Q^r = P W_q and K^r = P W_k), mirroring P leaves c2p as it was",
+    "own_projection": "when p2c has its own projection (v1: W_{q,r}, apart from c2p's W_{k,r}) and 2k ≤ d, a new "
+                      "W_{q,r} alone gives the released p2c the paper's values inside the window, c2p untouched",
 }
 
 
@@ -124,7 +126,8 @@ def check_mirror_table(fn) -> CheckResult:
 
 
 def mirror_facts() -> dict[str, bool]:
-    """Measured: is the best mirror table exact on all pairs, and does mirroring a shared P leave c2p alone?"""
+    """Measured: is the best mirror table exact on all pairs, does mirroring a shared P leave c2p alone, and can
+    p2c's own projection absorb the mirror (P W' = P_mirror W_{q,r}, solved by least squares)?"""
     g = torch.Generator().manual_seed(2)
     L, k, d = 10, 3, 6
     index = relative_distance_matrix(L, k=k)
@@ -134,7 +137,12 @@ def mirror_facts() -> dict[str, bool]:
     best = torch.cat([p[-1:], p[1:].flip(0)])  # row 0 <- row 2k - 1 (serves i - j <= -k), rows r <- 2k - r
     every_pair = torch.allclose(_p2c(k_c, best @ w_q, index), _p2c(k_c, p @ w_q, index.T))
     c2p_unchanged = torch.allclose(_c2p(q_c, best @ w_k, index), _c2p(q_c, p @ w_k, index))
-    return {"every_pair": bool(every_pair), "c2p_unchanged": bool(c2p_unchanged)}
+    w_new = torch.linalg.lstsq(p, best @ w_q).solution  # (d, d): p2c's projection only; c2p keeps p @ w_k
+    window = (torch.arange(L)[:, None] - torch.arange(L)).abs() < k  # (L, L): |i − j| < k
+    paper = _p2c(k_c, p @ w_q, index.T)
+    own_projection = torch.allclose(_p2c(k_c, p @ w_new, index)[window], paper[window])
+    return {"every_pair": bool(every_pair), "c2p_unchanged": bool(c2p_unchanged),
+            "own_projection": bool(own_projection)}
 
 
 def check_mirror_answers(answers: dict[str, bool]) -> CheckResult:
@@ -147,7 +155,8 @@ def check_mirror_answers(answers: dict[str, bool]) -> CheckResult:
     failures = [f"{q}: you said {answers[key]}, measured {measured[key]}"
                 for key, q in MIRROR_QUESTIONS.items() if bool(answers[key]) != measured[key]]
     hint = ("released row 2k − 1 serves i − j = k − 1 and every i − j ≥ k; the paper reads those at rows 1 and 0. "
-            "And c2p reads the same P: relabel its rows and c2p's rows move too.")
+            "And c2p reads the same P: relabel its rows and c2p's rows move too. A projection of p2c's own is "
+            "another matter: with 2k ≤ d rows, P W' = P_mirror W_{q,r} can be solved exactly.")
     return _finish(name, len(MIRROR_QUESTIONS), failures, hint)
 
 
