@@ -177,6 +177,15 @@ def cache_path() -> Path:
     return BUILD / (".jupyter_cache" if smoke else ".jupyter_cache-full")
 
 
+def lesson_size_problem() -> str | None:
+    """One line when DEBERTA_EDU_SMOKE holds a value the lessons would refuse; checked before any lesson runs."""
+    try:
+        cache_path()
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def stage(notebooks: Path, execute: bool) -> bool:
     """Lay out book/_build/src: the pages, links to the lessons and results, the vendored JavaScript.
 
@@ -273,6 +282,9 @@ def build(args) -> int:
     notebooks = Path(args.notebooks).resolve()
     os.environ.setdefault("DEBERTA_EDU_SMOKE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    if problem := lesson_size_problem():
+        log(problem)
+        return 2
     log(f"lessons from {notebooks} (DEBERTA_EDU_SMOKE={os.environ['DEBERTA_EDU_SMOKE']})")
     moved = stage(notebooks, execute=not args.no_execute)
     log(f"staged in {time.perf_counter() - start:.1f} s")

@@ -45,6 +45,7 @@ from build_book import (  # noqa: E402
     copy_vendor,
     external_resources,
     lesson_notebooks,
+    lesson_size_problem,
     log,
 )
 from lecture_view import lecture_notebook, merge, slide_positions  # noqa: E402
@@ -240,6 +241,9 @@ def build(args) -> int:
     start = time.perf_counter()
     os.environ.setdefault("DEBERTA_EDU_SMOKE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    if problem := lesson_size_problem():
+        log(problem)
+        return 2
     notebooks = lesson_notebooks(Path(args.notebooks).resolve())
     if args.lessons:
         notebooks = [nb for nb in notebooks if nb.name.startswith(tuple(args.lessons))]

@@ -255,3 +255,14 @@ def test_markdown_tables_that_lessons_display_are_tables_on_the_site():
     assert "| task | encoder |" not in html  # the downstream table, unrendered
     tables = re.findall(r"<table.*?</table>", html, re.DOTALL)
     assert any("fine-tuned" in t and "naive Bayes" in t and "tf-idf logistic" in t for t in tables)
+
+
+@pytest.mark.parametrize("build", [build_book.main, build_slides.main], ids=["book", "slides"])
+def test_a_lesson_size_the_lessons_refuse_ends_the_build_in_one_line(build, monkeypatch, capsys):
+    """DEBERTA_EDU_SMOKE=maybe: the build stops before staging or executing anything, with the reason."""
+    monkeypatch.setenv("DEBERTA_EDU_SMOKE", "maybe")
+    monkeypatch.setattr(build_book, "stage", lambda *a, **k: pytest.fail("staged the lessons"))
+    monkeypatch.setattr(build_slides, "lesson_notebooks", lambda *a, **k: pytest.fail("looked for lessons"))
+    assert build(["--no-execute"] if build is build_book.main else ["01"]) == 2
+    out = capsys.readouterr()
+    assert "DEBERTA_EDU_SMOKE='maybe'" in out.out + out.err and "Traceback" not in out.out + out.err

@@ -12,9 +12,9 @@ from deberta_edu.training.sift import symmetric_kl
 from ._common import CheckResult, _as_array, _call, _checker, _finish, _one_mistake
 
 
-def _kl_rows(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
-    """KL(p‖q) per row, from logits."""
-    log_p, log_q = logits_p.log_softmax(-1), logits_q.log_softmax(-1)
+def _kl_rows(logits_p: torch.Tensor, logits_q: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """KL(p‖q) per row, from logits (``dim=0``: the mistake of normalising over the rows)."""
+    log_p, log_q = logits_p.log_softmax(dim), logits_q.log_softmax(dim)
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
@@ -31,6 +31,7 @@ def _kl_variants(a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
         "kl_div of probabilities": kl_div(q, p, reduction="batchmean") + kl_div(p, q, reduction="batchmean"),
         "logits instead of log-probabilities": kl_div(b, p, reduction="batchmean")
         + kl_div(a, q, reduction="batchmean"),
+        "softmax over the batch": (_kl_rows(a, b, dim=0) + _kl_rows(b, a, dim=0)).mean(),
     }
 
 
@@ -50,6 +51,14 @@ KL_HINTS = {
     "logits instead of log-probabilities": (
         "raw logits are not log-probabilities (adding a constant to a row changes your answer): apply "
         "log_softmax first."
+    ),
+    "softmax over the batch": (
+        "each row is one distribution over the classes: softmax/log_softmax over the last dimension (dim=-1), "
+        "not over the rows (dim=0)."
+    ),
+    "a NaN answer": (
+        "NaN comes from a log of 0 or 0 × ∞: torch.log(softmax(x)) underflows; take log_softmax(x) instead, and "
+        "check for a division by a sum that can be 0."
     ),
 }
 
@@ -101,7 +110,8 @@ def check_symmetric_kl(fn) -> CheckResult:
             continue
         if not close(got, expected):
             failures.append(f"{what}: expected {expected:.6g}, got {got:.6g}")
-            found.append(next((m for m, v in _kl_variants(a, b).items() if close(got, float(v))), None))
+            found.append("a NaN answer" if math.isnan(got) else
+                         next((m for m, v in _kl_variants(a, b).items() if close(got, float(v))), None))
         swapped = _scalar(_call(fn, b.clone(), a.clone()))
         if not (isinstance(swapped, float) and close(swapped, got)):
             failures.append(f"{what}: not symmetric: f(p, q) = {got:.6g} but f(q, p) = {_fmt(swapped)}")
@@ -138,7 +148,19 @@ def linf_step(grad: torch.Tensor) -> torch.Tensor:
     return grad / grad.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
 
 
-def _linf_variants(grad: torch.Tensor) -> dict[str, torch.Tensor]:
+def _guard_variants(grad: torch.Tensor, got: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Two guards against 0 / 0 that are too large, with the constant read off the answer's short steps."""
+    norm = grad.abs().amax(dim=-1, keepdim=True)  # (B, L, 1)
+    size = got.abs().amax(dim=-1, keepdim=True).nan_to_num(1.0)
+    short = (size < 1 - 1e-3) & (size > 0)  # real tokens whose step came back shorter than 1
+    if not short.any() or not ((size - 1).abs() < 1e-3).any():  # a guard leaves the large gradients alone
+        return {}
+    eps = (norm / size - norm)[short].median()  # g / (|g|∞ + eps) has max |step| = |g|∞ / (|g|∞ + eps)
+    floor = (norm / size)[short].median()  # g / max(|g|∞, floor)
+    return {"eps added to the norm": grad / (norm + eps), "guard too large": grad / norm.clamp_min(floor)}
+
+
+def _linf_variants(grad: torch.Tensor, got: torch.Tensor) -> dict[str, torch.Tensor]:
     return {
         "global L∞": grad / grad.abs().max(),
         "L2 per token": grad / grad.norm(dim=-1, keepdim=True),
@@ -146,6 +168,7 @@ def _linf_variants(grad: torch.Tensor) -> dict[str, torch.Tensor]:
         "over the sequence": grad / grad.abs().amax(dim=1, keepdim=True),
         "no abs": grad / grad.amax(dim=-1, keepdim=True),
         "sign": grad.sign(),
+        **_guard_variants(grad, got),
     }
 
 
@@ -168,6 +191,15 @@ LINF_HINTS = {
     "padding": (
         "a padding token's gradient is exactly 0, and 0 / 0 is NaN: guard the division, e.g. "
         ".clamp_min(1e-12) on the norm, so that such a token keeps a zero step."
+    ),
+    "eps added to the norm": (
+        "a constant added to the norm shortens the step of every token whose gradient is small (here gradients "
+        "go down to 1e-4; the official code's 1e-6 does this too, as the lesson shows). Guard only 0 / 0: "
+        ".clamp_min(1e-12) on the norm."
+    ),
+    "guard too large": (
+        "the floor on the norm is larger than some tokens' gradients (here down to 1e-4), so their step comes back "
+        "shorter than 1. Use a floor far below any real gradient: .clamp_min(1e-12)."
     ),
 }
 
@@ -217,7 +249,7 @@ def check_linf_step(fn) -> CheckResult:
                 f"{what}: token [{b}, {t}] should have max |step| 1, got {size:.3g} "
                 f"(its gradient's L∞ norm is {grad[b, t].abs().max().item():.3g})"
             )
-        variants = _linf_variants(grad).items()
+        variants = _linf_variants(grad, got_t).items()
         real = slice(None, -padded) if padded else slice(None)  # how a mistake treats padding is its own question
         found.append([m for m, v in variants if torch.allclose(got_t[:, real], v[:, real], rtol=1e-4, equal_nan=True)])
     mistake = _one_mistake(found)
