@@ -221,6 +221,13 @@ def test_config_rejects_buckets_without_room():
         make_config("tiny", max_position_embeddings=64)
 
 
+def test_config_refuses_absolute_positions_twice():
+    """The released code runs no EMD when positions are at the input; both on would add P twice."""
+    with pytest.raises(ValueError, match="absolute positions twice"):
+        make_config("tiny", position_biased_input=True)  # the EMD is on by default
+    assert make_config("tiny", variant="bert").position_biased_input  # the baseline: positions at the input only
+
+
 def test_encoder_details_are_the_equations():
     torch.manual_seed(0)
     model = DebertaModel(make_config("tiny", vocab_size=V, terms=("c2c", "c2p", "p2c", "p2p"))).eval()

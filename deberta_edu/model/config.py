@@ -7,6 +7,12 @@ A variant is a set of field values, never an ``if`` in the model code:
     no_c2p    c2c + p2c                                                          (−C2P)
     no_p2c    c2c + c2p                                                          (−P2C)
     bert      absolute positions added at the input, content-to-content only    (BERT/RoBERTa-style)
+
+The attention layout is a separate choice. The defaults are the released v2/v3 layout: positions through the
+content projections (share_att_key, which the paper introduces only for its 1.5B model, §5.3), a LayerNorm on
+the relative table and 256 log buckets (neither is in the paper). Eq. (4) as the paper writes it, with its own
+W_{q,r}, W_{k,r} and the plain clamp of eq. (3), is ``layout="v1", share_att_key=False, norm_rel_ebd=False,
+position_buckets=-1`` (``ablation.plan.LAYOUTS["v1"]``).
 """
 
 from __future__ import annotations
@@ -111,6 +117,12 @@ class DebertaConfig:
             raise ValueError(f"layout must be 'v1' or 'v2', got {self.layout!r}")
         if self.layout == "v1" and self.share_att_key:
             raise ValueError("share_att_key is a v2/v3 feature; set share_att_key=False for layout='v1'")
+        if self.emd and self.position_biased_input:
+            raise ValueError(
+                "emd=True with position_biased_input=True would add the absolute positions twice, at the input and "
+                "again in the EMD; the released code runs no EMD when positions are at the input. Set emd=False "
+                "(the BERT-style baseline) or position_biased_input=False (DeBERTa)"
+            )
         if self.head_layout not in ("official", "legacy"):
             raise ValueError(f"head_layout must be 'official' or 'legacy', got {self.head_layout!r}")
         if self.max_relative_positions < 1:
