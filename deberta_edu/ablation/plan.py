@@ -28,7 +28,8 @@ OTHERS = ("bert", "no_emd", "no_c2p", "no_p2c")  # the rows Table 4 compares DeB
 # The attention layout of every variant. Table 4 ablates DeBERTa v1 base models: separate position
 # projections W_{q,r}, W_{k,r} (share_att_key False), the plain clamp of eq. (3) (no log buckets; k is
 # max_position_embeddings), no LayerNorm on the relative table, v1's fused in_proj. v3 is what the course
-# model uses (§5.3's changes): positions through the content projections, a layer-normed table, 256 log buckets.
+# model uses: positions through the content projections (§5.3 shares them in the 1.5B model), and, from the
+# released v2 code rather than the paper, a layer-normed table and 256 log buckets.
 LAYOUTS = {
     "v1": {"layout": "v1", "share_att_key": False, "norm_rel_ebd": False, "position_buckets": -1},
     "v3": {"layout": "v2", "share_att_key": True, "norm_rel_ebd": True, "position_buckets": 256},

@@ -145,12 +145,10 @@ class DisentangledSelfAttention(nn.Module):
 
     @classmethod
     def p2c(cls, k, pos_q, index, shifted=False):
-        """Position-to-content: K^c_j · Q^r_{δ(i,j)} (Algorithm 1, lines 11–18, with δ(i, j)). (B, H, L, L).
+        """Position-to-content: K^c_j · Q^r_{δ(i,j)} (Algorithm 1, lines 11–18). (B, H, L, L).
 
-        The paper's eq. (4) and Algorithm 1 (line 16) index Q^r by δ(j, i). The released checkpoints (and
-        transformers) use δ(i, j), the same row as c2p, which is what eq. (2)'s P_{i|j} H_j^T says; we
-        match the checkpoints. With δ(j, i) the term reads the mirrored distance, 2k − δ(i, j) inside the
-        window: a different model, since P (and in v2 W_q) also feed c2p, that no released weights fit.
+        δ(i, j), the row c2p reads, as in the released checkpoints; Algorithm 1 (line 16) and eq. (4) read
+        δ(j, i): the module docstring ("Which row each term reads") says why that is another model.
         """
         if shifted and banded_block(k.size(-2)):
             return banded(k, pos_q, keys=True).flatten(-2).flatten(2, 3)  # (B, H, L, L)

@@ -66,10 +66,7 @@ class EnhancedMaskDecoder(nn.Module):
         caching them would come close to A.7's figure.
         """
         H = state.penultimate  # (B, L, D) output of layer L − 1: keys and values, never changed
-        # (B, L, D) Q_0: absolute positions enter here, and only here. Appendix A.8 says the first EMD
-        # layer's input I is the absolute position embedding alone; the released code adds H (P + H) and
-        # runs the encoder's own last layer twice, and so do we (lesson 3 says so too).
-        query = state.positions + H
+        query = state.positions + H  # (B, L, D) Q_0 = P + H: absolute positions enter here, and only here
         rel = state.rel
         if select is not None:
             counts = select.sum(1)  # (B,)

@@ -7,7 +7,7 @@ Lesson 6 sizes its GPU runs with it (steps that fit a time budget, the costliest
                    + 2 · 2 L D              c2c scores and probs @ V, against the L keys
                    + 2 R D · #terms         c2p and p2c (eq. 4), each against the R relative-table rows it gathers
     passes           layers
-    EMD, 2 passes    the last layer twice more (§3.2) on the decoded tokens only (the masked ones, or every
+    EMD, 2 passes    the last layer twice more (A.8) on the decoded tokens only (the masked ones, or every
                      one): W_q, W_out, the FFN, the scores and c2p for those queries; K and V of H (2 · 2 D²)
                      and p2c's key side (2 R D) still at every position, in each pass
     MLM head         2 (D² + D V), on the decoded tokens

@@ -5,9 +5,10 @@ it cannot tell which unchanged or randomly replaced tokens were chosen, so it ha
 representation of every token, not just of [MASK].
 
 Whole-word span masking (``word_starts`` given) chooses whole words, in runs of n <= ``max_ngram``
-words with p(n) ∝ 1/n: the paper's appendix A.3 adds "span masking (Joshi et al., 2020) as an additional
-masking strategy with the span size up to three" (SpanBERT). Words are found from SentencePiece's
-word-start marker "▁". Two ways to place the spans:
+words with p(n) ∝ 1/n. The paper's appendix A.3 adds "span masking (Joshi et al., 2020) as an additional
+masking strategy with the span size up to three" (SpanBERT) and gives neither a distribution nor a unit;
+p(n) ∝ 1/n, counted in whole words, is the rule of the released ``NGramMaskGenerator``. Words are found from
+SentencePiece's word-start marker "▁". Two ways to place the spans:
 
 - ``spans="random"`` (ours, the default): span starts drawn in a random order over the whole row, until
   round(p x the row's ordinary tokens) are chosen. No place in the row is favoured.
