@@ -63,11 +63,13 @@ def test_run_keeps_each_result_and_repeats_none_of_the_same_budget(tmp_path, mon
 
 
 def test_the_table_averages_the_seeds_beside_the_recipe():
-    result = {"runs": [_run("recipe", 0, 0.20, 0.15), _run("recipe", 1, 0.24, 0.17),
+    result = {"shape": "lesson 4: tiny", "tokens": 16384, "seeds": [0, 1],
+              "runs": [_run("recipe", 0, 0.20, 0.15), _run("recipe", 1, 0.24, 0.17),
                        _run("lr 1e-3", 0, 0.14, 0.12), _run("lr 1e-3", 1, 0.16, 0.12)]}
     arms = recipe.by_arm(result)
     assert list(arms) == ["recipe", "lr 1e-3"] and arms["recipe"]["tokens"] == [0.20, 0.24]
     table = recipe.table(result)
+    assert table.startswith("Held-out masked-token accuracy of lesson 4: tiny: 16,384 tokens per run, seeds 0, 1.")
     assert "| recipe | 22.0% (20.0–24.0) | +0.0 | — | 16.0% (15.0–17.0) | +0.0 |" in table
     p = recipe.welch_p([0.14, 0.16], [0.20, 0.24])
     assert 0 < p < 0.2

@@ -172,11 +172,14 @@ def welch_p(a, b) -> float | None:
 
 
 def table(result: dict) -> str:
-    """The arms as a markdown table: the mean over seeds (the lowest and highest run in brackets), its
-    difference in points from the recipe's mean, and Welch's p of that difference under token masking."""
+    """The arms as a markdown table, under a line naming the model, the budget and the seeds: the mean over
+    seeds (the lowest and highest run in brackets), its difference in points from the recipe's mean, and
+    Welch's p of that difference under token masking."""
     arms = by_arm(result)
     ref = arms["recipe"]
-    rows = ["| arm | token masking | vs recipe | Welch p | whole-word masking | vs recipe |",
+    rows = [f"Held-out masked-token accuracy of {result['shape']}: {result['tokens']:,} tokens per run, seeds "
+            f"{', '.join(map(str, result['seeds']))}.", "",
+            "| arm | token masking | vs recipe | Welch p | whole-word masking | vs recipe |",
             "|---|---|---|---|---|---|"]
     for name, a in arms.items():
         cells = []
