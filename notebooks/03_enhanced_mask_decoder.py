@@ -34,7 +34,7 @@
 # 2. But every real input starts with `[CLS]`. A token can read its absolute position off its distance to
 #    `[CLS]`, **while that distance is inside the relative window** (eq. 3 gives distances up to k − 2 rows of
 #    their own, and k − 1 and beyond share the last row). With the anchor inside the window, a relative-only
-#    model learns "subject or object slot" perfectly.
+#    model learns "subject or object slot" perfectly (above 99% held out, every seed).
 # 3. Beyond the clamp (or inside one coarse log bucket), positions that differ only in absolute place look
 #    exactly the same to relative attention: there relative-only is at chance, and BERT-style input positions
 #    and the EMD succeed.
@@ -109,7 +109,8 @@ assert diffs["relative only (−EMD)"].max() < 1e-5  # identical up to float rou
 assert diffs["BERT-style (absolute at input)"].min() > 1e-2  # every token's output moved
 
 # %%
-viz.plot_shift_difference(diffs, tokens, shift)
+SHIFT_MODELS = "tiny models, random weights: a property of the architecture, not of training"
+viz.plot_shift_difference(diffs, tokens, shift, models=SHIFT_MODELS)
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # Both models are untrained: this is a property of the architecture. But notice what moved: **everything**,
@@ -301,7 +302,7 @@ assert diffs["DeBERTa EMD output"].min() > 1e-3
 # above checks it).
 
 # %%
-shift_panel = widgets.shift_widget(runs, ids, tokens, shift=shift)
+shift_panel = widgets.shift_widget(runs, ids, tokens, shift=shift, models=SHIFT_MODELS)
 shift_panel
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -444,8 +445,8 @@ print(f"beyond the window, the best rule that sees only the noun: {ceiling:.1%}"
 
 for setting in tasks:
     for model in ("BERT-style", "DeBERTa + EMD"):
-        assert table.worst(setting, model) > 0.85, (setting, model)  # absolute positions: far above chance, every seed
-assert table.worst("anchor within the window", "relative only") > 0.9  # [CLS] in reach: solved without them
+        assert table.worst(setting, model) > 0.99, (setting, model)  # absolute positions: solved, every seed
+assert table.worst("anchor within the window", "relative only") > 0.99  # [CLS] in reach: solved without them
 assert (
     table.best("anchor beyond the window", "relative only") <= ceiling + 0.005
 )  # no better than the noun alone

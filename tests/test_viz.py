@@ -295,6 +295,8 @@ def test_every_figure_draws():
         assert isinstance(fig, Figure)
         assert _png(fig)[:4] == b"\x89PNG"
     assert len(figures[6].axes) == 2  # the map and its colour bar
+    shifted = viz.plot_shift_difference({"a": np.ones(3)}, list("xyz"), 2, models="tiny models, random weights")
+    assert shifted.axes[0].get_title().endswith("\ntiny models, random weights")  # which models drew it
     with pytest.raises(ValueError, match=">= 1"):
         viz.plot_delta(0, 2)
     with pytest.raises(ValueError, match="k=0"):

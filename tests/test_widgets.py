@@ -74,7 +74,7 @@ def test_shift_widget():
         "relative": lambda x, m: rel(x, m).last_hidden_state,
         "bert": lambda x, m: bert(x, m).last_hidden_state,
     }
-    panel = w.shift_widget(runs, torch.randint(5, 20, (5,)), list("abcde"), shift=0)
+    panel = w.shift_widget(runs, torch.randint(5, 20, (5,)), list("abcde"), shift=0, models="random weights")
     assert panel.data["bert"].max() == 0
     png = panel.image.value
     panel.controls["shift"].value = 4

@@ -122,15 +122,16 @@ def attention_widget(maps: viz.AttentionMaps, layer: int = 0, head: int = 0, kin
 
 # --- lesson 3 -------------------------------------------------------------------------------------
 def shift_widget(
-    runs: Mapping[str, Callable], input_ids, tokens, shift: int = 3, max_shift: int = 12
+    runs: Mapping[str, Callable], input_ids, tokens, shift: int = 3, max_shift: int = 12, models: str = ""
 ) -> Panel:
     """A slider moves the sentence right by ``shift`` masked pad tokens; bars show how each output moved.
 
-    ``runs[name](ids, attention_mask) -> (1, L, D)``; ``data`` maps each name to max |Δ| per token.
+    ``runs[name](ids, attention_mask) -> (1, L, D)``; ``data`` maps each name to max |Δ| per token; ``models``
+    names the models under the figure's title.
     """
 
     def draw(shift):
         diffs = {name: viz.shift_difference(run, input_ids, shift) for name, run in runs.items()}
-        return diffs, viz.plot_shift_difference(diffs, tokens, shift)
+        return diffs, viz.plot_shift_difference(diffs, tokens, shift, models=models)
 
     return Panel({"shift": _slider("shift (pad tokens on the left)", shift, 0, max_shift)}, draw)

@@ -38,8 +38,9 @@ def shift_difference(
     return (here - there).abs().amax(-1).float().numpy()
 
 
-def plot_shift_difference(diffs: dict[str, np.ndarray], tokens: Sequence[str], shift: int) -> Figure:
-    """Bars of max |Δ| per token for each model after moving the sentence ``shift`` places to the right."""
+def plot_shift_difference(diffs: dict[str, np.ndarray], tokens: Sequence[str], shift: int, models: str = "") -> Figure:
+    """Bars of max |Δ| per token for each model after moving the sentence ``shift`` places to the right;
+    ``models`` says which models drew them (e.g. "tiny models, random weights"), under the title."""
     fig = new_figure((max(6.0, 0.7 * len(tokens) * len(diffs) ** 0.5 + 2), 3.4))
     ax = fig.subplots()
     width = 0.8 / len(diffs)
@@ -52,7 +53,7 @@ def plot_shift_difference(diffs: dict[str, np.ndarray], tokens: Sequence[str], s
     ax.set_xticks(x)
     ax.set_xticklabels(tokens, rotation=30)
     ax.set_ylabel("max |change| of the output")
-    ax.set_title(f"the same sentence moved {shift} positions to the right")
+    ax.set_title(f"the same sentence moved {shift} positions to the right" + (f"\n{models}" if models else ""))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never on them
     return fig
 
