@@ -251,11 +251,11 @@ SCORE = re.compile(r"(?<![\d.])\d\d\.\d(?![\d])")
 
 
 def table4(text: str) -> dict[str, tuple[float, ...]]:
-    """paper_map's copy of Table 4: row label -> (MNLI-m, MNLI-mm, RACE)."""
+    """paper_map's copy of Table 4: row label -> (MNLI-m, MNLI-mm, SQuAD v1.1 F1, SQuAD v2.0 F1, RACE)."""
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) == 4 and cells[0] in {*ROW_LABELS.values(), "DeBERTa (base)"}:
+        if line.startswith("|") and len(cells) == 6 and cells[0] in {*ROW_LABELS.values(), "DeBERTa (base)"}:
             rows[cells[0]] = tuple(float(c) for c in cells[1:])
     return rows
 
@@ -273,7 +273,7 @@ def check_quoted_scores(text: str, scores: dict, where: str = "<text>", python: 
         for s in SCORE.finditer(tail):
             if float(s.group(0)) not in scores[row]:
                 problems.append(f"{where}:{line}: found {s.group(0)} after {m.group(0)!r}, should be one of Table 4's "
-                                f"{row} scores {scores[row]} (MNLI-m, MNLI-mm, RACE)")
+                                f"{row} scores {scores[row]} (MNLI-m, MNLI-mm, SQuAD v1.1 F1, SQuAD v2.0 F1, RACE)")
     return problems
 
 
@@ -341,10 +341,47 @@ def test_the_ablation_report_quotes_table_4():
     rows = {"RoBERTa-ReImp_base": "RoBERTa-ReImp (base)", "DeBERTa_base": "DeBERTa (base)"}
     for variant, entry in paper.items():
         row = rows.get(entry["paper_row"], entry["paper_row"])
-        m, _, race = scores[row]
+        m, race = scores[row][0], scores[row][-1]
         assert (entry["MNLI-m"], entry["RACE"]) == (m, race), (
             f"ablation/report.py PAPER[{variant!r}] quotes {entry['MNLI-m']}/{entry['RACE']}; Table 4's {row} "
             f"row is {m} MNLI-m / {race} RACE")
+
+
+def test_lesson_6s_reading_of_the_two_piece_rows():
+    """Lesson 6's exercise 3: each double removal scores below both of its single removals on MNLI-m and RACE,
+    but not on MNLI-mm, where −(EMD+C2P) is above −C2P."""
+    scores = table4(PAPER_MAP.read_text(encoding="utf-8"))
+    for both, singles in {"−(EMD+C2P)": ("−EMD", "−C2P"), "−(EMD+P2C)": ("−EMD", "−P2C")}.items():
+        for column in (0, 2, 3, 4):  # MNLI-m, SQuAD v1.1, SQuAD v2.0, RACE ("even more substantial loss", §5.2.1)
+            assert all(scores[both][column] < scores[one][column] for one in singles), (both, column)
+    assert scores["−(EMD+C2P)"][1] > scores["−C2P"][1]  # MNLI-mm
+    text = re.sub(r"\n# ?", " ", (ROOT / "notebooks" / "06_pretraining_reproduction.py").read_text(encoding="utf-8"))
+    assert "as the paper's two-piece rows are on MNLI-m and RACE" in text
+
+
+def quoted_numbers(text: str) -> dict[str, str]:
+    """paper_map's table of other quoted numbers: what -> value."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()]
+    return {r[0]: r[1] for r in rows if len(r) == 2 and r[0].startswith("Table ")}
+
+
+def test_lesson_3_quotes_tables_4_and_10_as_paper_map_has_them():
+    scores, other = table4(PAPER_MAP.read_text(encoding="utf-8")), quoted_numbers(PAPER_MAP.read_text(encoding="utf-8"))
+    text = re.sub(r"\s*\n# ?", " ", (ROOT / "notebooks" / "03_enhanced_mask_decoder.py").read_text(encoding="utf-8"))
+    base, no_emd = scores["DeBERTa (base)"], scores["−EMD"]
+    fmt = "{:.1f}".format
+    assert (f"RACE {fmt(base[4])} → {fmt(no_emd[4])}, SQuAD v2.0 F1 {fmt(base[3])} → {fmt(no_emd[3])}, SQuAD v1.1 F1 "
+            f"{fmt(base[2])} → {fmt(no_emd[2])}, MNLI-m/mm {fmt(base[0])}/{fmt(base[1])} → "
+            f"{fmt(no_emd[0])}/{fmt(no_emd[1])}") in text
+    assert (f"{other['Table 10, DeBERTa']} for DeBERTa against {other['Table 10, DeBERTa-AP']} for DeBERTa-AP "
+            f"(RoBERTa {other['Table 10, RoBERTa']})") in text
+
+
+def test_lesson_5_quotes_table_12_as_paper_map_has_it():
+    other = quoted_numbers(PAPER_MAP.read_text(encoding="utf-8"))
+    text = re.sub(r"\s*\n# ?", " ", (ROOT / "notebooks" / "05_virtual_adversarial_training.py").read_text(encoding="utf-8"))
+    assert (f"{other['Table 12, DeBERTa 1.5B']} without SiFT and {other['Table 12, DeBERTa 1.5B + SiFT']} "
+            "with it") in text
 
 
 def test_a_wrong_number_is_caught(parts):
