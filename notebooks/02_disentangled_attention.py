@@ -414,7 +414,7 @@ def explained(fit, target):
 
 assert all(torch.linalg.matrix_rank(Kr_p2p[h].detach()) == 2 * k for h in range(heads))  # 8 independent rows
 r2_small, r2_wide = explained(fit, p2p_map), explained(fit_wide, p2p_wide)
-assert r2_wide < 0.9 < r2_small  # few rows: nearly all of p2p; many rows: far from all of it
+assert r2_wide < 0.5 and r2_small > 0.9  # few rows: nearly all of p2p; many rows: less than half of it
 print(f"p2p variance a query bias reproduces: k = 4 (8 rows) {r2_small:.2f}, k = 128 (255 rows) {r2_wide:.2f}")
 
 # %% [markdown] slideshow={"slide_type": "slide"}

@@ -341,6 +341,8 @@ if SMOKE:  # a fraction of dev/test keeps CI fast
     test_splits = {"train": splits["train"], "dev": splits["dev"][:100], "test": splits["test"][:100]}
 table = compare(pretrained, test_splits, tokenizer, lams=(0.0, 1.0), seeds=seeds, **settings)
 majority_here = majority([e.label for e in test_splits["test"]])
+print(f"encoder: {origin}" + ("\nSMOKE size (128 training snippets, 4 steps): a test that the code runs, not a result"
+                              if SMOKE else ""))
 print(f"{'':14s}test accuracy, mean ± std over seeds {seeds} ({len(test_splits['test'])} test snippets)")
 print(f"{'majority class':14s}{majority_here:>8.3f}")
 for lam, row in table.items():
@@ -348,6 +350,7 @@ for lam, row in table.items():
     print(f"{name:14s}{row['mean']:>8.3f} ± {row['std']:.3f}    per seed: {[round(a, 3) for a in row['test']]}")
 test = welch(table[1.0]["test"], table[0.0]["test"])
 verdict = "within noise" if not test["p_two_sided"] <= 0.05 else ("better" if test["difference"] > 0 else "worse")
+verdict = "no verdict at smoke size" if SMOKE else verdict
 print(f"SiFT − plain: {test['difference']:+.3f}, Welch p = {test['p_two_sided']:.2f} (two-sided): {verdict}")
 # λ took effect: SiFT's runs trained on the adversarial loss too (at their last step, about H(p) + H(q))
 print("SiFT's adversarial loss at the last step, per seed:", [round(a, 3) for a in table[1.0]["adv_loss"]])
