@@ -170,6 +170,24 @@ def test_rebuild_packs_again(data_root, tmp_path, monkeypatch):
     assert packed == ["train.npy", "val.npy"]
 
 
+def test_pack_validation_packs_again_for_another_tokenizer_or_length(data_root, tmp_path, monkeypatch):
+    """val-<source>.npy beside a dataset is reused only while it was packed with the same tokenizer and length:
+    after a rebuild with a new tokenizer, the held-out ids would otherwise be the old tokenizer's."""
+    source = write_corpus(tmp_path)
+    train, _, tok = build_dataset(source, vocab_size=320, max_seq_length=32)
+    (tmp_path / "b").mkdir()
+    other = train_tokenizer(write_corpus(tmp_path / "b", seed=1), vocab_size=300)
+    packed, real = [], packing.pack
+    monkeypatch.setattr(packing, "pack", lambda docs, t, length, path, **kw: packed.append((t.sha256, length))
+                        or real(docs, t, length, path, **kw))
+    path = packing.pack_validation(source, tok, 32, train.parent)
+    assert packing.pack_validation(source, tok, 32, train.parent) == path and len(packed) == 1  # reused
+    packing.pack_validation(source, other, 32, train.parent)
+    packing.pack_validation(source, other, 16, train.parent)
+    assert packed == [(tok.sha256, 32), (other.sha256, 32), (other.sha256, 16)]
+    assert json.loads(path.with_suffix(".json").read_text())["tokenizer_sha256"] == other.sha256
+
+
 def test_a_weighted_mixture_shares_the_tokenizer_of_the_unweighted_one(data_root, tmp_path):
     """'bbc*3+large' repeats BBC's training rows, not its tokenizer's text: both use the 'bbc+large' tokenizer."""
     docs = write_corpus(tmp_path).read_text().split("\n\n")

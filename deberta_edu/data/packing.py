@@ -148,19 +148,21 @@ def _is_complete(folder: Path, max_seq_length: int) -> bool:
     if not model.exists():
         return False
     model_sha = hashlib.sha256(model.read_bytes()).hexdigest()
-    for split in ("train", "val"):
-        sidecar = folder / f"{split}.json"
-        if not (folder / f"{split}.npy").exists() or not sidecar.exists():
-            return False
-        try:
-            meta = json.loads(sidecar.read_text())
-            rows = np.load(folder / f"{split}.npy", mmap_mode="r")  # reads the header only
-            if meta["tokenizer_sha256"] != model_sha or meta["max_seq_length"] != max_seq_length or (
-                    rows.shape != (meta["rows"], max_seq_length) or rows.dtype.name != meta["dtype"]):
-                return False
-        except (ValueError, KeyError, TypeError, OSError):  # a damaged sidecar or array: build again
-            return False
-    return True
+    return all(_packed_with(folder / f"{split}.npy", model_sha, max_seq_length) for split in ("train", "val"))
+
+
+def _packed_with(path: Path, tokenizer_sha: str, max_seq_length: int) -> bool:
+    """An array and its sidecar, packed by this tokenizer at this length, whose header matches the sidecar."""
+    sidecar = path.with_suffix(".json")
+    if not path.exists() or not sidecar.exists():
+        return False
+    try:
+        meta = json.loads(sidecar.read_text())
+        rows = np.load(path, mmap_mode="r")  # reads the header only
+        return meta["tokenizer_sha256"] == tokenizer_sha and meta["max_seq_length"] == max_seq_length and (
+            rows.shape == (meta["rows"], max_seq_length) and rows.dtype.name == meta["dtype"])
+    except (ValueError, KeyError, TypeError, OSError):  # a damaged sidecar or array: build again
+        return False
 
 
 def build_dataset(
@@ -191,11 +193,12 @@ def build_dataset(
 def pack_validation(source: str | Path, tokenizer: Tokenizer, max_seq_length: int, folder: Path) -> Path:
     """The held-out documents of ``source`` packed with another corpus's tokenizer, beside its arrays.
 
-    A model trained on 'bbc*8+large' is scored on BBC's own held-out documents: ``val-bbc.npy``.
+    A model trained on 'bbc*8+large' is scored on BBC's own held-out documents: ``val-bbc.npy``. The file is
+    reused only while its sidecar names this tokenizer and length (a rebuilt tokenizer packs it again).
     """
     path = Path(folder) / f"val-{corpus.corpus_name(source)}.npy"
     with files.locked(files.lock_file(Path(folder)), f"the dataset {Path(folder).name}"):
-        if not (path.exists() and path.with_suffix(".json").exists()):
+        if not _packed_with(path, tokenizer.sha256, max_seq_length):
             _, val_docs = corpus.load_split(source)
             pack(val_docs, tokenizer, max_seq_length, path, source=corpus.corpus_name(source))
     return path
