@@ -271,6 +271,40 @@ def test_topic_test_documents_are_exactly_the_held_out_pretraining_documents(dat
     assert all(d.text.startswith(topics.TOPICS[d.label]) for d in split["test"] + split["train"])
 
 
+def test_a_duplicate_article_keeps_the_label_of_its_first_topic(data_root):
+    """The same article in two topic folders is one document, labelled with the first topic of TOPICS."""
+    from deberta_edu.data import topics
+
+    for n, topic in enumerate(topics.TOPICS):
+        folder = data_root / "bbc" / "raw" / topic
+        folder.mkdir(parents=True)
+        for i, doc in enumerate(docs_of(20, seed=n)):
+            (folder / f"{i:03d}.txt").write_text(f"{topic} {doc}")
+    shared = "An article filed under two topics. " * 5
+    for topic in topics.TOPICS[1:3]:
+        (data_root / "bbc" / "raw" / topic / "shared.txt").write_text(shared)
+    split = topics.load_topics(val_fraction=0.5)
+    copies = [d for d in split["train"] + split["test"] if d.text == text.clean(shared)]
+    assert [d.label for d in copies] == [1]
+
+
+def test_few_labels_draws_per_class_documents_afresh_for_each_seed():
+    """One draw is one seed of the downstream experiments: another seed must draw other documents (else the
+    spread over draws is not a spread), the same seed the same ones, and every class exactly per_class times."""
+    from deberta_edu.data.topics import TOPICS, Document, few_labels
+
+    docs = [Document(f"{topic} {i}", label) for label, topic in enumerate(TOPICS) for i in range(30)]
+    draws = {seed: few_labels(docs, 4, seed) for seed in range(3)}
+    for chosen in draws.values():
+        assert sorted(d.label for d in chosen) == sorted(list(range(len(TOPICS))) * 4)
+        assert len(set(chosen)) == len(chosen) and set(chosen) <= set(docs)
+    assert few_labels(docs, 4, 0) == draws[0]
+    assert len({frozenset(d.text for d in chosen) for chosen in draws.values()}) == 3
+    assert any([d.label for d in chosen] != sorted(d.label for d in chosen) for chosen in draws.values())  # mixed
+    with pytest.raises(ValueError, match="fewer than per_class=31"):
+        few_labels(docs, 31, 0)
+
+
 def test_html_to_text_keeps_only_the_main_article():
     html = (
         "<html><body><div class='nav'>Navigation</div><div role='main'><h1>Title<a>¶</a></h1>"
@@ -355,3 +389,16 @@ def test_fetch_bbc_writes_the_articles_into_a_fresh_data_root(tmp_path, monkeypa
     monkeypatch.setenv(facts.DATA_ENV, str(tmp_path))
     raw = corpus.fetch_bbc()
     assert len(list(raw.rglob("*.txt"))) == 2225 and (tmp_path / "bbc" / "LICENSE.txt").exists()
+
+
+def test_wordnet_synsets_read_their_word_count_in_hex(tmp_path):
+    """WordNet's data files give a synset's word count in hexadecimal: '0a' is ten words, not an error."""
+    words = " ".join(f"w{i} 0" for i in range(10))
+    data = tmp_path / "data.noun"
+    data.write_text("  1 This software and database is being provided\n"  # the license header
+                    f"00001740 03 n 0a {words} 000 | ten words for one thing\n"
+                    "00002137 03 n 02 abstract_entity 0 entity(a) 0 000 | the second\n")
+    assert list(large_corpus._synsets(data)) == [
+        ", ".join(f"w{i}" for i in range(10)) + ": ten words for one thing",
+        "abstract entity, entity: the second",
+    ]

@@ -170,6 +170,17 @@ def test_rebuild_packs_again(data_root, tmp_path, monkeypatch):
     assert packed == ["train.npy", "val.npy"]
 
 
+def test_a_rebuild_removes_the_temporary_files_a_killed_build_left(data_root, tmp_path):
+    """A build killed half-way leaves .train.npy.<pid>.<hex>.tmp behind; the next build clears it (the lock is
+    held, and its writer is gone), so a folder does not fill with dead arrays."""
+    source = write_corpus(tmp_path)
+    train, _, _ = build_dataset(source, vocab_size=320, max_seq_length=32)
+    leftover = train.parent / ".train.npy.99999999.abcd1234.tmp"  # no process has that pid
+    leftover.write_bytes(b"half an array")
+    build_dataset(source, vocab_size=320, max_seq_length=32, rebuild=True)
+    assert not leftover.exists()
+
+
 def test_pack_validation_packs_again_for_another_tokenizer_or_length(data_root, tmp_path, monkeypatch):
     """val-<source>.npy beside a dataset is reused only while it was packed with the same tokenizer and length:
     after a rebuild with a new tokenizer, the held-out ids would otherwise be the old tokenizer's."""

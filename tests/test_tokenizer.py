@@ -146,3 +146,18 @@ def test_long_lines_are_cut_at_sentence_ends():
     lines = list(tokenizer.training_lines([speech], max_chars=1000))
     assert len(lines) > 7 and all(len(line) <= 1000 for line in lines)
     assert " ".join(lines) == speech
+
+
+def test_a_chunk_that_would_pass_max_chars_by_its_joining_space_is_cut():
+    """Three 5-character sentences at max_chars=10: two joined would be 11 characters, so each stands alone."""
+    assert list(tokenizer.training_lines(["abcd. efgh. ijkl."], max_chars=10)) == ["abcd.", "efgh.", "ijkl."]
+    assert list(tokenizer.training_lines(["abc. efg. ijk."], max_chars=9)) == ["abc. efg.", "ijk."]  # exactly 9
+
+
+def test_changed_trainer_options_train_a_new_tokenizer(tmp_path, monkeypatch):
+    """The cache key holds the trainer's options: a changed option must not reuse the old model."""
+    monkeypatch.setenv(facts.DATA_ENV, str(tmp_path / "data"))
+    source = write_corpus(tmp_path, n_docs=120, seed=2)
+    first = train_tokenizer(source, vocab_size=400)
+    monkeypatch.setattr(tokenizer, "TRAINER_OPTIONS", {**tokenizer.TRAINER_OPTIONS, "character_coverage": 0.999})
+    assert train_tokenizer(source, vocab_size=400).path != first.path
