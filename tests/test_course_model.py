@@ -295,9 +295,9 @@ def test_committed_pretraining_value_results_are_consistent():
                 point["arms"]["pretrained"]["mean"] - point["arms"][baseline]["mean"])
 
 
-def _fake_run(folder, name, accuracy, **changes):
+def _fake_run(folder, name, accuracy, *, best=None, **changes):
     """A run folder as pretrain.train leaves it (lesson 4's config, with ``changes``), as far as the lessons'
-    choice reads it."""
+    choice reads it; ``best``: an earlier evaluation that scored higher than the last."""
     from deberta_edu.training.configs import get_config
 
     folder.mkdir(parents=True)
@@ -306,6 +306,7 @@ def _fake_run(folder, name, accuracy, **changes):
     run = get_config("lesson4", smoke=False).replace(name=name, **changes).to_dict()
     (folder / CONFIG_FILE).write_text(json.dumps(run))
     records = [{"kind": "eval", "step": 0, "tokens": 0, "val_accuracy": 0.0},
+               *([{"kind": "eval", "step": 200, "tokens": 409600, "val_accuracy": best}] if best else []),
                {"kind": "eval", "step": 400, "tokens": 819200, "val_accuracy": accuracy}]
     (folder / LOG_FILE).write_text("\n".join(json.dumps(r) for r in records) + "\n{cut by a cra")
 
@@ -321,6 +322,10 @@ def test_the_lessons_show_the_course_model_unless_a_full_size_run_beats_it(tmp_p
     _fake_run(worse, "lesson4", course_accuracy - 0.01)
     assert local_run_accuracy(worse) == (pytest.approx(course_accuracy - 0.01), 819200)
     assert lesson_model_folder(worse)[0] == COURSE_DIR
+    once_better = tmp_path / "once better"  # the saved model is the last one: an earlier, better score is gone
+    _fake_run(once_better, "lesson4", course_accuracy - 0.01, best=course_accuracy + 0.05)
+    assert local_run_accuracy(once_better)[0] == pytest.approx(course_accuracy - 0.01)
+    assert lesson_model_folder(once_better)[0] == COURSE_DIR
     better = tmp_path / "better"
     _fake_run(better, "lesson4", course_accuracy + 0.01)
     folder, label = lesson_model_folder(better)

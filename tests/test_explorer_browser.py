@@ -14,17 +14,21 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 
+import numpy as np
 import pytest
 import torch
 from webdriver import CHROMEDRIVER, CHROMIUM, FLAGS, MISSING, chromium_session
 
 from deberta_edu import DebertaForMaskedLM, DebertaModel, make_config
+from deberta_edu.lessons import viz
 from deberta_edu.lessons.explorer import (
     MAX_TOKENS,
     explorer_html,
     iframe,
     load_demo,
+    maps_html,
     page_template,
     save_explorer,
 )
@@ -126,6 +130,22 @@ def _tiny_model(vocab_size=40):
     torch.manual_seed(0)
     cfg = make_config("tiny", vocab_size=vocab_size, position_buckets=-1, max_relative_positions=4)
     return DebertaModel(cfg).eval()
+
+
+def test_the_page_carries_each_map_query_by_query():
+    """The page draws value [i * L + j] at row i (the query) and column j (the key), as its readout says: the data
+    must be each map row-major with the query first; a transposed map would show j → i as i → j."""
+    maps = viz.attention_maps(_tiny_model(), torch.randint(5, 40, (6,)), list("abcdef"))
+    page = maps_html(maps)
+    data = json.loads(re.search(r'<script id="explorer-data" type="application/json">(.*?)</script>', page, re.S)[1])
+    probs = data["kinds"].index("probs")
+    for layer in range(maps.num_layers):
+        for t in range(len(maps.kinds)):
+            for head in range(maps.num_heads):
+                np.testing.assert_allclose(data["maps"][layer][t][head], maps.maps[layer, t, head].ravel(), atol=1e-4)
+        sums = np.asarray(data["maps"][layer][probs]).reshape(maps.num_heads, 6, 6).sum(-1)  # over keys j
+        np.testing.assert_allclose(sums, 1.0, atol=1e-3)  # each query's attention sums to 1
+        assert not np.allclose(np.asarray(maps.maps[layer, probs]).sum(-2), 1.0, atol=1e-3)  # the columns do not
 
 
 def test_page_is_self_contained():

@@ -264,6 +264,9 @@ def test_plots_return_figures(tmp_path):
     assert load_records(result) == load_records(tmp_path / LOG_FILE)
     assert len(compare_runs({"a": result, "b": result.history}, "val_loss").axes[0].lines) == 2
     assert smooth([1.0, 1.0, 1.0]) == pytest.approx([1.0, 1.0, 1.0])  # debiased: no dip at the start
+    evals = [{"kind": "eval", "step": s, "val_loss": 5.0, "val_accuracy": a, "val_perplexity": p}
+             for s, a, p in ((10, 0.1, 900.0), (20, 0.4, 120.0))]
+    assert plot_training(evals).axes[1].get_title() == "last: accuracy 40.0%, perplexity 120.0"  # the last, not the first
 
 
 def test_cli(tmp_path, capsys):

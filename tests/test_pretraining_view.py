@@ -70,6 +70,13 @@ def test_partly_hidden_counts_chosen_pieces_whose_word_shows_another():
     both[0, 3] = row[0, 3]
     assert partly_hidden(row, only_ed, word_starts) == 1.0  # "ed" hidden, "▁open" visible
     assert partly_hidden(row, both, word_starts) == 0.0  # the whole word hidden
+    # a batch: word numbers must not run into the next row's (row 1 shows "▁open ed", row 0 hides all of it)
+    assert partly_hidden(torch.cat([row, row]), torch.cat([both, torch.full_like(row, -100)]), word_starts) == 0.0
+    # a row cut mid-word starts with a lone "ed": after [CLS] it is a word of its own, wholly hidden
+    cut = torch.tensor([[row[0, 0], row[0, 4], row[0, 1], row[0, 2], row[0, -1]]])  # [CLS] ed ▁the ▁store [SEP]
+    lone = torch.full_like(cut, -100)
+    lone[0, 1] = cut[0, 1]
+    assert partly_hidden(cut, lone, word_starts) == 0.0
 
 
 def test_guesses_and_their_table():
