@@ -74,7 +74,7 @@ def _write(path: Path, record: dict) -> None:
 
 def _timings(history: list[dict], cfg: TrainConfig) -> dict:
     """The seconds of the first train record's window (compile and warm-up, a fixed cost) and the median seconds
-    per step of the others."""
+    per step of the others (of an even count, the larger middle one: a fit that errs towards ending early)."""
     train = [r for r in history if r["kind"] == "train"]
     if not train:
         return {}

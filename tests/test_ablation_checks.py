@@ -1,0 +1,242 @@
+"""Lesson 6's ablation, the checks no other test pins down: the position probe scores held-out windows at the
+noun's state, a DeBERTa run on the plateau blocks a verdict, saved runs of other settings are refused, the step
+time is a median, and the figures plot what their titles say (tokens, the baselines' own lines, the mean bar).
+
+Everything runs on stubs and runs made by hand: no training, no data."""
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from deberta_edu.ablation import jobs, metrics, plots, report
+from deberta_edu.ablation.plan import VARIANTS, get_scale, run_config, run_id
+from deberta_edu.training.probe import ProbeTask, held_out, majority_rate, probe_batch
+
+# ----------------------------------------------------------------------------- the position probe
+
+PROBE_WORDS = {"the": 5, "new": 6, **{noun: 10 + i for i, noun in enumerate(metrics.PROBE_NOUNS)}}
+
+
+class _Tokenizer:
+    """Every probe word is one piece of its own."""
+
+    def encode(self, word):
+        return [PROBE_WORDS[word]]
+
+
+class _Encoder(nn.Module):
+    """The state at position p of a window is (p, the id at p): which position was read shows in column 0."""
+
+    encoder = SimpleNamespace(layers=["last layer"])
+
+    def forward(self, ids, mask):
+        b, window = ids.shape
+        positions = torch.arange(window, dtype=torch.float32).expand(b, window)
+        state = torch.stack([positions, ids.float()], dim=-1)  # (b, window, 2)
+        return SimpleNamespace(last_hidden_state=state, encoder_state=state)
+
+
+class _Model(nn.Module):
+    """What ``_noun_states`` touches of a DebertaForMaskedLM: ``deberta``, ``emd`` and a parameter."""
+
+    def __init__(self, emd=None):
+        super().__init__()
+        self.deberta = _Encoder()
+        self.emd = emd
+        self.weight = nn.Parameter(torch.zeros(1))
+
+
+class _Emd:
+    """An EMD whose output is the encoder state; the last layer's own state is made useless (all -1)."""
+
+    def __call__(self, layer, encoder_state):
+        assert layer == "last layer"
+        return encoder_state
+
+
+def _model(with_emd: bool) -> _Model:
+    if not with_emd:
+        return _Model()
+    model = _Model(_Emd())
+    forward = model.deberta.forward
+
+    def without_last_state(ids, mask):
+        out = forward(ids, mask)
+        return SimpleNamespace(last_hidden_state=torch.full_like(out.last_hidden_state, -1.0),
+                               encoder_state=out.encoder_state)
+
+    model.deberta.forward = without_last_state
+    return model
+
+
+def test_the_position_probe_is_scored_on_the_held_out_windows(monkeypatch):
+    """The probe learns from the training windows and is scored on ``held_out``'s: scored on the windows it
+    learned from, it would report memorization as knowledge of position."""
+    seen = {}
+
+    def linear_probe(train_x, train_y, test_x, test_y, **kwargs):
+        seen.update(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, **kwargs)
+        return 0.75
+
+    monkeypatch.setattr(metrics.bow, "linear_probe", linear_probe)
+    settings = {"train_windows": 40, "test_windows": 40}  # the same count: only the draws differ
+    found = metrics.position_probe(_model(False), _Tokenizer(), settings)
+    task = metrics.probe_task(_Tokenizer())
+    test = held_out(task, settings["test_windows"])
+    train = probe_batch(task, settings["train_windows"], torch.Generator().manual_seed(0))
+    assert seen["test_y"] == test.label.tolist() and seen["train_y"] == train.label.tolist()
+    assert torch.equal(seen["test_x"][:, 0], test.pos.float()) and torch.equal(seen["test_x"][:, 1],
+                                                                               test.ids[range(40), test.pos].float())
+    assert not torch.equal(seen["train_x"], seen["test_x"])
+    assert seen["classes"] == 2
+    assert found == {"accuracy": 0.75, "chance": majority_rate(test.label)}
+
+
+@pytest.mark.parametrize("with_emd", [False, True])
+def test_the_probe_reads_the_state_at_the_noun(with_emd):
+    """The probe's features are the state at each window's noun (the EMD's output where there is one), not
+    [CLS] at position 0: read elsewhere, the probe would measure something other than the noun's slot."""
+    task = ProbeTask(the=5, new=6, nouns=(10, 11, 12))
+    batch = probe_batch(task, 10, torch.Generator().manual_seed(3))
+    assert len(set(batch.pos.tolist())) > 1  # the nouns sit at different positions
+    states = metrics._noun_states(_model(with_emd), batch, batch_size=4)  # three batches, the last one short
+    assert states.dtype == torch.float32 and states.shape == (10, 2)
+    assert torch.equal(states[:, 0], batch.pos.float())
+    assert torch.equal(states[:, 1], batch.ids[range(10), batch.pos].float())  # the noun's id, not "the" or "new"
+
+
+# ----------------------------------------------------------------------------- runs made by hand
+
+BASE_LOSS = {"bert": 3.6, "deberta": 3.0, "no_emd": 3.2, "no_c2p": 3.3, "no_p2c": 3.4}
+RATE = 1e-3
+
+
+def _record(variant: str, seed: int) -> dict:
+    """A run of 10 steps evaluated at steps 0, 4 and 10; its loss, probes and sentiment depend on the seed."""
+    loss = BASE_LOSS[variant] + 0.2 * seed + 0.01 * len(variant) * seed
+    per_step = 100 if variant == "deberta" else 150
+    evals = [{"step": s, "tokens": s * per_step, "val_loss": v, "val_accuracy": a}
+             for s, v, a in ((0, 6.5, 0.0), (4, loss + 0.5, 0.1), (10, loss, 0.3 - 0.01 * seed))]
+    return {"run": run_id(variant, seed, RATE), "variant": variant, "seed": seed, "lr": RATE, "steps": 10,
+            "tokens": 10 * per_step, "flops": 2e9, "evals": evals,
+            "metrics": {"val_loss": loss, "val_accuracy": 0.3 - 0.01 * seed, "val_perplexity": 2.718**loss},
+            "position_probe": {"accuracy": 0.6 + 0.05 * seed}, "topic_probe": {"accuracy": 0.7 - 0.03 * seed},
+            "sentiment": {"test": 0.6 + 0.02 * seed + 0.001 * len(variant), "constant": False}}
+
+
+UNIGRAM = {"val_loss": 6.0, "val_accuracy": 0.05}
+POSITION_BASELINE = {"chance": 0.5, "accuracy": 0.62}
+
+
+@pytest.fixture
+def hand_results(tmp_path):
+    """``report.summarize`` of two seeds of every variant at one rate, with baselines."""
+    for v in VARIANTS:
+        for seed in (0, 1):
+            jobs._write(tmp_path / jobs.RUNS_DIR / f"{run_id(v, seed, RATE)}.json", _record(v, seed))
+    jobs._write(tmp_path / report.PLAN_FILE, {
+        "schema": "deberta_edu/ablation-plan/2", "scale": "hand", "layout": "v1", "cpu_scale": True,
+        "seeds": [0, 1], "lr_grid": [RATE], "budget_tokens": 1000, "flops_per_run": 2e9})
+    jobs._write(tmp_path / report.BASELINES_FILE, {
+        "unigram": UNIGRAM, "random_init": {"deberta": {"position_probe": POSITION_BASELINE, "topic_probe": None}},
+        "sentiment": {"majority": 0.5, "bag_of_words": 0.6, "random_init": [{"test": 0.55}]}})
+    return report.summarize(tmp_path)
+
+
+# ----------------------------------------------------------------------------- the plateau
+
+
+def test_a_deberta_run_on_the_plateau_leaves_every_claim_untested():
+    """A DeBERTa run that has not left the unigram plateau blocks every verdict against every variant, just as
+    the other variant's run does: a run that learned no context says nothing about the architecture."""
+    records = {run_id(v, s, RATE): _record(v, s) for v in VARIANTS for s in (0, 1)}
+    summaries = {rid: report.run_summary(r, UNIGRAM) for rid, r in records.items()}
+    main = {v: {s: run_id(v, s, RATE) for s in (0, 1)} for v in VARIANTS}
+    before = [c for c in report.claims(main, summaries) if c["metric"]]
+    assert any(c["verdict"] is not None for c in before)  # without the plateau, claims get verdicts
+    stuck = run_id("deberta", 0, RATE)
+    record = records[stuck]
+    summaries[stuck] = report.run_summary(record, {**UNIGRAM, "val_loss": record["metrics"]["val_loss"] + 0.1})
+    assert summaries[stuck]["on_plateau"]
+    after = [c for c in report.claims(main, summaries) if c["metric"]]
+    assert len(after) == len(report.OTHERS) * len(report.METRICS)
+    assert all(c["verdict"] is None and stuck in c["note"] and "on the plateau" in c["note"] for c in after), after
+
+
+# ----------------------------------------------------------------------------- saved runs and their timings
+
+
+@pytest.mark.parametrize("change", ["finetune", "probe"])
+def test_a_saved_run_of_other_settings_is_refused(tmp_path, change):
+    """A run file whose key (config, fine-tuning, probe settings …) differs from this command's is refused:
+    reused, it would mix two experiments into one report under the same run id."""
+    scale = get_scale("smoke")
+    job = jobs.Job("deberta", 0, 3e-3, run_config(scale, "deberta", 0, 3e-3), scale, str(tmp_path))
+    jobs._write(job.path, {"run": job.id, "key": job.key(), "metrics": {"val_loss": 3.0}})
+    assert jobs.finished([job])[job.id]["metrics"] == {"val_loss": 3.0}  # the same settings: reused
+    if change == "finetune":
+        other = dataclasses.replace(scale, finetune={**scale.finetune, "lr": 2 * scale.finetune["lr"]})
+    else:
+        other = dataclasses.replace(scale, probe={**scale.probe, "test_windows": scale.probe["test_windows"] + 1})
+    moved = dataclasses.replace(job, scale=other)
+    assert moved.path == job.path and moved.key() != job.key()
+    with pytest.raises(ValueError, match="other settings"):
+        jobs.finished([moved])
+
+
+def test_the_step_time_is_the_median_after_the_first_window():
+    """``step_s`` is the median seconds per step of the train records after the first (whose window holds
+    compilation and warm-up): a minimum would predict runs faster than they are, and the deadline would be
+    overrun."""
+    cfg = SimpleNamespace(tokens_per_step=100)
+    seconds = [10.0, 1.0, 2.0, 100.0]  # per step, in each record's window
+    history = [{"kind": "train", "step": 10 * (i + 1), "tokens_per_s": 100 / s} for i, s in enumerate(seconds)]
+    history.insert(2, {"kind": "eval", "step": 20, "val_loss": 3.0})  # eval records are not timed
+    found = jobs._timings(history, cfg)
+    assert found["step_s"] == pytest.approx(2.0)
+    assert found["first_window_s"] == pytest.approx(10 * 10.0)  # 10 steps of 10 s
+    assert jobs._timings([{"kind": "eval", "step": 0}], cfg) == {}
+
+
+# ----------------------------------------------------------------------------- the figures
+
+
+def _axis(fig, title):
+    (ax,) = [a for a in fig.axes if a.get_title() == title]
+    return ax
+
+
+def test_the_loss_against_tokens_panel_is_plotted_against_tokens(hand_results):
+    """The "equal tokens" panel puts tokens seen on its x axis (the FLOPs panel is beside it): the two
+    comparisons differ because variants cost different FLOPs per token."""
+    fig = plots.plot_curves(hand_results)
+    ax = _axis(fig, "equal tokens: loss vs tokens")
+    curves = [hand_results["runs"][r]["curve"] for v in VARIANTS for r in hand_results["main_runs"][v].values()]
+    assert all(c["tokens"] != c["flops"] for c in curves)  # the two axes would tell apart
+    lines = [line for line in ax.lines if line.get_label() != "word frequencies alone"]
+    assert len(lines) == len(curves) == 2 * len(VARIANTS)
+    for line, c in zip(lines, curves, strict=True):
+        assert list(line.get_xdata()) == c["tokens"] and list(line.get_ydata()) == c["val_loss"]
+    assert list(fig.axes[0].lines[0].get_xdata()) == curves[0]["tokens"]
+
+
+def test_the_position_probe_baselines_are_labelled_with_their_own_values(hand_results):
+    """The dashed lines beside the position probe are chance and the random-init DeBERTa, each at its own
+    value: swapped, a reader would take the random model's score for chance."""
+    ax = _axis(plots.plot_summary(hand_results), "position probe, frozen features")
+    handles, labels = ax.get_legend_handles_labels()
+    drawn = {label: handle.get_ydata()[0] for handle, label in zip(handles, labels, strict=True)}
+    assert drawn == {"chance": POSITION_BASELINE["chance"], "DeBERTa, random init": POSITION_BASELINE["accuracy"]}
+
+
+def test_each_bar_is_the_mean_over_the_seeds(hand_results):
+    """A variant's bar is its mean over seeds, the number in the report's table; the dots show each seed. A bar
+    at the best seed would flatter the variants with the most spread."""
+    ax = _axis(plots.plot_summary(hand_results), "held-out MLM loss, end of the run")
+    heights = {round(p.get_x() + p.get_width() / 2): p.get_height() for p in ax.patches}
+    table = hand_results["table"]
+    assert all(len(set(table[v]["val_loss"]["values"])) == 2 for v in VARIANTS)  # seeds differ: mean != max
+    assert heights == pytest.approx({i: table[v]["val_loss"]["mean"] for i, v in enumerate(VARIANTS)})
