@@ -220,6 +220,10 @@ def test_evaluation_masks_are_fixed():
     assert first == again
     assert set(first) == {"val_loss", "val_accuracy", "val_perplexity", "val_tokens"}
     assert model.training  # evaluation puts the model back in training mode
+    model.eval()
+    evaluator(model)
+    assert not model.training  # ... and an evaluated model in eval mode stays there (the lessons' course model)
+    model.train()
     # the same numbers written plainly: every position's logits, cross-entropy over the masked ones
     ids, labels, mask = evaluator.batch.rows(torch.arange(min(cfg.eval_rows, len(VAL))))
     model.eval()
@@ -301,12 +305,34 @@ def test_a_token_budget_sets_the_steps():
         get_config("debug").replace(budget_tokens=10)
 
 
+def test_the_unigram_baseline_counts_the_training_rows_and_scores_the_evaluated_masks():
+    """The plateau every run is measured against: add-one counts of the TRAINING rows (specials never targets),
+    scored on exactly the masked held-out tokens the Evaluator scores. Counted on the held-out rows, it would
+    look better than any model that has not seen them."""
+    from deberta_edu.facts import SPECIAL_IDS
+    from deberta_edu.training.evaluate import unigram_baseline
+
+    cfg = get_config("debug")
+    counts = torch.bincount(TRAIN.flatten(), minlength=64).double()
+    counts[list(SPECIAL_IDS)] = 0
+    log_p = ((counts + 1) / (counts + 1).sum()).log()  # (64,)
+    labels = Evaluator(VAL, cfg, MaskSpec(64), Distributed(), Precision("fp32", "cpu")).batch.labels
+    targets = labels[labels != -100]
+    found = unigram_baseline(cfg, data=(TRAIN, VAL, None))
+    assert found["val_tokens"] == len(targets) > 0
+    assert found["val_loss"] == pytest.approx(-log_p[targets].mean().item(), rel=1e-12)
+    assert found["val_accuracy"] == pytest.approx((targets == log_p.argmax()).double().mean().item())
+    val_counts = torch.bincount(VAL.flatten(), minlength=64).double()
+    assert not torch.allclose(val_counts / val_counts.sum(), counts / counts.sum(), atol=1e-3)  # the two differ
+
+
 def test_one_cycle_warms_up_then_reaches_zero_at_the_end_of_the_budget():
     from deberta_edu.training.engine import one_cycle
 
     assert one_cycle(0.025, 0.05) == pytest.approx(0.5) and one_cycle(0.05, 0.05) == pytest.approx(1.0)
     assert one_cycle(0.525, 0.05) == pytest.approx(0.5) and one_cycle(1.0, 0.05) == 0.0
-    assert one_cycle(2.0, 0.05) == 0.0 and one_cycle(0.0, 0.05) > 0
+    assert one_cycle(2.0, 0.05) == 0.0 and one_cycle(0.0, 0.05) == 1e-3  # the first step moves, barely
+    assert one_cycle(0.001, 0.05) == pytest.approx(0.02)  # then the warmup's own line
 
 
 def test_a_time_budget_stops_the_run_and_its_schedule_ends_near_zero(tmp_path):
