@@ -215,6 +215,11 @@ def test_the_probe_standardizes_with_the_training_features_and_is_penalized():
     x = torch.tensor([[-1.0], [1.0], [1.0], [1.0]])
     assert baselines.linear_probe(x, [0, 1, 1, 1], torch.tensor([[-5.0]]), [1], l2=1e3) == 1.0
     assert baselines.linear_probe(x, [0, 1, 1, 1], torch.tensor([[-5.0]]), [0], l2=1e-4) == 1.0
+    # standardized, the penalty does not depend on a feature's units: a tiny-scale feature that separates the
+    # classes still wins over the 10:30 majority (only centred, its weight would need to be 1000 times larger)
+    y = [0] * 10 + [1] * 30
+    tiny = torch.tensor([[1e-3 * (2 * label - 1)] for label in y])
+    assert baselines.linear_probe(tiny, y, torch.tensor([[-1e-3], [1e-3]]), [0, 1]) == 1.0
 
 
 def test_the_pretrained_arm_is_tested_against_each_baseline_in_its_own_use():
@@ -232,6 +237,14 @@ def test_the_pretrained_arm_is_tested_against_each_baseline_in_its_own_use():
         "fine-tuned: pretrained vs random init": 0.09, "fine-tuned: pretrained vs bag of words": 0.25,
         "fine-tuned: pretrained vs tf-idf logistic": 0.01}
     assert all("bootstrap" not in t for t in tuned.values())  # no hits kept: no bootstrap
+    # with hits kept, the bootstrap beside each test compares the same two arms the same way round
+    hits = {"pretrained": ["11100", "11110"], "random init": ["10000", "11000"], "bag of words": ["11000", "11100"],
+            "tf-idf logistic": ["11111", "11110"]}
+    arms = {name: significance.summary([h.count("1") / 5 for h in rows], [[c == "1" for c in h] for h in rows])
+            for name, rows in hits.items()}
+    for name, t in downstream.against_baselines(arms).items():
+        assert t["bootstrap"]["difference"] == pytest.approx(t["difference"]), name
+        assert (t["difference"] > 0) == (name != "pretrained vs tf-idf logistic"), name
 
 
 def test_a_random_init_arm_reads_the_test_documents_with_each_seeds_weights(monkeypatch):
@@ -627,6 +640,28 @@ def test_fine_tuning_of_exactly_ten_steps_runs(epochs, per_epoch, monkeypatch):
                                   recipe=recipe)
     assert 0.0 <= accuracy <= 1.0
     assert [c.total_steps for c in cycles] == [10] and cycles[0].last_epoch == 10  # the ten steps, all taken
+
+
+def test_fine_tuning_clips_every_step_and_warms_up_over_a_tenth(monkeypatch):
+    """The recipe's clipping (max_grad_norm) runs at every step, and its one cycle warms up over the first 10% of
+    the steps, as FinetuneRecipe and the committed results say."""
+    from deberta_edu.training import documents
+
+    cycles, clips = [], []
+
+    class Recorded(torch.optim.lr_scheduler.OneCycleLR):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            cycles.append(kwargs)
+
+    real_clip = documents.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.optim.lr_scheduler, "OneCycleLR", Recorded)
+    monkeypatch.setattr(documents.nn.utils, "clip_grad_norm_", lambda p, norm: clips.append(norm) or real_clip(p, norm))
+    model, tokenizer, texts, y = _tiny_encoder_and_texts()
+    recipe = FinetuneRecipe(lr=1e-3, epochs=2, max_length=16, max_chunks=1, max_grad_norm=0.5)
+    finetuned_accuracy(model, tokenizer, texts[:32], y[:32], texts[40:], y[40:], 0, recipe=recipe)  # 2 x 2 batches
+    assert clips == [0.5] * 4
+    assert [(c["total_steps"], c["pct_start"]) for c in cycles] == [(4, 0.1)]
 
 
 @pytest.mark.parametrize("module, args, words", [

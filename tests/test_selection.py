@@ -85,6 +85,30 @@ def test_every_tfidf_penalty_is_measured_with_its_own_value(monkeypatch):
     assert [reading[f"tf-idf logistic, l2 {l2:g}"]["runs"] for l2 in selection.TFIDF_L2] == [[1e-4], [1e-3], [1e-2], [1e-1]]
 
 
+def test_each_probe_learns_from_the_labelled_documents_and_is_scored_on_the_held_ones(monkeypatch):
+    """The reading is chosen by what the probe scores on the split's held documents; fitted on those same
+    documents, the choice would reward memorising them."""
+    pool = [Document(f"text {topic} {n}", label) for label, topic in enumerate(TOPICS) for n in range(6)]
+    labelled, scored = selection.dev_split(pool, 100, 1, 5)
+    probes = []
+
+    def probe(train_x, train_y, test_x, test_y, **kwargs):
+        probes.append((train_x[:, 0].tolist(), list(train_y), test_x[:, 0].tolist(), list(test_y)))
+        return 0.5
+
+    index = {d.text: float(n) for n, d in enumerate(pool)}  # a document's feature: its place in the pool
+    monkeypatch.setattr(selection, "document_features",
+                        lambda net, tok, texts, *a: torch.tensor([[index[t]] for t in texts]))
+    monkeypatch.setattr(selection, "random_weights", lambda model, seed: torch.nn.Identity())
+    monkeypatch.setattr(selection, "tfidf_logistic", lambda *a: 0.5)
+    monkeypatch.setattr(selection, "linear_probe", probe)
+    selection.reading_and_baseline(None, None, pool, seeds=[100], per_class=1, held=5, progress=lambda line: None)
+    expected = ([index[d.text] for d in labelled], [d.label for d in labelled],
+                [index[d.text] for d in scored], [d.label for d in scored])
+    assert probes == [expected] * (2 * len(selection.READINGS))  # both networks, every reading
+    assert not set(expected[0]) & set(expected[2])
+
+
 def test_the_selection_table_marks_the_options_downstream_uses():
     used = [row for row in selection.markdown_table(json.loads(SELECTION.read_text())).splitlines() if "(used)" in row]
     assert [row.split(" | ")[:2] for row in used] == [
