@@ -203,3 +203,66 @@ def test_finetune_draws_only_from_its_seed(one_thread):
     assert runs[0].history == runs[1].history and runs[0].test_hits == runs[1].test_hits
     a, b = runs[0].model.state_dict(), runs[1].model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_test_accuracy_is_scored_on_the_test_split(one_thread):
+    """test_accuracy and test_hits come from the test rows, not the dev rows: lesson 5 reports them as
+    held-out numbers, so a swap would quietly report the split the runs were compared on."""
+    from deberta_edu.training.finetune import accuracy
+
+    splits, tok = _toy_splits(132)
+    splits = {"train": splits["train"][:32], "dev": splits["train"][32:72], "test": splits["train"][72:132]}
+    cfg = FinetuneConfig(lr=1e-3, epochs=1, batch_size=16, progress=False)
+    result = finetune(_pretrained(), splits, tok, cfg)
+    assert len(result.test_hits) == 60  # one per test example; the dev split has 40
+    rows, labels = encode(splits["test"], tok, cfg.max_length)
+    assert result.test_accuracy == accuracy(result.model, rows, labels)
+    assert result.test_hits == accuracy(result.model, rows, labels, per_document=True)
+
+
+def test_accuracy_scores_with_dropout_off_and_leaves_the_model_training():
+    """accuracy() switches dropout off, so a score is one number per model (not a draw), and hands the model
+    back in the mode it came in: training for the steps that follow, eval for a model only being scored."""
+    from deberta_edu.training.finetune import accuracy
+
+    splits, tok = _toy_splits(64)
+    rows, _ = encode(splits["train"][:64], tok, 32)
+    model = classifier_from(_pretrained(), dropout=0.5).train()
+    ids, mask = collate(rows)
+    with torch.no_grad():
+        model.eval()
+        labels = model(ids, mask).logits.argmax(-1)  # what the model predicts with dropout off
+        model.train()
+    torch.manual_seed(0)
+    first = accuracy(model, rows, labels, batch_size=16, per_document=True)
+    second = accuracy(model, rows, labels, batch_size=16, per_document=True)
+    assert first == second == [True] * 64
+    assert model.training and model.deberta.training  # training mode again afterwards
+    accuracy(model.eval(), rows, labels, batch_size=16)
+    assert not model.training and not model.deberta.training  # an eval-mode model stays in eval mode
+
+
+def test_compare_reports_the_sample_standard_deviation(monkeypatch):
+    """The spread over seeds is the sample std (n − 1), the estimate a few seeds call for; the population
+    std would understate how much seeds disagree."""
+    from deberta_edu.training import finetune as ft
+
+    acc = {0: 0.5, 1: 1.0, 2: 0.75}
+    monkeypatch.setattr(ft, "finetune", lambda encoder, splits, tokenizer, cfg: ft.FinetuneResult(
+        0.5, acc[cfg.seed], [{}], None, cfg, [True]))
+    table = ft.compare(None, {}, None, lams=(0.0,), seeds=(0, 1, 2))
+    assert table[0.0]["test"] == [0.5, 1.0, 0.75]
+    assert table[0.0]["mean"] == pytest.approx(0.75)
+    assert table[0.0]["std"] == pytest.approx(0.25)  # pstdev would give 0.204
+
+
+def test_encode_cuts_long_examples_to_max_length_with_sep_last():
+    """A long snippet is cut so that [CLS] + pieces + [SEP] fits max_length: the model's position table and the
+    padded batch assume it, and [SEP] must close every row."""
+    tok = WordTokenizer(["w"])
+    examples = [Example(" ".join(["w"] * n), n % 2, 0.0) for n in (3, 6, 7, 20)]
+    rows, labels = encode(examples, tok, max_length=8)
+    assert [len(r) for r in rows] == [5, 8, 8, 8]
+    assert all(r[0] == tok.cls_id and r[-1] == tok.sep_id for r in rows)
+    assert all(r[1:-1] == [tok.ids["w"]] * (len(r) - 2) for r in rows)
+    assert labels.tolist() == [1, 0, 1, 0]

@@ -89,13 +89,15 @@ def classification_batch(rows: list[list[int]], labels: torch.Tensor) -> Batch:
 
 @torch.no_grad()
 def accuracy(model, rows, labels, batch_size: int = 128, device="cpu", per_document: bool = False) -> float | list[bool]:
-    """The fraction of ``rows`` classified right (with ``per_document``, whether each one was)."""
+    """The fraction of ``rows`` classified right (with ``per_document``, whether each one was); the model is
+    scored in eval mode and left in the mode it came in."""
+    was_training = model.training
     model.eval()
     predicted = []
     for s in range(0, len(rows), batch_size):
         batch = classification_batch(rows[s : s + batch_size], labels[s : s + batch_size])
         predicted += model(batch.input_ids.to(device), batch.attention_mask.to(device)).logits.argmax(-1).tolist()
-    model.train()
+    model.train(was_training)
     return hits_or_accuracy(predicted, labels.tolist(), per_document)
 
 
