@@ -169,3 +169,25 @@ def test_the_speed_ratio_is_ours_over_theirs(monkeypatch, capsys):
                                         ("NVIDIA H100 NVL", None), ("NVIDIA H200", 989.0), ("NVIDIA A10G", None)])
 def test_mfu_divides_by_the_peak_of_the_card_named(name, peak):
     assert bench.known_peak_tflops(name) == peak  # an H100 PCIe's MFU over 989 would read a quarter low
+
+
+def test_cuda_memory_reports_mfu_against_the_peak_in_teraflops(monkeypatch):
+    """On a GPU, MFU = tokens/s x FLOPs per token / (peak TFLOP/s x 1e12): the fraction of the card the
+    benchmark used, with peak memory in MiB of each model's step."""
+    cuda = bench.torch.cuda
+    calls = []
+    monkeypatch.setattr(cuda, "empty_cache", lambda: calls.append("empty"))
+    monkeypatch.setattr(cuda, "reset_peak_memory_stats", lambda *a: calls.append("reset"))
+    monkeypatch.setattr(cuda, "max_memory_allocated", lambda *a: 3 * 2**20)
+    monkeypatch.setattr(cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    args = argparse.Namespace(**bench.PRESETS["cpu"], peak_tflops=None)
+    steps = {name: (lambda name=name: calls.append(name)) for name in ("ours", "transformers")}
+    tokens_per_s = {"ours": 2.0e5, "transformers": 1.0e5}
+    out = bench.cuda_memory(steps, args, tokens_per_s)
+    assert calls == ["empty", "reset", "ours", "empty", "reset", "transformers"]
+    assert out["peak_memory_mib"] == {"ours": 3.0, "transformers": 3.0} and out["gpu"] == "NVIDIA H100 80GB HBM3"
+    per_token = bench.flops_per_token(args)
+    assert out["mfu"] == pytest.approx({k: v * per_token / (989.0 * 1e12) for k, v in tokens_per_s.items()})
+    assert 0 < out["mfu"]["ours"] < 1  # a fraction of the card
+    args.peak_tflops = 100.0  # --peak-tflops wins over the table
+    assert bench.cuda_memory(steps, args, tokens_per_s)["mfu"]["ours"] == pytest.approx(2.0e5 * per_token / 1e14)

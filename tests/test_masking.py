@@ -285,3 +285,14 @@ def test_bad_arguments(kw, match):
     args = dict(vocab_size=V, mask_token_id=MASK, special_token_ids=SPECIALS) | kw
     with pytest.raises(ValueError, match=match):
         mask_tokens(_batch(2, 10), **args)
+
+
+def test_random_replacements_draw_every_ordinary_id():
+    """The 10% random replacements draw from every ordinary token, the last id included: an off-by-one in the
+    draw would silently never produce some token as noise."""
+    small_v = 20  # ids 5-19 are ordinary: 15 of them
+    ids = torch.randint(5, small_v, (100, 200), generator=torch.Generator().manual_seed(0))
+    masked, labels = mask_tokens(ids, vocab_size=small_v, mask_token_id=MASK, special_token_ids=SPECIALS,
+                                 mlm_probability=0.5, generator=torch.Generator().manual_seed(3))
+    replaced = (labels != -100) & (masked != MASK) & (masked != ids)  # ~930 replacements, ~60 per id
+    assert sorted(set(masked[replaced].tolist())) == list(range(5, small_v))

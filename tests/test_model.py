@@ -324,3 +324,20 @@ def test_a_batch_with_nothing_to_predict_gives_a_zero_loss_that_backpropagates(e
     assert out.logits.shape == (0, V) and out.loss.item() == 0.0
     out.loss.backward()  # a graph, so a training step on such a batch is a step of nothing, not an error
     assert model.head.bias.grad is not None and not model.head.bias.grad.any()
+
+
+def test_the_classifier_head_has_its_own_dropout():
+    """The pooled vector passes through dropout before the linear layer (DeBERTa's head), so fine-tuning
+    regularises the head even where the encoder's dropout is off."""
+    torch.manual_seed(0)
+    config = make_config("tiny", vocab_size=V, max_position_embeddings=64, max_relative_positions=128,
+                         position_buckets=32, hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5)
+    model = DebertaForSequenceClassification(config, num_labels=3)
+    model.train()
+    model.deberta.eval()  # only the head's dropout is active
+    ids = _ids()
+    with torch.no_grad():
+        a, b = model(ids).logits, model(ids).logits
+        assert not torch.equal(a, b)
+        model.eval()
+        torch.testing.assert_close(model(ids).logits, model(ids).logits, rtol=0, atol=0)

@@ -740,3 +740,12 @@ def test_non_finite_weights_or_maps_are_refused_with_a_reason():
     with pytest.raises(ValueError, match="hold NaN or inf .*layer 1, probs, head 0"):
         maps_html(AttentionMaps(list("abcd"), ("c2c", "sum", "probs"), maps))
 
+
+
+def test_config_from_hf_keeps_the_checkpoints_pad_token_id():
+    """A checkpoint's pad_token_id carries over: it is the word embedding's padding_idx (a row training leaves
+    alone) and goes back out with to_hf, so a model padding with 3 would otherwise train and export id 0 instead."""
+    from deberta_edu.model.interop import config_from_hf
+
+    assert config_from_hf({**HF_V2, "model_type": "deberta-v2", "pad_token_id": 3}).pad_token_id == 3
+    assert config_from_hf({**HF_V2, "model_type": "deberta-v2"}).pad_token_id == 0  # the default when absent

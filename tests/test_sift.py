@@ -414,3 +414,26 @@ def test_sentiment_splits_fixed_and_disjoint():
     assert not {e.text for e in splits["test"]} & {e.text for e in splits["train"]}
     pos = sum(e.label for e in splits["train"]) / sizes["train"]
     assert 0.3 < pos < 0.7
+
+
+def test_vats_random_start_is_zero_at_padding_and_xi_over_real_tokens():
+    """The random start r₀ = ξ d / ‖d‖₂ is taken over each example's real tokens only, padding zeroed first:
+    otherwise noise at padding would eat part of ξ and shorter rows would start closer to the clean input."""
+    model = _model(embedding_std=1.0)
+    ids, _ = _batch()
+    mask = torch.ones_like(ids)
+    mask[0, 10:] = 0
+    mask[2, 4:] = 0
+    vat = VAT(model.deberta.embeddings, AdversarialConfig(method="vat"), torch.Generator().manual_seed(0))
+    starts, real = [], vat.perturbed
+    vat.perturbed = lambda r: starts.append(r.detach()) or real(r)
+    clean = model(ids, mask).logits.detach()
+    vat.ascent_step(lambda: model(ids, mask).logits, clean, mask)
+    (r0,) = starts
+    assert r0[0, 10:].abs().max() == 0 and r0[2, 4:].abs().max() == 0
+    norms = r0.flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.full_like(norms, vat.config.vat_xi))
+    x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(1))
+    unit = VAT.per_example_unit(x, torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]))
+    assert unit[0, 3:].abs().max() == 0
+    torch.testing.assert_close(unit.flatten(1).norm(dim=1), torch.ones(2))
