@@ -10,9 +10,10 @@ A variant is a set of field values, never an ``if`` in the model code:
 
 The attention layout is a separate choice. The defaults are the released v2/v3 layout: positions through the
 content projections (share_att_key, which the paper introduces only for its 1.5B model, §5.3), a LayerNorm on
-the relative table and 256 log buckets (neither is in the paper). Eq. (4) as the paper writes it, with its own
-W_{q,r}, W_{k,r} and the plain clamp of eq. (3), is ``layout="v1", share_att_key=False, norm_rel_ebd=False,
-position_buckets=-1`` (``ablation.plan.LAYOUTS["v1"]``).
+the relative table and 256 log buckets (neither is in the paper). The layout of eq. (4), with W_{q,r}, W_{k,r}
+of their own and the plain clamp of eq. (3), is ``layout="v1", share_att_key=False, norm_rel_ebd=False,
+position_buckets=-1`` (``ablation.plan.LAYOUTS["v1"]``); in every layout p2c reads δ(i, j), as the released
+checkpoints do (attention.py says where eq. (4) differs).
 """
 
 from __future__ import annotations
