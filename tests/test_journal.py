@@ -56,6 +56,7 @@ def test_draws_are_kept_read_back_and_refused_under_other_settings(tmp_path):
     assert [json.loads(line).get("key") for line in path.read_text().splitlines()] == [None, "seed 0", "topics, seed 0"]
     assert journal.read_back() == {}  # all made by this command
 
+    assert "seed 0" in Journal.open(path, {"model": "a", "grid": (1, 2)})  # the same command, tuple and all
     again = Journal.open(path, {"model": "a", "grid": [1, 2]})  # a tuple comes back from the file as a list
     assert "seed 0" in again and "seed 1" not in again and "seed 0" in again.within("topics, ")
     assert again.run("seed 0", lambda: pytest.fail("a kept draw is not made again")) == [True, False]
@@ -86,11 +87,12 @@ def test_without_a_file_nothing_is_written_and_every_draw_is_made(tmp_path):
 
 def test_the_wall_time_counts_the_seconds_of_the_draws_read_back(tmp_path):
     path = tmp_path / "d.jsonl"
-    path.write_text(json.dumps({"settings": {"s": 1}}) + "\n" + json.dumps({"key": "seed 0", "value": 1, "seconds": 40.0})
-                    + "\n")
-    journal = Journal.open(path, {"s": 1})  # an earlier command spent 40 s on seed 0 before it was cut
-    assert journal.wall_time(time.time()) == pytest.approx(40.0, abs=1.0)
-    assert journal.finish(tmp_path / "r.json", {"x": 1}) == {"x": 1, "resumed": {"draws": 1, "seconds": 40}}
+    path.write_text("\n".join(json.dumps(line) for line in ({"settings": {"s": 1}},
+                                                           {"key": "seed 0", "value": 1, "seconds": 40.0},
+                                                           {"key": "seed 1", "value": 2, "seconds": 20.0})) + "\n")
+    journal = Journal.open(path, {"s": 1})  # an earlier command spent 40 s and 20 s on two seeds before it was cut
+    assert journal.wall_time(time.time()) == pytest.approx(60.0, abs=1.0)
+    assert journal.finish(tmp_path / "r.json", {"x": 1}) == {"x": 1, "resumed": {"draws": 2, "seconds": 60}}
 
 
 def _compare(journal=None, crash_at=None):

@@ -170,6 +170,19 @@ def test_resume_refuses_every_change_of_trajectory_and_allows_the_others():
         check_same_run(saved, CFG.replace(**change), "state")
 
 
+def test_every_field_but_the_bookkeeping_ones_blocks_a_resume():
+    """A resume goes on one trajectory: a change in any field of TrainConfig blocks it, except the few that only
+    say how the run is watched and named (listed here, so that a field moved into that list fails this test)."""
+    from deberta_edu.training.configs import NON_TRAJECTORY_FIELDS, trajectory_differences
+
+    assert set(NON_TRAJECTORY_FIELDS) == {"name", "log_every", "eval_every", "eval_rows", "eval_batch_size",
+                                          "save_every", "compile"}
+    saved = files.as_saved(CFG.to_dict())
+    blocking = {k for k in saved if trajectory_differences({**saved, k: "another value"}, CFG)}
+    assert blocking == set(saved) - set(NON_TRAJECTORY_FIELDS)
+    assert {"seed", "eval_seed", "precision", "grad_accum", "warmup_fraction", "whole_word_masking"} <= blocking
+
+
 def test_the_last_step_is_saved_whatever_save_every_is(tmp_path):
     train(CFG.replace(steps=7, save_every=5, eval_every=0), TRAIN, out_dir=tmp_path, progress=False)
     _, meta = load_tensors(tmp_path / STATE_FILE)

@@ -209,6 +209,11 @@ def test_a_state_of_another_model_is_refused_by_shape(tmp_path):
                                            num_hidden_layers=2, num_attention_heads=2))
     with pytest.raises(ValueError, match="holds the weights of another model"):
         load_training_state(path, other, build_optimizer(other, 1e-3))
+    for layers in (1, 3):  # fewer layers, or more: tensors in one of the two only, named before torch sees them
+        other = DebertaForMaskedLM(make_config("tiny", vocab_size=50, hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=layers, num_attention_heads=2))
+        with pytest.raises(ValueError, match="in one only"):
+            load_training_state(path, other, build_optimizer(other, 1e-3))
 
 
 def test_a_check_runs_before_any_tensor_is_read(tmp_path, monkeypatch):
