@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from deberta_edu.ablation import jobs, metrics, plots, report
+from deberta_edu.ablation import jobs, markdown, metrics, plots, report
 from deberta_edu.ablation.plan import VARIANTS, get_scale, run_config, run_id
 from deberta_edu.training.probe import ProbeTask, held_out, majority_rate, probe_batch
 
@@ -240,3 +240,52 @@ def test_each_bar_is_the_mean_over_the_seeds(hand_results):
     table = hand_results["table"]
     assert all(len(set(table[v]["val_loss"]["values"])) == 2 for v in VARIANTS)  # seeds differ: mean != max
     assert heights == pytest.approx({i: table[v]["val_loss"]["mean"] for i, v in enumerate(VARIANTS)})
+
+
+# ----------------------------------------------------------------------------- plan, budget, report words
+
+
+def test_a_machine_too_slow_for_twenty_steps_per_run_is_refused():
+    """fit_budget refuses a budget of fewer than 20 DeBERTa steps per run: such runs could show nothing, and a
+    slow machine should hear so before the experiment starts."""
+    from deberta_edu.ablation import timing
+
+    scale = get_scale("gpu")
+    deberta = run_config(scale, "deberta", scale.grid_seed, scale.lr_grid[0])
+    slow = {"variants": {v: {"first_window_s": 2.0, "step_s": 10.0, "metrics_s": 3.0} for v in VARIANTS}}
+    with pytest.raises(RuntimeError, match=f"at least {20 * deberta.tokens_per_step:,}, 20 steps"):
+        timing.fit_budget(scale, slow, 330.0, baselines_s=9.0)
+
+
+def test_every_run_warms_up_over_its_share_of_its_own_steps():
+    """Each variant's warmup is the scale's fraction of that run's steps (at least one): variants of other costs
+    take other step counts, and each warms up over the same share of its budget."""
+    for name in ("cpu", "gpu"):
+        scale, warmups = get_scale(name), set()
+        for v in VARIANTS:
+            cfg = run_config(scale, v, scale.grid_seed, scale.lr_grid[0])
+            assert cfg.warmup_steps == max(1, round(scale.warmup_fraction * cfg.steps)), (name, v)
+            warmups.add(cfg.warmup_steps)
+        assert len(warmups) > 1 and min(warmups) > 1, name  # the variants differ, and warm up over many steps
+
+
+def test_the_findings_count_a_claim_the_data_contradicts(hand_results):
+    """A "disagrees" verdict is said in the findings: dropped, a result against the paper would read as
+    nothing tested."""
+    claim = next(c for c in hand_results["claims"] if c["metric"] and c["other"] == "no_emd")
+    for c in hand_results["claims"]:
+        if c["other"] == "no_emd":
+            c["verdict"] = None
+    claim["verdict"] = "disagrees"
+    line = next(f for f in markdown.findings(hand_results) if "−EMD?" in f)
+    assert line.endswith("Ours, over " + str(sum(1 for c in hand_results["claims"]
+                                                 if c["other"] == "no_emd" and c["metric"])) + " measures: 1 disagrees.")
+
+
+def test_a_report_without_figures_lists_no_figure_files(hand_results, tmp_path, monkeypatch):
+    """write_report(figures=False) lists only the files it wrote: results.json and comparison.md."""
+    from deberta_edu.ablation import publish
+
+    monkeypatch.setattr(publish.markdown, "comparison", lambda results: "the text\n")  # hand runs: no hardware
+    assert publish.write_report(tmp_path, figures=False)["files"] == [report.RESULTS_FILE, report.COMPARISON_FILE]
+    assert not (tmp_path / report.CURVES_FILE).exists()
