@@ -289,3 +289,45 @@ def test_a_report_without_figures_lists_no_figure_files(hand_results, tmp_path, 
     monkeypatch.setattr(publish.markdown, "comparison", lambda results: "the text\n")  # hand runs: no hardware
     assert publish.write_report(tmp_path, figures=False)["files"] == [report.RESULTS_FILE, report.COMPARISON_FILE]
     assert not (tmp_path / report.CURVES_FILE).exists()
+
+
+def test_a_resumed_command_must_match_the_plan_in_every_key(tmp_path):
+    """Each key of the first command's plan that shapes the runs (and the token budget, unless the budget was
+    fitted to the machine) must match: otherwise two experiments would mix in one folder."""
+    import json
+
+    from deberta_edu.ablation import run
+
+    base = {"schema": run.PLAN_SCHEMA, "scale": "cpu", "layout": "v1", "seeds": [0, 1, 2], "lr_grid": [1e-3],
+            "evals": 6, "train_config": {"batch_size": 32}, "budget_tokens": 1000, "fit": None,
+            "commands": ["first"], "hardware": {"cpu": "x"}}
+
+    def load(saved, fresh):
+        path = tmp_path / "plan.json"
+        path.write_text(json.dumps(saved))
+        return run._load_plan(path, fresh, None, "again")
+
+    assert load(base, base)["commands"] == ["first", "again"]
+    for key, other in (("scale", "gpu"), ("layout", "v3"), ("seeds", [0]), ("lr_grid", [2e-3]), ("evals", 3),
+                       ("train_config", {"batch_size": 16}), ("budget_tokens", 2000)):
+        with pytest.raises(ValueError, match=f"another experiment .*'{key}'"):
+            load(base, {**base, key: other})
+    fitted = {**base, "fit": {"seconds": 500}}  # a budget fitted to this machine: a resume may not refit it
+    assert load(fitted, {**base, "budget_tokens": 2000})["budget_tokens"] == 1000
+
+
+def test_the_best_rate_is_chosen_from_whole_grids_that_learned():
+    """A variant's rate is chosen only once every rate of its grid has finished, and not at all when every one
+    diverged: a partial grid would pick from what happened to finish first."""
+    from deberta_edu.ablation import run
+
+    scale = get_scale("smoke")
+    rates = list(scale.lr_grid)
+    done = {run_id(v, scale.grid_seed, lr): {"metrics": {"val_loss": 3.0 + i}} for v in VARIANTS
+            for i, lr in enumerate(rates)}
+    done.pop(run_id("no_c2p", scale.grid_seed, rates[0]))  # one rate still to run
+    for lr in rates:
+        done[run_id("bert", scale.grid_seed, lr)] = {"failed": "diverged"}  # every rate diverged
+    found = run._grid_losses(scale, done)
+    assert set(found) == set(VARIANTS) - {"no_c2p", "bert"}
+    assert found["deberta"] == {lr: 3.0 + i for i, lr in enumerate(rates)}

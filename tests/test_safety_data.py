@@ -279,6 +279,21 @@ def test_stale_temporary_files_of_dead_processes_go_and_live_ones_stay(tmp_path)
     assert live_tmp.exists() and not dead_tmp.exists() and (tmp_path / "train.npy").exists()
 
 
+def test_a_write_that_fails_leaves_neither_the_file_nor_its_temporary(tmp_path):
+    """An error inside atomic_write's block: the target is not created (or keeps its old bytes) and the
+    temporary file goes too, so a failed write leaves nothing behind to mistake for data."""
+    for before in (None, b"old"):
+        path = tmp_path / f"x-{before}.bin"
+        if before:
+            path.write_bytes(before)
+        with pytest.raises(RuntimeError, match="half way"):
+            with files.atomic_write(path) as f:
+                f.write(b"half")
+                raise RuntimeError("half way")
+        assert (path.read_bytes() if path.exists() else None) == before
+        assert not list(tmp_path.glob(f".{path.name}*"))
+
+
 def test_written_files_follow_the_umask(tmp_path):
     old = os.umask(0o027)
     try:
