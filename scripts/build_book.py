@@ -177,8 +177,11 @@ def cache_path() -> Path:
     return BUILD / (".jupyter_cache" if smoke else ".jupyter_cache-full")
 
 
-def lesson_size_problem() -> str | None:
-    """One line when DEBERTA_EDU_SMOKE holds a value the lessons would refuse; checked before any lesson runs."""
+def lesson_environment() -> str | None:
+    """Set what the lessons read when they run here (smoke size, the Agg backend) unless it is set; one line when
+    DEBERTA_EDU_SMOKE holds a value the lessons would refuse, checked before any lesson runs."""
+    os.environ.setdefault("DEBERTA_EDU_SMOKE", "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         cache_path()
     except ValueError as e:
@@ -280,9 +283,7 @@ def jupyter_book() -> list[str]:
 def build(args) -> int:
     start = time.perf_counter()
     notebooks = Path(args.notebooks).resolve()
-    os.environ.setdefault("DEBERTA_EDU_SMOKE", "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    if problem := lesson_size_problem():
+    if problem := lesson_environment():
         log(problem)
         return 2
     log(f"lessons from {notebooks} (DEBERTA_EDU_SMOKE={os.environ['DEBERTA_EDU_SMOKE']})")

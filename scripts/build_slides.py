@@ -44,8 +44,8 @@ from build_book import (  # noqa: E402
     cache_path,
     copy_vendor,
     external_resources,
+    lesson_environment,
     lesson_notebooks,
-    lesson_size_problem,
     log,
 )
 from lecture_view import lecture_notebook, merge, slide_positions  # noqa: E402
@@ -239,9 +239,7 @@ def write_deck(ex, nb: nbformat.NotebookNode, name: str) -> dict:
 
 def build(args) -> int:
     start = time.perf_counter()
-    os.environ.setdefault("DEBERTA_EDU_SMOKE", "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    if problem := lesson_size_problem():
+    if problem := lesson_environment():
         log(problem)
         return 2
     notebooks = lesson_notebooks(Path(args.notebooks).resolve())
