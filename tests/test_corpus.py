@@ -25,6 +25,18 @@ def docs_of(n, seed=0):
     return [f"Document {i}: " + " ".join(rng.choice(words) for _ in range(12)) for i in range(n)]
 
 
+def write_bbc_topics(data_root, per_topic, dress=lambda doc: doc):
+    """BBC's raw layout: ``per_topic`` articles in each topic's folder, each starting with its topic's name
+    (``dress`` writes the rest of the article as the raw file holds it)."""
+    from deberta_edu.data.topics import TOPICS
+
+    for n, topic in enumerate(TOPICS):
+        folder = data_root / "bbc" / "raw" / topic
+        folder.mkdir(parents=True)
+        for i, doc in enumerate(docs_of(per_topic, seed=n)):
+            (folder / f"{i:03d}.txt").write_bytes(f"{topic} {dress(doc)}".encode())
+
+
 def test_data_root_follows_env(data_root):
     assert facts.data_root() == data_root
 
@@ -257,12 +269,7 @@ def test_topic_test_documents_are_exactly_the_held_out_pretraining_documents(dat
     (double spaces, CRLF, trailing blanks), so the two splits agree only if both hash the cleaned text."""
     from deberta_edu.data import topics
 
-    for n, topic in enumerate(topics.TOPICS):
-        folder = data_root / "bbc" / "raw" / topic
-        folder.mkdir(parents=True)
-        for i, doc in enumerate(docs_of(40, seed=n)):
-            messy = doc.replace(" ", "  ", 2).replace(": ", ":\r\n") + "  \r\n"
-            (folder / f"{i:03d}.txt").write_bytes(f"{topic} {messy}".encode())
+    write_bbc_topics(data_root, 40, lambda doc: doc.replace(" ", "  ", 2).replace(": ", ":\r\n") + "  \r\n")
     pre_train, pre_val = corpus.load_split("bbc")
     split = topics.load_topics()
     test, train = {d.text for d in split["test"]}, {d.text for d in split["train"]}
@@ -275,11 +282,7 @@ def test_a_duplicate_article_keeps_the_label_of_its_first_topic(data_root):
     """The same article in two topic folders is one document, labelled with the first topic of TOPICS."""
     from deberta_edu.data import topics
 
-    for n, topic in enumerate(topics.TOPICS):
-        folder = data_root / "bbc" / "raw" / topic
-        folder.mkdir(parents=True)
-        for i, doc in enumerate(docs_of(20, seed=n)):
-            (folder / f"{i:03d}.txt").write_text(f"{topic} {doc}")
+    write_bbc_topics(data_root, 20)
     shared = "An article filed under two topics. " * 5
     for topic in topics.TOPICS[1:3]:
         (data_root / "bbc" / "raw" / topic / "shared.txt").write_text(shared)
