@@ -445,6 +445,33 @@ def test_export_writes_what_load_course_model_reads(tmp_path, monkeypatch):
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
 
 
+def test_export_reads_the_runs_clock_and_its_held_out_corpus(tmp_path, monkeypatch):
+    """metrics.json's times are the log's training clock and wall clock, and it names the corpus scored on."""
+    from test_packing import write_corpus
+
+    from deberta_edu import facts
+    from deberta_edu.training import course
+    from deberta_edu.training.configs import get_config
+    from deberta_edu.training.mlm_data import prepare_data
+    from deberta_edu.training.pretrain import train
+
+    monkeypatch.setenv(facts.DATA_ENV, str(tmp_path / "data"))
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    source, held = write_corpus(tmp_path / "a", n_docs=300), write_corpus(tmp_path / "b", n_docs=300, seed=1)
+    cfg = get_config("debug", smoke=False).replace(
+        name="export-clock", source=str(source), eval_source=str(held), vocab_size=320, whole_word_masking=False,
+        steps=4, eval_every=4, save_every=4, log_every=1, eval_rows=8)
+    train_data, val_data, tok = prepare_data(cfg)
+    run = train(cfg, train_data, val_data, tokenizer=tok, out_dir=tmp_path / "run")
+    records = [json.loads(line) for line in (run.path / LOG_FILE).read_text().splitlines()]
+    last = max(i for i, r in enumerate(records) if r.get("kind") == "train")
+    records[last] |= {"train_time": 123.4, "time": 456.7}  # a run whose clocks tell apart
+    (run.path / LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    metrics = course.export(run.path, tmp_path / "exported", command="pytest")
+    assert (metrics["train_time_s"], metrics["wall_time_s"]) == (123, 457)
+    assert (metrics["source"], metrics["held_out_source"]) == (str(source), str(held))
+
+
 def test_the_training_log_is_downsampled_evenly_and_keeps_every_eval():
     from deberta_edu.training.course import LOG_KEEP, _downsample
 
