@@ -45,6 +45,7 @@
 # - **every number beside its baseline**: the unigram plateau, majority class, bag of words, random weights.
 
 # %%
+import json
 import statistics
 import tempfile
 
@@ -56,7 +57,7 @@ from deberta_edu import exercises
 from deberta_edu.ablation import markdown, plan, plots, report, stats
 from deberta_edu.ablation.plan import LABELS, VARIANTS, get_scale, run_config, variant_configs
 from deberta_edu.ablation.run import run_ablation
-from deberta_edu.facts import smoke
+from deberta_edu.facts import RESULTS_ROOT, smoke
 from deberta_edu.figures import subplots
 from deberta_edu.training.engine import Distributed
 from deberta_edu.training.mlm_data import Batches, MaskSpec, prepare_data
@@ -202,7 +203,8 @@ for line in markdown.plateau_lines(run):
 plots.plot_curves(run)
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
-# Every measure at equal FLOPs, one dot per seed, the baselines as lines. The position probe reads the state
+# Every measure at equal FLOPs, one dot per seed, the baselines as lines; on the two probes, a black bar across
+# each column is that variant's own network from random weights. The position probe reads the state
 # the MLM head reads (the EMD's output, or the last layer's) at "the new ⟨noun⟩" placed in the subject or the
 # object slot of a padded window that starts with `[CLS]`. BERT-style has its positions at the input, and
 # tells the slots apart even from random weights. −EMD from random weights is at chance: nothing in it knows
@@ -271,6 +273,12 @@ if folder is not None:  # the position probe (the table's row, its baselines bel
 # - **The measures.** The probes and the held-out loss were chosen because they should vary little from seed
 #   to seed (the ± of the table says how little they did); fine-tuning adds its own noise, and a classifier
 #   that answers one class for everything is flagged and left out.
+# - **Against random weights** (the black bars on the probes). On the topic probe, every variant's mean over its
+#   seeds is within 5 points of its own random weights, and BERT-style's two plateau runs are far below them:
+#   two to three million tokens taught these models nothing about topics that a probe can use, so topic-probe
+#   gaps between variants here are gaps between nearly random networks. The course model (38M tokens) is 24
+#   points above its random weights on BBC topics (lesson 4). On the position probe every DeBERTa-family
+#   variant ends above its random weights; BERT-style starts at 100% and its plateau runs lose most of it.
 #
 # An agreement at this scale is weak evidence for the paper and a disagreement weak evidence against it; a
 # "within noise" says that 3 seeds cannot tell.
@@ -282,6 +290,19 @@ assert all(0 < paper_gap[v, "MNLI-m"] < 0.5 and 1.4 <= round(paper_gap[v, "RACE"
 assert (round(paper_gap["bert", "MNLI-m"], 1), round(paper_gap["bert", "RACE"], 1)) == (1.4, 4.9)
 tokens_seen = [real["runs"][r]["tokens"] for runs in real["main_runs"].values() for r in runs.values()]
 assert folder is None or 2e6 <= min(tokens_seen) and max(tokens_seen) < 3.1e6  # "two to three million"
+if folder is not None:  # "against random weights", each variant against its own
+    untrained = real["baselines"]["random_init"]
+    for v, runs in real["main_runs"].items():
+        topic = [real["runs"][r]["topic_probe"] for r in runs.values()]
+        place = [real["runs"][r]["position_probe"] for r in runs.values()]
+        if v == "bert":
+            assert sum(t < untrained[v]["topic_probe"]["accuracy"] - 0.3 for t in topic) == 2, topic
+            assert untrained[v]["position_probe"]["accuracy"] == 1.0 and sorted(place)[1] < 0.7, place
+        else:
+            assert abs(sum(topic) / len(topic) - untrained[v]["topic_probe"]["accuracy"]) < 0.05, (v, topic)
+            assert min(place) > untrained[v]["position_probe"]["accuracy"], (v, place)
+    value = json.loads((RESULTS_ROOT / "pretraining-value" / "results.json").read_text())
+    assert round(value["topics"]["tests"]["pretrained vs random init"]["difference"] * 100) == 24  # "24 points"
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises

@@ -141,7 +141,10 @@ def hand_results(tmp_path):
         "schema": "deberta_edu/ablation-plan/2", "scale": "hand", "layout": "v1", "cpu_scale": True,
         "seeds": [0, 1], "lr_grid": [RATE], "budget_tokens": 1000, "flops_per_run": 2e9})
     jobs._write(tmp_path / report.BASELINES_FILE, {
-        "unigram": UNIGRAM, "random_init": {"deberta": {"position_probe": POSITION_BASELINE, "topic_probe": None}},
+        "unigram": UNIGRAM, "random_init": {
+            "deberta": {"position_probe": POSITION_BASELINE, "topic_probe": None},
+            "bert": {"position_probe": {"chance": POSITION_BASELINE["chance"], "accuracy": 1.0},
+                     "topic_probe": {"accuracy": 0.4}}},
         "sentiment": {"majority": 0.5, "bag_of_words": 0.6, "random_init": [{"test": 0.55}]}})
     return report.summarize(tmp_path)
 
@@ -223,13 +226,21 @@ def test_the_loss_against_tokens_panel_is_plotted_against_tokens(hand_results):
     assert list(fig.axes[0].lines[0].get_xdata()) == curves[0]["tokens"]
 
 
-def test_the_position_probe_baselines_are_labelled_with_their_own_values(hand_results):
-    """The dashed lines beside the position probe are chance and the random-init DeBERTa, each at its own
-    value: swapped, a reader would take the random model's score for chance."""
+def test_the_probes_baselines_are_chance_and_each_variants_own_random_weights(hand_results):
+    """Beside the position probe: a dashed line at chance, and across each variant's column a bar at that
+    variant's own random-weight score. One random-init line for all would read BERT-style's 100% untrained (its
+    positions are at the input) against DeBERTa's, and chance swapped with it would pass a random model off as
+    chance."""
     ax = _axis(plots.plot_summary(hand_results), "position probe, frozen features")
     handles, labels = ax.get_legend_handles_labels()
-    drawn = {label: handle.get_ydata()[0] for handle, label in zip(handles, labels, strict=True)}
-    assert drawn == {"chance": POSITION_BASELINE["chance"], "DeBERTa, random init": POSITION_BASELINE["accuracy"]}
+    assert labels == ["chance", "random init, same variant"]
+    assert list(handles[0].get_ydata()) == [POSITION_BASELINE["chance"]] * 2
+    spans = {tuple(seg[:, 0]): set(seg[:, 1]) for seg in handles[1].get_segments()}
+    bert, deberta = VARIANTS.index("bert"), VARIANTS.index("deberta")
+    assert spans == {(bert - 0.4, bert + 0.4): {1.0}, (deberta - 0.4, deberta + 0.4): {POSITION_BASELINE["accuracy"]}}
+    topics = _axis(plots.plot_summary(hand_results), "BBC topics, frozen features + linear probe")
+    (marks,) = [c for c in topics.collections if c.get_label() == "random init, same variant"]
+    assert [(tuple(s[:, 0]), set(s[:, 1])) for s in marks.get_segments()] == [((bert - 0.4, bert + 0.4), {0.4})]
 
 
 def test_each_bar_is_the_mean_over_the_seeds(hand_results):

@@ -2,8 +2,9 @@
 
     plot_curves    held-out MLM loss against tokens seen and against training FLOPs (one thin line per seed,
                    the unigram plateau dashed), masked-token accuracy against FLOPs, and the learning-rate grid
-    plot_summary   each measure at equal FLOPs: one dot per seed, the mean as a bar, the baselines as lines;
-                   and the paper's Table 4 beside
+    plot_summary   each measure at equal FLOPs: one dot per seed, the mean as a bar, the baselines as lines
+                   (the probes' random-init baseline per variant, a bar across its column); and the paper's
+                   Table 4 beside
 """
 
 from __future__ import annotations
@@ -82,19 +83,31 @@ def _baseline_values(results: dict, key: str) -> dict[str, float]:
         out = {"majority": s["majority"], "bag of words": s["bag_of_words"]}
         tuned = [t["test"] for t in s.get("random_init", []) if not t.get("constant")]
         if tuned:
-            out["random init (mean)"] = sum(tuned) / len(tuned)
+            out["DeBERTa, random init (mean)"] = sum(tuned) / len(tuned)
     elif key == "topic_probe" and b.get("topics") and "missing" not in b["topics"]:
         out = {"majority": b["topics"]["majority"], "bag of words": b["topics"]["bag_of_words"]}
-        r = (b.get("random_init", {}).get("deberta") or {}).get("topic_probe")
-        if r:
-            out["DeBERTa, random init"] = r["accuracy"]
     elif key == "position_probe":
-        r = (b.get("random_init", {}).get("deberta") or {}).get("position_probe")
-        if r:
-            out = {"chance": r["chance"], "DeBERTa, random init": r["accuracy"]}
+        chance = [r[key]["chance"] for r in b.get("random_init", {}).values() if (r or {}).get(key)]
+        if chance:
+            out = {"chance": chance[0]}
     elif key == "val_loss" and results.get("unigram_baseline"):
         out = {"word frequencies alone": results["unigram_baseline"]["val_loss"]}
     return out
+
+
+def _random_init_marks(ax, results: dict, key: str) -> None:
+    """Each variant's own network from random weights, probed alike: a black bar across its column.
+
+    The variants' random networks differ widely (BERT-style's absolute positions at the input give its
+    position probe 100% untrained), so each trained column is read against its own mark, not DeBERTa's.
+    """
+    untrained = (results.get("baselines") or {}).get("random_init", {})
+    marks = [(VARIANTS.index(v), r[key]["accuracy"]) for v, r in untrained.items()
+             if v in VARIANTS and (r or {}).get(key)]
+    if marks:
+        xs, ys = zip(*marks, strict=True)
+        ax.hlines(ys, [x - 0.4 for x in xs], [x + 0.4 for x in xs], colors="k", lw=2,
+                  label="random init, same variant")
 
 
 def plot_summary(results: dict):
@@ -115,6 +128,8 @@ def plot_summary(results: dict):
                         label="constant classifier (left out)" if const and i == first_constant(results) else None)
         for (name, y), ls in zip(_baseline_values(results, key).items(), ("--", ":", "-."), strict=False):
             ax.axhline(y, color="k", ls=ls, lw=0.8, label=name)
+        if key in ("position_probe", "topic_probe"):
+            _random_init_marks(ax, results, key)
         ax.set_xticks(range(len(VARIANTS)), [LABELS[v] for v in VARIANTS], fontsize=8)
         ax.set_title(labels[key], fontsize=9)
         ax.grid(alpha=0.3, axis="y")
