@@ -315,7 +315,9 @@ if folder is not None:  # "against random weights", each variant against its own
 # The EMD adds two passes of the last layer that decode only the 15% masked tokens: their queries pay for W_q,
 # the output, the FFN, the scores, probs @ V and c2p, while K and V of H (2 x D x D) and p2c's key side (R rows)
 # are computed at every position. The MLM head (D x D, then D x V) also runs on the masked tokens only.
-# The checker compares yours with `train_flops_per_token` (within 0.01%) for the five variants at L = 128 and 512.
+# The checker compares yours with `train_flops_per_token` (within 0.01%) for the five variants at L = 128 and 512,
+# at two sizes: the GPU scale in the v3 layout, and the CPU scale in v1 with an FFN 3D wide. Read every size from
+# `config`.
 
 
 # %%

@@ -7,6 +7,7 @@ import pytest
 from deberta_edu import exercises
 from deberta_edu.ablation import plan
 from deberta_edu.model.config import DebertaConfig
+from deberta_edu.model.positions import table_span
 from deberta_edu.training import bench
 from deberta_edu.training.flops import relative_rows, train_flops_per_token
 
@@ -99,12 +100,12 @@ def test_the_benchmark_counts_with_the_same_model(preset):
 
 
 def test_check_flops(capsys):
-    assert exercises.check_flops(train_flops_per_token).cases == 10
-    assert "all 10 cases pass" in capsys.readouterr().out
+    assert exercises.check_flops(train_flops_per_token).cases == 20
+    assert "all 20 cases pass" in capsys.readouterr().out
     assert exercises.check_flops(lambda c, L: train_flops_per_token(c, L) * (1 + 5e-5))  # rounding, not a term
     assert not exercises.check_flops(not_yet).attempted
     head_square = lambda c, L: train_flops_per_token(c, L) - 3 * 0.15 * 2 * c.hidden_size ** 2  # noqa: E731
-    with pytest.raises(AssertionError, match="10 of 10 cases fail"):  # the smallest term the exercise names
+    with pytest.raises(AssertionError, match="20 of 20 cases fail"):  # the smallest term the exercise names
         exercises.check_flops(head_square)
 
 
@@ -130,7 +131,7 @@ def test_check_flops_names_the_mistake(mistake, wrong):
 def test_check_flops_whole_table():
     def whole_table(config, L):  # R = 2 x table_span, never capped at 2L − 1
         D, F, V = config.hidden_size, config.intermediate_size, config.vocab_size
-        R = 2 * config.position_buckets if config.relative_attention else 0
+        R = 2 * table_span(config.max_relative_positions, config.position_buckets) if config.relative_attention else 0
         terms = config.position_terms
         per_pass = 2 * (4 * D * D + 2 * D * F) + 2 * (2 * L * D) + len(terms) * 2 * R * D
         queries = 2 * (2 * D * D + 2 * D * F) + 2 * (2 * L * D) + ("c2p" in terms) * 2 * R * D

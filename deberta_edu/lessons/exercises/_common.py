@@ -101,13 +101,20 @@ def _checker(run: Callable[[Callable], CheckResult]):
     return check
 
 
-def _as_int(x) -> int | None:
-    """A whole number (an int, a 0-d tensor, or a float such as 3.0), else None: 3.5 is not rounded to 3."""
+def _as_number(x) -> float | None:
+    """A number (an int, a float, a 0-d tensor or array), else None: a string such as "5" is text, not a number."""
+    if isinstance(x, (str, bytes)):
+        return None
     try:
-        value = float(x)
+        return float(x)
     except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of more than one number
         return None
-    return int(value) if value.is_integer() else None
+
+
+def _as_int(x) -> int | None:
+    """A whole number (an int, a 0-d tensor, or a float such as 3.0), else None: 3.5 is not rounded to 3."""
+    value = _as_number(x)
+    return int(value) if value is not None and value.is_integer() else None
 
 
 def _shown_int(got: int | None, answer) -> str:

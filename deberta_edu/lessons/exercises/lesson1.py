@@ -122,25 +122,30 @@ def check_exact_window(fn: Callable[[int], object]) -> CheckResult:
     (no other distance reads it), or None when no distance has one."""
     name = "check_exact_window"
     failures, cases = [], 0
-    symmetric = wide = 0
+    symmetric = wide = small = 0
     for k in range(1, 13):
         cases += 1
         expected, got = exact_window(k), _call(fn, k)
         if got is not None:
-            pair = tuple(got) if isinstance(got, (tuple, list)) else ()
+            arr = None if isinstance(got, (str, bytes)) else _as_array(got)  # a tuple, a list or an array of two
+            pair = tuple(arr.tolist()) if arr is not None and arr.ndim == 1 else ()
             if len(pair) != 2 or None in (_as_int(pair[0]), _as_int(pair[1])):
                 failures.append(f"k={k}: expected a pair (lo, hi) of whole numbers, or None; got {got!r}")
                 continue
             got = (_as_int(pair[0]), _as_int(pair[1]))
         if got != expected:
             failures.append(f"k={k}: expected {expected}, got {got}")
-            symmetric += got == (-(k - 1), k - 1)
+            symmetric += k > 1 and got == (-(k - 1), k - 1)
             wide += got == (-k, k)
+            small += k == 1
     hint = ""
     if failures and wide:
         hint = "−k and k are clamped: row 0 is read by all i − j <= −k, the top row by all i − j >= k − 1."
     elif failures and symmetric:
         hint = "the window is not symmetric: which row does i − j = k − 1 read, and who else reads it?"
+    elif failures and small == len(failures):
+        hint = ("at k = 1 the table has two rows: row 0 for every i − j <= −1, row 1 for every i − j >= 0. Is any "
+                "distance alone in its row?")
     elif failures:
         hint = (
             "list, for each row, the distances that read it (try k = 2 by hand); "

@@ -35,7 +35,11 @@ def _tensor(x, shape, what: str, name: str) -> torch.Tensor:
     if arr is None or arr.shape != tuple(shape):
         raise AssertionError(f"{name}: {what} should have shape {tuple(shape)}, got "
                              f"{None if arr is None else arr.shape}")
-    return torch.as_tensor(arr, dtype=torch.float64)
+    t = torch.as_tensor(arr, dtype=torch.float64)
+    if not torch.isfinite(t).all():  # argmax would still find an inf, but softmax of inf or NaN scores is NaN
+        raise AssertionError(f"{name}: {what} holds inf or NaN; attention's softmax of such a score is NaN. "
+                             "Use large finite numbers (e.g. 10), not infinity")
+    return t
 
 
 # --- exercise 1: a previous-token head from c2p alone ----------------------------------------------------

@@ -114,7 +114,7 @@ def check_emd(fn) -> CheckResult:
                     f"{None if got is None else got.shape}"
                 )
                 continue
-            got_t = torch.as_tensor(got)
+            got_t = torch.as_tensor(got, dtype=expected.dtype)  # float64 answers compare as well
             if torch.allclose(got_t[keep], expected[keep], atol=1e-5):
                 continue
             failures.append(f"{what}: max |difference| {float((got_t - expected)[keep].abs().max()):.3g} "
@@ -232,6 +232,18 @@ def _batch_problem(batch, task: ProbeTask, n: int) -> str | None:
         return (
             f"the labels must stay the slots: label = 1 exactly when pos >= {task.middle} (the object slot)"
         )
+    share = label.float().mean().item()
+    if not 0.25 <= share <= 0.75:
+        return (f"{share:.0%} of the windows are in the object slot: keep probe_batch's positions and labels (about "
+                "half in each slot), or a probe that always answers one slot scores as well as one that reads "
+                "positions")
+    noun = ids[rows, pos]
+    for n_id in noun.unique().tolist():
+        slots = set(label[noun == n_id].tolist())
+        if len(slots) == 1:
+            return (f"noun {n_id} is only ever in the {('subject', 'object')[slots.pop()]} slot: the noun then says "
+                    "the slot, and a probe would read the word, not its position. Keep probe_batch's nouns "
+                    "(each one in both slots)")
     blank = ids.clone()
     for offset in (0, 1, 2):
         blank[rows, pos - offset] = PAD_ID

@@ -10,7 +10,7 @@ import torch
 from deberta_edu.data.tokenizer import Tokenizer
 from deberta_edu.training.masking import mask_tokens
 
-from ._common import CheckResult, _answers_pending, _as_array, _call, _checker, _finish
+from ._common import CheckResult, _answers_pending, _as_array, _as_number, _call, _checker, _finish
 
 MASKING_MISTAKES = {
     "labels everywhere": (
@@ -30,6 +30,9 @@ MASKING_MISTAKES = {
     ),
     "no random 10%": "10% of the chosen tokens (0.8 <= u < 0.9) are replaced by random_ids.",
     "80% random, 10% [MASK]": "the other way round: u < 0.8 gives [MASK], 0.8 <= u < 0.9 a random token.",
+    "[MASK] written as 4": (
+        "use the mask_id you are given: 4 is [MASK] in the course's tokenizer, not in every tokenizer."
+    ),
 }
 
 
@@ -39,6 +42,7 @@ def apply_80_10_10(input_ids, chosen, u, random_ids, mask_id: int, mistake: str 
     ``mistake`` (a key of MASKING_MISTAKES) gives a known wrong version, for the checker's hints.
     """
     where = torch.ones_like(chosen) if mistake == "ignores chosen" else chosen
+    mask_id = 4 if mistake == "[MASK] written as 4" else mask_id
     to_mask = where & (u < 0.8)  # 80%: [MASK]
     to_random = where & (u >= 0.8) & (u < 0.9)  # 10%: a random token; the last 10% stay unchanged
     if mistake == "no unchanged 10%":
@@ -73,6 +77,24 @@ def _first_mismatch(expected: torch.Tensor, got: torch.Tensor, chosen, u, what: 
     )
 
 
+def _masking_cases():
+    """(case, input_ids, chosen, u, random_ids, mask_id) for the checker: 15%, all and none chosen; [MASK] is 4 in
+    the course's tokenizer, not in every one."""
+    g = torch.Generator().manual_seed(0)
+    for shape, chosen_kind, mask_id in (
+        ((4, 16), "15%", 4), ((2, 50), "15%", 63), ((8, 32), "15%", 4), ((3, 20), "all", 3), ((2, 10), "none", 4),
+    ):
+        ids = torch.randint(5, 60, shape, generator=g)
+        draw = torch.rand(shape, generator=g)
+        chosen = {"15%": draw < 0.15, "all": draw >= 0, "none": draw < 0}[chosen_kind]
+        u = torch.rand(shape, generator=g)
+        if chosen_kind == "all":  # the edges, where u <= 0.8 and u < 0.8 part: 0.8 is random, 0.9 stays
+            u[0, :2] = torch.tensor([0.8, 0.9])
+        random_ids = torch.randint(5, 60, shape, generator=g)
+        yield (f"{shape[0]}×{shape[1]} tokens, {chosen_kind} chosen, mask_id {mask_id}", ids, chosen, u, random_ids,
+               mask_id)
+
+
 @_checker
 def check_mask_80_10_10(fn) -> CheckResult:
     """``fn(input_ids, chosen, u, random_ids, mask_id)`` -> ``(masked_ids, labels)``, all (B, L).
@@ -83,25 +105,17 @@ def check_mask_80_10_10(fn) -> CheckResult:
     """
     name = "check_mask_80_10_10"
     failures, found, cases = [], [], 0
-    g = torch.Generator().manual_seed(0)
-    for shape, chosen_kind in (
-        ((4, 16), "15%"),
-        ((2, 50), "15%"),
-        ((8, 32), "15%"),
-        ((3, 20), "all"),
-        ((2, 10), "none"),
-    ):
+    for case, ids, chosen, u, random_ids, mask_id in _masking_cases():
         cases += 1
-        ids = torch.randint(5, 60, shape, generator=g)
-        draw = torch.rand(shape, generator=g)
-        chosen = {"15%": draw < 0.15, "all": draw >= 0, "none": draw < 0}[chosen_kind]
-        u = torch.rand(shape, generator=g)
-        if chosen_kind == "all":  # the edges, where u <= 0.8 and u < 0.8 part: 0.8 is random, 0.9 stays
-            u[0, :2] = torch.tensor([0.8, 0.9])
-        random_ids = torch.randint(5, 60, shape, generator=g)
-        case = f"{shape[0]}×{shape[1]} tokens, {chosen_kind} chosen"
-        expected = apply_80_10_10(ids, chosen, u, random_ids, 4)
-        got = _call(fn, ids.clone(), chosen.clone(), u.clone(), random_ids.clone(), 4)
+        shape = tuple(ids.shape)
+        expected = apply_80_10_10(ids, chosen, u, random_ids, mask_id)
+        given = (ids.clone(), chosen.clone(), u.clone(), random_ids.clone())
+        got = _call(fn, *given, mask_id)
+        if any(not torch.equal(a, b) for a, b in zip(given, (ids, chosen, u, random_ids), strict=True)):
+            failures.append(f"{case}: your function changed its arguments in place (e.g. labels = input_ids, then "
+                            "labels[...] = -100, writes into the caller's batch); start from input_ids.clone() "
+                            "or use torch.where")
+            continue
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             failures.append(f"{case}: return a pair (masked_ids, labels), got {type(got).__name__}")
             continue
@@ -121,7 +135,7 @@ def check_mask_80_10_10(fn) -> CheckResult:
         else:
             failures.append(_first_mismatch(expected[1], labels, chosen, u, "the label", case))
         for mistake in MASKING_MISTAKES:
-            m, lab = apply_80_10_10(ids, chosen, u, random_ids, 4, mistake)
+            m, lab = apply_80_10_10(ids, chosen, u, random_ids, mask_id, mistake)
             if torch.equal(m, masked) and torch.equal(lab, labels):
                 found.append(mistake)
                 break
@@ -183,9 +197,8 @@ def check_perplexity(fn) -> CheckResult:
     for losses, tokens in all_cases:
         variants = _perplexity_variants(losses, tokens)
         answer = _call(fn, list(losses), list(tokens))  # an error inside your function is shown as it is
-        try:
-            got = float(answer)
-        except (TypeError, ValueError, RuntimeError):
+        got = _as_number(answer)
+        if got is None:
             failures.append(f"losses {losses}, tokens {tokens}: return one number, got {answer!r}")
             continue
         if math.isclose(got, variants["right"], rel_tol=1e-6):

@@ -11,7 +11,7 @@ from deberta_edu.model.config import DebertaConfig
 from deberta_edu.model.positions import table_span
 from deberta_edu.training.flops import flops_with_rows, train_flops_per_token
 
-from ._common import CheckResult, _call, _checker, _finish, _one_mistake
+from ._common import CheckResult, _as_number, _call, _checker, _finish, _one_mistake
 
 FLOPS_TOLERANCE = 1e-4  # the smallest term the exercise names (the MLM head's D x D) is 0.15% of the total
 FLOPS_LENGTHS = (128, 512)  # 128: a sequence shorter than the relative table (R = 2L − 1); 512: the whole table
@@ -29,6 +29,12 @@ FLOPS_MISTAKES = {
         "each position term (config.position_terms: c2p, p2c) adds a product against R relative-table rows: "
         "2 R D per term and pass."
     ),
+    "FFN as 4D": "read F from config.intermediate_size: the FFN is 4D wide in most configs, not in every one.",
+    "cap at 2L": "L tokens have 2L − 1 distances (−(L − 1) … L − 1), so the cap is 2L − 1 rows, not 2L.",
+    "buckets as the table": (
+        "2 x position_buckets is the table's size only with log buckets (v3); without them (v1, position_buckets "
+        "= −1) the table has 2k rows: R = min(2 x table_span(k, buckets), 2L − 1)."
+    ),
     "whole table": (
         "a sequence of L tokens has only 2L − 1 distances, so it gathers at most 2L − 1 rows of the table: "
         "R = min(2 x table_span(k, buckets), 2L − 1) (see relative_rows_and_index)."
@@ -36,10 +42,13 @@ FLOPS_MISTAKES = {
 }
 
 
+def _table_rows(config: DebertaConfig) -> int:
+    return 2 * table_span(config.max_relative_positions, config.position_buckets) if config.relative_attention else 0
+
+
 def _whole_table(config: DebertaConfig, L: int) -> float:
     """The count with R = the whole table, even where the sequence gathers fewer rows (a known mistake)."""
-    rows = 2 * table_span(config.max_relative_positions, config.position_buckets) if config.relative_attention else 0
-    return flops_with_rows(config, L, rows)
+    return flops_with_rows(config, L, _table_rows(config))
 
 
 def _emd_everywhere(config: DebertaConfig, L: int) -> float:
@@ -59,39 +68,44 @@ def _flops_variants(config: DebertaConfig, L: int) -> dict[str, float]:
         "head on every token": right + 3 * 0.85 * 2 * (config.hidden_size ** 2 + config.hidden_size * config.vocab_size),
         "no position terms": train_flops_per_token(config.replace(terms=("c2c",)), L),
         "whole table": _whole_table(config, L),
+        "buckets as the table": flops_with_rows(config, L, min(2 * config.position_buckets, 2 * L - 1)),
+        "FFN as 4D": train_flops_per_token(config.replace(intermediate_size=4 * config.hidden_size), L),
+        "cap at 2L": flops_with_rows(config, L, min(_table_rows(config), 2 * L)),
     }
 
 
-def _as_float(x) -> float | None:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return None
+def flops_cases() -> list[tuple[str, DebertaConfig]]:
+    """(label, config): the five variants of the GPU scale in the v3 layout, and of the CPU scale in v1 with a
+    narrower FFN (F = 3D), so that no size, layout or FFN width can be written in instead of read.
+
+    In v3 (256 log buckets) the table of 512 rows is shorter than the 2L − 1 = 1,023 distances at L = 512 and
+    longer than the 255 at L = 128, so both sides of the cap are tried; v1 has no buckets (2k rows)."""
+    gpu, cpu = variant_configs(get_scale("gpu", layout="v3")), variant_configs(get_scale("cpu", layout="v1"))
+    cases = [(f"{LABELS[v]} (GPU scale, v3)", gpu[v].model_config()) for v in VARIANTS]
+    for v in VARIANTS:
+        config = cpu[v].model_config()
+        cases.append((f"{LABELS[v]} (CPU scale, v1, F = 3D)", config.replace(intermediate_size=3 * config.hidden_size)))
+    return cases
 
 
 @_checker
 def check_flops(fn: Callable[[DebertaConfig, int], float]) -> CheckResult:
-    """``fn(config, L)``: the matrix FLOPs of one training step per token, for the five variants of the GPU
-    scale at L = 128 and 512, within 0.01% of ``deberta_edu.training.flops.train_flops_per_token``.
-
-    The variants are taken in the v3 layout (256 log buckets): its table of 512 rows is shorter than the
-    2L − 1 = 1,023 distances at L = 512 and longer than the 255 at L = 128, so both sides of the cap are tried."""
+    """``fn(config, L)``: the matrix FLOPs of one training step per token, for the five variants at two sizes
+    and layouts (``flops_cases``) at L = 128 and 512, within 0.01% of ``training.flops.train_flops_per_token``."""
     name = "check_flops"
     failures, found, cases = [], [], 0
-    configs = variant_configs(get_scale("gpu", layout="v3"))
-    for v in VARIANTS:
-        config = configs[v].model_config()
+    for label, config in flops_cases():
         for L in FLOPS_LENGTHS:
             cases += 1
             expected, answer = train_flops_per_token(config, L), _call(fn, config, L)
-            got = _as_float(answer)
+            got = _as_number(answer)
             if got is None or not math.isfinite(got):
-                failures.append(f"{LABELS[v]}, L = {L}: expected a number of FLOPs, got {answer!r}")
+                failures.append(f"{label}, L = {L}: expected a number of FLOPs, got {answer!r}")
                 continue
             if abs(got - expected) <= FLOPS_TOLERANCE * expected:
                 continue
-            failures.append(f"{LABELS[v]}, L = {L}: expected {expected / 1e6:.1f} MFLOP per token, "
-                            f"got {got / 1e6:.1f}")
+            failures.append(f"{label}, L = {L}: expected {expected / 1e6:.6g} MFLOP per token, "
+                            f"got {got / 1e6:.6g} ({(got - expected) / expected:+.3%})")
             variants = _flops_variants(config, L).items()
             found.append([m for m, x in variants if x != expected and math.isclose(got, x, rel_tol=1e-4)])
     mistake = _one_mistake(found)
@@ -113,6 +127,8 @@ VERDICT_CASES = (
     ([0.80, 0.85, 0.90], [0.78, 0.70, 0.74], "noise"),  # Welch p = 0.04 unpaired; the per-seed gains disagree
     ([0.81, 0.83, 0.80, 0.82, 0.84], [0.78, 0.80, 0.77, 0.79, 0.76], "A"),
     ([0.72, 0.75, 0.78], [0.70, 0.72, 0.74], "A"),  # paired p = 0.035: a stricter level than 0.05 misses it
+    ([0.74, 0.76, 0.75], [0.725, 0.735, 0.71], "noise"),  # t = 3.67, p = 0.067: np.std's ddof=0, or n df, pass it
+    ([0.71, 0.76, 0.80], [0.709, 0.71, 0.70], "noise"),  # every seed gains, but t = 1.76 (p = 0.22)
 )
 ALPHA = 0.05
 
@@ -126,6 +142,15 @@ VERDICT_MISTAKES = {
         "the runs are paired by seed (same data order and masks): test the per-seed differences "
         "(scipy.stats.ttest_rel), not two independent groups (ttest_ind), which mixes seed-to-seed spread into the noise."
     ),
+    "every seed agrees": (
+        "every seed agreeing is not a test: with 3 seeds and no real difference, the three gains share a sign "
+        "1 time in 4, and it ignores how large they are. Use the paired t-test: scipy.stats.ttest_rel(a, b).pvalue "
+        "< 0.05."
+    ),
+    "t by hand": (
+        "by hand, t = mean(d) / (stdev(d) / √n) with the sample standard deviation (ddof=1; np.std's default "
+        "is ddof=0) and n − 1 degrees of freedom (n seeds, one mean estimated); or use scipy.stats.ttest_rel."
+    ),
 }
 
 
@@ -138,6 +163,13 @@ def _verdict(a: list[float], b: list[float], rule: str = "paired") -> str:
         noise = abs(diff) <= 2 * math.sqrt((statistics.stdev(a) ** 2 + statistics.stdev(b) ** 2) / len(a))
     elif rule == "2 SE paired":  # ... or of the mean per-seed difference
         noise = abs(diff) <= 2 * statistics.stdev([x - y for x, y in zip(a, b, strict=True)]) / math.sqrt(len(a))
+    elif rule == "every seed agrees":
+        noise = len({x > y for x, y in zip(a, b, strict=True)}) > 1
+    elif rule in ("ddof 0", "n df"):  # a paired t written out by hand, with one of two slips
+        d = [x - y for x, y in zip(a, b, strict=True)]
+        n = len(d)
+        spread = statistics.pstdev(d) if rule == "ddof 0" else statistics.stdev(d)
+        noise = not 2 * stats.t.sf(abs(diff) / (spread / math.sqrt(n)), n if rule == "n df" else n - 1) < ALPHA
     else:
         test = stats.ttest_rel(a, b) if rule == "paired" else stats.ttest_ind(a, b, equal_var=False)
         noise = not test.pvalue < ALPHA
@@ -163,6 +195,8 @@ def check_verdict(fn: Callable[[list[float], list[float]], str]) -> CheckResult:
         "A and B swapped": [[swap[want] for _, _, want in VERDICT_CASES]],
         "2 SE": [by_rule("2 SE"), by_rule("2 SE paired")],
         "unpaired": [by_rule("welch")],
+        "every seed agrees": [by_rule("every seed agrees")],
+        "t by hand": [by_rule("ddof 0"), by_rule("n df")],
     }
     mistake = next((m for m, answers in variants.items() if failures and got in answers), None)
     hint = ""
