@@ -74,6 +74,8 @@ def on_this_machine(scale: str | Scale, **changes) -> Scale:
     for name in ("budget_tokens", "fit_seconds", "workers"):  # before any plan.json is written (threads 0: torch's)
         if getattr(scale, name) is not None and not getattr(scale, name) > 0:
             raise ValueError(f"{name} must be > 0, got {getattr(scale, name)}")
+    if scale.threads is not None and scale.threads < 0:
+        raise ValueError(f"threads must be >= 0 (0: torch's choice), got {scale.threads}")
     if scale.device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise RuntimeError(f"the {scale.name} scale runs on {scale.device}, but torch sees no GPU "

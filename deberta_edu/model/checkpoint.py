@@ -147,6 +147,8 @@ def save_pretrained(model: DebertaModel | DebertaForMaskedLM, folder: str | Path
     ``dtype=torch.float16`` halves the file (the committed course model); loading casts back to float32.
     """
     folder = Path(folder)
+    if folder.suffix == ".safetensors":
+        raise ValueError(f"save_pretrained takes a folder and writes {MODEL_FILE} in it; got the file name {folder}")
     kind = "mlm" if isinstance(model, DebertaForMaskedLM) else "encoder"
     meta = {"config": json.dumps(model.config.to_dict()), "kind": kind, "format": "deberta_edu/1"}
     state = model.state_dict()
@@ -169,10 +171,14 @@ def load_pretrained(folder: str | Path, map_location: str | torch.device = "cpu"
         )
     meta, shapes = read_header(path)  # the config is checked against the shapes before anything is built
     if "config" not in meta:
-        raise ValueError(f"{path} has no deberta_edu config in its metadata; was it written by save_pretrained?")
+        raise ValueError(f"{path} has no deberta_edu config in its metadata; was it written by "
+                         "deberta_edu.save_pretrained? A transformers checkpoint loads with deberta_edu.from_hf(folder)")
     try:
-        config = DebertaConfig.from_dict(json.loads(meta["config"]))
-    except (json.JSONDecodeError, TypeError) as err:
+        saved = json.loads(meta["config"])
+        if not isinstance(saved, dict):
+            raise TypeError(f"a {type(saved).__name__}, not a mapping of fields")
+        config = DebertaConfig.from_dict(saved)
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: the config in its metadata is not a DebertaConfig ({err})") from None
     cls = DebertaForMaskedLM if meta.get("kind") == "mlm" else DebertaModel
     check_fits(cls, config, shapes, str(path))

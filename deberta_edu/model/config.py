@@ -105,6 +105,8 @@ class DebertaConfig:
             raise ValueError(f"unknown attention term(s) {unknown}; choose from {TERMS}")
         if not self.terms:
             raise ValueError("at least one attention term is needed, e.g. terms=('c2c',)")
+        if len(set(self.terms)) < len(self.terms):  # each term counts once in the scale 1/sqrt(d (1 + #positions))
+            raise ValueError(f"an attention term is given twice in {self.terms}; name each once")
         if self.position_terms and not self.relative_attention:
             raise ValueError(
                 f"terms {self.position_terms} need relative_attention=True (they read the relative table)"
@@ -158,6 +160,9 @@ class DebertaConfig:
             p = getattr(self, name)
             if not (isinstance(p, numbers.Real) and 0.0 <= p < 1.0):
                 raise ValueError(f"{name} must be a probability in [0, 1), got {p!r}; the course uses 0.1")
+        if not (isinstance(self.initializer_range, numbers.Real) and self.initializer_range > 0):
+            raise ValueError(f"initializer_range must be a positive number (the std of the initial weights), got "
+                             f"{self.initializer_range!r}; the course uses 0.02")
         if not (isinstance(self.layer_norm_eps, numbers.Real) and self.layer_norm_eps > 0):
             raise ValueError(f"layer_norm_eps must be a positive number, got {self.layer_norm_eps!r} (e.g. 1e-7)")
         if self.conv_kernel_size > 0 and self.conv_kernel_size % 2 == 0:
@@ -174,6 +179,10 @@ class DebertaConfig:
         for name in ("hidden_act", "conv_act"):
             if getattr(self, name) not in ACTIVATION_NAMES:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose from {ACTIVATION_NAMES}")
+
+    def check(self) -> None:
+        """Every check again: a model built from a config whose fields were set after it was made runs them."""
+        self.__post_init__()
 
     @property
     def head_size(self) -> int:

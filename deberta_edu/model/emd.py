@@ -66,6 +66,12 @@ class EnhancedMaskDecoder(nn.Module):
         caching them would come close to A.7's figure.
         """
         H = state.penultimate  # (B, L, D) output of layer L − 1: keys and values, never changed
+        if state.positions is None:
+            raise ValueError("this encoder state holds no absolute positions (its config has emd=False): build the "
+                             "encoder with emd=True for the EMD to have its P")
+        if select is not None and tuple(select.shape) != tuple(H.shape[:2]):
+            raise ValueError(f"select has shape {tuple(select.shape)}, the batch {tuple(H.shape[:2])}: one True or "
+                             "False per token")
         query = state.positions + H  # (B, L, D) Q_0 = P + H: absolute positions enter here, and only here
         rel = state.rel
         if select is not None:

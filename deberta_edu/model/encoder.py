@@ -58,6 +58,10 @@ def check_ids(ids, name: str, size: int, limit: str, hint: str, shape=None) -> N
         raise ValueError(f"{name} has shape {tuple(ids.shape)} but input_ids has shape {tuple(shape)}; they must match.")
     if ids.size(1) == 0:
         raise ValueError(f"{name} has length 0 (shape {tuple(ids.shape)}); a sequence needs at least one token.")
+    if ids.size(0) == 0:
+        raise ValueError(f"{name} has shape {tuple(ids.shape)}: a batch of no sequences; give at least one.")
+    if ids.dtype not in (torch.long, torch.int32):  # what nn.Embedding takes
+        raise ValueError(f"{name} must be torch.long (or int32), got {ids.dtype}; convert it with {name}.long().")
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
         bad = ids[(ids < 0) | (ids >= size)][0].item()
         raise ValueError(f"{name} contains {bad}, but ids must lie in [0, {size - 1}] ({limit}). {hint}")
@@ -231,6 +235,7 @@ class DebertaModel(nn.Module):
 
     def __init__(self, config: DebertaConfig):
         super().__init__()
+        config.check()  # a field set after the config was made is checked too
         self.config = config
         self.embeddings = Embeddings(config)
         self.encoder = Encoder(config)

@@ -168,18 +168,21 @@ def _load_dir(path: Path):
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path / 'config.json'} is not valid JSON ({err}); write it again with save_pretrained()") from err
     check_hf_config(config, str(path / "config.json"))
-    files = sorted(path.glob("*.safetensors"))
-    if files:
-        from safetensors.torch import load_file
-
-        state = {}
-        for f in files:
-            state.update(load_file(f))
-    elif (path / "pytorch_model.bin").exists():
-        # weights_only=True: tensors only, never arbitrary pickled code.
-        state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    else:
+    files = sorted(path.glob("*.safetensors")) or [path / "pytorch_model.bin"]
+    if not files[0].exists():
         raise ValueError(f"{path} has no *.safetensors or pytorch_model.bin; write it with save_pretrained()")
+    state = {}
+    for f in files:
+        try:
+            if f.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state.update(load_file(f))
+            else:  # weights_only=True: tensors only, never arbitrary pickled code
+                state.update(torch.load(f, map_location="cpu", weights_only=True))
+        except Exception as err:  # safetensors' and torch's own errors name neither the file nor the fix
+            raise ValueError(f"{f} cannot be read, cut short or damaged? ({type(err).__name__}: {err}); "
+                             "write it again with save_pretrained()") from None
     return config, state
 
 
@@ -196,6 +199,8 @@ def _read(model_or_dir) -> tuple[dict, dict, bool, str]:
         )
         return hf_config, state, mlm, f"{path} ({', '.join(archs) or 'no architecture named'})"
     name = type(model_or_dir).__name__
+    if isinstance(model_or_dir, (DebertaModel, DebertaForMaskedLM)):
+        raise TypeError(f"this {name} is a deberta_edu model already; to_hf(model) makes a transformers one")
     if not (hasattr(model_or_dir, "state_dict") and hasattr(getattr(model_or_dir, "config", None), "to_dict")):
         raise TypeError(
             f"from_hf takes a transformers DeBERTa model or the directory save_pretrained() wrote, got a {name}"

@@ -31,6 +31,10 @@ def naive_attention(
     keep (L,) bool, True at the real tokens (as in the fast version).
     Returns ({term: (H, L, L)}, probs (H, L, L), out (L, D)).
     """
+    if hidden.dim() != 2 or (query is not None and query.shape != hidden.shape):
+        raise ValueError(f"naive_attention takes one sequence: hidden (L, D), got {tuple(hidden.shape)}"
+                         + ("" if query is None else f" and query {tuple(query.shape)}") + "; for one row of a batch "
+                         "pass hidden[b]")
     W = attention.projection_weights()
 
     def project(x, name):  # x W^T + b, then split into heads: (H, L, d)

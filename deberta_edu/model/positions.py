@@ -22,10 +22,14 @@ i − j <= −512 on, the top row already from i − j >= 506 (the ceil reaches 
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 
 def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"the maximum relative distance k must be a whole number, got {k!r}")
     if k < 1:
         raise ValueError(f"the maximum relative distance k must be >= 1, got k={k}")
 
@@ -90,6 +94,8 @@ def relative_distance_matrix(
     """
     key_length = query_length if key_length is None else key_length
     _check_k(k)
+    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in (query_length, key_length)):
+        raise TypeError(f"lengths must be whole numbers, got query_length={query_length!r}, key_length={key_length!r}")
     if query_length < 0 or key_length < 0:
         raise ValueError(f"lengths must be >= 0, got query_length={query_length}, key_length={key_length}")
     i = torch.arange(query_length, device=device)[:, None]

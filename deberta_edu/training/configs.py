@@ -35,6 +35,18 @@ def check_field_types(config) -> None:
                              f"{value!r} ({type(value).__name__}); write it without quotes, e.g. {f.name}={example}")
 
 
+def _two_betas(betas) -> tuple[float, float]:
+    """AdamW's (β1, β2), each in [0, 1); a lone number or a third one is named here, not inside torch.optim."""
+    try:
+        pair = tuple(float(b) for b in betas)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or not all(0 <= b < 1 for b in pair) or isinstance(betas, str):
+        raise ValueError(f"adam_betas must be two numbers in [0, 1), (β1, β2), got {betas!r}; "
+                         "e.g. adam_betas=[0.9,0.98]")
+    return pair
+
+
 @dataclass
 class TrainConfig:
     """A model (size + variant + overrides), its data, and how to train it."""
@@ -89,7 +101,7 @@ class TrainConfig:
             raise ValueError(f"budget_seconds must be > 0, got {self.budget_seconds}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        self.adam_betas = tuple(self.adam_betas)
+        self.adam_betas = _two_betas(self.adam_betas)
         self.model_overrides = dict(self.model_overrides)
         if self.size not in SIZES:
             raise ValueError(f"unknown size {self.size!r}; choose from {sorted(SIZES)}")
@@ -100,8 +112,12 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "steps", "log_every", "eval_rows", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        for name in ("warmup_steps", "weight_decay", "eval_every", "save_every"):  # 0: none, or only at the end
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.max_grad_norm > 0:  # clip_grad_norm_ with a norm <= 0 zeroes or flips every gradient
+            raise ValueError(f"max_grad_norm must be > 0, got {self.max_grad_norm}; for no clipping give a large "
+                             "one, e.g. 1e6")
         if self.save_every % self.log_every:
             raise ValueError(
                 f"save_every ({self.save_every}) must be a multiple of log_every ({self.log_every}): a "
@@ -252,6 +268,9 @@ def apply_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
         key, sep, value = a.partition("=")
         if not sep:
             raise ValueError(f"--set expects KEY=VALUE, got {a!r}")
+        if key == "model_overrides":
+            raise ValueError("set the model's fields one at a time: --set model.<field>=VALUE, e.g. "
+                             "--set model.hidden_size=64")
         if key == "model.vocab_size":
             raise ValueError("the model's vocab_size is the tokenizer's: set the tokenizer's size with "
                              "--set vocab_size=N (not model.vocab_size)")

@@ -31,7 +31,7 @@ from .engine import (
     set_lr,
     warmup_linear,
 )
-from .journal import Journal
+from .journal import Journal, replaced_by_other_settings
 from .sift import VAT, AdversarialConfig, SiFT, build_adversary
 from .significance import fraction_right, hit_strings, hits_or_accuracy
 from .state import JsonlLogger
@@ -271,9 +271,13 @@ def _load_encoder(folder: Path):
         sys.exit(f"error: no pretrained model in {folder} ({MODEL_FILE} + {TOKENIZER_FILE}). Pass --encoder FOLDER: "
                  "results/course-model, or a run of `python -m deberta_edu.pretrain --config lesson4`.")
     try:
-        return load_pretrained(folder), load_tokenizer(folder / TOKENIZER_FILE)
+        model, tokenizer = load_pretrained(folder), load_tokenizer(folder / TOKENIZER_FILE)
     except (ValueError, RuntimeError) as err:
         sys.exit(f"error: {err}")
+    if model.config.vocab_size != tokenizer.vocab_size:
+        sys.exit(f"error: the model in {folder} has a vocabulary of {model.config.vocab_size}, its tokenizer "
+                 f"{tokenizer.vocab_size}: they were not trained together")
+    return model, tokenizer
 
 
 def main(argv=None):
@@ -304,9 +308,10 @@ def main(argv=None):
                    help="folder of a pretrained model (default: the course model, the encoder lesson 5 shows)")
     p.add_argument("--random-init", action="store_true",
                    help="the baseline: the encoder's architecture and tokenizer with fresh weights, drawn with each seed")
+    p.add_argument("--overwrite", action="store_true", help="replace an --out written with other settings")
     args = p.parse_args(argv)
     start = time.time()
-    problem = _check_args(args)
+    problem = _check_args(args) or (None if args.overwrite else replaced_by_other_settings(p, args))
     if problem:
         sys.exit(f"error: {problem}")
     folder = Path(args.encoder)

@@ -72,6 +72,9 @@ def mask_tokens(
     and ``max_predictions`` (the official generator's cap per row) are described in the module docstring.
     """
     _check(input_ids, vocab_size, mask_token_id, mlm_probability, max_ngram, spans)
+    if word_starts is not None and len(word_starts) < vocab_size:  # an id past its end has no answer
+        raise ValueError(f"word_starts has {len(word_starts)} entries, one per id of the vocabulary ({vocab_size}) "
+                         "is needed: take it from the tokenizer that made these ids (tokenizer.word_start_mask())")
     specials = torch.as_tensor(sorted(set(special_token_ids)), dtype=torch.long)
     candidates = ~torch.isin(input_ids, specials.to(input_ids.device))
     if word_starts is None:

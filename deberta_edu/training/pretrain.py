@@ -321,9 +321,8 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
         cfg = apply_overrides(cfg.replace(**{k: v for k, v in flags.items() if v is not None}), args.set)
         world = setup_distributed(args.device)
         out = Path(args.out) if args.out else lesson_checkpoint(cfg.name)
-        if world.is_main:
-            check_output_folder(out, args.resume, args.overwrite)  # before any work
-        if world.is_main:  # rank 0 builds (and caches) the data; the others then read the cache
+        if world.is_main:  # the folder checked before any work; rank 0 builds (and caches) the data, the others
+            check_output_folder(out, args.resume, args.overwrite)  # then read the cache
             data = prepare_data(cfg)
         if world.enabled:
             dist.barrier()
@@ -333,6 +332,8 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
                        device=world.device, progress=not args.no_progress)
     except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as err:
         sys.exit(f"error: {err}")
+    except KeyboardInterrupt:  # Ctrl-C: the last checkpoint holds the run
+        sys.exit("interrupted: run the same command again with --resume to go on from the last checkpoint")
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
