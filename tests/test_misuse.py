@@ -344,3 +344,35 @@ def test_reproduce_refuses_negative_threads_before_any_work():
 
     with pytest.raises(ValueError, match="threads"):
         on_this_machine("smoke", threads=-1)
+
+
+def test_resume_before_the_first_checkpoint_says_it_starts_at_step_0(tmp_path, capsys):
+    """A run cut before its first checkpoint leaves a log and no state: --resume starts it again, and says so
+    (before, only the progress bar's 0 told)."""
+    from deberta_edu.facts import LOG_FILE
+    from deberta_edu.training import pretrain
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOG_FILE).write_text('{"kind": "train", "step": 1}\n')
+    pretrain.main(["--config", "debug", "--steps", "2", "--resume", "--out", str(out), "--no-progress"])
+    assert f"--resume: no checkpoint in {out} yet; starting at step 0" in capsys.readouterr().err
+
+
+def test_downstream_does_not_silently_replace_results_of_other_settings(tmp_path, monkeypatch):
+    """The committed results/pretraining-value/results.json (lesson 4's proof) would be replaced by a run with
+    fewer seeds or parts skipped; the same command line again goes on."""
+    from deberta_edu.training import downstream
+
+    out = tmp_path / "value"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"command": "python -m deberta_edu.training.downstream"}))
+    with pytest.raises(SystemExit, match=r"holds results of other settings \(--seeds, --skip-curve\).*--overwrite"):
+        downstream.main(["--out", str(out), "--seeds", "2", "--skip-curve"])
+    import deberta_edu.training.course as course
+
+    monkeypatch.setattr(course, "load_course_model", lambda *a: 1 / 0)  # past the check: the work would start
+    with pytest.raises(ZeroDivisionError):
+        downstream.main(["--out", str(out)])
+    with pytest.raises(ZeroDivisionError):
+        downstream.main(["--out", str(out), "--seeds", "2", "--overwrite"])

@@ -259,6 +259,16 @@ def _parse_value(text: str):
         return text
 
 
+def config_table() -> str:
+    """``pretrain --list``: one line per named config (its model, data, batch, length of run and rate)."""
+    lines = [f"{'name':22} {'model':20} {'data':>18} {'batch':>6} {'runs for':>12} {'lr':>8}"]
+    for name, c in CONFIGS.items():
+        length = f"{c.budget_seconds:g} s" if c.budget_seconds else f"{c.steps} steps"
+        lines.append(f"{name:22} {c.size + '/' + c.variant:20} {c.source + '/L' + str(c.seq_length):>18} "
+                     f"{c.batch_size:>6} {length:>12} {c.lr:>8.0e}")
+    return "\n".join(lines)
+
+
 def apply_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
     """``["lr=3e-4", "model.hidden_size=64"]``: TrainConfig fields, or DebertaConfig fields after ``model.``."""
     changes, model = {}, dict(cfg.model_overrides)

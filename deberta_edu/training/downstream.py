@@ -48,7 +48,7 @@ import torch
 from .baselines import TFIDF_PENALTY, linear_probe, majority, naive_bayes, tfidf_logistic
 from .documents import FinetuneRecipe, document_features, finetuned_accuracy
 from .finetune import random_weights
-from .journal import Journal
+from .journal import Journal, replaced_by_other_settings
 from .significance import BOOTSTRAP_SAMPLES, fraction_right, summary, tested
 
 # the frozen probe reads whole documents, as fine-tuning does: up to 16 chunks of 128 tokens (every test document
@@ -252,8 +252,10 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, default=5, help="sentiment draws; the topics get twice as many")
     p.add_argument("--skip-sentiment", action="store_true")
     p.add_argument("--skip-curve", action="store_true", help="skip the topics at 2 ... 50 labels per class")
+    p.add_argument("--overwrite", action="store_true", help="replace a results.json of other settings in --out")
     args = p.parse_args(argv)
-    problem = _problem(args)
+    problem = _problem(args) or (None if args.overwrite else
+                                 replaced_by_other_settings(p, args, Path(args.out) / "results.json"))
     if problem:
         sys.exit(f"error: {problem}")
     tell = functools.partial(print, flush=True)  # each draw as it ends, also into a log file

@@ -116,17 +116,19 @@ class Journal:
             self.path.unlink(missing_ok=True)
 
 
-def replaced_by_other_settings(parser, args, ignore=("out", "overwrite")) -> str | None:
-    """What is wrong if ``args.out`` holds the results of another command line (read back with ``parser`` from its
-    "command" and compared flag by flag, ``ignore`` aside): this run would replace them. None when it does not."""
+def replaced_by_other_settings(parser, args, path=None, ignore=("out", "overwrite")) -> str | None:
+    """What is wrong if ``path`` (default ``args.out``) holds the results of another command line (read back with
+    ``parser`` from its "command" and compared flag by flag, ``ignore`` aside): this run would replace them. None
+    when it does not."""
     import shlex
 
     try:
-        before = parser.parse_args(shlex.split(json.loads(Path(args.out).read_text())["command"])[3:])
+        command = shlex.split(json.loads(Path(path or args.out).read_text())["command"])
+        before = parser.parse_args(command[3 if command[:2] == ["python", "-m"] else 1:])
     except (OSError, ValueError, KeyError, TypeError, SystemExit):  # no such file, or not a results file
         return None
     differ = [k for k, v in vars(args).items() if k not in ignore and vars(before).get(k) != v]
     if not differ:
         return None
-    return (f"--out {args.out} holds results of other settings (" + ", ".join("--" + k.replace("_", "-") for k in differ)
+    return (f"{path or args.out} holds results of other settings (" + ", ".join("--" + k.replace("_", "-") for k in differ)
             + "); choose another --out, or add --overwrite to replace them")

@@ -48,7 +48,7 @@ from deberta_edu.facts import CONFIG_FILE, LOG_FILE, STATE_FILE
 from deberta_edu.model.checkpoint import lesson_checkpoint, save_pretrained
 from deberta_edu.model.emd import DebertaForMaskedLM
 
-from .configs import CONFIGS, TrainConfig, apply_overrides, check_same_run, get_config
+from .configs import TrainConfig, apply_overrides, check_same_run, config_table, get_config
 from .engine import (
     PRECISIONS,
     Distributed,
@@ -128,6 +128,8 @@ class _Run:
         if resume and self.state_file is not None and self.state_file.exists():
             self.start, elapsed, self.train_time = self._restore()
         else:
+            if resume and out_dir is not None and world.is_main:  # cut before its first checkpoint
+                print(f"--resume: no checkpoint in {out_dir} yet; starting at step 0", file=sys.stderr)
             self.start, elapsed, self.train_time = 0, 0.0, 0.0
             torch.manual_seed(derive_seed(cfg.seed, "dropout", world.rank))  # a dropout stream per rank
         writes = out_dir is not None and world.is_main
@@ -305,11 +307,7 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.list:
-        print(f"{'name':22} {'model':20} {'data':>18} {'batch':>6} {'runs for':>12} {'lr':>8}")
-        for name, c in CONFIGS.items():
-            length = f"{c.budget_seconds:g} s" if c.budget_seconds else f"{c.steps} steps"
-            print(f"{name:22} {c.size + '/' + c.variant:20} {c.source + '/L' + str(c.seq_length):>18} "
-                  f"{c.batch_size:>6} {length:>12} {c.lr:>8.0e}")
+        print(config_table())
         return None
 
     try:
@@ -333,7 +331,8 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
     except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as err:
         sys.exit(f"error: {err}")
     except KeyboardInterrupt:  # Ctrl-C: the last checkpoint holds the run
-        sys.exit("interrupted: run the same command again with --resume to go on from the last checkpoint")
+        sys.exit("interrupted: run the same command again with --resume to go on from the last checkpoint (step 0 "
+                 "if none was saved yet)")
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
