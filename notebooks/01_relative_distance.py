@@ -150,7 +150,8 @@ assert np.array_equal(viz.clamped_mask(12, 4), end_row.numpy())
 picture
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
-# **Try it**: drag the sliders. With k ≥ L every distance in the sequence has a row of its own (with k = L the
+# **Try it** (in Jupyter; on the website the controls show a saved picture): drag the sliders. With k ≥ L every
+# distance in the sequence has a row of its own (with k = L the
 # corner cell i − j = L − 1 sits on the top row, pale because longer sequences would share it).
 #
 # **And k = 1?** The table has two rows. Row 0 is read by every i − j ≤ −1: all keys to the right of the
@@ -320,7 +321,8 @@ assert (
 )  # short: alike
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
-# **Try it**: fewer buckets squeeze long distances harder; a smaller k reaches the last bucket sooner.
+# **Try it** (in Jupyter; on the website the controls show a saved picture): fewer buckets squeeze long distances
+# harder; a smaller k reaches the last bucket sooner.
 # Settings the equations do not allow are explained above the picture.
 
 # %%

@@ -528,7 +528,8 @@ assert max(p.column_share for p in trained) > 2 * max(p.column_share for p in ra
 viz.plot_terms(maps, positional.layer, positional.head, model=demo.source)
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
-# **Try it**: choose a layer, a head and a map. Scores are red where they attract and blue where they repel;
+# **Try it** (in Jupyter; on the website the controls show a saved picture): choose a layer, a head and a map.
+# Scores are red where they attract and blue where they repel;
 # "sum" is what enters the softmax, "probs" what comes out. Look for heads whose c2p or p2c map lifts the cells
 # just off the diagonal: they attend to a fixed distance (the previous or the next token) whatever the words.
 # It opens on the neighbour head with the diagonal c2p measured above.

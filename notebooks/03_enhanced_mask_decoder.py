@@ -298,7 +298,8 @@ assert diffs["DeBERTa encoder"].max() < 1e-5
 assert diffs["DeBERTa EMD output"].min() > 1e-3
 
 # %% [markdown]
-# **Try it**: move the input with the slider. Bars below the dotted line are float rounding (under 10⁻⁵, the cell
+# **Try it** (in Jupyter; on the website the controls show a saved picture): move the input with the slider. Bars
+# below the dotted line are float rounding (under 10⁻⁵, the cell
 # above checks it).
 
 # %%
@@ -434,7 +435,7 @@ assert (
 steps = 100 if SMOKE else 120
 seeds = (0, 1) if SMOKE else (0, 1, 2)
 table = probe_table(tasks, VARIANTS, vocab_size=len(vocab), steps=steps, seeds=seeds)
-print(format_table(table))
+print(format_table(table) + (" (SMOKE size: fewer seeds and steps than the full lesson)" if SMOKE else ""))
 
 beyond = held_out(tasks["anchor beyond the window"])
 nouns = beyond.ids[torch.arange(len(beyond.ids)), beyond.pos]

@@ -65,7 +65,7 @@ from deberta_edu.training.mlm_data import prepare_data
 from deberta_edu.training.pretrain import train
 
 SMOKE = smoke()  # CI trains for seconds instead of minutes
-torch.manual_seed(0)
+_ = torch.manual_seed(0)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## The objective
@@ -83,7 +83,7 @@ torch.manual_seed(0)
 # see. Since a visible word might be a target (or a random replacement), it must keep a good representation of
 # every token.
 #
-# Our data: the BBC News corpus, tokenized with the course's SentencePiece tokenizer (8,000 pieces) and packed
+# Our data: the BBC News corpus, tokenized with a SentencePiece tokenizer trained on it (8,000 pieces; the course model below has its own) and packed
 # into rows of `[CLS]` + 126 pieces + `[SEP]` (`deberta_edu.data.packing`). The first call builds them; later calls read the cache.
 
 # %%
@@ -344,7 +344,7 @@ if SMOKE and saved.exists() and json.loads(saved.read_text()).get("name") == "le
     out_dir = lesson_checkpoint("lesson4-smoke")  # a quick CI run never replaces a full-size model
 
 # %%
-live = LivePlot(every=20)
+live = LivePlot(every=20, title=f"this page's run, training now{' (SMOKE size, not a result)' if SMOKE else ''}")
 start = time.perf_counter()
 result = train(cfg, train_data, val_data, tokenizer=tokenizer, out_dir=out_dir, callback=live)
 minutes = (time.perf_counter() - start) / 60
@@ -469,7 +469,8 @@ else:  # what every full-size run does, early or late off the plateau (text belo
 # other time. With the clock as the budget, the learning rate at each step depends on how fast the steps
 # went, so two runs of one seed differ by a hair from the first steps on; the 18.4% run fell behind early (at
 # step 300, 10.3% against 15.0%), and 150 seconds did not leave it time to catch up. So short a run is
-# decided by *when* the model leaves the plateau, and that moment is fragile. For scale: the paper's smallest
+# decided by *when* the model leaves the {term}`plateau` (the loss of word frequencies alone, where every run
+# starts), and that moment is fragile. For scale: the paper's smallest
 # setting, the last column of Table 8 (the base models of its ablation study), trains for 1M steps of 256
 # sequences; the paper does not print their length, but at the 512 tokens of the released pretraining script
 # that is about 130 billion tokens, 43,000 to 50,000 times more.
@@ -593,7 +594,9 @@ print(f"lessons 2 and 5 show: {shown_label}")
 beaten = not SMOKE and last["val_accuracy"] > held["val_accuracy"]  # only a better full-size run replaces it
 assert (shown.resolve() == out_dir.resolve()) if beaten else (shown.resolve() == COURSE_DIR.resolve())
 course_curve = plot_training(COURSE_DIR / "metrics.jsonl")
-course_curve.suptitle(f"committed full-size run: {course_label(facts)}", fontsize=10)
+course_curve.suptitle(f"committed full-size run: {course_label(facts)}\n(the curves: its evaluations during "
+                      f"training, on the first {course_run['eval_rows']} held-out rows; the title's numbers: every "
+                      "held-out row, at export)", fontsize=9)
 course_curve
 
 # %% [markdown] slideshow={"slide_type": "subslide"}

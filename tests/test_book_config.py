@@ -266,3 +266,11 @@ def test_a_lesson_size_the_lessons_refuse_ends_the_build_in_one_line(build, monk
     assert build(["--no-execute"] if build is build_book.main else ["01"]) == 2
     out = capsys.readouterr()
     assert "DEBERTA_EDU_SMOKE='maybe'" in out.out + out.err and "Traceback" not in out.out + out.err
+
+
+def test_the_glossarys_plateau_is_the_reports_rule():
+    """The glossary states the margin the ablation's report applies: a changed PLATEAU_MARGIN must change it."""
+    from deberta_edu.ablation.report import PLATEAU_MARGIN
+
+    entry = (BOOK / "glossary.md").read_text().split("\nplateau\n", 1)[1].split("\n\n", 1)[0]
+    assert f"less than {PLATEAU_MARGIN} nats below the unigram" in " ".join(entry.split())

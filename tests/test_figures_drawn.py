@@ -371,6 +371,20 @@ def test_live_plot_redraws_at_every_evaluation(monkeypatch):
     assert live.draws == 1
 
 
+def test_live_plot_says_which_run_it_draws(monkeypatch):
+    """The curve drawn while lesson 4 trains carries its title (which run, at which size), as every figure must."""
+    from IPython import display as ipy
+
+    from deberta_edu.lessons import plots
+
+    titles = []
+    monkeypatch.setattr(ipy, "display", lambda image, display_id=False: type("H", (), {"update": lambda s, i: None})())
+    monkeypatch.setattr(plots, "figure_png", lambda fig: titles.append(fig._suptitle.get_text()) or b"")
+    live = plots.LivePlot(every=1, enabled=True, title="this page's run, training now (SMOKE size, not a result)")
+    live({"kind": "train", "step": 1, "loss": 3.0})
+    assert titles == ["this page's run, training now (SMOKE size, not a result)"]
+
+
 # ----------------------------------------------------------------------------- book and slides
 def test_the_book_runs_the_lessons_at_smoke_size_unless_told(monkeypatch):
     import build_book

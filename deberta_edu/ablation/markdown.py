@@ -163,7 +163,8 @@ def _plateau_table(results: dict) -> list[str]:
         below = "–" if base is None else f"{base - r['val_loss']:.3f}"
         status = "left the plateau"
         if r["on_plateau"]:
-            status = "ABOVE THE PLATEAU" if base is not None and r["val_loss"] > base else "ON THE PLATEAU"
+            status = "ON THE PLATEAU" + (" (loss above the unigram's)" if base is not None and r["val_loss"] > base
+                                         else "")
         lines.append(f"| {rid} | {r['tokens']:,} | {r['val_loss']:.4f} | {below} | {r['val_accuracy']:.1%} | "
                      f"{status} |")
     return lines

@@ -51,14 +51,16 @@ def plot_curves(results: dict):
     _zoom(axes[0, 0], results)
     _zoom(axes[0, 1], results)
     rates = [float(r) for r in results["lr_grid"]]
+    missing = False
     for v in VARIANTS:
         ys = [x if isinstance(x, float) else math.nan for x in results["grid"][v].values()]
+        missing |= any(math.isnan(y) for y in ys) or len(ys) < len(rates)
         axes[1, 1].plot(rates, ys, marker="o", color=COLORS[v], label=LABELS[v])
     if base:
         axes[1, 1].axhline(base["val_loss"], color="k", ls="--", lw=0.8)
     axes[1, 1].set(xscale="log", xlim=(min(rates) / 1.5, max(rates) * 1.5),  # also before any run has ended
                    xlabel="learning rate", ylabel="final held-out loss",
-                   title=f"the grid, seed {results['seeds'][0]} (missing: not run yet)")
+                   title=f"the grid, seed {results['seeds'][0]}" + (" (missing: not run yet)" if missing else ""))
     axes[1, 1].grid(alpha=0.3)
     axes[0, 1].legend(fontsize=7)
     fig.suptitle(f"{run_kind(results)} ablation, {results['layout']} layout: every run the same FLOPs "

@@ -117,8 +117,9 @@ class LivePlot:
     script or a test can pass it safely. ``figure()`` draws the full training plot afterwards.
     """
 
-    def __init__(self, every: int = 10, smoothing: float = 0.9, enabled: bool | None = None):
+    def __init__(self, every: int = 10, smoothing: float = 0.9, enabled: bool | None = None, title: str = ""):
         self.every = max(1, every)
+        self.title = title  # which run it draws, above the curve
         self.smoothing = smoothing
         self.enabled = in_notebook() if enabled is None else enabled
         self.records: list[dict] = []
@@ -137,7 +138,9 @@ class LivePlot:
     def draw(self) -> None:
         from IPython.display import Image, display
 
-        image = Image(figure_png(plot_loss(self.records, smoothing=self.smoothing)))
+        figure = plot_loss(self.records, smoothing=self.smoothing)
+        figure.suptitle(self.title, fontsize=9)
+        image = Image(figure_png(figure))
         if self._handle is None:
             self._handle = display(image, display_id=True)
         else:
