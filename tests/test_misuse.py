@@ -376,3 +376,20 @@ def test_downstream_does_not_silently_replace_results_of_other_settings(tmp_path
         downstream.main(["--out", str(out)])
     with pytest.raises(ZeroDivisionError):
         downstream.main(["--out", str(out), "--seeds", "2", "--overwrite"])
+
+
+def test_loading_a_run_cut_before_its_end_says_how_to_finish_it(tmp_path):
+    """A run cut before its end holds its training state but no model.safetensors yet: the message says so and
+    names --resume, instead of "pretrain writes one"."""
+    from deberta_edu.facts import STATE_FILE
+
+    (tmp_path / STATE_FILE).write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"did not finish: go on with .*--resume --out"):
+        de.load_pretrained(tmp_path)
+
+
+def test_mask_tokens_refuses_a_cap_of_no_predictions():
+    """max_predictions=0 still masked a word per row (the spans' loop takes one before it checks the cap)."""
+    with pytest.raises(ValueError, match="max_predictions"):
+        de.mask_tokens(ids(), vocab_size=100, mask_token_id=4, special_token_ids=[0, 1, 2, 3, 4],
+                       word_starts=torch.ones(100, dtype=torch.bool), max_predictions=0)

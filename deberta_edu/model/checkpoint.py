@@ -19,7 +19,7 @@ import safetensors.torch
 import torch
 
 from deberta_edu import files
-from deberta_edu.facts import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, checkpoint_dir
+from deberta_edu.facts import CONFIG_FILE, MODEL_FILE, STATE_FILE, TOKENIZER_FILE, checkpoint_dir
 
 from .config import DebertaConfig
 from .emd import DebertaForMaskedLM
@@ -165,9 +165,12 @@ def load_pretrained(folder: str | Path, map_location: str | torch.device = "cpu"
     folder = Path(folder)
     path = folder / MODEL_FILE if folder.is_dir() else folder
     if not path.exists():
+        cut = folder.is_dir() and (folder / STATE_FILE).exists()  # a run cut before its end: no model.safetensors yet
         raise FileNotFoundError(
-            f"no checkpoint at {path}; lesson 4 (notebooks/04_mlm_pretraining) or "
-            "`python -m deberta_edu.pretrain` writes one"
+            f"no checkpoint at {path}; " + (f"{folder} holds a run that did not finish: go on with `python -m "
+                                            f"deberta_edu.pretrain --resume --out {folder}` (and its --config)"
+                                            if cut else "lesson 4 (notebooks/04_mlm_pretraining) or "
+                                            "`python -m deberta_edu.pretrain` writes one")
         )
     meta, shapes = read_header(path)  # the config is checked against the shapes before anything is built
     if "config" not in meta:

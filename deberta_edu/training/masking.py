@@ -72,6 +72,8 @@ def mask_tokens(
     and ``max_predictions`` (the official generator's cap per row) are described in the module docstring.
     """
     _check(input_ids, vocab_size, mask_token_id, mlm_probability, max_ngram, spans)
+    if max_predictions < 1:
+        raise ValueError(f"max_predictions (the cap of masked tokens per row) must be >= 1, got {max_predictions}")
     if word_starts is not None and len(word_starts) < vocab_size:  # an id past its end has no answer
         raise ValueError(f"word_starts has {len(word_starts)} entries, one per id of the vocabulary ({vocab_size}) "
                          "is needed: take it from the tokenizer that made these ids (tokenizer.word_start_mask())")
