@@ -550,7 +550,8 @@ assert 0.025 < mean["recipe"] - mean["whole-word spans"] < 0.035 and 0 < whole["
 # scores. **β2 =
 # 0.999** trains as well as 0.98 on two seeds and diverges on the third: the instability at a high learning
 # rate that small-budget recipes choose 0.98 against. The rest is within the noise of three seeds (the
-# recipe's own seeds span several points; every Welch p is above 0.05): **dropout** scores 3–4 points lower
+# recipe's own seeds span several points; every Welch p is above 0.05: Welch's t-test asks whether two sets
+# of seeds could come from equal arms, and is explained further down): **dropout** scores 3–4 points lower
 # on average, in the direction the small-budget papers report; **no clipping** does as well here, and we
 # keep the clip for the rare bad step; **whole-word spans** score about 3 points lower when the test hides
 # single pieces and about the same (half a point higher) when it hides whole words. What a short run cannot show, it does not claim:
