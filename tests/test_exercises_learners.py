@@ -270,3 +270,15 @@ def test_verdict_sign_rule_is_not_called_two_standard_errors():
     with pytest.raises(AssertionError) as e:
         exercises.check_verdict(same_sign)
     assert "looks like '2 SE'" not in str(e.value) and "this looks like 'every seed agrees'" in str(e.value)
+
+
+@pytest.mark.parametrize("wrap", [np.array, torch.tensor], ids=["numpy", "torch"])
+def test_one_number_in_an_array_is_read_alike_from_numpy_and_torch(wrap):
+    """A right answer returned as a one-element array passes whether it is numpy's or torch's (torch's passed and
+    numpy's was refused as 'not a whole number'); two numbers are refused by both."""
+    exact = lambda i, j, k: 0 if i - j <= -k else 2 * k - 1 if i - j >= k else i - j + k  # noqa: E731
+    assert exercises.check_relative_distance(lambda i, j, k: wrap([exact(i, j, k)]))
+    assert exercises.check_perplexity(lambda l, n: wrap([math.exp(sum(a * b for a, b in zip(l, n, strict=True))
+                                                                  / sum(n))]))
+    with pytest.raises(AssertionError):
+        exercises.check_relative_distance(lambda i, j, k: wrap([exact(i, j, k)] * 2))

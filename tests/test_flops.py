@@ -1,6 +1,7 @@
 """training.flops: one FLOP model, checked by hand on a small config, and what its two users get from it."""
 
 import argparse
+import json
 
 import pytest
 
@@ -152,7 +153,7 @@ def test_the_benchmark_times_both_models_in_turn_after_the_warmup():
     assert [len(t) for t in times.values()] == [3, 3]  # the two warm-up rounds left out
 
 
-def test_the_speed_ratio_is_ours_over_theirs(monkeypatch, capsys):
+def test_the_speed_ratio_is_ours_over_theirs(monkeypatch, capsys, tmp_path):
     # our steps take 2, 2 and 4 s, transformers' 1 s each: per round their time over ours, 0.5, 0.5 and 0.25
     monkeypatch.setattr(bench.torch, "set_num_threads", lambda n: None)
     monkeypatch.setattr(bench, "build", lambda args: (None, None, None, None))
@@ -160,10 +161,12 @@ def test_the_speed_ratio_is_ours_over_theirs(monkeypatch, capsys):
     monkeypatch.setattr(bench, "make_step", lambda *a: None)
     monkeypatch.setattr(bench, "time_steps", lambda steps, args: {"ours": [2.0, 2.0, 4.0], "transformers": [1.0] * 3})
     monkeypatch.setattr(bench, "cpu_memory", lambda *a: {"peak_memory_growth_mib": {"ours": 1.0, "transformers": 2.0}})
-    result = bench.main(["--device", "cpu", "--batch", "2", "--length", "8"])
+    out = tmp_path / "bench.json"
+    result = bench.main(["--device", "cpu", "--batch", "2", "--length", "8", "--json", str(out)])
     assert result["speed_ratio_median"] == 0.5  # ours runs at half their speed
     assert result["tokens_per_s"] == {"ours": 16 / 2.0, "transformers": 16 / 1.0}
     assert "ours/transformers = 0.50x" in capsys.readouterr().out
+    assert json.loads(out.read_text()) == result  # --json holds what was printed, written whole (files.write_text)
 
 
 @pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from deberta_edu import files
+
 from .engine import check_device
 from .flops import train_flops_per_token
 
@@ -325,9 +327,8 @@ def main(argv=None):
     else:
         result.update(cpu_memory(args, argv))
     print_result(result, args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    if args.json:  # atomic: a kill while writing leaves the old file, not half of one
+        files.write_text(args.json, json.dumps(result, indent=2))
     return result
 
 

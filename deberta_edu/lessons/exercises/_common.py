@@ -102,9 +102,13 @@ def _checker(run: Callable[[Callable], CheckResult]):
 
 
 def _as_number(x) -> float | None:
-    """A number (an int, a float, a 0-d tensor or array), else None: a string such as "5" is text, not a number."""
+    """A number (an int, a float, a tensor or array holding one number), else None: a string such as "5" is
+    text, not a number, and an array of several is not one."""
     if isinstance(x, (str, bytes)):
         return None
+    if isinstance(x, (np.ndarray, np.generic, torch.Tensor)):  # numpy and torch alike, whatever their shape
+        arr = _as_array(x)
+        return float(arr.reshape(())) if arr.size == 1 and np.issubdtype(arr.dtype, np.number) else None
     try:
         return float(x)
     except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of more than one number
