@@ -193,8 +193,8 @@ def baselines(configs: dict[str, TrainConfig], tokenizer, scale, splits: dict, t
         "bag_of_words": bow.naive_bayes([e.text for e in train], [e.label for e in train],
                                                [e.text for e in splits["test"]], test_y),
         "test_examples": len(test_y), "train_examples": len(train)}}
-    log(f"[baselines] sentiment: majority {out['sentiment']['majority']:.3f}, "
-        f"bag of words {out['sentiment']['bag_of_words']:.3f}")
+    log(f"[baselines] sentiment: majority {out['sentiment']['majority']:.3f}, bag of words from "
+        f"{len(train)} training snippets {out['sentiment']['bag_of_words']:.3f}")  # few at smoke size: it may lose
     if topics is not None and "missing" not in topics:
         test_texts, topic_test_y = topics["test"]
         out["topics"] = {"majority": bow.majority(topic_test_y),
