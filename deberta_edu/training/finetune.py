@@ -33,7 +33,7 @@ from .engine import (
 )
 from .journal import Journal, replaced_by_other_settings
 from .sift import VAT, AdversarialConfig, SiFT, build_adversary
-from .significance import fraction_right, hit_strings, hits_or_accuracy
+from .significance import fraction_right, hit_strings, hits_or_accuracy, repeated_seeds
 from .state import JsonlLogger
 
 
@@ -239,8 +239,8 @@ def _check_args(args) -> str | None:
         return f"--lams are SiFT's weights λ and must be >= 0, got {args.lams}"
     if args.step_eps < 0:
         return f"--step-eps must be >= 0, got {args.step_eps}"
-    if len(set(args.seeds)) != len(args.seeds):
-        return f"--seeds repeats a seed ({args.seeds}): each seed is one run, give distinct ones"
+    if problem := repeated_seeds(args.seeds):
+        return problem
     if Path(args.out).is_dir():
         return f"--out {args.out} is a folder; give the path of the JSON file to write"
     return None
@@ -311,7 +311,7 @@ def main(argv=None):
     p.add_argument("--overwrite", action="store_true", help="replace an --out written with other settings")
     args = p.parse_args(argv)
     start = time.time()
-    problem = _check_args(args) or (None if args.overwrite else replaced_by_other_settings(p, args))
+    problem = _check_args(args) or replaced_by_other_settings(p, args)
     if problem:
         sys.exit(f"error: {problem}")
     folder = Path(args.encoder)

@@ -25,7 +25,7 @@ from deberta_edu import files
 from deberta_edu.facts import RESULTS_ROOT
 
 from .configs import TrainConfig, get_config
-from .significance import welch
+from .significance import repeated_seeds, welch
 
 RESULTS_DIR = RESULTS_ROOT / "recipe"
 CLOCK_FILE = "clock.json"
@@ -205,8 +205,8 @@ def main(argv=None) -> None:
     p.add_argument("--clock", action="store_true", help="instead: lesson 4's full size as the page runs it, "
                    f"twice per seed -> {CLOCK_FILE}")
     args = p.parse_args(argv)
-    if len(set(args.seeds)) != len(args.seeds):  # a repeated seed would count one run twice in every mean and p
-        sys.exit(f"error: --seeds repeats a seed ({args.seeds}): each seed is one run, give distinct ones")
+    if problem := repeated_seeds(args.seeds):
+        sys.exit(f"error: {problem}")
     if args.clock:
         try:
             runs = clock(Path(args.out), tuple(args.seeds), progress=not args.no_progress,

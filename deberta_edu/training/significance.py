@@ -39,6 +39,13 @@ def hit_strings(hits: Sequence[Sequence[bool]]) -> list[str]:
     return ["".join("1" if h else "0" for h in run) for run in hits]
 
 
+def repeated_seeds(seeds: Sequence[int]) -> str | None:
+    """What is wrong with a command's --seeds that repeat one (it would count one run twice in every mean and p)."""
+    if len(set(seeds)) != len(seeds):
+        return f"--seeds repeats a seed ({list(seeds)}): each seed is one run, give distinct ones"
+    return None
+
+
 def welch(a: Sequence[float], b: Sequence[float]) -> dict:
     """Welch's t-test of mean(a) > mean(b) (one-sided) and two-sided, from scipy."""
     from scipy import stats
