@@ -254,8 +254,7 @@ def main(argv=None) -> None:
     p.add_argument("--skip-curve", action="store_true", help="skip the topics at 2 ... 50 labels per class")
     p.add_argument("--overwrite", action="store_true", help="replace a results.json of other settings in --out")
     args = p.parse_args(argv)
-    problem = _problem(args) or (None if args.overwrite else
-                                 replaced_by_other_settings(p, args, Path(args.out) / "results.json"))
+    problem = _problem(args) or replaced_by_other_settings(p, args, Path(args.out) / "results.json")
     if problem:
         sys.exit(f"error: {problem}")
     tell = functools.partial(print, flush=True)  # each draw as it ends, also into a log file

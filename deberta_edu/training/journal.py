@@ -119,9 +119,11 @@ class Journal:
 def replaced_by_other_settings(parser, args, path=None, ignore=("out", "overwrite")) -> str | None:
     """What is wrong if ``path`` (default ``args.out``) holds the results of another command line (read back with
     ``parser`` from its "command" and compared flag by flag, ``ignore`` aside): this run would replace them. None
-    when it does not."""
+    when it does not, or when ``args.overwrite`` asks to replace them."""
     import shlex
 
+    if args.overwrite:
+        return None
     try:
         command = shlex.split(json.loads(Path(path or args.out).read_text())["command"])
         before = parser.parse_args(command[3 if command[:2] == ["python", "-m"] else 1:])
