@@ -222,12 +222,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--vocab must be at least 6 (the batch draws ids 5 and up; 0-4 are special), got {args.vocab}")
     if not 2 <= args.buckets <= 1021:  # log buckets over 512 positions: max_relative_positions > buckets // 2 + 1
         raise ValueError(f"--buckets must be in 2 … 1021 (log buckets over 512 positions), got {args.buckets}")
-    if args.json and os.path.isdir(args.json):  # before the benchmark, not after it
-        raise ValueError(f"--json {args.json} is a folder; give the path of the JSON file to write")
     if args.full_logits and args.against == "bert":
         raise ValueError("--full-logits is about our MLM head; --against bert times the encoders alone")
-    if args.json and not Path(args.json).parent.is_dir():
+    if args.json and not Path(args.json).parent.is_dir():  # before the benchmark, not after it
         raise ValueError(f"--json {args.json}: the folder {Path(args.json).parent} does not exist")
+    if args.json and Path(args.json).is_dir():
+        raise ValueError(f"--json {args.json} is a folder; give the path of the JSON file to write")
     check_device(args.device)
 
 
