@@ -12,18 +12,13 @@ import nbformat
 import numpy as np
 import pytest
 import torch
+from test_viz import _tiny  # the small seeded config the figure tests share
 
 from deberta_edu import DebertaForMaskedLM, DebertaModel, make_config, viz
 from deberta_edu import widgets as w
 from deberta_edu.facts import CONFIG_FILE, LOG_FILE, MODEL_FILE, TOKENIZER_FILE
 from deberta_edu.model.checkpoint import lesson_checkpoint
 from deberta_edu.training.course import COURSE_DIR, course_metrics
-
-
-def _tiny(variant="deberta", **kw):
-    torch.manual_seed(0)
-    return make_config("tiny", variant, vocab_size=30, position_buckets=-1, max_relative_positions=4,
-                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **kw)
 
 
 # ----------------------------------------------------------------------------- the lessons' model
