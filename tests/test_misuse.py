@@ -62,6 +62,30 @@ def test_pretrain_set_adam_betas_of_one_value_is_one_line(tmp_path):
         main(["--config", "debug", "--set", "adam_betas=[0.9]", "--out", str(tmp_path / "run"), "--no-progress"])
 
 
+def test_debug_config_on_a_corpus_says_which_vocab_size_to_set(tmp_path, monkeypatch):
+    """Today: 'vocab_size must be a whole number >= 262 ..., got 64', after the data work, naming no option."""
+    from deberta_edu.training import pretrain
+
+    def prepare_data(cfg):
+        raise RuntimeError(f"reached the data with vocab_size {cfg.vocab_size}")
+
+    monkeypatch.setattr(pretrain, "prepare_data", prepare_data)
+    command = ["--config", "debug", "--data", "bbc", "--out", str(tmp_path / "run"), "--no-progress"]
+    with pytest.raises(SystemExit, match=r"vocab_size=64 suits only synthetic data.*--set vocab_size=8000"):
+        pretrain.main(command)
+    with pytest.raises(SystemExit, match="reached the data with vocab_size 300"):  # the advice works
+        pretrain.main([*command, "--set", "vocab_size=300"])
+
+
+def test_command_flags_and_set_are_checked_together():
+    """--data bbc with --set vocab_size=300: neither alone is a config the debug one can become."""
+    from deberta_edu.training.configs import apply_overrides, get_config
+
+    cfg = apply_overrides(get_config("debug", smoke=False), ["vocab_size=300", "lr=0.5"], source="bbc", lr=0.1,
+                          seed=None)
+    assert (cfg.source, cfg.vocab_size, cfg.lr, cfg.seed) == ("bbc", 300, 0.5, 0)  # --set wins over a flag
+
+
 def test_set_model_overrides_points_at_model_dot_field():
     """Today: 'TrainConfig.replace() got multiple values for keyword argument 'model_overrides''."""
     from deberta_edu.training.configs import apply_overrides, get_config

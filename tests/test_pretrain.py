@@ -138,13 +138,13 @@ class _WordTokenizer:
 
 
 def test_whole_word_masking_follows_the_config():
-    spec = MaskSpec.of(get_config("debug", whole_word_masking=True, source="bbc"), _WordTokenizer())
+    spec = MaskSpec.of(get_config("debug", whole_word_masking=True, source="bbc", vocab_size=8000), _WordTokenizer())
     assert spec.word_starts is not None and torch.equal(spec.word_starts, _WordTokenizer().word_start_mask())
     assert (spec.vocab_size, spec.mask_id, spec.pad_id, tuple(spec.special_ids)) == (64, 4, 0, (0, 1, 2, 3, 4))
-    per_token = MaskSpec.of(get_config("debug", whole_word_masking=False, source="bbc"), _WordTokenizer())
+    per_token = MaskSpec.of(get_config("debug", whole_word_masking=False, source="bbc", vocab_size=8000), _WordTokenizer())
     assert per_token.word_starts is None
     with pytest.raises(ValueError, match="whole_word_masking needs a tokenizer"):
-        MaskSpec.of(get_config("debug", whole_word_masking=True, source="bbc"))
+        MaskSpec.of(get_config("debug", whole_word_masking=True, source="bbc", vocab_size=8000))
     # whole words in the batch: a continuation piece (odd id) is chosen exactly when its word start is
     rows = torch.tensor([[1] + [6, 7, 9, 8, 11, 10, 12, 13, 15, 17] * 6 + [2]])
     labels = spec.mask(rows, 0.3, torch.Generator().manual_seed(0)).labels[0]

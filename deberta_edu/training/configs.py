@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 
 from deberta_edu import facts, files
+from deberta_edu.data.tokenizer import MIN_VOCAB
 from deberta_edu.model.config import SIZES, VARIANTS, DebertaConfig, check_flags, make_config
 
 from .engine import PRECISIONS
@@ -101,6 +102,9 @@ class TrainConfig:
             raise ValueError(f"budget_seconds must be > 0, got {self.budget_seconds}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.source != "synthetic" and self.vocab_size < MIN_VOCAB:  # e.g. --config debug --data bbc
+            raise ValueError(f"vocab_size={self.vocab_size} suits only synthetic data; a tokenizer for {self.source!r} "
+                             f"needs at least {MIN_VOCAB} pieces: add --set vocab_size=8000 (the course's)")
         self.adam_betas = _two_betas(self.adam_betas)
         self.model_overrides = dict(self.model_overrides)
         if self.size not in SIZES:
@@ -269,9 +273,12 @@ def config_table() -> str:
     return "\n".join(lines)
 
 
-def apply_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
-    """``["lr=3e-4", "model.hidden_size=64"]``: TrainConfig fields, or DebertaConfig fields after ``model.``."""
-    changes, model = {}, dict(cfg.model_overrides)
+def apply_overrides(cfg: TrainConfig, assignments: list[str], **flags) -> TrainConfig:
+    """``["lr=3e-4", "model.hidden_size=64"]``: TrainConfig fields, or DebertaConfig fields after ``model.``.
+
+    ``flags``: fields a command's options set (None: not given), checked together with the assignments, which win.
+    """
+    changes, model = {k: v for k, v in flags.items() if v is not None}, dict(cfg.model_overrides)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     model_fields = {f.name for f in dataclasses.fields(DebertaConfig)}
     for a in assignments:

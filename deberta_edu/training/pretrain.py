@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
                  "seed": args.seed, "dropout": args.dropout, "precision": args.precision, "source": args.data}
         if args.steps is not None:  # steps asked for replace a budget (which would set the steps, or cut them)
             cfg = cfg.replace(budget_tokens=None, budget_seconds=None)
-        cfg = apply_overrides(cfg.replace(**{k: v for k, v in flags.items() if v is not None}), args.set)
+        cfg = apply_overrides(cfg, args.set, **flags)
         world = setup_distributed(args.device)
         out = Path(args.out) if args.out else lesson_checkpoint(cfg.name)
         if world.is_main:  # the folder checked before any work; rank 0 builds (and caches) the data, the others
