@@ -147,6 +147,9 @@ picture = viz.plot_delta(12, 4)
 end_row = (naive == 0) | (naive == 2 * k - 1)  # from our three cases, not from viz
 assert np.array_equal(viz.pale_cells(picture), end_row.numpy())  # the picture veils exactly those cells
 assert np.array_equal(viz.clamped_mask(12, 4), end_row.numpy())
+# each staircase, read back from the picture: its cell edges sit at i − j = offset (x = j − ½ on row i)
+offsets = sorted(float(np.mean(np.asarray(line.get_ydata()) - line.get_xdata())) for line in picture.axes[0].lines)
+assert offsets == [-4 + 0.5, 4 - 1.5]  # upper: between −k and −k + 1; lower: between k − 2 and k − 1, one closer
 picture
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
@@ -305,8 +308,9 @@ print(f"v2/v3 (b = {b}, K = {K}): row 0 ← i − j ≤ {-K}, row {2 * b - 1} �
 # bucket 255 and row 0 is never read; the two agree for every |i − j| < K, which is all a 512-token input has.)
 #
 # Left: the row each distance uses. Right: how many distinct rows a sequence of L tokens reads. v1 reads
-# 2L − 1 rows until L passes k, then all 2k; v2/v3 read one row per distance up to 128, then fewer and fewer new
-# rows per extra token.
+# 2L − 1 rows until L passes k, then all 2k; v2/v3 read one row per distance up to 131 (2L − 1 rows, like v1,
+# up to L = 132), then fewer and fewer new rows per extra token: about 1.1 from 132 to 200 tokens, 0.7 to 300,
+# 0.5 to 400 and 0.4 to 512, where v1 adds 2.
 
 # %%
 viz.plot_buckets(2048, 512, 256)
@@ -319,6 +323,11 @@ assert (
 assert (
     viz.distinct_rows(100, k=512) == viz.distinct_rows(100, k=512, position_buckets=256) == 199
 )  # short: alike
+rows_read = {n: viz.distinct_rows(n, k=512, position_buckets=256) for n in (132, 133, 200, 300, 400, 512)}
+assert rows_read[132] == 2 * 132 - 1 and rows_read[133] < 2 * 133 - 1  # one row per distance up to 131
+per_token = [(rows_read[b] - rows_read[a]) / (b - a) for a, b in ((132, 200), (200, 300), (300, 400), (400, 512))]
+print("v2/v3 new rows per extra token, 132 → 200 → 300 → 400 → 512: " + ", ".join(f"{r:.2f}" for r in per_token))
+assert per_token == sorted(per_token, reverse=True) and per_token[0] < 1.2 and per_token[-1] < 0.45  # fewer
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # **Try it** (in Jupyter; on the website the controls show a saved picture): fewer buckets squeeze long distances
