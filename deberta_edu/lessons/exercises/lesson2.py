@@ -99,7 +99,8 @@ def _head_hint(i: int, j: int, k: int, content_decides: bool) -> str:
 MIRROR_QUESTIONS = {
     "every_pair": "one table makes the released p2c equal the paper's on every pair, the clamped ones included",
     "c2p_unchanged": "when the table is shared (v3: Q^r = P W_q and K^r = P W_k), mirroring P leaves c2p as it was",
-    "own_projection": "when p2c has its own projection (v1: W_{q,r}, apart from c2p's W_{k,r}) and 2k ≤ d, a new "
+    "own_projection": "when p2c has its own projection (v1: W_{q,r}, apart from c2p's W_{k,r}) and 2k ≤ D, "
+                      "P's width, a new "
                       "W_{q,r} alone gives the released p2c the paper's values inside the window, c2p untouched",
 }
 
@@ -160,7 +161,7 @@ def check_mirror_answers(answers: dict[str, bool]) -> CheckResult:
                 for key, q in MIRROR_QUESTIONS.items() if bool(answers[key]) != measured[key]]
     hint = ("released row 2k − 1 serves i − j = k − 1 and every i − j ≥ k; the paper reads those at rows 1 and 0. "
             "And c2p reads the same P: relabel its rows and c2p's rows move too. A projection of p2c's own is "
-            "another matter: with 2k ≤ d rows, P W' = P_mirror W_{q,r} can be solved exactly.")
+            "another matter: with 2k ≤ D (P's width), P W' = P_mirror W_{q,r} can be solved exactly.")
     return _finish(name, len(MIRROR_QUESTIONS), failures, hint)
 
 
