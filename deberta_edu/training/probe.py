@@ -294,16 +294,17 @@ def format_table(table: ProbeTable) -> str:
     return "\n".join(lines)
 
 
-def placement_difference(task: ProbeTask, variant: str, *, vocab_size: int, seed: int = 0) -> float:
+def placement_difference(task: ProbeTask, variant: str, *, vocab_size: int, seed: int = 0, **overrides) -> float:
     """Without training: max |Δ| of the noun's state between a subject and an object placement of one phrase.
 
     A fresh probe of ``variant`` reads every window with the phrase at each noun position, for every noun;
     the result is the largest difference between the state at a subject-slot noun and at an object-slot
     noun with the same word. About 1e-7 (float rounding) means the two slots are indistinguishable to that
-    architecture, whatever its weights: no training can separate them.
+    architecture, whatever its weights: no training can separate them. ``overrides``: DebertaConfig fields of
+    the probe (e.g. log buckets: position_buckets=256, max_relative_positions=512).
     """
     torch.manual_seed(seed)
-    probe = PositionProbe(probe_config(variant, vocab_size, task.window)).eval()
+    probe = PositionProbe(probe_config(variant, vocab_size, task.window, **overrides)).eval()
     subject, object_ = task.slots()
     positions = torch.tensor([*subject, *object_])
     worst = 0.0
