@@ -426,7 +426,7 @@ assert committed_test["p_two_sided"] > 0.05 and unsure(committed_test)  # "withi
 #
 # Two more rows tell how much of that number the course model's pretraining bought. **Random init**: the same
 # network from random weights (each seed draws its own), fine-tuned plainly by the same recipe on the same snippets
-# (`python -m deberta_edu.finetune --lams 0 --random-init`, results/sift/random-init.json). **The learning
+# (`python -m deberta_edu.finetune --lams 0 --random-init --out results/sift/random-init.json`). **The learning
 # rate**: the recipe's 10⁻³ was chosen on the development split, by the course model's accuracy, among
 # 2·10⁻⁴, 10⁻³ and 3·10⁻³; random weights were run at each rate too (the other two rates are in
 # results/sift/lr-grid/, each file with the command that made it).

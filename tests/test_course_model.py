@@ -412,7 +412,7 @@ def test_export_writes_what_load_course_model_reads(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     # the command line exports only runs of configs["course"], unless told otherwise
-    with pytest.raises(SystemExit, match=r"run of config 'export-test', not configs\['course'\] \(it differs in "):
+    with pytest.raises(SystemExit, match=r"run of config 'export-test', not get_config\('course'\) \(it differs in "):
         course.main(["export", str(run.path), "--out", str(out)])
     with pytest.raises(SystemExit, match="holds no run"):
         course.main(["export", str(tmp_path / "no-such-run"), "--out", str(out)])

@@ -70,3 +70,13 @@ def test_a_run_killed_midway_keeps_what_finished_and_the_same_command_makes_the_
     for name, data in kept.items():
         assert (runs / name).read_bytes() == data, f"{name} was made again instead of kept"
     assert "reproduction complete" in text and (out / "run.log").exists()
+
+
+def test_usage_prints_the_comment_block_and_no_code():
+    """Without arguments the script prints its header, every line of it, and not the shell code after it."""
+    done = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, cwd=ROOT)
+    lines = SCRIPT.read_text().splitlines()[1:]  # after the #! line
+    header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
+    shown = done.stdout.splitlines()
+    assert done.returncode == 2 and len(shown) == len(header) and not any("set -e" in line for line in shown)
+    assert shown[-1].startswith("MARGIN default 40 s")

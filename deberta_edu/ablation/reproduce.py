@@ -8,7 +8,8 @@ FLOPs, and a paired t-test per claim and measure.
 
     plan (scales, runs, FLOP budget) → jobs (one JSON per run) → report (tables, verdicts) → markdown, plots
     python -m deberta_edu.reproduce --scale cpu --out results/ablation-cpu
-    python -m deberta_edu.reproduce --scale gpu --out OUT --deadline 480      (scripts/reproduce_gpu.sh run)
+    python -m deberta_edu.reproduce --scale gpu --smoke-first --device cuda --out OUT/ablation-gpu --deadline S
+        (what scripts/reproduce_gpu.sh run OUT runs, S the seconds left of its BUDGET − MARGIN)
 
 This module is the command line; run the same command again in the same folder to resume a cut run.
 """

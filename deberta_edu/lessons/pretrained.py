@@ -1,7 +1,7 @@
 """Which pretrained model the lessons show: the committed course model, or a better one the learner trained.
 
 Lessons 2 and 5, the attention explorer and the book use the course model (results/course-model/, trained
-once by the recipe of ``configs["course"]``). Lesson 3 always loads the course model itself: what it measures
+once by the recipe of ``get_config("course")``). Lesson 3 always loads the course model itself: what it measures
 depends on that model's 128-token rows. A learner who has run lesson 4 at full size has a local model of
 their own; it is used instead only when its last held-out accuracy beats the course model's, and only when
 the two numbers were scored alike (``scored_alike``: the same held-out corpus, vocabulary size, row length

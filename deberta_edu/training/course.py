@@ -1,4 +1,4 @@
-"""The course model: trained once by the recipe of ``configs["course"]``, committed in results/course-model/.
+"""The course model: trained once by the recipe of ``get_config("course")``, committed in results/course-model/.
 
 Lessons 2, 3 and 5 and the book show this model (unless a learner has trained a better one in lesson 4),
 so every picture of attention maps and every fill-mask in the course comes from a model that learned
@@ -160,7 +160,7 @@ def _measure(folder: Path, cfg: TrainConfig, data, records: list[dict], command:
 
 
 def differences_from_course(saved: dict) -> list[str]:
-    """The fields in which a run's saved train_config.json leaves the trajectory of ``configs["course"]``."""
+    """The fields in which a run's saved train_config.json leaves the trajectory of ``get_config("course")``."""
     from .configs import CONFIGS, trajectory_differences
 
     return sorted(trajectory_differences(saved, CONFIGS["course"]))
@@ -183,8 +183,8 @@ def main(argv=None) -> None:
         saved = json.loads(saved.read_text())
         name, differ = saved.get("name"), differences_from_course(saved)
         if differ and not args.any_config:
-            raise ValueError(f"{args.run_dir} is a run of config {name!r}, not configs['course'] (it differs in "
-                             f"{', '.join(differ)}); the course model is trained by configs['course']; add "
+            raise ValueError(f"{args.run_dir} is a run of config {name!r}, not get_config('course') (it differs in "
+                             f"{', '.join(differ)}); the course model is trained by get_config('course'); add "
                              "--any-config to export it anyway")
         flags = "".join(f" {f}" for f, on in (("--any-config", args.any_config),
                                               (f"--out {args.out}", args.out != str(COURSE_DIR))) if on)

@@ -4,7 +4,7 @@
     python -m deberta_edu.training.recipe --tokens 200000 --out /tmp/recipe --seeds 0   # a quick look
     python -m deberta_edu.training.recipe --clock   # ~18 min: lesson 4 as the page runs it -> results/recipe/clock.json
 
-The recipe (``configs["lesson4"]``, after Izsak et al. 2021 and Geiping & Goldstein 2022; no dropout is
+The recipe (``get_config("lesson4")``, after Izsak et al. 2021 and Geiping & Goldstein 2022; no dropout is
 Cramming's choice, and Izsak et al. do not clip): no dropout, AdamW with β2 = 0.98, gradients clipped to
 norm 1, the learning rate warmed up and decayed to zero over the budget, 15% of the tokens masked one by one. Each arm changes one of these and keeps the rest; every
 arm sees the same number of tokens, in the same order, and is scored on the same held-out BBC rows, both
@@ -116,7 +116,7 @@ def run(tokens: int = BUDGET_TOKENS, out: Path = RESULTS_DIR, seeds=SEEDS, arms=
 
 def clock(out: Path = RESULTS_DIR, seeds=SEEDS, repeats: int = 2, progress: bool = True,
           overwrite: bool = False) -> dict:
-    """Lesson 4's full size as the page runs it (``configs["lesson4"]``: 150 s of training time, the schedule
+    """Lesson 4's full size as the page runs it (``get_config("lesson4")``: 150 s of training time, the schedule
     on the clock, its 256 held-out rows scored every 100 steps), ``repeats`` times per seed, nothing else on the
     machine. clock.json keeps each run's tokens and held-out curve; it is rewritten after each run, and a run
     already in it (same seed and repeat, same config) is not repeated; a file of another config is refused
