@@ -272,6 +272,19 @@ def test_a_second_command_resumes_and_redoes_only_what_is_missing(micro_run):
             run_ablation(_micro_scale(), out, sentiment_file=folder / "snippets.txt", progress=False, evals=3)
 
 
+def test_a_command_on_a_finished_folder_trains_and_rewrites_nothing(micro_run, capsys):
+    """Run again where every run is made (as on the committed results/ablation-cpu), the folder stays byte for byte
+    as it was: before, the plan gained the command and a 'later_hardware' entry, and the report a new build time."""
+    results, folder = micro_run
+    out = folder / "report"
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(corpus.DATA_ENV, str(folder / "data"))
+        again = run_ablation(_micro_scale(), out, sentiment_file=folder / "snippets.txt", progress=False)
+    assert again["complete"] and "nothing trained, nothing rewritten" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_plateau_runs_and_constant_classifiers_are_reported(micro_run):
     results, folder = micro_run
     plan_, runs, baselines = report.load_folder(folder / "report")

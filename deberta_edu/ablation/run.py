@@ -127,6 +127,14 @@ def _load_plan(path: Path, fresh: dict, smoke: dict | None, command: str) -> dic
     return saved
 
 
+def _finished(out: Path) -> dict | None:
+    """The report of a folder that already holds every run and the baselines of its plan; None if work is left."""
+    if not (out / report.BASELINES_FILE).exists():
+        return None
+    results = report.summarize(out)
+    return results if results["complete"] else None
+
+
 def _baselines(scale: Scale, out: Path, sentiment_file: str | None) -> None:
     path = out / report.BASELINES_FILE
     if path.exists():
@@ -173,6 +181,11 @@ def run_ablation(scale: str | Scale, out_dir: str | Path, *, smoke_first: bool |
     smoke = timing.smoke_check(scale, sentiment_file) if smoke_first or needs_fit else None
     fresh = _new_plan(scale, smoke, command, fit_now=needs_fit)
     the_plan = _load_plan(plan_path, fresh, smoke, command) if plan_path.exists() else fresh
+    finished = _finished(out) if plan_path.exists() else None  # the same experiment (checked), every run made
+    if finished is not None:  # nothing to make: the folder (a committed run, perhaps) is left as it is
+        print(f"[ablation] {out} holds every run of this experiment: nothing trained, nothing rewritten "
+              f"(python -m deberta_edu.reproduce --rebuild {out} rebuilds its report)", flush=True)
+        return finished
     jobs._write(plan_path, the_plan)
     scale = dataclasses.replace(scale, budget_tokens=the_plan["budget_tokens"])
     plan.check_only_variant_differs(plan.variant_configs(scale))
