@@ -108,13 +108,14 @@ def _smoke() -> Scale:
 
 def _cpu() -> Scale:
     # The `tiny` size (2 layers, 128 wide) on BBC News with the course recipe's dropout 0. Every run: the FLOPs of
-    # 2M DeBERTa tokens (977 steps; BERT-style 1.54x the tokens, since the EMD decodes only the masked tokens).
+    # 2M DeBERTa tokens (977 steps; BERT-style 1.54x the tokens: it has no relative attention and no EMD).
     # 5 variants x 3 rates + 5 x 2 more seeds = 25 runs on 2 processes x 1 thread. Measured on 2 free cores (Xeon,
     # torch 2.13, both processes busy): 154-185 ms/step for BERT-style, −EMD, −C2P, −P2C, 231-270 ms for DeBERTa
     # (16 x 128 tokens), so ~96 worker-minutes of pretraining (48 on 2 workers), plus ~46 s per run for 10
     # evaluations (step 0, eight more, the last step), the probes and the fine-tuning, and ~2 minutes of
     # baselines: about 60 minutes in all. Shared cores are slower: the committed run (AMD EPYC, results/ablation-cpu)
-    # took 115 worker-minutes of pretraining and 69 minutes in all, 21 under the 90-minute budget.
+    # took 115 worker-minutes of pretraining and 69 minutes in all as the command printed it (results.json does not
+    # keep it; its runs' wall_s add to 130 worker-minutes), 21 under the 90-minute budget.
     return Scale(
         name="cpu",
         description="CPU scale: tiny model (2 layers, hidden 128), BBC News, 16 x 128 tokens per step, every run "

@@ -1,6 +1,6 @@
 """The course model: trained once by the recipe of ``get_config("course")``, committed in results/course-model/.
 
-Lessons 2, 3 and 5 and the book show this model (unless a learner has trained a better one in lesson 4),
+Lessons 2, 3 and 5 and the book show this model (2 and 5 a better one if a learner has trained it in lesson 4),
 so every picture of attention maps and every fill-mask in the course comes from a model that learned
 something. Its files are small and plain: fp16 weights (safetensors, config in the metadata), the
 SentencePiece model, the training config, a downsampled log, and ``metrics.json`` with the held-out
