@@ -93,6 +93,9 @@ class TrainConfig:
                              f"{self.seq_length}; the course uses 128")
         if not 0 < self.mlm_probability < 1:
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}; the paper uses 0.15")
+        for name in ("batch_size", "grad_accum", "log_every", "eval_rows", "eval_batch_size"):  # before any division
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.budget_tokens is not None:
             if self.budget_tokens < self.tokens_per_step:
                 raise ValueError(f"budget_tokens={self.budget_tokens} is less than one step of "
@@ -113,9 +116,8 @@ class TrainConfig:
             raise ValueError(f"unknown variant {self.variant!r}; choose from {sorted(VARIANTS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("batch_size", "grad_accum", "steps", "log_every", "eval_rows", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
         for name in ("warmup_steps", "weight_decay", "eval_every", "save_every"):  # 0: none, or only at the end
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
