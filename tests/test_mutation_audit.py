@@ -199,30 +199,10 @@ def test_the_random_demo_is_the_documented_stand_in(tmp_path):
 
 
 # ================================================================ lessons/pretraining_view.py
-from deberta_edu.facts import CLS_ID, SEP_ID, SPECIAL_IDS, SPECIAL_PIECES  # noqa: E402
+from test_pretraining_view import Words as _Words  # noqa: E402  (one piece "▁word" per word, plus "ed")
+
+from deberta_edu.facts import CLS_ID, SEP_ID, SPECIAL_IDS  # noqa: E402
 from deberta_edu.lessons import pretraining_view as view  # noqa: E402
-
-
-class _Words:
-    """The word-level stand-in of tests/test_pretraining_view.py: one piece "▁word" per word, plus "ed"."""
-
-    pad_id, cls_id, sep_id, unk_id, mask_id = range(5)
-    special_ids = SPECIAL_IDS
-
-    def __init__(self):
-        self.pieces = [*SPECIAL_PIECES, "▁the", "▁new", "▁store", "▁open", "ed", "▁mall"]
-
-    def encode(self, text):
-        out = []
-        for word in text.split():
-            if word.endswith("ed") and "▁" + word not in self.pieces:
-                out += [self.pieces.index("▁" + word[:-2]), self.pieces.index("ed")]
-            else:
-                out.append(self.pieces.index("▁" + word))
-        return out
-
-    def id_to_piece(self, i):
-        return self.pieces[i]
 
 
 def test_partly_hidden_keeps_word_numbers_of_rows_apart_when_a_row_starts_mid_word():

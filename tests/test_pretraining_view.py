@@ -18,7 +18,7 @@ from deberta_edu.lessons.pretraining_view import (
 
 
 class Words:
-    """A tokenizer with the course tokenizer's interface: one piece "▁word" per word, plus "ing"."""
+    """A tokenizer with the course tokenizer's interface: one piece "▁word" per word, plus "ed"."""
 
     pad_id, cls_id, sep_id, unk_id, mask_id = range(5)
     special_ids = SPECIAL_IDS
