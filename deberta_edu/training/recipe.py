@@ -5,12 +5,13 @@
     python -m deberta_edu.training.recipe --clock   # ~18 min: lesson 4 as the page runs it -> results/recipe/clock.json
 
 The recipe (``get_config("lesson4")``, after Izsak et al. 2021 and Geiping & Goldstein 2022; no dropout is
-Cramming's choice, and Izsak et al. do not clip): no dropout, AdamW with β2 = 0.98, gradients clipped to
-norm 1, the learning rate warmed up and decayed to zero over the budget, 15% of the tokens masked one by one. Each arm changes one of these and keeps the rest; every
-arm sees the same number of tokens, in the same order, and is scored on the same held-out BBC rows, both
-under token masking and under whole-word span masking (the harder test). Every arm runs with three seeds:
-at this budget two seeds of the same recipe differ by several points, so a smaller difference says nothing. The MLM head on masked tokens only changes
-speed, not the function, so it is measured by the bench (``python -m deberta_edu.bench --full-logits``).
+Cramming's choice, and Izsak et al. do not clip): no dropout, AdamW with β2 = 0.98, gradients clipped to norm
+1, the learning rate warmed up and decayed to zero over the budget, 15% of the tokens masked one by one. Each
+arm changes one of these and keeps the rest; every arm sees the same number of tokens, in the same order, and
+is scored on the same held-out BBC rows, both under token masking and under whole-word span masking (the
+harder test). Every arm runs with three seeds: at this budget two seeds of the same recipe differ by several
+points, so a smaller difference says nothing. The MLM head on masked tokens only changes speed, not the
+function, so it is measured by the bench (``python -m deberta_edu.bench --full-logits``).
 """
 
 from __future__ import annotations
