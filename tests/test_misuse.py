@@ -66,7 +66,7 @@ def test_debug_config_on_a_corpus_says_which_vocab_size_to_set(tmp_path, monkeyp
     """Today: 'vocab_size must be a whole number >= 262 ..., got 64', after the data work, naming no option."""
     from deberta_edu.training import pretrain
 
-    def prepare_data(cfg):
+    def prepare_data(cfg, progress=True):
         raise RuntimeError(f"reached the data with vocab_size {cfg.vocab_size}")
 
     monkeypatch.setattr(pretrain, "prepare_data", prepare_data)

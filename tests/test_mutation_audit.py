@@ -467,10 +467,10 @@ def test_prepare_data_packs_a_held_out_set_only_for_another_corpus(monkeypatch, 
     from deberta_edu.data import packing
 
     packed = []
-    monkeypatch.setattr(packing, "build_dataset", lambda source, vocab, length: (tmp_path / "train.npy",
+    monkeypatch.setattr(packing, "build_dataset", lambda source, vocab, length, progress: (tmp_path / "train.npy",
                                                                                   tmp_path / "val.npy", "tok"))
     monkeypatch.setattr(packing, "pack_validation",
-                        lambda source, tok, length, folder: packed.append(source) or tmp_path / f"val-{source}.npy")
+                        lambda source, tok, length, folder, progress: packed.append(source) or tmp_path / f"val-{source}.npy")
     monkeypatch.setattr(packing, "PackedDataset", lambda path: path)
     from deberta_edu.training.mlm_data import prepare_data
 

@@ -284,6 +284,19 @@ def test_cli(tmp_path, capsys):
     assert "tiny-no_c2p" in listed and "150 s" in listed  # lesson4 runs on the clock
 
 
+def test_no_progress_hides_the_data_builds_bars_too(tmp_path, monkeypatch, capsys):
+    """--no-progress (a log file) silences the tokenizing bars of a first data build, not only training's."""
+    from test_packing import write_corpus  # 200 documents of 16 words: a 320-piece tokenizer fits
+
+    corpus = write_corpus(tmp_path)
+    for name, quiet in (("quiet", True), ("loud", False)):
+        monkeypatch.setenv("DEBERTA_EDU_DATA", str(tmp_path / name / "data"))  # each run builds its data afresh
+        main(["--config", "debug", "--steps", "2", "--data", str(corpus), "--out", str(tmp_path / name / "run"),
+              "--set", "vocab_size=320", "--set", "eval_every=2", "--set", "save_every=2"] + ["--no-progress"] * quiet)
+        err = capsys.readouterr().err
+        assert ("tokenizing" in err) != quiet, err[-500:]
+
+
 def test_cli_steps_replace_a_configs_budget(tmp_path, monkeypatch, capsys):
     """--steps 8 on a config with a time (or token) budget trains 8 steps, its schedule tied to them."""
     for budget in ({"budget_seconds": 1000.0}, {"budget_tokens": 16 * 32 * 50}):

@@ -36,19 +36,23 @@ def test_an_arm_warms_up_over_the_same_share_of_its_budget_as_lesson_4():
 def test_run_keeps_each_result_and_repeats_none_of_the_same_budget(tmp_path, monkeypatch):
     from deberta_edu.training import mlm_data, pretrain
 
-    trained = []
+    trained, bars = [], []
 
     def fake_train(cfg, train_data, val_data, tokenizer, progress=True):
         trained.append(cfg.seed)
         return SimpleNamespace(model=None, tokens_per_s=1.0)
 
-    monkeypatch.setattr(mlm_data, "prepare_data", lambda cfg: ("train", "val", "tokenizer"))
+    def fake_data(cfg, progress=True):
+        bars.append(progress)
+        return "train", "val", "tokenizer"
+
+    monkeypatch.setattr(mlm_data, "prepare_data", fake_data)
     monkeypatch.setattr(pretrain, "train", fake_train)
     monkeypatch.setattr(recipe, "held_out", lambda model, cfg, data: {"tokens": {"accuracy": 0.5},
                                                                      "whole_words": {"accuracy": 0.4}})
     arms = recipe.ARMS[:2]
     recipe.run(8192, tmp_path, seeds=(0,), arms=arms, progress=False)
-    assert trained == [0, 0]
+    assert trained == [0, 0] and bars == [False]  # the data read once, its bars hidden as asked
     again = recipe.run(8192, tmp_path, seeds=(0, 1), arms=arms, progress=False)  # a cut run, run again with more
     assert trained == [0, 0, 1, 1]  # seed 0's runs are read back, not repeated
     assert sorted((r["arm"], r["seed"]) for r in again["runs"]) == sorted((a, s) for a, _, _ in arms for s in (0, 1))

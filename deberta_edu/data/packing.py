@@ -47,11 +47,13 @@ def pack(
     max_seq_length: int,
     out_path: str | Path,
     source: str = "",
+    progress: bool = True,
 ) -> Path:
     """Tokenize, concatenate and cut into rows of [CLS] + (max_seq_length - 2) tokens + [SEP].
 
     Writes ``out_path`` (.npy, shape (rows, max_seq_length)) and a JSON sidecar beside it. The last
     incomplete row's tokens (fewer than max_seq_length - 2) are dropped so that every row is full.
+    ``progress=False`` hides the bar (a command's ``--no-progress``).
     """
     check_max_seq_length(max_seq_length)
     out_path = Path(out_path)
@@ -62,7 +64,7 @@ def pack(
     content = max_seq_length - 2
 
     chunks = []
-    with tqdm(total=len(docs), desc=f"tokenizing {out_path.stem}", unit="doc") as bar:
+    with tqdm(total=len(docs), desc=f"tokenizing {out_path.stem}", unit="doc", disable=not progress) as bar:
         for start in range(0, len(docs), ENCODE_BATCH):
             batch = docs[start : start + ENCODE_BATCH]
             chunks += [np.asarray(ids, dtype=dtype) for ids in tokenizer.encode_batch(batch)]
@@ -166,7 +168,8 @@ def _packed_with(path: Path, tokenizer_sha: str, max_seq_length: int) -> bool:
 
 
 def build_dataset(
-    source: str | Path = "bbc", vocab_size: int = 8000, max_seq_length: int = 128, rebuild: bool = False
+    source: str | Path = "bbc", vocab_size: int = 8000, max_seq_length: int = 128, rebuild: bool = False,
+    progress: bool = True,
 ) -> tuple[Path, Path, Tokenizer]:
     """Train (or reuse) the tokenizer and pack train/val once; later calls return the cached files.
 
@@ -186,11 +189,13 @@ def build_dataset(
             tokenizer = train_tokenizer(base, vocab_size, train_docs=train_docs if base == source else None)
             files.copy(tokenizer.path, folder / "tokenizer.model")
             for split, docs in (("train", train_docs), ("val", val_docs)):
-                pack(docs, tokenizer, max_seq_length, folder / f"{split}.npy", source=corpus.corpus_name(source))
+                pack(docs, tokenizer, max_seq_length, folder / f"{split}.npy", source=corpus.corpus_name(source),
+                     progress=progress)
     return folder / "train.npy", folder / "val.npy", Tokenizer(folder / "tokenizer.model")
 
 
-def pack_validation(source: str | Path, tokenizer: Tokenizer, max_seq_length: int, folder: Path) -> Path:
+def pack_validation(source: str | Path, tokenizer: Tokenizer, max_seq_length: int, folder: Path,
+                    progress: bool = True) -> Path:
     """The held-out documents of ``source`` packed with another corpus's tokenizer, beside its arrays.
 
     A model trained on 'bbc*8+large' is scored on BBC's own held-out documents: ``val-bbc.npy``. The file is
@@ -200,7 +205,7 @@ def pack_validation(source: str | Path, tokenizer: Tokenizer, max_seq_length: in
     with files.locked(files.lock_file(Path(folder)), f"the dataset {Path(folder).name}"):
         if not _packed_with(path, tokenizer.sha256, max_seq_length):
             _, val_docs = corpus.load_split(source)
-            pack(val_docs, tokenizer, max_seq_length, path, source=corpus.corpus_name(source))
+            pack(val_docs, tokenizer, max_seq_length, path, source=corpus.corpus_name(source), progress=progress)
     return path
 
 

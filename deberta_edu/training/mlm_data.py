@@ -44,18 +44,19 @@ def synthetic_data(rows: int, seq_length: int, vocab_size: int, seed: int = 0, n
     return x
 
 
-def prepare_data(cfg: TrainConfig):
-    """(train_data, val_data, tokenizer) for cfg.source: packed BBC/large/any folder, or synthetic rows."""
+def prepare_data(cfg: TrainConfig, progress: bool = True):
+    """(train_data, val_data, tokenizer) for cfg.source: packed BBC/large/any folder, or synthetic rows.
+    ``progress=False`` hides the tokenizing bars of a first build."""
     if cfg.source == "synthetic":
         return (synthetic_data(512, cfg.seq_length, cfg.vocab_size, seed=0),
                 synthetic_data(64, cfg.seq_length, cfg.vocab_size, seed=1), None)
     from deberta_edu.data.packing import PackedDataset, build_dataset
 
-    train_path, val_path, tokenizer = build_dataset(cfg.source, cfg.vocab_size, cfg.seq_length)
+    train_path, val_path, tokenizer = build_dataset(cfg.source, cfg.vocab_size, cfg.seq_length, progress=progress)
     if cfg.eval_source is not None and cfg.eval_source != cfg.source:
         from deberta_edu.data.packing import pack_validation
 
-        val_path = pack_validation(cfg.eval_source, tokenizer, cfg.seq_length, train_path.parent)
+        val_path = pack_validation(cfg.eval_source, tokenizer, cfg.seq_length, train_path.parent, progress=progress)
     return PackedDataset(train_path), PackedDataset(val_path), tokenizer
 
 

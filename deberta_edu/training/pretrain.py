@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: this rank's GPU, else cpu)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any TrainConfig field, or model.<DebertaConfig field>; repeatable")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (a log file), data building too")
     args = parser.parse_args(argv)
     if args.list:
         print(config_table())
@@ -321,11 +321,11 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
         out = Path(args.out) if args.out else lesson_checkpoint(cfg.name)
         if world.is_main:  # the folder checked before any work; rank 0 builds (and caches) the data, the others
             check_output_folder(out, args.resume, args.overwrite)  # then read the cache
-            data = prepare_data(cfg)
+            data = prepare_data(cfg, progress=not args.no_progress)
         if world.enabled:
             dist.barrier()
         if not world.is_main:
-            data = prepare_data(cfg)
+            data = prepare_data(cfg, progress=not args.no_progress)
         result = train(cfg, data[0], data[1], tokenizer=data[2], out_dir=out, resume=args.resume,
                        device=world.device, progress=not args.no_progress)
     except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as err:

@@ -100,7 +100,7 @@ def run(tokens: int = BUDGET_TOKENS, out: Path = RESULTS_DIR, seeds=SEEDS, arms=
         for name, what, changes in arms or ARMS:
             if (name, seed) in done:
                 continue
-            data = data or prepare_data(arm_config({}, tokens))
+            data = data or prepare_data(arm_config({}, tokens), progress=progress)
             cfg = arm_config({**changes, "seed": seed}, tokens)
             started = time.perf_counter()
             trained = train(cfg, data[0], None, data[2], progress=progress)
@@ -139,7 +139,7 @@ def clock(out: Path = RESULTS_DIR, seeds=SEEDS, repeats: int = 2, progress: bool
         for repeat in range(repeats):
             if (seed, repeat) in done:
                 continue
-            data = data or prepare_data(cfg)
+            data = data or prepare_data(cfg, progress=progress)
             with tempfile.TemporaryDirectory() as folder:  # saved every 100 steps, as on the page
                 trained = train(cfg.replace(seed=seed), data[0], data[1], tokenizer=data[2], out_dir=folder,
                                 progress=progress)
@@ -202,7 +202,7 @@ def main(argv=None) -> None:
                    "there holds are kept and not repeated, and a file of other settings is refused")
     p.add_argument("--overwrite", action="store_true", help="start afresh where --out holds runs of other settings")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (a log file), data building too")
     p.add_argument("--clock", action="store_true", help="instead: lesson 4's full size as the page runs it, "
                    f"twice per seed -> {CLOCK_FILE}")
     args = p.parse_args(argv)
