@@ -232,6 +232,9 @@ def test_every_run_writes_its_own_file_and_the_report_is_complete(micro_run):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 300_000, (name, len(data))
     text = (out / report.COMPARISON_FILE).read_text()
     assert "RoBERTa-ReImp_base" in text and "84.9" in text and "v1 layout" in text and "paired t-test" in text
+    [ended] = results["wall_s"]  # the command's own wall time, kept in plan.json and so in results.json
+    assert ended["command"] == 0 and 0 < ended["seconds"] < 3600
+    assert f"Wall time {ended['seconds'] / 60:.1f} minutes, the sum over the 1 of 1 command(s) that ended" in text
     for r in results["runs"].values():  # every run: the same FLOPs, checked against the plateau, probed
         assert abs(r["flops"] - results["flops_per_run"]) <= r["flops"] / r["steps"], r  # to within one step
         assert isinstance(r["on_plateau"], bool) and 0 <= r["position_probe"] <= 1 and 0 <= r["topic_probe"] <= 1
@@ -267,7 +270,10 @@ def test_a_second_command_resumes_and_redoes_only_what_is_missing(micro_run):
         now = {p.name: p.stat().st_mtime_ns for p in runs.glob("*.json")}
         assert {k: v for k, v in now.items() if k != "no_c2p-seed1-lr0.01.json"} == {
             k: v for k, v in kept.items() if k != "no_c2p-seed1-lr0.01.json"}  # the others were not redone
-        assert len(json.loads((out / report.PLAN_FILE).read_text())["commands"]) == 2
+        saved = json.loads((out / report.PLAN_FILE).read_text())
+        assert len(saved["commands"]) == 2 and [w["command"] for w in saved["wall_s"]] == [0, 1]  # both times kept
+        total = sum(w["seconds"] for w in saved["wall_s"])
+        assert f"Wall time {total / 60:.1f} minutes, the sum over the 2 of 2" in (out / report.COMPARISON_FILE).read_text()
         with pytest.raises(ValueError, match="another experiment"):  # another plan in the same folder
             run_ablation(_micro_scale(), out, sentiment_file=folder / "snippets.txt", progress=False, evals=3)
 

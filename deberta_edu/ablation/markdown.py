@@ -183,11 +183,14 @@ def comparison(results: dict) -> str:
     hw = results["hardware"]
     where = hw.get("gpu") or f"{hw['cpu']}, {hw['workers']} process(es) x {hw['threads_per_worker']} thread(s)"
     commands = "; ".join(f"`{c}`" for c in results["commands"])
+    ended = results.get("wall_s", [])  # none in a folder made before commands kept their time
+    wall = (f" Wall time {sum(w['seconds'] for w in ended) / 60:.1f} minutes, the sum over the {len(ended)} of "
+            f"{len(results['commands'])} command(s) that ended (a killed one keeps none)." if ended else "")
     text = [
         f"# Pretraining ablation vs. the paper's Table 4 — {run_kind(results)} (`{results['scale']}`, "
         f"{results['layout']} layout)", "",
         f"Made by {commands} ({where}; torch {results['software']['torch']}); report built "
-        f"{results['report_built'][:16]}. {'Complete.' if results['complete'] else 'INCOMPLETE: see what is missing below.'}",
+        f"{results['report_built'][:16]}.{wall} {'Complete.' if results['complete'] else 'INCOMPLETE: see what is missing below.'}",
         "", f"{results['description']}.", "",
         f"Design: {results['layout_note']}. {_masking(results)} Every run gets the "
         f"same training FLOPs, those of {results['budget_tokens']:,} DeBERTa tokens ({results['flops_per_run']:.3g} "

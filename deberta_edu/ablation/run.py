@@ -4,7 +4,8 @@
         smoke check (on a GPU unless --no-smoke-first, or   every variant a few steps: stop here on any failure
         while the budget is still to be fitted)
         plan.json        the FLOP budget (fixed by the scale, or fitted to the measured step times) and provenance;
-                         a second command in the same folder reads it back, so resumed runs match finished ones
+                         a second command in the same folder reads it back, so resumed runs match finished ones;
+                         each command that ends adds its wall time (``wall_s``)
         baselines.json   unigram plateau, majority, bag of words, random weights
         runs/            the grid (every variant x every rate, seed 0), then the other seeds at each best rate:
                          one JSON per run as it ends; runs already there are skipped
@@ -206,8 +207,10 @@ def run_ablation(scale: str | Scale, out_dir: str | Path, *, smoke_first: bool |
     done = jobs.run_jobs([make(*j) for j in grid], **options())
     best = plan.best_rates(_grid_losses(scale, done))
     jobs.run_jobs([make(*j) for j in plan.seed_jobs(scale, best)], **options())
+    wall = time.monotonic() - start  # kept in plan.json (and so in results.json) per command that ended
+    the_plan.setdefault("wall_s", []).append({"command": len(the_plan["commands"]) - 1, "seconds": round(wall, 1)})
+    jobs._write(plan_path, the_plan)
     results = publish.write_report(out)
-    wall = time.monotonic() - start
     print(f"[ablation] {wall / 60:.1f} minutes; report in {out}"
           + ("" if results["complete"] else f"; MISSING: {'; '.join(results['missing'])}"), flush=True)
     return results
