@@ -1,4 +1,4 @@
-"""deberta-edu: the DeBERTa paper (He et al., 2020, arXiv 2006.03654) built in readable PyTorch.
+"""deberta-edu: the DeBERTa paper (He et al., 2021, arXiv 2006.03654) built in readable PyTorch.
 
 The package is in wings, and arrows point one way (a test checks it):
 

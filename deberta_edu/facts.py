@@ -26,6 +26,16 @@ def data_root() -> Path:
     return Path(os.environ.get(DATA_ENV) or PROJECT_ROOT / "data")
 
 
+def shown_path(path: str | Path) -> str:
+    """A path as a page should print it: relative to the project when inside it (``data/checkpoints/lesson4``,
+    the same on every machine), else as it is."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(PROJECT_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def checkpoint_dir(name: str = "lesson4") -> Path:
     """Where a named run keeps its model: <data root>/checkpoints/<name>."""
     return data_root() / "checkpoints" / name

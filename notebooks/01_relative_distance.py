@@ -16,7 +16,7 @@
 # %% [markdown] slideshow={"slide_type": "slide"}
 # # Lesson 1 — Relative distance δ(i, j)
 #
-# *DeBERTa: Decoding-enhanced BERT with Disentangled Attention* (He et al., 2020, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654), numbered as in v6), §3.1, eq. (3).
+# *DeBERTa: Decoding-enhanced BERT with Disentangled Attention* (He et al., 2021, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654), numbered as in v6), §3.1, eq. (3).
 #
 # BERT tells each token **where it is**: position 0, 1, 2, … each get an embedding that is added to the word.
 # DeBERTa instead tells each *pair* of tokens **how far apart they are**. This lesson builds that distance,

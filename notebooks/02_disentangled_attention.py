@@ -16,7 +16,7 @@
 # %% [markdown] slideshow={"slide_type": "slide"}
 # # Lesson 2 — Disentangled attention
 #
-# *DeBERTa* (He et al., 2020, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654), numbered as in v6), §3.1, eqs. (2)–(4), §3.1.1 and Algorithm 1.
+# *DeBERTa* (He et al., 2021, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654), numbered as in v6), §3.1, eqs. (2)–(4), §3.1.1 and Algorithm 1.
 #
 # In BERT a token is one vector: its word embedding plus its position embedding, added together at the input.
 # DeBERTa keeps **two** vectors apart ("disentangled"): the **content** $H_i$ of token *i*, and the

@@ -16,7 +16,7 @@
 # %% [markdown] slideshow={"slide_type": "slide"}
 # # Lesson 3 — The Enhanced Mask Decoder
 #
-# *DeBERTa* (He et al., 2020, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654)), §3.2 and appendices A.7
+# *DeBERTa* (He et al., 2021, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654)), §3.2 and appendices A.7
 # and A.8.
 #
 # Lessons 1 and 2 built attention that only knows **how far apart** two tokens are. The paper's example:

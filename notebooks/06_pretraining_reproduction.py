@@ -16,7 +16,7 @@
 # %% [markdown] slideshow={"slide_type": "slide"}
 # # Lesson 6 — Reproducing the pretraining ablation
 #
-# *DeBERTa* (He et al., 2020, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654)), §5.2.1 and Table 4.
+# *DeBERTa* (He et al., 2021, [arXiv 2006.03654](https://arxiv.org/abs/2006.03654)), §5.2.1 and Table 4.
 #
 # Lessons 1–4 built the pieces of DeBERTa (relative positions, disentangled attention with its c2p and p2c
 # terms, the Enhanced Mask Decoder) and a pretraining loop. The paper's ablation asks whether each piece earns
@@ -58,7 +58,7 @@ from deberta_edu import exercises
 from deberta_edu.ablation import markdown, plan, plots, report, stats
 from deberta_edu.ablation.plan import LABELS, VARIANTS, get_scale, run_config, variant_configs
 from deberta_edu.ablation.run import run_ablation
-from deberta_edu.facts import RESULTS_ROOT, smoke
+from deberta_edu.facts import RESULTS_ROOT, data_root, smoke
 from deberta_edu.figures import subplots
 from deberta_edu.training.engine import Distributed
 from deberta_edu.training.mlm_data import Batches, MaskSpec, prepare_data
@@ -188,8 +188,9 @@ print(f"mean difference {ours['mean_difference']:+.3f}, t = {t_by_hand:.2f}, p =
 
 # %%
 grid = (6e-3,) if SMOKE else smoke_scale.lr_grid  # CI: one rate, 10 runs
-smoke_dir = tempfile.mkdtemp(prefix="ablation-smoke-")  # never over the committed results
-run = run_ablation("smoke", smoke_dir, lr_grid=grid, progress=False)
+data_root().mkdir(parents=True, exist_ok=True)
+with tempfile.TemporaryDirectory(prefix="ablation-smoke-", dir=data_root()) as smoke_dir:  # gone afterwards
+    run = run_ablation("smoke", smoke_dir, lr_grid=grid, progress=False)  # never over the committed results
 assert run["complete"] and not run["missing"]
 for c in run["claims"]:  # every run on the plateau: the report calls no winner, and says why
     assert c["verdict"] is None and c["note"].startswith("not tested") and c["note"].endswith("on the plateau"), c

@@ -274,3 +274,17 @@ def test_the_glossarys_plateau_is_the_reports_rule():
 
     entry = (BOOK / "glossary.md").read_text().split("\nplateau\n", 1)[1].split("\n\n", 1)[0]
     assert f"less than {PLATEAU_MARGIN} nats below the unigram" in " ".join(entry.split())
+
+
+def test_a_cells_prints_are_one_block_on_the_site():
+    """Lesson 6's smoke ablation printed 19 boxes, one per worker line; merged, a cell's prints are one block, and
+    no page prints the folder of the machine that built it (a CI clone under /tmp)."""
+    assert _config()["sphinx"]["config"]["nb_merge_streams"] is True
+    page = BOOK / "_build" / "html" / "lessons" / "06_pretraining_reproduction.html"
+    if not page.exists():
+        pytest.skip("book/_build/html is not built (`make book`)")
+    html = page.read_text()
+    assert html.count("[ablation]") == 1 and "report in data/ablation-smoke-" in html
+    for name in ("04_mlm_pretraining", "06_pretraining_reproduction"):
+        text = (BOOK / "_build" / "html" / "lessons" / f"{name}.html").read_text()
+        assert str(ROOT) not in text and "/tmp/" not in text, name

@@ -324,6 +324,17 @@ def test_every_citation_is_in_the_table(path, parts):
                           + "\n".join(problems) + "\nFix the citation; if the table is wrong, check the paper first.")
 
 
+def test_the_paper_is_cited_with_the_year_of_its_entry_in_references_bib():
+    """The lessons said "He et al., 2020" (the first arXiv version) where the book cites the ICLR paper of 2021:
+    every "He et al., YEAR" names a year of one of references.bib's entries by He, Pengcheng et al."""
+    bib = (ROOT / "book" / "references.bib").read_text(encoding="utf-8")
+    entries = re.findall(r"author\s*=\s*\{He, Pengcheng.*?year\s*=\s*\{(\d{4})\}", bib, flags=re.S)
+    assert "2021" in entries, "references.bib has lost the DeBERTa paper (ICLR 2021)"
+    wrong = [f"{path.relative_to(ROOT)}: He et al., {year}" for path in scanned_files()
+             for year in re.findall(r"He et al\.,? \(?(\d{4})", path.read_text(encoding="utf-8")) if year not in entries]
+    assert not wrong, f"years of no He et al. entry in book/references.bib ({sorted(set(entries))}): {wrong}"
+
+
 @pytest.mark.parametrize("path", scanned_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_scores_quoted_from_table_4_are_the_papers(path):
     scores = table4(PAPER_MAP.read_text(encoding="utf-8"))

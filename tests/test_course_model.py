@@ -154,6 +154,20 @@ def test_welch_is_the_unequal_variance_t_test():
     assert scipy_stats.ttest_ind(a, b).pvalue < 0.05 < w["p_two_sided"]  # Student's pooled test would call it
 
 
+def test_welch_of_an_arm_of_identical_runs_is_quiet_and_rests_on_the_other_arm():
+    """Lesson 4's lr 4e-3 arm: three seeds on one plateau, equal to the last bit. scipy warned ("catastrophic
+    cancellation") in the page; the arm has no variance, so t and its degrees of freedom are the other arm's."""
+    import warnings
+
+    a, b = [0.03643061809250921] * 3, [0.195, 0.234, 0.25]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = significance.welch(a, b)
+    vb = statistics.variance(b) / len(b)
+    t = (statistics.fmean(a) - statistics.fmean(b)) / vb**0.5
+    assert w["t"] == pytest.approx(t) and w["p_two_sided"] == pytest.approx(2 * scipy_stats.t.sf(abs(t), len(b) - 1))
+
+
 def test_sure_needs_both_tests_and_unsure_reads_the_bootstrap():
     def test(welch_p, boot_p):
         return {"p_two_sided": welch_p, "bootstrap": {"p_two_sided": boot_p}}

@@ -73,3 +73,13 @@ def test_make_lab_runs_the_lessons_at_full_size_and_the_checks_at_smoke_size(tmp
     assert _smoke_seen_by("lab", tmp_path, DEBERTA_EDU_SMOKE="1") == "1"  # a learner's own choice is kept
     assert _smoke_seen_by("notebooks", tmp_path) == "1" and _smoke_seen_by("unit", tmp_path) == "1"
     assert _smoke_seen_by("notebooks", tmp_path, DEBERTA_EDU_SMOKE="0") == "0"
+
+
+def test_pages_print_paths_inside_the_project_relative_to_it(tmp_path, monkeypatch):
+    """A built page shows data/checkpoints/lesson4, not the folder of the machine (a CI clone) that built it."""
+    from deberta_edu import facts
+
+    assert facts.shown_path(ROOT / "data" / "checkpoints" / "lesson4") == "data/checkpoints/lesson4"
+    monkeypatch.chdir(ROOT / "notebooks")  # where the pages run: a relative path is resolved first
+    assert facts.shown_path("../results/course-model") == "results/course-model"
+    assert facts.shown_path(tmp_path / "run") == str(tmp_path / "run")  # outside the project: as it is

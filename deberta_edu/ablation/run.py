@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from deberta_edu import files
-from deberta_edu.facts import PROJECT_ROOT, cpu_name
+from deberta_edu.facts import PROJECT_ROOT, cpu_name, shown_path
 from deberta_edu.training import mlm_data
 
 from . import jobs, metrics, plan, publish, report, timing
@@ -211,6 +211,6 @@ def run_ablation(scale: str | Scale, out_dir: str | Path, *, smoke_first: bool |
     the_plan.setdefault("wall_s", []).append({"command": len(the_plan["commands"]) - 1, "seconds": round(wall, 1)})
     jobs._write(plan_path, the_plan)
     results = publish.write_report(out)
-    print(f"[ablation] {wall / 60:.1f} minutes; report in {out}"
+    print(f"[ablation] {wall / 60:.1f} minutes; report in {shown_path(out)}"
           + ("" if results["complete"] else f"; MISSING: {'; '.join(results['missing'])}"), flush=True)
     return results
