@@ -546,8 +546,8 @@ viz.plot_terms(maps, positional.layer, positional.head, model=demo.source)
 # It opens on the neighbour head with the diagonal c2p measured above.
 
 # %%
-print("maps of", demo.source)
-attention_panel = widgets.attention_widget(maps, layer=positional.layer, head=positional.head, kind="c2p")
+attention_panel = widgets.attention_widget(maps, layer=positional.layer, head=positional.head, kind="c2p",
+                                           model=demo.source)
 attention_panel
 
 # %% [markdown] slideshow={"slide_type": "subslide"}

@@ -298,10 +298,11 @@ def test_bucket_widget_draws_the_counts_it_reports():
 
 def test_attention_widget_draws_the_layer_and_head_chosen():
     maps = _maps()
-    panel = w.attention_widget(maps)
+    panel = w.attention_widget(maps, model="tiny model, random weights")
     panel.controls["head"].value = 1  # layer 0, head 1
     ax = panel.figure.axes[0]
     assert ax.get_title().startswith("layer 0, head 1")
+    assert panel.figure.get_suptitle() == "tiny model, random weights"  # which model drew it, on every redraw
     np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), panel.data)
 
 

@@ -271,6 +271,8 @@ def test_plots_return_figures(tmp_path):
     evals = [{"kind": "eval", "step": s, "val_loss": 5.0, "val_accuracy": a, "val_perplexity": p}
              for s, a, p in ((10, 0.1, 900.0), (20, 0.4, 120.0))]
     assert plot_training(evals).axes[1].get_title() == "last: accuracy 40.0%, perplexity 120.0"  # the last, not the first
+    ax_acc = plot_training(evals).axes[1]
+    assert ax_acc.yaxis.get_major_formatter()(0.4, 0).startswith("40")  # the axis in percent too, not 0.40
 
 
 def test_cli(tmp_path, capsys):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from deberta_edu.facts import LOG_FILE
 from deberta_edu.figures import figure_png, smooth, subplots
@@ -65,6 +66,7 @@ def plot_training(records, smoothing: float = 0.9) -> Figure:
     ax_acc.plot(steps, acc, "o-", color="tab:green")
     ax_acc.set_xlabel("optimizer step")
     ax_acc.set_ylabel("held-out accuracy on masked tokens")
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1))  # in percent, as the title and the text say
     ax_acc.grid(alpha=0.3)
     _, ppl = _series(records, "eval", "val_perplexity")
     if ppl:

@@ -99,11 +99,13 @@ def bucket_widget(length: int = 2048, k: int = 512, position_buckets: int = 256)
 
 
 # --- lesson 2 -------------------------------------------------------------------------------------
-def attention_widget(maps: viz.AttentionMaps, layer: int = 0, head: int = 0, kind: str = "sum") -> Panel:
-    """Choose a layer, a head and a map (c2c, c2p, p2c, sum, probs) of ``viz.attention_maps`` output."""
+def attention_widget(maps: viz.AttentionMaps, layer: int = 0, head: int = 0, kind: str = "sum",
+                     model: str = "") -> Panel:
+    """Choose a layer, a head and a map (c2c, c2p, p2c, sum, probs) of ``viz.attention_maps`` output; ``model``
+    names the model that drew them above each figure."""
 
     def draw(layer, head, kind):
-        return maps.get(layer, head, kind), viz.plot_attention(maps, layer, head, kind)
+        return maps.get(layer, head, kind), viz.plot_attention(maps, layer, head, kind, model=model)
 
     return Panel(
         {

@@ -179,8 +179,8 @@ def plot_maps(
     return fig
 
 
-def plot_attention(maps: AttentionMaps, layer: int, head: int, kind: str = "sum") -> Figure:
-    """One map of one head, large, with tokens on both axes."""
+def plot_attention(maps: AttentionMaps, layer: int, head: int, kind: str = "sum", model: str = "") -> Figure:
+    """One map of one head, large, with tokens on both axes; ``model`` (which model drew it) above, small."""
     values = maps.get(layer, head, kind)
     L = len(maps.tokens)
     fig = new_figure((3.5 + 0.22 * L, 3.0 + 0.22 * L))
@@ -192,6 +192,8 @@ def plot_attention(maps: AttentionMaps, layer: int, head: int, kind: str = "sum"
     ax.set_xlabel("key j")
     ax.set_ylabel("query i")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if model:
+        fig.suptitle(textwrap.fill(model, 70), fontsize=7)
     return fig
 
 
