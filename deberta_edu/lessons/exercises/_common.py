@@ -130,7 +130,10 @@ def _as_array(x) -> np.ndarray | None:
     if x is None:
         return None
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if x.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):  # numpy has no such type
+            x = x.float()
+        return x.numpy()
     try:
         return np.asarray(x)
     except (TypeError, ValueError):

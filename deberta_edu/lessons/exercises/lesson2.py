@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from deberta_edu.model.attention import DisentangledSelfAttention
-from deberta_edu.model.positions import relative_distance_matrix
+from deberta_edu.model.positions import relative_distance, relative_distance_matrix
 
 from ._common import CheckResult, _answers_pending, _as_array, _call, _checker, _finish
 
@@ -52,8 +52,9 @@ def check_previous_token_head(fn) -> CheckResult:
     """``fn(d, k)`` returns ``(bias, k_r)``: a query bias (d,) and the table's position keys (2k, d).
 
     The checker draws contents X (L = 3k tokens, entries N(0, 1)), forms the queries Q^c = X + bias and the
-    c2p map Q^c_i · K^r_δ(i,j); it passes when, for every draw and every query i ≥ 1, the largest entry of
-    row i is at key j = i − 1, beyond the window included.
+    c2p map Q^c_i · K^r_δ(i,j); it passes when, for every draw and every query i ≥ 1, the entry of row i at key
+    j = i − 1 is larger than every other entry of the row, beyond the window included (a tie is no peak: the
+    softmax would split the attention).
     """
     name = "check_previous_token_head"
     failures, hints = [], []
@@ -68,21 +69,33 @@ def check_previous_token_head(fn) -> CheckResult:
         k_r = _tensor(k_r, (2 * k, d), "k_r", name)
         L = 3 * k
         index = relative_distance_matrix(L, k=k)
-        peaks = torch.stack([
-            _c2p(torch.randn(L, d, generator=g, dtype=torch.float64) + bias, k_r, index).argmax(-1)[1:]
+        scores = torch.stack([
+            _c2p(torch.randn(L, d, generator=g, dtype=torch.float64) + bias, k_r, index)[1:]
             for _ in range(HEAD_DRAWS)
-        ])  # (draws, L - 1): where each query row i >= 1 peaks
-        wrong = peaks != torch.arange(L - 1)
+        ])  # (draws, L - 1, L): the rows of the queries i >= 1
+        previous = torch.arange(L - 1)  # row i - 1 of `scores` holds query i; its previous token is key i - 1
+        target = scores[:, previous, previous]  # (draws, L - 1): the score of key i - 1
+        others = scores.clone()
+        others[:, previous, previous] = -math.inf
+        rival = others.argmax(-1)  # (draws, L - 1): the best other key of each row
+        wrong = others.amax(-1) >= target  # argmax alone would take a tie for a peak (it keeps the first index)
         if wrong.any():
             draw, row = (int(x) for x in wrong.nonzero()[0])
-            i, j = row + 1, int(peaks[draw, row])
-            hints.append(_head_hint(i, j, k, content_decides=bool((peaks != peaks[:1]).any())))
+            i, j = row + 1, int(rival[draw, row])
+            tie = bool(others[draw, row, j] == target[draw, row])
+            peaks = scores.argmax(-1)
+            hints.append(_head_hint(i, j, k, content_decides=bool((peaks != peaks[:1]).any()), tie=tie))
+            where = (f"key {j} scores as high as key {i - 1}" if tie else f"peaks at key {j}")
             failures.append(f"d={d}, k={k}: {int(wrong.sum())} of {wrong.numel()} query rows do not peak at "
-                            f"j = i − 1 (first: query {i} peaks at key {j})")
+                            f"j = i − 1 alone (first: query {i} {where})")
     return _finish(name, len(HEAD_CASES) * HEAD_DRAWS, failures, hints[0] if hints else "")
 
 
-def _head_hint(i: int, j: int, k: int, content_decides: bool) -> str:
+def _head_hint(i: int, j: int, k: int, content_decides: bool, tie: bool = False) -> str:
+    if tie:
+        return (f"a tie is not a peak: key {j} (row δ = {relative_distance(i, j, k)}) scores exactly as high as key "
+                f"{i - 1} (row k + 1), so the softmax splits the attention between them. Only row k + 1 may score "
+                "high; leave the other rows (the clamped ones too) small.")
     if content_decides:
         return ("the words decide where it looks: with X of size ~1, the bias · K^r_(k+1) term must beat every "
                 "X_i · K^r_r, so make the bias and row k + 1 large and aligned, the other rows small.")

@@ -61,18 +61,21 @@ def apply_80_10_10(input_ids, chosen, u, random_ids, mask_id: int, mistake: str 
     return masked, labels
 
 
-def _rule(chosen: bool, u: float) -> str:
+def _rule(chosen: bool, u: torch.Tensor) -> str:
+    """The rule the reference applied to one token: ``u`` compared in its own dtype, as ``apply_80_10_10`` does
+    (a Python float would compare float32(0.9) = 0.89999998 with the double 0.9 and name another rule)."""
     if not chosen:
         return "not chosen: shown as it is, label -100"
-    if u < 0.8:
-        return "chosen, u < 0.8: [MASK]"
-    return "chosen, 0.8 <= u < 0.9: random" if u < 0.9 else "chosen, u >= 0.9: unchanged"
+    shown = f"u = {float(u):.8g}"
+    if bool(u < 0.8):
+        return f"chosen, {shown} < 0.8: [MASK]"
+    return f"chosen, 0.8 <= {shown} < 0.9: random" if bool(u < 0.9) else f"chosen, {shown} >= 0.9: unchanged"
 
 
 def _first_mismatch(expected: torch.Tensor, got: torch.Tensor, chosen, u, what: str, case: str) -> str:
     b, t = (int(x) for x in (got != expected).nonzero()[0])
     return (
-        f"{case}: {what} of token [{b}, {t}] ({_rule(bool(chosen[b, t]), float(u[b, t]))}) "
+        f"{case}: {what} of token [{b}, {t}] ({_rule(bool(chosen[b, t]), u[b, t])}) "
         f"expected {int(expected[b, t])}, got {int(got[b, t])}"
     )
 
@@ -89,7 +92,10 @@ def _masking_cases():
         chosen = {"15%": draw < 0.15, "all": draw >= 0, "none": draw < 0}[chosen_kind]
         u = torch.rand(shape, generator=g)
         if chosen_kind == "all":  # the edges, where u <= 0.8 and u < 0.8 part: 0.8 is random, 0.9 stays
-            u[0, :2] = torch.tensor([0.8, 0.9])
+            # float32(0.8) = 0.800000012 is above 0.8 in float32 and float64 alike: random either way. float32(0.9) =
+            # 0.899999976 is below 0.9, a random token by the rule, yet float32's `u < 0.9` keeps it (0.9 rounds to
+            # the same float32): a right answer in float64 was refused. The first float32 above 0.9 stays in both.
+            u[0, 0], u[0, 1] = 0.8, torch.tensor(0.9).nextafter(torch.tensor(1.0))
         random_ids = torch.randint(5, 60, shape, generator=g)
         yield (f"{shape[0]}×{shape[1]} tokens, {chosen_kind} chosen, mask_id {mask_id}", ids, chosen, u, random_ids,
                mask_id)

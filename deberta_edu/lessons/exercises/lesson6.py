@@ -129,6 +129,7 @@ VERDICT_CASES = (
     ([0.72, 0.75, 0.78], [0.70, 0.72, 0.74], "A"),  # paired p = 0.035: a stricter level than 0.05 misses it
     ([0.74, 0.76, 0.75], [0.725, 0.735, 0.71], "noise"),  # t = 3.67, p = 0.067: np.std's ddof=0, or n df, pass it
     ([0.71, 0.76, 0.80], [0.709, 0.71, 0.70], "noise"),  # every seed gains, but t = 1.76 (p = 0.22)
+    ([0.72, 0.68, 0.76], [0.72, 0.68, 0.76], "noise"),  # the same results: p is NaN, and NaN > 0.05 is False
 )
 ALPHA = 0.05
 
@@ -163,13 +164,14 @@ def _verdict(a: list[float], b: list[float], rule: str = "paired") -> str:
         noise = abs(diff) <= 2 * math.sqrt((statistics.stdev(a) ** 2 + statistics.stdev(b) ** 2) / len(a))
     elif rule == "2 SE paired":  # ... or of the mean per-seed difference
         noise = abs(diff) <= 2 * statistics.stdev([x - y for x, y in zip(a, b, strict=True)]) / math.sqrt(len(a))
-    elif rule == "every seed agrees":
-        noise = len({x > y for x, y in zip(a, b, strict=True)}) > 1
+    elif rule == "every seed agrees":  # a tie is no gain either way
+        noise = not (all(x > y for x, y in zip(a, b, strict=True)) or all(x < y for x, y in zip(a, b, strict=True)))
     elif rule in ("ddof 0", "n df"):  # a paired t written out by hand, with one of two slips
         d = [x - y for x, y in zip(a, b, strict=True)]
         n = len(d)
         spread = statistics.pstdev(d) if rule == "ddof 0" else statistics.stdev(d)
-        noise = not 2 * stats.t.sf(abs(diff) / (spread / math.sqrt(n)), n if rule == "n df" else n - 1) < ALPHA
+        t = diff / (spread / math.sqrt(n)) if spread else math.copysign(math.inf, diff) if diff else math.nan
+        noise = not 2 * stats.t.sf(abs(t), n if rule == "n df" else n - 1) < ALPHA
     else:
         test = stats.ttest_rel(a, b) if rule == "paired" else stats.ttest_ind(a, b, equal_var=False)
         noise = not test.pvalue < ALPHA
