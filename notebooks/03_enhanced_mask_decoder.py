@@ -633,7 +633,7 @@ exercises.check_emd(my_emd)
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # **Exercise 2.** Predict before you measure: which of these outputs stay *exactly* the same when an input is
 # moved right behind masked padding? Put `True` (unchanged) or `False` (changes) for each; the checker measures
-# all four on fresh random models and tells you where you were wrong.
+# all four on random models it builds (always the same draw) and tells you where you were wrong.
 
 # %%
 my_answers = {

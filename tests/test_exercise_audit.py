@@ -335,6 +335,19 @@ def test_symmetric_kl_right_answers_in_other_forms_pass():
     assert exercises.check_symmetric_kl(lambda a, b: _kl(a.double(), b.double()))
 
 
+def test_symmetric_kl_shifts_each_argument_on_its_own():
+    """The exercise says a constant added to a row of logits changes nothing; only logits_p was shifted, so an
+    answer that used logits_q as log-probabilities went unnamed (the value check failed it, with no property)."""
+
+    def q_as_log_probs(a, b):  # KL(p‖q) + Σ q (logits_q − log p): the second term reads logits_q as log q
+        log_p, log_q = a.log_softmax(-1), b.log_softmax(-1)
+        return ((log_p.exp() * (log_p - log_q)).sum(-1) + (log_q.exp() * (b - log_p)).sum(-1)).mean()
+
+    with pytest.raises(AssertionError, match="adding a constant to each row of logits_q") as e:
+        exercises.check_symmetric_kl(q_as_log_probs)
+    assert "row of logits_p" not in str(e.value)
+
+
 def test_linf_step_refuses_an_eps_of_1e_12_added_to_the_norm():
     """Mutants l5_linf_tol (rtol 1e-2) and l5_linf_atol (atol 1e-2): + 1e-12 shortens the steps of 1e-10
     gradients by 1% and passed."""

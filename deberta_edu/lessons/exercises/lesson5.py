@@ -100,7 +100,7 @@ def check_symmetric_kl(fn) -> CheckResult:
 
     for rows, classes, scale in ((4, 3, 1.0), (8, 2, 2.0), (16, 10, 1.0), (5, 7, 4.0)):
         a, b = (torch.randn(rows, classes, generator=g) * scale for _ in range(2))
-        shift = torch.randn(rows, 1, generator=g) * 3  # one constant per row
+        shift, shift_q = (torch.randn(rows, 1, generator=g) * 3 for _ in range(2))  # one constant per row
         what = f"{rows}×{classes} logits"
         expected = float(symmetric_kl(a, b))
         got = _scalar(_call(fn, a.clone(), b.clone()))
@@ -122,12 +122,14 @@ def check_symmetric_kl(fn) -> CheckResult:
         same = _scalar(_call(fn, a.clone(), a.clone()))
         if not (isinstance(same, float) and abs(same) < 1e-6):
             failures.append(f"{what}: f(p, p) should be 0, got {_fmt(same)}")
-        moved = _scalar(_call(fn, a + shift, b.clone()))
-        if not (isinstance(moved, float) and close(moved, got)):
-            failures.append(
-                f"{what}: adding a constant to each row of logits_p changed the answer from {got:.6g} to {_fmt(moved)} "
-                "(softmax ignores it, so the divergence must too)"
-            )
+        for moved_what, moved in (("logits_p", _call(fn, a + shift, b.clone())),
+                                  ("logits_q", _call(fn, a.clone(), b + shift_q))):
+            moved = _scalar(moved)
+            if not (isinstance(moved, float) and close(moved, got)):
+                failures.append(
+                    f"{what}: adding a constant to each row of {moved_what} changed the answer from {got:.6g} to "
+                    f"{_fmt(moved)} (softmax ignores it, so the divergence must too)"
+                )
         if got < -1e-6:
             failures.append(f"{what}: a divergence is never negative, got {got:.6g}")
     mistake = _one_mistake(found)  # one that fits every failing case: on 2 classes, halving = a mean over classes
