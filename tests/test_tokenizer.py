@@ -161,3 +161,13 @@ def test_changed_trainer_options_train_a_new_tokenizer(tmp_path, monkeypatch):
     first = train_tokenizer(source, vocab_size=400)
     monkeypatch.setattr(tokenizer, "TRAINER_OPTIONS", {**tokenizer.TRAINER_OPTIONS, "character_coverage": 0.999})
     assert train_tokenizer(source, vocab_size=400).path != first.path
+
+
+def test_training_prints_where_the_tokenizer_went_relative_to_the_project(tmp_path, monkeypatch, capsys):
+    """A page that trains a tokenizer printed the building machine's folder (a CI clone under /tmp); a data root
+    inside the project is printed from the project: data/tokenizers/..."""
+    monkeypatch.setattr(facts, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setenv(facts.DATA_ENV, str(tmp_path / "data"))
+    train_tokenizer(write_corpus(tmp_path), vocab_size=400)
+    printed = capsys.readouterr().out
+    assert ": data/tokenizers/" in printed and str(tmp_path) not in printed, printed

@@ -28,6 +28,7 @@ import torch
 
 from deberta_edu import files
 from deberta_edu.data import corpus
+from deberta_edu.facts import shown_path
 
 SPECIAL_PIECES = ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")
 WORD_START = "▁"  # U+2581, SentencePiece's mark for "a space came before this piece"
@@ -187,7 +188,7 @@ def _train(lines: list[str], options: dict, path: Path, source) -> None:
         raise _explained(err, vocab_size, source) from err
     os.replace(f"{tmp_prefix}.vocab", path.with_suffix(".vocab"))
     os.replace(f"{tmp_prefix}.model", path)  # last: the .model's existence means "trained"
-    print(f"tokenizer trained in {time.time() - start:.1f} s: {path}")
+    print(f"tokenizer trained in {time.time() - start:.1f} s: {shown_path(path)}")  # data/tokenizers/... on a page
 
 
 def _explained(err: RuntimeError, vocab_size: int, source) -> ValueError:
