@@ -97,3 +97,20 @@ def test_mask_rates_figure():
     fig = viz.plot_mask_rates(rates, {"chosen": 0.15, "[MASK]": 0.8, "random": 0.1, "unchanged": 0.1}, "t")
     ax = fig.axes[0]
     assert [round(b.get_height(), 2) for b in ax.patches] == list(rates.values()) and ax.get_title() == "t"
+
+
+def test_answer_ranks_are_the_ranks_the_pages_fill_mask_shows():
+    """training.evaluate.answer_ranks (what recipe --clock keeps of each full-size run) ranks each hidden word as
+    lesson 4's guesses do, with every word of a sentence hidden at once, and leaves the model as it found it."""
+    from deberta_edu.training.evaluate import answer_ranks
+
+    torch.manual_seed(0)
+    model = DebertaForMaskedLM(make_config("tiny", vocab_size=len(TOK.pieces), initializer_range=0.5)).train()
+    blanks = {"the new store opened": ("the", "store"), "the new mall": ("mall",)}
+    ranks = answer_ranks(model, TOK, blanks)
+    assert model.training  # put back in training mode
+    model.eval()
+    shown_ranks = {g.answer.lstrip("▁"): g.answer_rank
+                   for g in guesses(model, [hide(TOK, s, w) for s, w in blanks.items()], TOK.id_to_piece)}
+    assert ranks == shown_ranks and set(ranks) == {"the", "store", "mall"}
+    assert len(set(ranks.values())) > 1  # ranks that differ: a swapped word or position would show

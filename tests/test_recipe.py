@@ -105,6 +105,8 @@ def test_clock_runs_each_seed_twice_on_the_clock_and_keeps_what_the_page_prints(
     assert result["command"] == "python -m deberta_edu.training.recipe --clock"
     assert [(r["seed"], r["repeat"]) for r in result["runs"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert result["config"] == files.as_saved(cfg.to_dict()) and result["machine"]
+    assert result["blanks"] == {k: list(v) for k, v in recipe.FILL_BLANKS.items()}
+    assert all(r["answer_ranks"] is None for r in result["runs"])  # synthetic rows: no tokenizer, no words to rank
     for r in result["runs"]:
         assert r["steps"] > 0 and r["tokens"] == r["steps"] * cfg.tokens_per_step  # the clock decided the steps
         steps = [e["step"] for e in r["evals"]]
@@ -131,6 +133,8 @@ def test_clock_repeats_no_run_of_the_same_config_and_starts_afresh_for_another_i
         recipe.clock(tmp_path, seeds=(0,), repeats=1, progress=False)
     fresh = recipe.clock(tmp_path, seeds=(0,), repeats=1, progress=False, overwrite=True)
     assert seeds == [1, 0] and len(fresh["runs"]) == 1 and fresh["config"]["lr"] == 5e-3
+    with pytest.raises(ValueError, match="another blanks"):  # runs that ranked other words are not reused either
+        recipe.clock(tmp_path, seeds=(0,), repeats=1, progress=False, blanks={"The web looks.": ("web",)})
 
 
 def test_the_committed_clock_runs_are_of_lesson_4_as_it_is():

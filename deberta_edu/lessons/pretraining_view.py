@@ -18,16 +18,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from deberta_edu.facts import MASK_ID, SPECIAL_IDS, encode_pair
+from deberta_edu.facts import MASK_ID, SPECIAL_IDS
+from deberta_edu.training.evaluate import IGNORE, encode_row, hide  # the course's records use them too
 
 from .viz import FillMask, fill_mask
 
-IGNORE = -100  # a label the loss ignores: nothing to predict at this position
-
-
-def encode_row(tokenizer, text: str) -> torch.Tensor:
-    """``[CLS] pieces [SEP]`` of ``text``: a row as the packed training data has them, (L,)."""
-    return torch.tensor(encode_pair(tokenizer.encode(text)))
+__all__ = ["IGNORE", "context", "encode_row", "guess_table", "guesses", "hide", "partly_hidden", "shown",
+           "what_happened"]
 
 
 def what_happened(original: int, shown: int, label: int, mask_id: int = MASK_ID) -> str:
@@ -69,22 +66,6 @@ def partly_hidden(
     chosen_per_word = torch.bincount(words.flatten(), weights=chosen.flatten().double())
     partly = chosen & (chosen_per_word[words] < pieces_per_word[words])
     return (partly.sum() / chosen.sum()).item()
-
-
-def hide(tokenizer, text: str, words: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input ids, labels) of a sentence with each word (one piece "▁word") replaced by [MASK]."""
-    ids = encode_row(tokenizer, text)
-    pieces = [tokenizer.id_to_piece(i) for i in ids.tolist()]
-    labels = torch.full_like(ids, IGNORE)
-    for word in words:
-        try:
-            t = pieces.index("▁" + word)
-        except ValueError:
-            raise ValueError(
-                f"{word!r} is not a single piece of {text!r} (its pieces: {pieces}); hide a word that is"
-            ) from None
-        labels[t] = ids[t]
-    return torch.where(labels != IGNORE, tokenizer.mask_id, ids), labels
 
 
 def guesses(

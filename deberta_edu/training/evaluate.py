@@ -1,4 +1,5 @@
-"""How a pretraining run is scored: the MLM loss it minimizes, and held-out loss, accuracy and perplexity.
+"""How a pretraining run is scored: the MLM loss it minimizes, and held-out loss, accuracy and perplexity;
+and where it ranks hidden words of chosen sentences (lesson 4's fill-mask, kept for its full-size runs).
 
 The evaluator masks its held-out rows once (a generator seeded by ``eval_seed`` alone), so every
 evaluation of every run with that seed reads the same masked tokens: curves of different runs compare.
@@ -12,11 +13,52 @@ import torch
 import torch.nn.functional as F
 
 from deberta_edu.data.batch import Batch
+from deberta_edu.facts import encode_pair
 from deberta_edu.model.emd import DebertaForMaskedLM
 
 from .configs import TrainConfig
 from .engine import Distributed, Precision, all_reduce_sum, generator
 from .mlm_data import MaskSpec, take_rows
+
+IGNORE = -100  # a label the loss ignores: nothing to predict at this position
+
+
+def encode_row(tokenizer, text: str) -> torch.Tensor:
+    """``[CLS] pieces [SEP]`` of ``text``: a row as the packed training data has them, (L,)."""
+    return torch.tensor(encode_pair(tokenizer.encode(text)))
+
+
+def hide(tokenizer, text: str, words) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, labels) of a sentence with each word (one piece "▁word") replaced by [MASK]."""
+    ids = encode_row(tokenizer, text)
+    pieces = [tokenizer.id_to_piece(i) for i in ids.tolist()]
+    labels = torch.full_like(ids, IGNORE)
+    for word in words:
+        try:
+            t = pieces.index("▁" + word)
+        except ValueError:
+            raise ValueError(
+                f"{word!r} is not a single piece of {text!r} (its pieces: {pieces}); hide a word that is"
+            ) from None
+        labels[t] = ids[t]
+    return torch.where(labels != IGNORE, tokenizer.mask_id, ids), labels
+
+
+@torch.no_grad()
+def answer_ranks(model, tokenizer, blanks: dict) -> dict[str, int]:
+    """{word: rank} of every word hidden in ``blanks`` ({sentence: words}, each sentence's words hidden at once,
+    as lesson 4's fill-mask hides them): 1 when the model's first guess at that [MASK] is the word."""
+    was_training = model.training
+    model.eval()
+    ranks = {}
+    for text, words in blanks.items():
+        ids, labels = hide(tokenizer, text, words)
+        probs = model(ids[None].to(next(model.parameters()).device)).logits[0].float().softmax(-1).cpu()  # (L, V)
+        for t in (labels != IGNORE).nonzero().flatten().tolist():
+            answer = int(labels[t])
+            ranks[tokenizer.id_to_piece(answer).lstrip("▁")] = int((probs[t] > probs[t, answer]).sum()) + 1
+    model.train(was_training)
+    return ranks
 
 
 def mlm_loss(model, batch: Batch) -> torch.Tensor:

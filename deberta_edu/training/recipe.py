@@ -44,6 +44,16 @@ ARMS = [
 ]
 
 
+# Lesson 4's held-out BBC sentences and the words its fill-mask hides in them; ``clock`` keeps where each full-size
+# run ranks them (the page checks that these are its own)
+FILL_BLANKS = {
+    "The UK's jobless total rose for the second month in a row in December, official figures show.": ("the", "month"),
+    "Tony Blair has met Italian Prime Minister Silvio Berlusconi and German Chancellor Gerhard Schroeder": ("Minister",),
+    "The web looks very different today than it did 10 years ago.": ("years",),
+    "The Bank of England is expected to keep rates on hold this week": ("of", "rates"),
+}
+
+
 def arm_config(changes: dict, tokens: int) -> TrainConfig:
     """The lesson-4 recipe on a budget of ``tokens`` (the schedule tied to it), with ``changes``."""
     base = get_config("lesson4", smoke=False)
@@ -66,14 +76,17 @@ def held_out(model, cfg: TrainConfig, data) -> dict:
     return out
 
 
-def kept_runs(path: Path, key: str, value, overwrite: bool) -> list[dict]:
-    """The runs a results file at ``path`` already holds, if they were made with the same ``key`` (the budget, the
-    config); none without a file. Runs made otherwise are refused, unless ``overwrite`` drops them."""
+def kept_runs(path: Path, settings: dict, overwrite: bool) -> list[dict]:
+    """The runs a results file at ``path`` already holds, if they were made with the same ``settings`` (the budget;
+    the config and the blanks); none without a file. Runs made otherwise are refused, unless ``overwrite`` drops
+    them."""
     kept = json.loads(path.read_text()) if path.exists() else {}
-    if not kept.get("runs") or kept.get(key) == value:
+    differ = [key for key, value in settings.items() if kept.get(key) != value]
+    if not kept.get("runs") or not differ:
         return kept.get("runs", [])
     if overwrite:
         return []
+    key, value = differ[0], settings[differ[0]]
     was = f" ({key} {kept.get(key)!r}, not {value!r})" if not isinstance(value, dict) else ""
     raise ValueError(f"{path} holds {len(kept['runs'])} runs made with another {key}{was}; they would be replaced. "
                      "Choose another --out, or add --overwrite to start afresh there")
@@ -93,7 +106,7 @@ def run(tokens: int = BUDGET_TOKENS, out: Path = RESULTS_DIR, seeds=SEEDS, arms=
                                                                      else ""),
               "shape": "lesson 4: tiny (2 layers, hidden 128), batch 32 x 128 tokens, BBC", "tokens": tokens,
               "seeds": list(seeds), "runs": []}
-    result["runs"] = kept_runs(path, "tokens", tokens, overwrite)
+    result["runs"] = kept_runs(path, {"tokens": tokens}, overwrite)
     done = {(r["arm"], r["seed"]) for r in result["runs"]}
     data = None
     for seed in seeds:
@@ -116,14 +129,15 @@ def run(tokens: int = BUDGET_TOKENS, out: Path = RESULTS_DIR, seeds=SEEDS, arms=
 
 
 def clock(out: Path = RESULTS_DIR, seeds=SEEDS, repeats: int = 2, progress: bool = True,
-          overwrite: bool = False) -> dict:
+          overwrite: bool = False, blanks: dict = FILL_BLANKS) -> dict:
     """Lesson 4's full size as the page runs it (``get_config("lesson4")``: 150 s of training time, the schedule
     on the clock, its 256 held-out rows scored every 100 steps), ``repeats`` times per seed, nothing else on the
-    machine. clock.json keeps each run's tokens and held-out curve; it is rewritten after each run, and a run
-    already in it (same seed and repeat, same config) is not repeated; a file of another config is refused
-    (``kept_runs``)."""
+    machine. clock.json keeps each run's tokens, held-out curve and the rank of every word of ``blanks`` (lesson
+    4's fill-mask) at the end; it is rewritten after each run, and a run already in it (same seed and repeat,
+    same config and blanks) is not repeated; a file of another config is refused (``kept_runs``)."""
     import tempfile
 
+    from .evaluate import answer_ranks
     from .mlm_data import prepare_data
     from .pretrain import train
     from .state import describe_machine
@@ -131,8 +145,9 @@ def clock(out: Path = RESULTS_DIR, seeds=SEEDS, repeats: int = 2, progress: bool
     cfg = get_config("lesson4", smoke=False)
     path = out / CLOCK_FILE
     result = {"command": "python -m deberta_edu.training.recipe --clock",
-              "config": files.as_saved(cfg.to_dict()), "machine": describe_machine(), "runs": []}
-    result["runs"] = kept_runs(path, "config", result["config"], overwrite)  # another config's say nothing of this
+              "config": files.as_saved(cfg.to_dict()), "blanks": {k: list(v) for k, v in blanks.items()},
+              "machine": describe_machine(), "runs": []}
+    result["runs"] = kept_runs(path, {k: result[k] for k in ("config", "blanks")}, overwrite)  # others' say nothing
     done = {(r["seed"], r["repeat"]) for r in result["runs"]}
     data = None
     for seed in seeds:
@@ -146,8 +161,10 @@ def clock(out: Path = RESULTS_DIR, seeds=SEEDS, repeats: int = 2, progress: bool
             evals = [{k: r[k] for k in ("step", "val_loss", "val_accuracy")}
                      for r in trained.history if r["kind"] == "eval"]
             last = [r for r in trained.history if r["kind"] == "train"][-1]
+            ranks = answer_ranks(trained.model, data[2], blanks) if data[2] is not None else None  # None: synthetic
             result["runs"].append({"seed": seed, "repeat": repeat, "tokens": last["tokens"], "steps": last["step"],
-                                   "tokens_per_s": round(trained.tokens_per_s), "evals": evals})
+                                   "tokens_per_s": round(trained.tokens_per_s), "evals": evals,
+                                   "answer_ranks": ranks})
             out.mkdir(parents=True, exist_ok=True)
             files.write_text(path, json.dumps(result, indent=1) + "\n")  # atomic
             print(f"seed {seed}, run {repeat + 1}: {last['tokens']:,} tokens, held-out accuracy "
