@@ -141,3 +141,6 @@ def test_the_committed_clock_runs_are_of_lesson_4_as_it_is():
     result = json.loads((recipe.RESULTS_DIR / recipe.CLOCK_FILE).read_text())
     assert result["config"] == files.as_saved(get_config("lesson4", smoke=False).to_dict())
     assert sorted((r["seed"], r["repeat"]) for r in result["runs"]) == [(s, n) for s in recipe.SEEDS for n in (0, 1)]
+    assert result["blanks"] == {k: list(v) for k, v in recipe.FILL_BLANKS.items()}
+    assert all(set(r["answer_ranks"]) == {w for words in recipe.FILL_BLANKS.values() for w in words}
+               for r in result["runs"])
