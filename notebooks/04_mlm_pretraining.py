@@ -355,7 +355,8 @@ result = train(cfg, train_data, val_data, tokenizer=tokenizer, out_dir=out_dir, 
 minutes = (time.perf_counter() - start) / 60
 tokens = [r for r in result.history if r["kind"] == "train"][-1]["tokens"]
 print(f"{minutes:.1f} minutes, {tokens:,} tokens ({tokens / (len(train_data) * cfg.seq_length):.1f} passes over "
-      f"the training rows), {result.tokens_per_s:,.0f} tokens/s; saved to {shown_path(result.path)}")
+      f"the training rows), {result.tokens_per_s:,.0f} tokens/s over the run (the bar's tok_s: the last steps'); saved to "
+      f"{shown_path(result.path)}")
 
 # what span masking would cost: masking one training batch with whole-word spans against one training step
 batch_rows = rows[: cfg.batch_size]  # (batch_size, 128)
