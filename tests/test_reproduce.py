@@ -493,3 +493,16 @@ def test_the_verdict_rule_is_the_reports():
     for a, b, want in exercises.lesson6.VERDICT_CASES:
         verdict = stats.verdict(stats.paired_test(a, b), higher_is_better=True)
         assert verdict == {"A": "agrees", "B": "disagrees", "noise": "within noise"}[want], (a, b)
+
+
+def test_the_plateau_line_says_how_many_stuck_runs_end_above_the_unigram():
+    """Lesson 6's smoke runs end above the unigram loss, yet the line said only ON THE PLATEAU (the table beside
+    it said "loss above the unigram's"); the committed CPU run has 3 such runs of its 6 on the plateau."""
+    results = {"unigram_baseline": {"val_loss": 6.9, "val_accuracy": 0.04}, "on_plateau": ["a", "b"],
+               "runs": {"a": {"val_loss": 7.0}, "b": {"val_loss": 6.8}, "c": {"val_loss": 5.0}}}
+    [line] = publish.markdown.plateau_lines(results)
+    assert "ON THE PLATEAU: a, b (2 of 3 runs; 1 of them end above it, short of even the word frequencies)" in line
+    results["runs"]["a"]["val_loss"] = 6.85
+    assert "(2 of 3 runs); no claim" in publish.markdown.plateau_lines(results)[0]
+    committed = report.load_results(RESULTS_ROOT / "ablation-cpu")
+    assert "(6 of 25 runs; 3 of them end above it" in publish.markdown.plateau_lines(committed)[0]

@@ -45,8 +45,10 @@ def plateau_lines(results: dict) -> list[str]:
     if not stuck:
         gap = min(base["val_loss"] - r["val_loss"] for r in runs)
         return [head + f" Every one of the {len(runs)} finished runs ended at least {gap:.2f} nats below it."]
-    return [head + f" ON THE PLATEAU: {', '.join(stuck)} ({len(stuck)} of {len(runs)} runs); no claim is tested "
-                   "on them."]
+    above = sum(results["runs"][r]["val_loss"] > base["val_loss"] for r in stuck)  # short of even the frequencies
+    short = f"; {above} of them end above it, short of even the word frequencies" if above else ""
+    return [head + f" ON THE PLATEAU: {', '.join(stuck)} ({len(stuck)} of {len(runs)} runs{short}); no claim is "
+                   "tested on them."]
 
 
 def _claim_rows(results: dict) -> list[str]:
