@@ -506,3 +506,15 @@ def test_the_plateau_line_says_how_many_stuck_runs_end_above_the_unigram():
     assert "(2 of 3 runs); no claim" in publish.markdown.plateau_lines(results)[0]
     committed = report.load_results(RESULTS_ROOT / "ablation-cpu")
     assert "(6 of 25 runs; 3 of them end above it" in publish.markdown.plateau_lines(committed)[0]
+
+
+def test_the_reports_accuracies_are_drawn_in_percent():
+    """The figures showed accuracies as fractions (0.175) beside the paper's panel and tables in percent."""
+    from deberta_edu.ablation import plots
+
+    results = report.load_results(RESULTS_ROOT / "ablation-cpu")
+    curves, summary = plots.plot_curves(results), plots.plot_summary(results)
+    accuracy_axes = [curves.axes[2], *(ax for ax in summary.axes[:6] if "probe" in ax.get_title()
+                                       or ax.get_title().startswith("sentiment"))]
+    assert len(accuracy_axes) == 4
+    assert all(ax.yaxis.get_major_formatter()(0.5, 0).startswith("50") for ax in accuracy_axes)

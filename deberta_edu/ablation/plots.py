@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from matplotlib.ticker import PercentFormatter
+
 from deberta_edu.figures import save_figure, subplots
 
 from .markdown import run_kind
@@ -48,6 +50,7 @@ def plot_curves(results: dict):
     axes[0, 0].set(xlabel="tokens seen", ylabel="held-out MLM loss (nats)", title="equal tokens: loss vs tokens")
     axes[0, 1].set(xlabel="training FLOPs", ylabel="held-out MLM loss (nats)", title="equal FLOPs: loss vs FLOPs")
     axes[1, 0].set(xlabel="training FLOPs", ylabel="masked-token accuracy", title="accuracy vs FLOPs")
+    axes[1, 0].yaxis.set_major_formatter(PercentFormatter(xmax=1))  # in percent, as the report's tables
     _zoom(axes[0, 0], results)
     _zoom(axes[0, 1], results)
     rates = [float(r) for r in results["lr_grid"]]
@@ -135,6 +138,8 @@ def plot_summary(results: dict):
         ax.set_xticks(range(len(VARIANTS)), [LABELS[v] for v in VARIANTS], fontsize=8)
         ax.set_title(labels[key], fontsize=9)
         ax.grid(alpha=0.3, axis="y")
+        if key in ("position_probe", "topic_probe", "sentiment"):  # accuracies: in percent, as the paper's panel
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
         if key in ("val_loss", "val_auc"):
