@@ -288,3 +288,31 @@ def test_a_cells_prints_are_one_block_on_the_site():
     for name in ("04_mlm_pretraining", "06_pretraining_reproduction"):
         text = (BOOK / "_build" / "html" / "lessons" / f"{name}.html").read_text()
         assert str(ROOT) not in text and "/tmp/" not in text, name
+
+
+def test_the_references_page_labels_entries_as_the_pages_cite_them():
+    """Pages cite "He et al. [2021]"; the list labelled its entries "[HLGC21]". book/_ext/bib_labels.py labels
+    them "He et al., 2021", with a, b for two entries that would share a label."""
+    import sys
+
+    from pybtex.database import Entry, Person
+
+    sys.path.insert(0, str(BOOK / "_ext"))
+    try:
+        import bib_labels
+    finally:
+        sys.path.remove(str(BOOK / "_ext"))
+
+    def entry(*authors, year="2021"):
+        return Entry("article", fields={"year": year, "title": "t"}, persons={"author": [Person(a) for a in authors]})
+
+    assert bib_labels.author_year(entry("He, Pengcheng", "Liu, Xiaodong", "Gao, Jianfeng")) == "He et al., 2021"
+    assert bib_labels.author_year(entry("Kudo, Taku", "Richardson, John", year="2018")) == "Kudo and Richardson, 2018"
+    assert bib_labels.author_year(entry("Hutto, C.", year="2014")) == "Hutto, 2014"
+    twins = [entry("Jiang, H.", "Li, X.", "Gao, J.", year="2020"), entry("Jiang, H.", "Wu, Y.", "Ma, Z.", year="2020")]
+    assert list(bib_labels.AuthorYearLabels().format_labels(twins)) == ["Jiang et al., 2020a", "Jiang et al., 2020b"]
+    assert _config()["sphinx"]["config"]["bibtex_default_style"] == "authoryear"
+    page = BOOK / "_build" / "html" / "references.html"
+    if not page.exists():
+        pytest.skip("book/_build/html is not built (`make book`)")
+    assert ">He et al., 2021<" in page.read_text() and ">HLGC21<" not in page.read_text()
