@@ -316,7 +316,7 @@ def test_a_resumed_command_must_match_the_plan_in_every_key(tmp_path):
     def load(saved, fresh):
         path = tmp_path / "plan.json"
         path.write_text(json.dumps(saved))
-        return run._load_plan(path, fresh, None, "again")
+        return run._load_plan(path, fresh, "again")
 
     assert load(base, base)["commands"] == ["first", "again"]
     for key, other in (("scale", "gpu"), ("layout", "v3"), ("seeds", [0]), ("lr_grid", [2e-3]), ("evals", 3),

@@ -286,7 +286,9 @@ def test_a_command_on_a_finished_folder_trains_and_rewrites_nothing(micro_run, c
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(corpus.DATA_ENV, str(folder / "data"))
-        again = run_ablation(_micro_scale(), out, sentiment_file=folder / "snippets.txt", progress=False)
+        mp.setattr(timing, "smoke_check", lambda *a: pytest.fail("a smoke check on a finished folder (GPU time)"))
+        again = run_ablation(_micro_scale(), out, sentiment_file=folder / "snippets.txt", progress=False,
+                             smoke_first=True)  # what reproduce_gpu.sh run asks for
     assert again["complete"] and "nothing trained, nothing rewritten" in capsys.readouterr().out
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 

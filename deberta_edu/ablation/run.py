@@ -113,7 +113,7 @@ def _new_plan(scale: Scale, smoke: dict | None, command: str, fit_now: bool) -> 
     return files.as_saved(plan_)
 
 
-def _load_plan(path: Path, fresh: dict, smoke: dict | None, command: str) -> dict:
+def _load_plan(path: Path, fresh: dict, command: str) -> dict:
     """The plan of the first command in this folder, checked against this one's, with this command added."""
     saved = json.loads(path.read_text(encoding="utf-8"))
     keys = PLAN_KEYS + (() if fresh["fit"] is None and saved.get("fit") else ("budget_tokens",))
@@ -123,8 +123,6 @@ def _load_plan(path: Path, fresh: dict, smoke: dict | None, command: str) -> dic
                          "its own settings, or write into another folder")
     saved["commands"].append(command)
     saved.setdefault("later_hardware", []).append(fresh["hardware"])  # a resumed run may be on another machine
-    if smoke:
-        saved.setdefault("later_smoke_checks", []).append(smoke)
     return saved
 
 
@@ -178,15 +176,20 @@ def run_ablation(scale: str | Scale, out_dir: str | Path, *, smoke_first: bool |
     command = command or f"run_ablation({scale.name!r}, {str(out_dir)!r})"
     plan_path = out / report.PLAN_FILE
     smoke_first = (not scale.cpu_scale) if smoke_first is None else smoke_first
-    needs_fit = scale.fit_seconds is not None and not plan_path.exists()
+    the_plan = None
+    if plan_path.exists():  # another experiment is refused here, before any smoke check spends time
+        the_plan = _load_plan(plan_path, _new_plan(scale, None, command, fit_now=False), command)
+        finished = _finished(out)
+        if finished is not None:  # every run made: the folder (a committed run, perhaps) is left as it is
+            print(f"[ablation] {out} holds every run of this experiment: nothing trained, nothing rewritten "
+                  f"(python -m deberta_edu.reproduce --rebuild {out} rebuilds its report)", flush=True)
+            return finished
+    needs_fit = scale.fit_seconds is not None and the_plan is None
     smoke = timing.smoke_check(scale, sentiment_file) if smoke_first or needs_fit else None
-    fresh = _new_plan(scale, smoke, command, fit_now=needs_fit)
-    the_plan = _load_plan(plan_path, fresh, smoke, command) if plan_path.exists() else fresh
-    finished = _finished(out) if plan_path.exists() else None  # the same experiment (checked), every run made
-    if finished is not None:  # nothing to make: the folder (a committed run, perhaps) is left as it is
-        print(f"[ablation] {out} holds every run of this experiment: nothing trained, nothing rewritten "
-              f"(python -m deberta_edu.reproduce --rebuild {out} rebuilds its report)", flush=True)
-        return finished
+    if the_plan is None:
+        the_plan = _new_plan(scale, smoke, command, fit_now=needs_fit)
+    elif smoke:
+        the_plan.setdefault("later_smoke_checks", []).append(smoke)
     jobs._write(plan_path, the_plan)
     scale = dataclasses.replace(scale, budget_tokens=the_plan["budget_tokens"])
     plan.check_only_variant_differs(plan.variant_configs(scale))
