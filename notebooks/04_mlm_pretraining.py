@@ -400,9 +400,15 @@ counts = torch.bincount(
 ).double()
 counts[list(tokenizer.special_ids)] = 0  # never targets
 unigram = (counts + 1) / (counts + 1).sum()  # (V,) add-one smoothing: no piece has probability 0
-targets = rows[: cfg.eval_rows][candidates[: cfg.eval_rows]]  # the ordinary tokens of the rows evaluated
-unigram_loss = -unigram[targets].log().mean().item()
-unigram_accuracy = (targets == unigram.argmax()).double().mean().item()
+
+
+def unigram_scores(n_rows):
+    """(loss, accuracy) of the unigram model on the ordinary tokens of the first n_rows held-out rows."""
+    targets = rows[:n_rows][candidates[:n_rows]]
+    return -unigram[targets].log().mean().item(), (targets == unigram.argmax()).double().mean().item()
+
+
+unigram_loss, unigram_accuracy = unigram_scores(cfg.eval_rows)  # the rows this page's run was scored on
 print(
     f"unigram: loss {unigram_loss:.3f}, accuracy {unigram_accuracy:.1%} (always '{piece(unigram.argmax())}'), "
     f"perplexity {math.exp(unigram_loss):,.0f}"
@@ -491,10 +497,7 @@ from deberta_edu.training.recipe import RESULTS_DIR as RECIPE_DIR  # noqa: E402
 clock = json.loads((RECIPE_DIR / CLOCK_FILE).read_text())  # six full-size runs of this page, committed
 page_run = files.as_saved(get_config("lesson4", smoke=False).to_dict())  # this page's config, as saved
 print(f"{clock['command']} ({clock['machine']})")
-clock_rows = page_run["eval_rows"]  # the rows the six runs were scored on, whatever size this page runs at
-clock_targets = rows[:clock_rows][candidates[:clock_rows]]
-clock_unigram = {"loss": -unigram[clock_targets].log().mean().item(),
-                 "accuracy": (clock_targets == unigram.argmax()).double().mean().item()}
+clock_unigram_loss, clock_unigram_accuracy = unigram_scores(page_run["eval_rows"])  # the six runs' rows, at any size
 ends, at_400 = {}, {}
 clock_fig, ax = subplots(figsize=(6, 3))
 for r in clock["runs"]:
@@ -504,7 +507,7 @@ for r in clock["runs"]:
     ax.plot([e["step"] for e in r["evals"]], [100 * e["val_accuracy"] for e in r["evals"]], marker=".",
             ls="-" if r["repeat"] == 0 else "--", color=f"C{r['seed']}", label=f"seed {r['seed']}, run {r['repeat'] + 1}")
 ax.axhline(20, color="0.5", ls=":", lw=1)
-ax.axhline(100 * clock_unigram["accuracy"], color="0.3", ls="-.", lw=1, label="unigram model")
+ax.axhline(100 * clock_unigram_accuracy, color="0.3", ls="-.", lw=1, label="unigram model")
 ax.set(xlabel="step", ylabel="held-out accuracy (%)",
        title=f"lesson 4's {page_run['size']} DeBERTa at full size: six runs of {page_run['budget_seconds']:.0f} s")
 ax.legend(fontsize=8)
@@ -519,9 +522,9 @@ assert clock["config"] == page_run  # the runs are of this page as it stands
 assert clock["blanks"] == {SENTENCES[n]: words for n, words in BLANKS.items()}  # and its ranks of these blanks
 assert all(max(r[w] for w in frequent) <= 2 and min(r[w] for w in content) >= 11 for r in ranks)  # the text above
 assert sorted(r["years"] for r in ranks) == [1, 1, 1, 1, 1, 99]  # "first in five of them and 99th in the sixth"
-assert clock_unigram["accuracy"] < 0.05  # "a few percent"
+assert clock_unigram_accuracy < 0.05  # "a few percent"
 assert all(abs(r["evals"][0]["val_loss"] - math.log(tokenizer.vocab_size)) < 0.1 for r in clock["runs"])  # even
-assert max(r["evals"][-1]["val_loss"] for r in clock["runs"]) < clock_unigram["loss"] - 0.5  # "well below" it
+assert max(r["evals"][-1]["val_loss"] for r in clock["runs"]) < clock_unigram_loss - 0.5  # "well below" it
 assert (round(min(tokens_seen) / 1e6, 1), round(max(tokens_seen) / 1e6, 1)) == (3.0, 3.5)
 assert (round(100 * min(ends.values()), 1), round(100 * max(ends.values()), 1)) == (20.2, 25.8)
 assert all(a >= 0.2 for a in ends.values())  # "every one of the six reached 20%"
@@ -562,7 +565,7 @@ assert (round(welch_p(runs["lr 1e-3"], runs["recipe"]), 2), round(paired_p, 2)) 
 # "about 3 points lower ... about the same (half a point higher)"
 whole = {name: sum(a["whole_words"]) / len(a["whole_words"]) for name, a in measured.items()}
 assert 0.06 < mean["recipe"] - mean["lr 1e-3"] < 0.07 and 0.03 < mean["recipe"] - mean["dropout 0.1"] < 0.04
-every_row_unigram = (rows[candidates] == unigram.argmax()).double().mean().item()  # the arms' rows: all of them
+every_row_unigram = unigram_scores(len(rows))[1]  # the arms are scored on every held-out row
 assert max(runs["lr 4e-3"]) - min(runs["lr 4e-3"]) < 1e-4 and abs(mean["lr 4e-3"] - every_row_unigram) < 0.01
 assert round(100 * mean["lr 4e-3"], 1) == 3.6  # "the plateau of 3.6%"
 assert 0.025 < mean["recipe"] - mean["whole-word spans"] < 0.035 and 0 < whole["whole-word spans"] - whole["recipe"] < 0.01
