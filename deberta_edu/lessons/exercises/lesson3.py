@@ -214,12 +214,10 @@ def _batch_problem(batch, task: ProbeTask, n: int) -> str | None:
             f"shapes: ids {tuple(ids.shape)}, mask {tuple(mask.shape)}, pos {tuple(pos.shape)}, label "
             f"{tuple(label.shape)}; expected ({n}, {task.window}) twice, then ({n},) twice (keep the window)"
         )
-    floats = [what for what, t in (("mask", mask), ("pos", pos), ("label", label)) if t.dtype.is_floating_point]
+    floats = {what: t.dtype for what, t in (("mask", mask), ("pos", pos), ("label", label)) if t.dtype.is_floating_point}
     if floats:  # a float label reached cross_entropy and failed there with a raw traceback
         return (f"{' and '.join(floats)} must be {'an integer tensor' if len(floats) == 1 else 'integer tensors'} as "
-                "probe_batch makes them (torch.long), got "
-                + ", ".join(f"{what} {t.dtype}" for what, t in (("mask", mask), ("pos", pos), ("label", label))
-                            if what in floats))
+                "probe_batch makes them (torch.long), got " + ", ".join(f"{what} {dtype}" for what, dtype in floats.items()))
     if ids.dtype.is_floating_point or int(ids.min()) < 0 or int(ids.max()) >= ANCHOR_VOCAB:
         seen = f"{int(ids.min())} … {int(ids.max())}" if ids.numel() else "none"
         return f"ids must be integers in [0, {ANCHOR_VOCAB - 1}] (the probe's vocabulary); seen {seen}"
