@@ -114,8 +114,8 @@ def _cpu() -> Scale:
     # (16 x 128 tokens), so ~96 worker-minutes of pretraining (48 on 2 workers), plus ~46 s per run for 10
     # evaluations (step 0, eight more, the last step), the probes and the fine-tuning, and ~2 minutes of
     # baselines: about 60 minutes in all. Shared cores are slower: the committed run (AMD EPYC, results/ablation-cpu)
-    # took 115 worker-minutes of pretraining and 69 minutes in all as the command printed it (results.json does not
-    # keep it; its runs' wall_s add to 130 worker-minutes), 21 under the 90-minute budget.
+    # took 115 worker-minutes of pretraining and 69 minutes in all as the command printed it (it predates the plan's
+    # wall_s; its runs' wall_s add to 130 worker-minutes), 21 under the 90-minute budget.
     return Scale(
         name="cpu",
         description="CPU scale: tiny model (2 layers, hidden 128), BBC News, 16 x 128 tokens per step, every run "
