@@ -44,6 +44,11 @@ def hide(tokenizer, text: str, words) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(labels != IGNORE, tokenizer.mask_id, ids), labels
 
 
+def answer_rank(probs: torch.Tensor, answer: int) -> int:
+    """Where the model puts the answer among its guesses, (V,) probabilities: 1 when it is the first guess."""
+    return int((probs > probs[answer]).sum()) + 1
+
+
 @torch.no_grad()
 def answer_ranks(model, tokenizer, blanks: dict) -> dict[str, int]:
     """{word: rank} of every word hidden in ``blanks`` ({sentence: words}, each sentence's words hidden at once,
@@ -56,7 +61,7 @@ def answer_ranks(model, tokenizer, blanks: dict) -> dict[str, int]:
         probs = model(ids[None].to(next(model.parameters()).device)).logits[0].float().softmax(-1).cpu()  # (L, V)
         for t in (labels != IGNORE).nonzero().flatten().tolist():
             answer = int(labels[t])
-            ranks[tokenizer.id_to_piece(answer).lstrip("▁")] = int((probs[t] > probs[t, answer]).sum()) + 1
+            ranks[tokenizer.id_to_piece(answer).lstrip("▁")] = answer_rank(probs[t], answer)
     model.train(was_training)
     return ranks
 

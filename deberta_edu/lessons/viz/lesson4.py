@@ -15,6 +15,7 @@ import torch
 from matplotlib.figure import Figure
 
 from deberta_edu.figures import new_figure
+from deberta_edu.training.evaluate import answer_rank
 
 
 @dataclass
@@ -51,7 +52,7 @@ def fill_mask(model, input_ids, labels, id_to_piece: Callable[[int], str], k: in
                 pieces=[id_to_piece(i) for i in top.indices.tolist()],
                 probs=top.values.tolist(),
                 answer_prob=float(p[answer]),
-                answer_rank=int((p > p[answer]).sum()) + 1,
+                answer_rank=answer_rank(p, answer),
             )
         )
     return out
