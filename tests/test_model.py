@@ -190,10 +190,17 @@ def test_relative_only_model_has_no_length_limit():
         assert model(_ids(length=200)).logits.shape == (2, 200, V)
 
 
+V1_LAYOUT = {"layout": "v1", "share_att_key": False, "norm_rel_ebd": False}  # position_buckets: _mlm sets it
+
+
+@pytest.mark.parametrize("layout", [{}, V1_LAYOUT], ids=["v2", "v1"])
 @pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bf16-autocast"])
 @pytest.mark.parametrize("variant", ["deberta", "bert"])
-def test_fully_padded_row_is_finite(autocast, variant):
-    model = _mlm(variant=variant, conv_kernel_size=3)
+def test_fully_padded_row_is_finite(autocast, variant, layout):
+    """Also in v1 (the GPU ablation's layout) under bf16 autocast, where a float32 q bias once made q float32: the
+    mask's fill was then float32's minimum, which the bf16 position bias could not hold (a RuntimeError at the
+    first step of every variant with a position term, on a GPU, where every batch takes the masked path)."""
+    model = _mlm(variant=variant, conv_kernel_size=3, **layout)
     ids = _ids()
     mask = torch.ones_like(ids)
     mask[1] = 0  # a row of nothing but padding

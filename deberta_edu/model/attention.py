@@ -298,8 +298,10 @@ class DisentangledSelfAttentionV1(DisentangledSelfAttention):
             q = self._heads(F.linear(query_states, w_q))
             k = self._heads(F.linear(hidden_states, w_k))
             v = self._heads(F.linear(hidden_states, w_v))
-        q = q + self.q_bias.view(self.num_heads, 1, self.head_size)  # broadcasts over batch and length
-        v = v + self.v_bias.view(self.num_heads, 1, self.head_size)
+        # in the projections' dtype: under autocast a float32 bias would make q and v float32 again, beside a
+        # bf16 position bias whose mask then could not hold float32's lowest value
+        q = q + self.q_bias.to(q.dtype).view(self.num_heads, 1, self.head_size)  # broadcasts over batch and length
+        v = v + self.v_bias.to(v.dtype).view(self.num_heads, 1, self.head_size)
         return q, k, v
 
     def position_qk(self, table):
