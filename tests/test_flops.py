@@ -4,6 +4,7 @@ import argparse
 import json
 
 import pytest
+import torch
 
 from deberta_edu import exercises
 from deberta_edu.ablation import plan
@@ -195,3 +196,20 @@ def test_cuda_memory_reports_mfu_against_the_peak_in_teraflops(monkeypatch):
     assert 0 < out["mfu"]["ours"] < 1  # a fraction of the card
     args.peak_tflops = 100.0  # --peak-tflops wins over the table
     assert bench.cuda_memory(steps, args, tokens_per_s)["mfu"]["ours"] == pytest.approx(2.0e5 * per_token / 1e14)
+
+
+def test_the_benchmark_checks_equal_outputs_on_two_rows_and_refuses_a_difference(one_thread, capsys):
+    """check_equal runs both models on the batch's first CHECK_ROWS rows only (the base preset's whole batch
+    took minutes and tens of GB of host memory before a GPU benchmark), and still refuses models that differ."""
+    args = bench.parse_args(["--device", "cpu", "--batch", "5", "--length", "16", "--hidden", "32", "--layers", "1",
+                             "--heads", "2", "--ffn", "64", "--vocab", "100"])
+    ours, theirs, inputs, labels = bench.build(args)
+    rows = []
+    ours.register_forward_pre_hook(lambda module, inputs: rows.append(len(inputs[0])))
+    bench.check_equal(ours, theirs, inputs, labels)
+    assert rows == [bench.CHECK_ROWS] == [2] and len(inputs) == 5
+    assert "check on 2 rows" in capsys.readouterr().out
+    with torch.no_grad():
+        ours.deberta.encoder.layers[0].ffn.ffn_out.bias[0] += 0.1  # another function on every row
+    with pytest.raises(SystemExit, match="outputs differ"):
+        bench.check_equal(ours, theirs, inputs, labels)
