@@ -197,11 +197,30 @@ def test_the_step_time_is_the_median_after_the_first_window():
     cfg = SimpleNamespace(tokens_per_step=100)
     seconds = [10.0, 1.0, 2.0, 100.0]  # per step, in each record's window
     history = [{"kind": "train", "step": 10 * (i + 1), "tokens_per_s": 100 / s} for i, s in enumerate(seconds)]
-    history.insert(2, {"kind": "eval", "step": 20, "val_loss": 3.0})  # eval records are not timed
+    history.insert(2, {"kind": "eval", "step": 20, "val_loss": 3.0, "eval_s": 4.0})  # between two windows
+    history.insert(0, {"kind": "eval", "step": 0, "val_loss": 9.0, "eval_s": 5.0})
     found = jobs._timings(history, cfg)
     assert found["step_s"] == pytest.approx(2.0)
     assert found["first_window_s"] == pytest.approx(10 * 10.0)  # 10 steps of 10 s
+    assert found["eval_s"] == 5.0  # the longest evaluation: a fit that errs towards ending early
     assert jobs._timings([{"kind": "eval", "step": 0}], cfg) == {}
+
+
+def test_a_run_makes_the_evaluations_the_time_fit_charges_and_times_each(one_thread):
+    """timing.evaluations counts what pretrain does (step 0, every eval_every steps, the end; here 11 steps
+    every 4: 0, 4, 8, 11), and each eval record keeps its seconds (eval_s), which no step time holds."""
+    from deberta_edu.ablation import timing
+    from deberta_edu.training import pretrain
+
+    scale = get_scale("smoke")
+    cfg = run_config(scale, "bert", 0, 3e-3).replace(steps=11, eval_every=4, log_every=2, warmup_steps=1,
+                                                     source="synthetic", vocab_size=50, seq_length=16, batch_size=4)
+    data = torch.randint(5, 50, (64, 16), generator=torch.Generator().manual_seed(0))
+    result = pretrain.train(cfg, data[:48], data[48:], progress=False)
+    evals = [r for r in result.history if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 4, 8, 11] and timing.evaluations(cfg) == 4
+    assert all(r["eval_s"] > 0 for r in evals) and jobs._timings(result.history, cfg)["eval_s"] > 0
+    assert timing.evaluations(cfg.replace(eval_every=0)) == 1  # the end only
 
 
 # ----------------------------------------------------------------------------- the figures

@@ -233,8 +233,8 @@ def test_guesses_give_five_by_default():
 from deberta_edu.ablation import plan, timing  # noqa: E402
 
 
-def _smoke_timings(**by_variant):
-    return {"variants": {v: {"first_window_s": 2.0, "step_s": 0.02, "metrics_s": by_variant.get(v, 3.0)}
+def _smoke_timings(eval_s=0.0, **by_variant):
+    return {"variants": {v: {"first_window_s": 2.0, "step_s": 0.02, "eval_s": eval_s, "metrics_s": by_variant.get(v, 3.0)}
                          for v in plan.VARIANTS}}
 
 
@@ -245,15 +245,17 @@ def recorded_jobs(monkeypatch):
 
     def fake_run_job(job):
         seen.append(job)
-        return records.get(job.variant, {"first_window_s": 1.5, "step_s": 0.01, "pretrain_s": 2.0, "metrics_s": 4.0})
+        return records.get(job.variant, {"first_window_s": 1.5, "step_s": 0.01, "eval_s": 0.5, "pretrain_s": 2.0,
+                                         "metrics_s": 4.0})
 
     monkeypatch.setattr(timing, "run_job", fake_run_job)
     return seen, records
 
 
 def test_the_smoke_check_runs_every_variant_at_the_grids_middle_rate(recorded_jobs, capsys):
-    """smoke_check: every variant once, at the middle rate of the grid, for the steps asked, with a short
-    evaluation; DeBERTa fine-tunes on the scale's full number of examples, the others on SMOKE_FINETUNE."""
+    """smoke_check: every variant once, at the middle rate of the grid, for the steps asked, with one evaluation of
+    every held-out row a run evaluates (its time is charged per evaluation); DeBERTa fine-tunes on the scale's
+    full number of examples, the others on SMOKE_FINETUNE."""
     seen, _ = recorded_jobs
     cpu = plan.get_scale("cpu")
     scale = plan.get_scale("cpu", lr_grid=(1e-3, 2e-3, 4e-3), train=cpu.train.replace(eval_rows=1000))
@@ -261,16 +263,17 @@ def test_the_smoke_check_runs_every_variant_at_the_grids_middle_rate(recorded_jo
     assert [j.variant for j in seen] == list(plan.VARIANTS) and set(out["variants"]) == set(plan.VARIANTS)
     assert {j.lr for j in seen} == {2e-3}
     assert all(j.cfg.steps == 3 for j in seen) and out["steps"] == 3
-    assert all(j.cfg.eval_rows == 2 * j.cfg.eval_batch_size for j in seen)  # 1000 rows cut to two batches
+    assert all(j.cfg.eval_rows == 1000 and j.cfg.eval_every == 0 for j in seen)  # one evaluation, at the end
     assert {j.variant: j.finetune_examples for j in seen} == {
         v: (None if v == "deberta" else timing.SMOKE_FINETUNE) for v in plan.VARIANTS}
     assert out["variants"]["bert"]["step_s"] == 0.01 and out["variants"]["bert"]["precision"] == "fp32"
+    assert out["variants"]["bert"]["eval_s"] == 0.5 and "0.5 s per evaluation" in capsys.readouterr().out
 
 
 def test_the_smoke_check_stops_at_a_variant_whose_loss_was_not_finite(recorded_jobs):
     seen, records = recorded_jobs
-    records["bert"] = {"failed": "loss nan at step 2", "first_window_s": 1.0, "step_s": 0.01, "pretrain_s": 1.0,
-                       "metrics_s": 1.0}
+    records["bert"] = {"failed": "loss nan at step 2", "first_window_s": 1.0, "step_s": 0.01, "eval_s": 0.1,
+                       "pretrain_s": 1.0, "metrics_s": 1.0}
     with pytest.raises(RuntimeError, match="bert variant's loss was not finite"):
         timing.smoke_check(plan.get_scale("cpu"), steps=3)
 
@@ -291,6 +294,8 @@ def test_fit_budget_charges_every_run_deberta_s_measurements():
     n = len(scale.lr_grid) + len(scale.seeds) - 1
     fit = timing.fit_budget(scale, _smoke_timings(deberta=10.0, bert=1.0), 5000.0, baselines_s=9.0)
     assert fit["fixed_s"] == pytest.approx(9.0 + n * len(plan.VARIANTS) * (2.0 + 10.0))
+    fit = timing.fit_budget(scale, _smoke_timings(eval_s=0.5, deberta=10.0, bert=1.0), 5000.0, baselines_s=9.0)
+    assert fit["fixed_s"] == pytest.approx(9.0 + n * len(plan.VARIANTS) * (2.0 + 10.0 + (scale.evals + 2) * 0.5))
 
 
 def test_attention_path_reads_the_backends_for_any_cuda_device():
@@ -301,14 +306,16 @@ def test_attention_path_reads_the_backends_for_any_cuda_device():
 
 
 def test_predict_job_charges_deberta_s_measurement_time():
-    """predict_job: first window + steps x step time + DeBERTa's measurement time (an upper bound for all)."""
+    """predict_job: first window + steps x step time + evaluations x evaluation time + DeBERTa's measurement time
+    (an upper bound for all)."""
     from deberta_edu.ablation import jobs
 
     scale = plan.get_scale("gpu")
     cfg = plan.run_config(scale, "bert", 0, 5e-4)
     job = jobs.Job("bert", 0, 5e-4, cfg, scale, None)
-    smoke = _smoke_timings(deberta=10.0, bert=1.0)
-    assert timing.predict_job(job, smoke) == pytest.approx(2.0 + cfg.steps * 0.02 + 10.0)
+    smoke = _smoke_timings(eval_s=0.5, deberta=10.0, bert=1.0)
+    assert (cfg.steps, cfg.eval_every) == (677, 84) and timing.evaluations(cfg) == 10  # step 0, 84 ... 672, 677
+    assert timing.predict_job(job, smoke) == pytest.approx(2.0 + cfg.steps * 0.02 + 10 * 0.5 + 10.0)
     assert timing.predict_job(job, None) == 0.0
 
 

@@ -138,7 +138,7 @@ def test_area_under_and_interpolation():
 
 def test_a_budget_fitted_to_the_step_times_fills_the_time():
     scale = get_scale("gpu")
-    smoke = {"variants": {v: {"first_window_s": 2.0, "step_s": 0.02 * (2 if v == "deberta" else 1),
+    smoke = {"variants": {v: {"first_window_s": 2.0, "step_s": 0.02 * (2 if v == "deberta" else 1), "eval_s": 0.3,
                               "metrics_s": 3.0} for v in VARIANTS}}
     fit = timing.fit_budget(scale, smoke, 330.0, baselines_s=9.0)
     fitted = dataclasses.replace(scale, budget_tokens=fit["budget_tokens"])
@@ -146,7 +146,7 @@ def test_a_budget_fitted_to_the_step_times_fills_the_time():
     total = 9.0 + runs_per_variant * sum(
         timing.predict_job(jobs.Job(v, 0, 5e-4, run_config(fitted, v, 0, 5e-4), fitted, None), smoke)
         for v in VARIANTS)
-    assert total == pytest.approx(330.0, rel=0.02) and fit["runs"] == 25
+    assert total == pytest.approx(330.0, rel=0.02) and fit["runs"] == 25  # evaluations charged in both
     with pytest.raises(RuntimeError, match="before any training"):
         timing.fit_budget(scale, smoke, 100.0)
 

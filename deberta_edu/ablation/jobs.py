@@ -73,15 +73,18 @@ def _write(path: Path, record: dict) -> None:
 
 
 def _timings(history: list[dict], cfg: TrainConfig) -> dict:
-    """The seconds of the first train record's window (compile and warm-up, a fixed cost) and the median seconds
-    per step of the others (of an even count, the larger middle one: a fit that errs towards ending early)."""
+    """The seconds of the first train record's window (compile and warm-up, a fixed cost), the median seconds
+    per step of the others (of an even count, the larger middle one: a fit that errs towards ending early), and
+    the longest held-out evaluation (which falls between the windows, so no step time holds it)."""
     train = [r for r in history if r["kind"] == "train"]
     if not train:
         return {}
     steps = [train[0]["step"]] + [b["step"] - a["step"] for a, b in zip(train, train[1:], strict=False)]
     per_step = [cfg.tokens_per_step / r["tokens_per_s"] for r in train]
     later = sorted(per_step[1:]) or per_step
-    return {"first_window_s": per_step[0] * steps[0], "step_s": later[len(later) // 2]}
+    evals = [r["eval_s"] for r in history if r["kind"] == "eval" and "eval_s" in r]
+    return {"first_window_s": per_step[0] * steps[0], "step_s": later[len(later) // 2],
+            "eval_s": max(evals, default=0.0)}
 
 
 def _measure(job: Job, model, tokenizer) -> dict:

@@ -6,7 +6,8 @@
                   steady seconds per step.
     fit_budget    the FLOPs per run that let all the runs (grid and seeds) end inside a number of seconds:
 
-        time(F) = sum over runs [ F / (cost_v x tokens_per_step) x step_s_v + first_s_v + measure_s ]
+        time(F) = sum over runs [ F / (cost_v x tokens_per_step) x step_s_v + first_s_v + evals x eval_s_v
+                                  + measure_s ]
 
                   is linear in F, so F = (seconds − fixed costs) / (sum over runs of step_s_v / (cost_v x T)).
                   Each variant's own step time is used (relative attention costs more time than its FLOPs say).
@@ -42,8 +43,8 @@ def smoke_check(scale: Scale, sentiment_file: str | None = None, steps: int = SM
     out = {"steps": steps, "variants": {}, "attention": attention_path(scale.device)}
     for v in VARIANTS:
         cfg = run_config(scale, v, scale.grid_seed, lr)
-        cfg = cfg.replace(steps=steps, warmup_steps=1, log_every=1, eval_every=0, name=f"smoke-{v}",
-                          eval_rows=min(cfg.eval_rows, 2 * cfg.eval_batch_size))
+        # one evaluation, at the end, of every held-out row a run evaluates: its time is charged per evaluation
+        cfg = cfg.replace(steps=steps, warmup_steps=1, log_every=1, eval_every=0, name=f"smoke-{v}")
         job = Job(v, scale.grid_seed, lr, cfg, scale, None, sentiment_file,
                   finetune_examples=None if v == "deberta" else SMOKE_FINETUNE)
         try:
@@ -54,10 +55,10 @@ def smoke_check(scale: Scale, sentiment_file: str | None = None, steps: int = SM
         if record.get("failed"):
             raise RuntimeError(f"smoke check: the {v} variant's loss was not finite in {steps} steps on "
                                f"{scale.device} ({record['failed']}); nothing else was run.")
-        out["variants"][v] = {k: record[k] for k in ("first_window_s", "step_s", "pretrain_s", "metrics_s")}
+        out["variants"][v] = {k: record[k] for k in ("first_window_s", "step_s", "eval_s", "pretrain_s", "metrics_s")}
         out["variants"][v]["precision"] = _precision_name(cfg, scale.device)
         print(f"[smoke] {v}: {record['step_s'] * 1e3:.0f} ms/step (first {record['first_window_s']:.1f} s), "
-              f"measurements {record['metrics_s']:.1f} s", flush=True)
+              f"{record['eval_s']:.1f} s per evaluation, measurements {record['metrics_s']:.1f} s", flush=True)
     out["seconds"] = time.perf_counter() - start
     return out
 
@@ -73,12 +74,25 @@ def _jobs_per_variant(scale: Scale) -> int:
     return len(scale.lr_grid) + len(scale.seeds) - 1
 
 
+def evaluations(cfg) -> int:
+    """How many held-out evaluations a run of ``cfg`` makes: at step 0, every ``eval_every`` steps, at the end."""
+    between = len(range(cfg.eval_every, cfg.steps, cfg.eval_every)) if cfg.eval_every else 0
+    return (1 if cfg.eval_every else 0) + between + 1
+
+
+def _eval_s(smoke: dict, variant: str) -> float:
+    return smoke["variants"][variant].get("eval_s", 0.0)  # a plan written before evaluations were timed: 0
+
+
 def fit_budget(scale: Scale, smoke: dict, seconds: float, baselines_s: float = 0.0) -> dict:
     """The budget (in DeBERTa tokens) that lets every run end inside ``seconds``, from the smoke's timings."""
     n = _jobs_per_variant(scale)
     timings = smoke["variants"]
     measure_s = timings["deberta"]["metrics_s"]  # the full fine-tuning ran for DeBERTa: an upper bound for all
-    fixed = baselines_s + n * sum(t["first_window_s"] + measure_s for t in timings.values())
+    # a run evaluates at step 0, scale.evals - 1 or scale.evals times between, and at the end (at most evals + 2
+    # once it has evals x (evals - 1) steps): charged before the steps are known
+    fixed = baselines_s + n * sum(t["first_window_s"] + measure_s + (scale.evals + 2) * _eval_s(smoke, v)
+                                  for v, t in timings.items())
     per_flop = 0.0
     for v in VARIANTS:
         cfg = run_config(scale, v, scale.grid_seed, scale.lr_grid[0])
@@ -104,4 +118,5 @@ def predict_job(job: Job, smoke: dict | None) -> float:
     if not smoke:
         return 0.0
     t = smoke["variants"][job.variant]
-    return t["first_window_s"] + job.cfg.steps * t["step_s"] + smoke["variants"]["deberta"]["metrics_s"]
+    return (t["first_window_s"] + job.cfg.steps * t["step_s"] + evaluations(job.cfg) * _eval_s(smoke, job.variant)
+            + smoke["variants"]["deberta"]["metrics_s"])

@@ -195,8 +195,10 @@ class _Run:
     def evaluate(self, step: int) -> None:
         """Every rank evaluates its share; rank 0 records."""
         if self.evaluator is not None:
+            start = time.perf_counter()
             metrics = self.evaluator(self.model)
-            self.record({"kind": "eval", "step": step, "tokens": step * self.cfg.tokens_per_step, **metrics})
+            self.record({"kind": "eval", "step": step, "tokens": step * self.cfg.tokens_per_step, **metrics,
+                         "eval_s": time.perf_counter() - start})  # what a FLOP budget must leave time for
             self.shown["val_loss"] = f"{metrics['val_loss']:.3f}"
             self.bar.set_postfix(self.shown)
 
