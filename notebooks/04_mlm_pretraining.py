@@ -914,8 +914,9 @@ for net in ("pretrained", "random init"):  # "within a point of each other for e
 
 # %%
 print(shown_path(result.path), sorted(p.name for p in result.path.iterdir() if not p.name.startswith(".")))  # no lock file
-reloaded = load_pretrained(result.path)
-ids = examples[0][0][None]
+device = next(result.model.parameters()).device  # train() runs on the GPU when there is one
+reloaded = load_pretrained(result.path, map_location=device)
+ids = examples[0][0][None].to(device)
 with torch.no_grad():
     assert torch.allclose(reloaded(ids).logits, result.model(ids).logits)
 

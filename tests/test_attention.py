@@ -181,3 +181,15 @@ def test_a_row_with_no_key_left_stays_finite_with_details():
         ctx, details = attn(hidden, keep, rel, return_details=True)
     assert torch.isfinite(ctx).all()
     torch.testing.assert_close(details.probs[1], torch.full_like(details.probs[1], 1 / hidden.size(1)))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_naive_attention_runs_in_the_modules_precision(dtype):
+    """Its terms were float32 CPU zeros: probs (float32) @ V (half) refused a half-precision module."""
+    config = DebertaConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, max_relative_positions=4,
+                           position_buckets=-1, share_att_key=False, norm_rel_ebd=False, layout="v1")
+    attn = build_attention(config).eval().to(dtype)
+    g = torch.Generator().manual_seed(0)
+    hidden, table = torch.randn(5, 32, generator=g), torch.randn(8, 32, generator=g)
+    terms, probs, out = naive_attention(attn, hidden.to(dtype), table.to(dtype), naive_delta(config))
+    assert out.dtype == probs.dtype == dtype and torch.isfinite(out).all()

@@ -266,3 +266,20 @@ def test_encode_cuts_long_examples_to_max_length_with_sep_last():
     assert all(r[0] == tok.cls_id and r[-1] == tok.sep_id for r in rows)
     assert all(r[1:-1] == [tok.ids["w"]] * (len(r) - 2) for r in rows)
     assert labels.tolist() == [1, 0, 1, 0]
+
+
+def test_fp16_finetuning_hands_the_loss_scale_to_the_adversary(monkeypatch, one_thread):
+    """With fp16 (a GPU's choice, emulated on the CPU) the adversary's ascent backward runs on the GradScaler's
+    scale, which finetune hands over before every step; float32 leaves it at 1."""
+    from deberta_edu.training import finetune as ft
+
+    splits, tok = _toy_splits()
+    splits = {name: examples[:16] for name, examples in splits.items()}
+    made = []
+    monkeypatch.setattr(ft, "build_adversary", lambda *a, **k: made.append(build_adversary(*a, **k)) or made[-1])
+    for precision, expected in (("fp16", 2.0**16), ("fp32", 1.0)):
+        cfg = FinetuneConfig(lr=1e-3, epochs=1, batch_size=8, max_train_examples=16, progress=False,
+                             precision=precision, device="cpu", adversarial=AdversarialConfig(lam=1.0))
+        result = finetune(_pretrained(), splits, tok, cfg)
+        assert made[-1].grad_scale == expected
+        assert all(torch.isfinite(torch.tensor(r["adv_loss"])) for r in result.history)

@@ -447,3 +447,16 @@ def test_a_step_without_a_world_keeps_its_loss_on_the_models_device():
     out = optimizer_step(model, torch.optim.AdamW(model.parameters()), [torch.randn(4, 3, device="meta")],
                          lambda m, x: m(x).pow(2).mean(), [4.0], precision=Precision("fp32", "cpu"))
     assert out.loss.device.type == "meta" and out.grad_norm.device.type == "meta"
+
+
+@pytest.mark.parametrize(("major", "expected"), [(7, "fp16"), (8, "bf16"), (9, "bf16")])
+def test_auto_precision_takes_bf16_only_where_the_gpu_has_it(monkeypatch, major, expected):
+    """A T4 or V100 (compute capability 7.x) emulates bf16, and torch.cuda.is_bf16_supported() counts that as
+    support: "auto" then chose slow emulated bf16 there instead of fp16 with a GradScaler. torch.cuda is faked."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=major, minor=5))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True, raising=False)
+    assert Precision("auto", "cuda").name == expected

@@ -144,3 +144,25 @@ def test_the_committed_clock_runs_are_of_lesson_4_as_it_is():
     assert result["blanks"] == {k: list(v) for k, v in recipe.FILL_BLANKS.items()}
     assert all(set(r["answer_ranks"]) == {w for words in recipe.FILL_BLANKS.values() for w in words}
                for r in result["runs"])
+
+
+def test_held_out_scores_the_model_on_its_own_device(monkeypatch):
+    """train() leaves its model on the GPU when there is one; held_out built its Evaluator on the CPU, so
+    `python -m deberta_edu.training.recipe` crashed there after its first run. The meta device stands in."""
+    import torch
+
+    from deberta_edu.training import evaluate
+
+    seen = []
+
+    class Spy:
+        def __init__(self, data, cfg, spec, world, precision):
+            seen.append(world.device)
+
+        def __call__(self, model):
+            return {"val_accuracy": 0.5, "val_loss": 1.0, "val_tokens": 1}
+
+    monkeypatch.setattr(evaluate, "Evaluator", Spy)
+    model = torch.nn.Linear(2, 2, device="meta")
+    recipe.held_out(model, get_config("debug"), (None, None, None))
+    assert seen == [torch.device("meta")] * 2

@@ -437,3 +437,28 @@ def test_vats_random_start_is_zero_at_padding_and_xi_over_real_tokens():
     unit = VAT.per_example_unit(x, torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]))
     assert unit[0, 3:].abs().max() == 0
     torch.testing.assert_close(unit.flatten(1).norm(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize("method", ["sift", "vat"])
+def test_the_ascent_gradient_survives_fp16_autocast_when_loss_scaled(method):
+    """GPU path (fp16 autocast, emulated on the CPU): the ascent's own backward is not the training loss, so the
+    GradScaler never scaled it, and it underflowed in the fp16 activations: every token but [CLS] got a zero
+    step. With the scaler's scale (``grad_scale``, which finetune hands over) the step is float32's."""
+    model = _model()
+    ids, _ = _batch()
+    mask = torch.ones_like(ids)
+
+    def step(dtype):
+        adversary = build_adversary(model.deberta.embeddings, AdversarialConfig(method=method, step_eps=0.0),
+                                    torch.Generator().manual_seed(0))
+        adversary.grad_scale = 2.0**16 if dtype == torch.float16 else 1.0
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            clean = model(ids, mask).logits
+            if method == "vat":
+                return adversary.ascent_step(lambda: model(ids, mask).logits, clean, mask)[0]
+            delta0 = adversary.initial_delta((*ids.shape, model.config.hidden_size), "cpu")
+            return adversary.ascent_step(lambda: model(ids, mask).logits, clean, delta0)[0] - delta0
+
+    reference, half = step(torch.float32), step(torch.float16)
+    assert (half.abs().amax(-1) > 0).all(), "tokens whose ascent gradient underflowed to zero"
+    assert F.cosine_similarity(half.flatten(), reference.flatten(), dim=0) > 0.99

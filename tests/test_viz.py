@@ -366,3 +366,20 @@ def test_training_plots_do_not_touch_pyplot(monkeypatch):
     assert [kind for kind, _ in shown] == ["display"] + ["update"] * (live.draws - 1) and live.draws == 5
     assert all(image.data.startswith(b"\x89PNG") for _, image in shown)
     assert plt.get_fignums() == before
+
+
+def test_fill_mask_reads_a_model_on_another_device():
+    """pretrain.train leaves its model on the GPU when there is one (lesson 4's guesses(result.model, ...)): the
+    ids must go to the model's device. The meta device stands in for a GPU in this stub."""
+
+    class OnAnotherDevice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.empty(3, device="meta"))
+
+        def forward(self, ids):
+            assert ids.device == self.weight.device, f"ids on {ids.device}, the model on {self.weight.device}"
+            return type("Out", (), {"logits": torch.arange(12.0).reshape(1, 2, 6)})()
+
+    (guess,) = viz.fill_mask(OnAnotherDevice(), torch.tensor([1, 4]), torch.tensor([-100, 3]), str, k=2)
+    assert guess.pieces == ["5", "4"] and guess.answer_rank == 3

@@ -48,7 +48,7 @@ def naive_attention(
     Kr = project(table, "k_r") if "k_r" in W else None
     H, L = Qc.shape[0], hidden.shape[0]
     scale = attention.scale
-    terms = {t: torch.zeros(H, L, L) for t in attention.terms}
+    terms = {t: Qc.new_zeros(H, L, L) for t in attention.terms}  # the projections' dtype and device
     for h in range(H):
         for i in range(L):
             for j in range(L):

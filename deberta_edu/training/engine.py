@@ -206,7 +206,8 @@ class Precision:
         device = torch.device(device)
         if precision == "auto":
             if device.type == "cuda":
-                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+                # native bf16 only (compute capability 8+): torch counts a T4's or V100's emulated bf16 as support
+                precision = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
             else:
                 precision = "fp32"
         self.name = precision

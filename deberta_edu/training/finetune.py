@@ -172,6 +172,8 @@ def finetune(
     for step, batch in training_batches(train_rows, train_labels, cfg, steps_per_epoch, total):
         set_lr(optimizer, cfg.lr * warmup_linear(step, warmup, total))
         weights = [batch.num_targets]  # the examples of the batch
+        if precision.scaler.is_enabled():  # fp16: the adversary's ascent backward is loss-scaled like training's
+            adversary.grad_scale = precision.scaler.get_scale()
         out = optimizer_step(model, optimizer, [batch.to(device)], loss_fn, weights, precision=precision)
         record = {"step": step + 1, "loss": out.loss.item(), **stats}
         if (step + 1) % max(1, total // 4) == 0 or step + 1 == total:

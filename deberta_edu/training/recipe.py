@@ -69,9 +69,10 @@ def held_out(model, cfg: TrainConfig, data) -> dict:
     from .mlm_data import MaskSpec
 
     out = {}
+    world = Distributed(device=next(model.parameters()).device)  # where train() left it: the GPU, when there is one
     for name, spans in (("tokens", False), ("whole_words", True)):
         c = cfg.replace(eval_rows=10_000, whole_word_masking=spans)
-        m = Evaluator(data[1], c, MaskSpec.of(c, data[2]), Distributed(), Precision("fp32", "cpu"))(model)
+        m = Evaluator(data[1], c, MaskSpec.of(c, data[2]), world, Precision("fp32", world.device))(model)
         out[name] = {"accuracy": m["val_accuracy"], "loss": m["val_loss"], "masked_tokens": m["val_tokens"]}
     return out
 

@@ -115,6 +115,8 @@ class SiFT:
     the LayerNorm reads n + δ (see the module docstring).
     """
 
+    grad_scale = 1.0  # fp16: the GradScaler's scale, for the ascent's own backward (``finetune`` sets it each step)
+
     def __init__(self, embeddings: nn.Module, config: AdversarialConfig, generator: torch.Generator | None = None):
         self.norm, self.config, self.generator = embeddings.norm, config, generator
 
@@ -147,8 +149,7 @@ class SiFT:
             logits = logits_fn()
         rows = logits.reshape(-1, logits.size(-1)).size(0)
         loss = self.loss_fn(logits, clean_logits.detach()) * rows  # the official .sum() over rows
-        (grad,) = torch.autograd.grad(loss, [delta])
-        return grad, loss.detach() / rows
+        return _scaled_grad(loss, delta, self.grad_scale, rows), loss.detach() / rows
 
     def ascent_step(self, logits_fn, clean_logits, delta0) -> tuple[torch.Tensor, torch.Tensor]:
         """(δ₁, loss at δ₀): one step of gradient ascent on δ; no gradient reaches the model's parameters."""
@@ -179,6 +180,8 @@ class VAT:
     ``frequencies`` (vocab_size,) weights the per-dimension statistics of the embedding table (uniform
     when None; Miyato et al. count the training set's words).
     """
+
+    grad_scale = 1.0  # fp16: the GradScaler's scale, for the ascent's own backward (``finetune`` sets it each step)
 
     def __init__(self, embeddings: nn.Module, config: AdversarialConfig, generator: torch.Generator | None = None,
                  frequencies: torch.Tensor | None = None):
@@ -221,7 +224,9 @@ class VAT:
         r0 = (self.config.vat_xi * self.per_example_unit(d, mask)).requires_grad_(True)
         with self.perturbed(r0):
             loss0 = clean_kl(logits_fn(), clean_logits)
-        (grad,) = torch.autograd.grad(loss0 * B, [r0])
+        grad = _scaled_grad(loss0 * B, r0, self.grad_scale, B)
+        if not torch.isfinite(grad).all():  # the scaled backward overflowed: the random direction, as SiFT keeps δ₀
+            grad = d
         return (self.config.vat_epsilon * self.per_example_unit(grad, mask)).detach(), loss0.detach()
 
     def loss(self, logits_fn, clean_logits, shape=None, mask=None, delta0=None) -> tuple[torch.Tensor, dict]:
@@ -234,6 +239,21 @@ class VAT:
         with self.perturbed(r_adv):
             adv = clean_kl(logits_fn(), clean_logits)
         return self.config.lam * adv, {"adv_loss_initial": loss0.item(), "adv_loss": adv.item()}
+
+
+def _scaled_grad(loss: torch.Tensor, wrt: torch.Tensor, grad_scale: float, rows: int) -> torch.Tensor:
+    """∂loss/∂wrt for ``loss`` summed over ``rows``; with a ``grad_scale`` (fp16) the backward runs on a scaled loss.
+
+    Under fp16 autocast the backward runs through fp16 activations, and the ascent's gradient, which the
+    GradScaler never sees (it scales only the training loss), underflows there: in a tiny classifier every token
+    but [CLS] got an all-zero gradient. So the backward runs on the mean loss times the scaler's scale, the units
+    the scaler calibrates, and the float32 result is divided back. grad_scale 1 (float32, bf16) changes nothing.
+    The official code runs this backward unscaled; in exact arithmetic the two are the same step.
+    """
+    if grad_scale == 1.0:
+        return torch.autograd.grad(loss, [wrt])[0]
+    factor = grad_scale / rows
+    return torch.autograd.grad(loss * factor, [wrt])[0] / factor
 
 
 def build_adversary(embeddings: nn.Module, config: AdversarialConfig, generator: torch.Generator | None = None,

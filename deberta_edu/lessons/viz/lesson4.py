@@ -40,7 +40,8 @@ def fill_mask(model, input_ids, labels, id_to_piece: Callable[[int], str], k: in
     ids, labels = torch.as_tensor(input_ids).reshape(-1), torch.as_tensor(labels).reshape(-1)
     if ids.shape != labels.shape:
         raise ValueError(f"input_ids has {ids.numel()} tokens but labels has {labels.numel()}")
-    probs = model(ids[None]).logits[0].float().softmax(-1)  # (L, V)
+    device = next(model.parameters()).device  # pretrain.train leaves its model on the GPU, when there is one
+    probs = model(ids[None].to(device)).logits[0].float().softmax(-1).cpu()  # (L, V)
     out = []
     for t in (labels != -100).nonzero().flatten().tolist():
         p, answer = probs[t], int(labels[t])
