@@ -369,7 +369,7 @@ for lam, row in table.items():
 test = welch(table[1.0]["test"], table[0.0]["test"])
 verdict = "within noise" if not test["p_two_sided"] <= 0.05 else ("better" if test["difference"] > 0 else "worse")
 verdict = "no verdict at smoke size" if SMOKE else verdict
-print(f"SiFT − plain: {test['difference']:+.3f}, Welch p = {test['p_two_sided']:.2f} (two-sided): {verdict}")
+print(f"SiFT − plain: {test['difference']:+.3f}, Welch p = {test['p_two_sided']:.3g} (two-sided): {verdict}")  # 0.0502, not 0.05
 # λ took effect: SiFT's runs trained on the adversarial loss too (at their last step, about H(p) + H(q))
 print("SiFT's adversarial loss at the last step, per seed:", [round(a, 3) for a in table[1.0]["adv_loss"]])
 assert all(a is not None and a > 0.1 for a in table[1.0]["adv_loss"])
