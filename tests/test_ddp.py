@@ -56,3 +56,34 @@ def test_two_processes_match_one(tmp_path):
         torch.testing.assert_close(weights[name], value, rtol=1e-5, atol=1e-6, msg=name)
     state, meta = load_tensors(out / STATE_FILE)
     assert meta["world_size"] == "2" and {"rng.cpu.0", "rng.cpu.1"} <= set(state)  # each rank's dropout RNG
+
+
+DRIVER = '''
+import json, os, sys, time
+if os.environ["RANK"] == "1":  # rank 1's clock runs three times as fast as rank 0's
+    real, start = time.perf_counter, time.perf_counter()
+    time.perf_counter = lambda: start + 3.0 * (real() - start)
+from deberta_edu.training import pretrain
+result = pretrain.main(sys.argv[2:])
+total = sum(p.double().sum().item() for p in result.model.parameters())
+open(os.path.join(sys.argv[1], os.environ["RANK"] + ".json"), "w").write(json.dumps(total))
+'''
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo")
+def test_a_time_budget_ends_every_rank_at_the_same_step(tmp_path):
+    """With budget_seconds (lesson 4, the course model) every rank reads rank 0's clock: on their own clocks,
+    which never agree exactly, one rank left the loop while another still waited in a collective (gloo: 'Is
+    there a distributed collective mismatch?'), and the replicas stepped at different rates. Here rank 1's
+    clock runs 3x fast; both ranks must end the run with the same weights."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(driver),
+           str(tmp_path), "--config", "debug", "--set", "budget_seconds=2", "--set", "steps=100000", "--dropout", "0",
+           "--out", str(tmp_path / "run"), "--no-progress"]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (tmp_path / "0.json").read_text() == (tmp_path / "1.json").read_text()  # identical replicas
+    steps = [r["step"] for r in read_jsonl(tmp_path / "run" / LOG_FILE) if r["kind"] == "train"]
+    assert steps[-1] < 100_000  # the clock ended it

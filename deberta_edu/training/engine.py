@@ -116,6 +116,16 @@ def all_reduce_sum(x: torch.Tensor, world: Distributed) -> torch.Tensor:
     return x
 
 
+def as_on_main(value: float, world: Distributed) -> float:
+    """Rank 0's ``value`` in every process (``value`` itself when running alone): a decision every rank must take
+    alike, such as when a time budget ends, read from one clock."""
+    if world.enabled:
+        agreed = torch.tensor([value], dtype=torch.float64, device=world.device)
+        dist.broadcast(agreed, src=0)
+        value = agreed.item()
+    return value
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel wrapper (names and checkpoints use this one)."""
     return model.module if isinstance(model, DistributedDataParallel) else model

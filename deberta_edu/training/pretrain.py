@@ -12,8 +12,7 @@ Data order and masks are functions of the seed and the step (``mlm_data``), and 
 drives dropout is saved in every checkpoint (``state``, one per rank), so a killed run with a step budget
 resumes bit-exactly. With a time budget (``budget_seconds``: lesson 4, the course model) the learning rate
 follows the seconds trained and the clock ends the run: a resumed run keeps its schedule from the seconds the
-state records, but not the exact rate of each step (two uncut runs differ the same way).
-The named runs are in ``configs``.
+state records, but not the exact rate of each step (two uncut runs differ the same way). Named runs: ``configs``.
 
 From Python (a notebook; ``get_config`` comes from ``configs``, ``prepare_data`` from ``mlm_data``)::
 
@@ -54,6 +53,7 @@ from .engine import (
     Distributed,
     Precision,
     StepOutput,
+    as_on_main,
     build_optimizer,
     compile_layers,
     derive_seed,
@@ -158,8 +158,9 @@ class _Run:
         return int(meta["step"]), float(meta["elapsed"]), float(meta["train_time"])
 
     def spent(self, window: _Window) -> float:
-        """Training time so far, the open window included (what a time budget counts)."""
-        return self.train_time + (time.perf_counter() - window.start if window.steps else 0.0)
+        """Training time so far, the open window included (what a time budget counts). Under torchrun every rank
+        reads rank 0's, so all stop at the same step with the same rate (each on its own clock, they did not)."""
+        return as_on_main(self.train_time + (time.perf_counter() - window.start if window.steps else 0.0), self.world)
 
     def lr_factor(self, step: int, window: _Window) -> float:
         """The schedule: warmup then linear decay to zero, over the steps or over the time budget."""
