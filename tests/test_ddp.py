@@ -13,12 +13,23 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from deberta_edu import files
 from deberta_edu.facts import LOG_FILE, STATE_FILE
-from deberta_edu.model.checkpoint import load_tensors
+from deberta_edu.model.checkpoint import load_tensors, save_tensors
+from deberta_edu.model.emd import DebertaForMaskedLM
 from deberta_edu.training.configs import get_config
-from deberta_edu.training.mlm_data import prepare_data
+from deberta_edu.training.engine import Distributed, Precision, build_optimizer
+from deberta_edu.training.evaluate import Evaluator
+from deberta_edu.training.mlm_data import MaskSpec, prepare_data
 from deberta_edu.training.pretrain import train
-from deberta_edu.training.state import read_jsonl
+from deberta_edu.training.state import (
+    LOCK_NAME,
+    RUN_FILES,
+    check_output_folder,
+    load_training_state,
+    read_jsonl,
+    save_training_state,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,3 +98,46 @@ def test_a_time_budget_ends_every_rank_at_the_same_step(tmp_path):
     assert (tmp_path / "0.json").read_text() == (tmp_path / "1.json").read_text()  # identical replicas
     steps = [r["step"] for r in read_jsonl(tmp_path / "run" / LOG_FILE) if r["kind"] == "train"]
     assert steps[-1] < 100_000  # the clock ended it
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo")
+def test_fewer_held_out_rows_than_ranks_are_each_counted_once(tmp_path):
+    """One held-out row, two ranks: rank 1 has none. ``split`` of its empty share gave one empty chunk, which it
+    fed to the model ('a batch of no sequences') while rank 0 waited in the all-reduce."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "deberta_edu.training.pretrain", "--config", "debug", "--steps", "1", "--dropout", "0",
+           "--set", "eval_rows=1", "--out", str(tmp_path / "run"), "--no-progress"]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    ddp = [r for r in read_jsonl(tmp_path / "run" / LOG_FILE) if r["kind"] == "eval"][0]  # step 0: the same model
+    cfg = get_config("debug", steps=1, dropout=0.0, eval_rows=1)
+    torch.manual_seed(cfg.seed)
+    model = DebertaForMaskedLM(cfg.model_config())  # the initial weights, as _Run builds them
+    single = Evaluator(prepare_data(cfg)[1], cfg, MaskSpec.of(cfg), Distributed(), Precision("fp32", "cpu"))(model)
+    assert ddp["val_tokens"] == single["val_tokens"] > 0
+    assert ddp["val_loss"] == pytest.approx(single["val_loss"], rel=1e-6)
+
+
+def test_overwrite_deletes_nothing_while_a_trainer_holds_the_folder(tmp_path):
+    """--overwrite deleted the checkpoint, log and config of a run still training there, and only then did the
+    trainer's lock refuse the second run: the folder check must take the lock first."""
+    for name in RUN_FILES:
+        (tmp_path / name).write_text("x")
+    with files.exclusive(tmp_path / LOCK_NAME, "the output folder"):  # a trainer at work (any rank 0)
+        with pytest.raises(RuntimeError, match="in use by another process"):
+            check_output_folder(tmp_path, resume=False, overwrite=True)
+    assert all((tmp_path / name).exists() for name in RUN_FILES)
+    check_output_folder(tmp_path, resume=False, overwrite=True)  # the trainer is gone: now it may
+    assert not any((tmp_path / name).exists() for name in RUN_FILES)
+
+
+def test_resuming_with_fewer_processes_than_saved_says_it_is_not_bit_exact(tmp_path):
+    """Resumed by more processes the new ranks warn; resumed by fewer the saved ranks' dropout states were dropped
+    without a word."""
+    model = DebertaForMaskedLM(get_config("debug").model_config())
+    path = save_training_state(tmp_path / STATE_FILE, model, build_optimizer(model, 1e-3), 3)
+    tensors, meta = load_tensors(path)  # as two processes would have saved it
+    save_tensors({**tensors, "rng.cpu.1": tensors["rng.cpu.0"].clone()}, path, {**meta, "world_size": "2"})
+    with pytest.warns(UserWarning, match="saved by 2 processes and is resumed by 1"):
+        load_training_state(path, model, build_optimizer(model, 1e-3))

@@ -103,7 +103,7 @@ def test_overwrite_removes_the_files_of_the_run_it_starts_again(tmp_path):
     for name in (STATE_FILE, LOG_FILE, MODEL_FILE, "train_config.json", "notes.txt"):
         (tmp_path / name).write_text("old")
     pretrain.check_output_folder(tmp_path, resume=False, overwrite=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".trainer.lock", "notes.txt"]  # the check takes the lock
 
 
 def test_two_trainers_on_one_folder(tmp_path):

@@ -87,6 +87,8 @@ class Evaluator:
         model.eval()
         sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
         for chunk in self.mine.split(self.cfg.eval_batch_size):
+            if not len(chunk):  # a rank with no rows (fewer than ranks): split gives one empty chunk, not none
+                continue
             ids, labels, mask = self.batch.rows(chunk).to(self.world.device)
             with self.precision.autocast():
                 out = model(ids, mask, labels=labels, only_masked_logits=True)

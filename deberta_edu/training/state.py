@@ -90,15 +90,16 @@ def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
     if resume and not any((out / name).exists() for name in RUN_FILES):  # a mistyped --out, most likely
         raise ValueError(f"nothing to resume in {out}: it {'holds no run' if out.is_dir() else 'does not exist'}; "
                          "check the path, or drop --resume to start a run there")
-    if resume or not out.is_dir():
+    if not out.is_dir():
         return
-    held = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    if held and not overwrite:
-        raise ValueError(f"{out} is not empty ({', '.join(held[:4])}{' ...' if len(held) > 4 else ''}): "
-                         "add --resume to continue the run in it, --overwrite to start it again, or choose "
-                         "another --out")
-    if overwrite:
-        for name in RUN_FILES:
+    # A trainer still writing here holds the lock: refused now, before its files are deleted or the data is built
+    with files.exclusive(out / LOCK_NAME, f"the output folder {out}"):
+        held = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+        if held and not (overwrite or resume):
+            raise ValueError(f"{out} is not empty ({', '.join(held[:4])}{' ...' if len(held) > 4 else ''}): "
+                             "add --resume to continue the run in it, --overwrite to start it again, or choose "
+                             "another --out")
+        for name in RUN_FILES if overwrite else ():
             (out / name).unlink(missing_ok=True)
 
 
@@ -238,6 +239,11 @@ def _restore_optimizer(optimizer, model: nn.Module, tensors: dict, meta: dict, p
 
 def _restore_rng(tensors: dict, meta: dict, world: Distributed, path) -> None:
     """This rank's random state (it drives dropout), or a fresh seed, with a warning, if none was saved."""
+    saved = int(meta.get("world_size", "1"))
+    if saved > world.world_size and world.is_main:  # fewer ranks: the others' streams are dropped, also say so
+        warnings.warn(f"{path} was saved by {saved} processes and is resumed by {world.world_size}: the dropout "
+                      f"states of its other {saved - world.world_size} rank(s) are dropped, so the run is no longer "
+                      "bit-exact", stacklevel=3)
     key = f"rng.cpu.{world.rank}"
     if key in tensors:
         torch.set_rng_state(tensors[key])
