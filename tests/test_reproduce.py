@@ -520,3 +520,24 @@ def test_the_reports_accuracies_are_drawn_in_percent():
                                        or ax.get_title().startswith("sentiment"))]
     assert len(accuracy_axes) == 4
     assert all(ax.yaxis.get_major_formatter()(0.5, 0).startswith("50") for ax in accuracy_axes)
+
+
+@pytest.mark.parametrize(("deadline_s", "most"), [(None, 1000.0), (50.0, 50.0)])
+def test_the_budget_is_fitted_to_what_is_left_of_the_deadline(tmp_path, monkeypatch, deadline_s, most):
+    """scripts/reproduce_gpu.sh gives the command a deadline (BUDGET − MARGIN − the import): a BUDGET lowered
+    below the scale's fit_seconds used to fit the runs to fit_seconds anyway, so the deadline cut them and a
+    second command had to finish them. The fit now takes the smaller of the two."""
+    fitted = []
+
+    class Fitted(Exception):
+        pass
+
+    def fit_budget(scale, smoke, seconds, baselines_s=0.0):
+        fitted.append(seconds)
+        raise Fitted
+
+    monkeypatch.setattr(timing, "smoke_check", lambda *a, **k: {"variants": {"deberta": {"metrics_s": 1.0}}})
+    monkeypatch.setattr(timing, "fit_budget", fit_budget)
+    with pytest.raises(Fitted):
+        run_ablation("smoke", tmp_path, fit_seconds=1000.0, deadline_s=deadline_s, progress=False)
+    assert len(fitted) == 1 and most - 5 < fitted[0] <= most

@@ -79,4 +79,4 @@ def test_usage_prints_the_comment_block_and_no_code():
     header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
     shown = done.stdout.splitlines()
     assert done.returncode == 2 and len(shown) == len(header) and not any("set -e" in line for line in shown)
-    assert shown[-1].startswith("MARGIN default 40 s")
+    assert shown[-1].startswith("only: fit the smoke budget too")

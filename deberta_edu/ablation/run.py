@@ -187,6 +187,8 @@ def run_ablation(scale: str | Scale, out_dir: str | Path, *, smoke_first: bool |
     needs_fit = scale.fit_seconds is not None and the_plan is None
     smoke = timing.smoke_check(scale, sentiment_file) if smoke_first or needs_fit else None
     if the_plan is None:
+        if needs_fit and deadline is not None:  # a shorter BUDGET: fit the runs to what is left of it after the smoke
+            scale = dataclasses.replace(scale, fit_seconds=min(scale.fit_seconds, deadline - time.monotonic()))
         the_plan = _new_plan(scale, smoke, command, fit_now=needs_fit)
     elif smoke:
         the_plan.setdefault("later_smoke_checks", []).append(smoke)
