@@ -46,7 +46,6 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING)
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = "notebooks/01_relative_distance.ipynb"
-PAIRED = [ROOT / NOTEBOOK, ROOT / NOTEBOOK.replace(".ipynb", ".py")]
 
 # user settings of the test's JupyterLab: no autosave (the lesson files stay as they are), every cell
 # rendered (no windowing), no news or update checks, no extension manager (nothing asks the internet)
@@ -265,10 +264,13 @@ class _Page:
                 self.fail(f"{what} (after {seconds:.0f} s); last state: {str(value)[:1500]}")
             time.sleep(0.25)
 
-    def run_all(self, notebook: str, seconds: float) -> dict:
+    def run_all(self, notebook: str, seconds: float, widgets: int) -> dict:
         """Open ``notebook``, run it with Run > Run All Cells as a learner would, and wait until every cell ran
-        without an error output and every widget it displays is drawn; the notebook's state."""
-        wd = self.wd
+        without an error output and every widget it displays (at least ``widgets``) is drawn; the notebook's
+        state. Its files' digest is taken first (``clean`` compares it) and the console log starts here."""
+        wd, self.paired = self.wd, _paired(notebook)
+        self.before = _digest(self.paired)
+        wd.console()
         wd.open(f"{self.lab.url}/lab/tree/{notebook}?token={self.lab.token}&reset")
         state = self.wait(NOTEBOOK_STATE, lambda s: bool(s) and s["path"] == notebook and s["kernel"] == "idle", 60,
                           f"{notebook} did not open with an idle Python kernel")
@@ -285,6 +287,7 @@ class _Page:
             s["kernel"] == "idle" and all(c is not None and c > last_run for c in s["counts"]))), seconds,
             f"the cells of {notebook} did not all run")
         assert state["errors"] == [], f"cells failed in JupyterLab: {state['errors']}"
+        assert state["widgets"] >= widgets, f"{notebook} should display {widgets} widget panel(s) or more: {state}"
         # every widget the notebook displays is drawn (the widget manager of JupyterLab talks to the kernel)
         drawn = self.wait(DRAWN_WIDGETS, lambda d: d["images"] >= state["widgets"] or d["broken"] > 0, 30,
                           f"the widgets of {notebook} were not drawn")
@@ -302,7 +305,7 @@ class _Page:
         assert after["src"] != start["src"] and after["message"] == "", after
         return start, after
 
-    def clean(self, before: dict[str, str], paired: list[Path]):
+    def clean(self):
         """Still no error output (redraws run in the kernel), no console error, nothing fetched from elsewhere,
         and the notebook files as they were."""
         state = self.wd.js(NOTEBOOK_STATE)
@@ -312,7 +315,7 @@ class _Page:
         outside = [r for r in self.wd.js(RESOURCES)
                    if not r.startswith(self.lab.url + "/") and not r.startswith(("data:", "blob:"))]
         assert outside == [], f"JupyterLab requested files from elsewhere: {outside}"
-        assert _digest(paired) == before, "running the lesson in JupyterLab changed the notebook files"
+        assert _digest(self.paired) == self.before, "running the lesson in JupyterLab changed the notebook files"
 
 
 def _arrow_right(label: str):
@@ -330,15 +333,12 @@ def _press(label: str, button: str):
 
 
 def test_lesson_1_runs_in_jupyterlab_and_its_slider_redraws(lab, browser, tmp_path):
-    wd, page = browser, _Page(browser, lab, tmp_path)
-    before = _digest(PAIRED)
-    wd.console()  # start the console log here
-    state = page.run_all(NOTEBOOK, 60)
-    assert state["widgets"] >= 2, f"lesson 1 should display its two widget panels: {state}"
+    page = _Page(browser, lab, tmp_path)
+    page.run_all(NOTEBOOK, 60, widgets=2)  # the δ-matrix and the bucket panels
     # the learner moves the δ-matrix slider one step with the keyboard; the kernel redraws the picture
     start, after = page.redraws("sequence length L", _arrow_right("sequence length L"), "the slider moved")
     assert start["value"] == "12" and after["value"] == "13" and after["handle"].startswith("13"), (start, after)
-    page.clean(before, PAIRED)
+    page.clean()
 
 
 LESSON_2 = "notebooks/02_disentangled_attention.ipynb"
@@ -346,11 +346,8 @@ LESSON_3 = "notebooks/03_enhanced_mask_decoder.ipynb"
 
 
 def test_lesson_2_runs_in_jupyterlab_its_attention_widget_and_explorer_respond(lab, browser, tmp_path):
-    wd, page, paired = browser, _Page(browser, lab, tmp_path), _paired(LESSON_2)
-    before = _digest(paired)
-    wd.console()
-    state = page.run_all(LESSON_2, 180)
-    assert state["widgets"] >= 1, f"lesson 2 should display its attention widget: {state}"
+    wd, page = browser, _Page(browser, lab, tmp_path)
+    page.run_all(LESSON_2, 180, widgets=1)  # the attention widget
 
     # the attention widget opens on the neighbour head's c2p map; the learner clicks "sum"
     start, after = page.redraws("map", _press("map", "sum"), "clicking the map 'sum'")
@@ -378,16 +375,13 @@ def test_lesson_2_runs_in_jupyterlab_its_attention_widget_and_explorer_respond(l
     assert clicked["canvas"] != shown["canvas"] and clicked["on"] == "1" and clicked["errors"] == [], clicked
     assert clicked["readout"].startswith("query ") and " c2p = " in clicked["readout"], clicked
     assert clicked["requests"] == [], f"the explorer's page requested {clicked['requests']}"
-    page.clean(before, paired)
+    page.clean()
 
 
 def test_lesson_3_runs_in_jupyterlab_and_its_shift_slider_redraws(lab, browser, tmp_path):
-    wd, page, paired = browser, _Page(browser, lab, tmp_path), _paired(LESSON_3)
-    before = _digest(paired)
-    wd.console()
-    state = page.run_all(LESSON_3, 300)
-    assert state["widgets"] >= 1, f"lesson 3 should display its shift widget: {state}"
+    page = _Page(browser, lab, tmp_path)
+    page.run_all(LESSON_3, 300, widgets=1)  # the shift widget
     label = "shift (pad tokens on the left)"
     start, after = page.redraws(label, _arrow_right(label), "the shift slider moved")
     assert start["value"] == "5" and after["value"] == "6" and after["handle"].startswith("6"), (start, after)
-    page.clean(before, paired)
+    page.clean()
