@@ -75,7 +75,8 @@ def _write(path: Path, record: dict) -> None:
 def _timings(history: list[dict], cfg: TrainConfig) -> dict:
     """The seconds of the first train record's window (compile and warm-up, a fixed cost), the median seconds
     per step of the others (of an even count, the larger middle one: a fit that errs towards ending early), and
-    the longest held-out evaluation (which falls between the windows, so no step time holds it)."""
+    the longest held-out evaluation (in the smoke check, one at the end, in no step time; a run's evaluation at a
+    step that is not logged falls inside the next window, so a fit counts part of it twice, erring early)."""
     train = [r for r in history if r["kind"] == "train"]
     if not train:
         return {}

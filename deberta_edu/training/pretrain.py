@@ -162,12 +162,11 @@ class _Run:
         reads rank 0's, so all stop at the same step with the same rate (each on its own clock, they did not)."""
         return as_on_main(self.train_time + (time.perf_counter() - window.start if window.steps else 0.0), self.world)
 
-    def lr_factor(self, step: int, window: _Window) -> float:
-        """The schedule: warmup then linear decay to zero, over the steps or over the time budget."""
-        cfg = self.cfg
-        if cfg.budget_seconds is None:
-            return warmup_linear(step, cfg.warmup_steps, cfg.steps)
-        return one_cycle(self.spent(window) / cfg.budget_seconds, cfg.warmup_fraction)
+    def lr_factor(self, step: int, spent: float | None) -> float:
+        """The schedule: warmup then linear decay to zero, over the steps or over the time budget (``spent``)."""
+        if spent is None:  # a budget of steps
+            return warmup_linear(step, self.cfg.warmup_steps, self.cfg.steps)
+        return one_cycle(spent / self.cfg.budget_seconds, self.cfg.warmup_fraction)
 
     def record(self, r: dict) -> None:
         if self.world.is_main:
@@ -259,9 +258,10 @@ def _loop(run: _Run, cfg: TrainConfig, batches: Batches, world: Distributed) -> 
     window = _Window()
     last, lr = run.start, 0.0
     for step in range(run.start, cfg.steps):  # `step` updates are done; this one makes update step + 1
-        if cfg.budget_seconds is not None and run.spent(window) >= cfg.budget_seconds:
+        spent = run.spent(window) if cfg.budget_seconds is not None else None  # one reading (a broadcast) per step
+        if spent is not None and spent >= cfg.budget_seconds:
             break  # the time budget is spent (checked between steps; the schedule has reached zero)
-        lr = cfg.lr * run.lr_factor(step, window)
+        lr = cfg.lr * run.lr_factor(step, spent)
         set_lr(run.optimizer, lr)
         micro, weights = batches.micro_batches(step)
         window.add(optimizer_step(run.ddp, run.optimizer, micro, mlm_loss, weights, precision=run.precision,
