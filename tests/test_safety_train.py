@@ -370,6 +370,32 @@ def test_check_device():
             check_device("cuda:1")
 
 
+@pytest.mark.parametrize("local_rank", [0, 1])
+def test_under_torchrun_a_gpu_named_by_number_must_be_the_processs_own(monkeypatch, local_rank):
+    """--device cuda:0 under torchrun put every process on GPU 0, where NCCL stops with a duplicate-GPU error
+    (or the processes share one card): it is refused in words before any set_device, in every process but the one
+    it names. 'cuda' gives each process cuda:<LOCAL_RANK>. (A GPU machine is stood in for: check_device only
+    parses.)"""
+    from deberta_edu.training import engine
+
+    monkeypatch.setattr(engine, "check_device", torch.device)
+    set_to = []
+    monkeypatch.setattr(torch.cuda, "set_device", set_to.append)
+    monkeypatch.setattr(engine.dist, "init_process_group", lambda backend: set_to.append(backend))
+    monkeypatch.setattr(engine.dist, "is_initialized", lambda: False)
+    for name, value in {"WORLD_SIZE": "2", "RANK": str(local_rank), "LOCAL_RANK": str(local_rank)}.items():
+        monkeypatch.setenv(name, value)
+    if local_rank:
+        with pytest.raises(ValueError, match="in process 1 of 2 .*its own GPU, cuda:<LOCAL_RANK>; pass --device cuda"):
+            engine.setup_distributed("cuda:0")
+        assert set_to == []
+    else:
+        assert engine.setup_distributed("cuda:0").device == torch.device("cuda", 0)
+    set_to.clear()
+    assert engine.setup_distributed("cuda").device == torch.device("cuda", local_rank)
+    assert set_to == [torch.device("cuda", local_rank), "nccl"]
+
+
 @pytest.mark.parametrize("args, words", [
     (["--batch", "0"], "--batch must be at least 1, got 0"),
     (["--length", "0"], "--length must be at least 1"),

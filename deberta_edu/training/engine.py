@@ -101,6 +101,9 @@ def setup_distributed(device: str | torch.device | None = None) -> Distributed:
     device = check_device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)  # one GPU per process on this machine
+    if world_size > 1 and device.type == "cuda" and device.index != local_rank:  # NCCL refuses two ranks on one GPU
+        raise ValueError(f"device {str(device)!r} in process {rank} of {world_size} (LOCAL_RANK {local_rank}): under "
+                         "torchrun each process uses its own GPU, cuda:<LOCAL_RANK>; pass --device cuda, or no device")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
