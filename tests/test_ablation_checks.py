@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from deberta_edu.ablation import jobs, markdown, metrics, plots, report
-from deberta_edu.ablation.plan import VARIANTS, get_scale, run_config, run_id
+from deberta_edu.ablation.plan import VARIANTS, get_scale, run_config, run_cost, run_id
 from deberta_edu.training.probe import ProbeTask, held_out, majority_rate, probe_batch
 
 # ----------------------------------------------------------------------------- the position probe
@@ -199,11 +199,15 @@ def test_the_step_time_is_the_median_after_the_first_window():
     history = [{"kind": "train", "step": 10 * (i + 1), "tokens_per_s": 100 / s} for i, s in enumerate(seconds)]
     history.insert(2, {"kind": "eval", "step": 20, "val_loss": 3.0, "eval_s": 4.0})  # between two windows
     history.insert(0, {"kind": "eval", "step": 0, "val_loss": 9.0, "eval_s": 5.0})
+    history.append({"kind": "eval", "step": 40, "val_loss": 2.0, "eval_s": 3.0})
     found = jobs._timings(history, cfg)
     assert found["step_s"] == pytest.approx(2.0)
     assert found["first_window_s"] == pytest.approx(10 * 10.0)  # 10 steps of 10 s
-    assert found["eval_s"] == 5.0  # the longest evaluation: a fit that errs towards ending early
+    # the first evaluation is a cost of its own (compilation); of the others the longest, erring towards early
+    assert found["first_eval_s"] == 5.0 and found["eval_s"] == 4.0
     assert jobs._timings([{"kind": "eval", "step": 0}], cfg) == {}
+    one = jobs._timings(history[:3], cfg)  # a single evaluation (step 0): it is both
+    assert one["first_eval_s"] == one["eval_s"] == 5.0
 
 
 def test_a_run_makes_the_evaluations_the_time_fit_charges_and_times_each(one_thread):
@@ -276,15 +280,51 @@ def test_each_bar_is_the_mean_over_the_seeds(hand_results):
 
 
 def test_a_machine_too_slow_for_twenty_steps_per_run_is_refused():
-    """fit_budget refuses a budget of fewer than 20 DeBERTa steps per run: such runs could show nothing, and a
-    slow machine should hear so before the experiment starts."""
+    """fit_budget refuses a budget of fewer than 20 DeBERTa steps per run, and fewer than evals x (evals - 1)
+    (56 at the GPU scale's 8): such runs could show nothing, and a slow machine should hear so before the
+    experiment starts."""
     from deberta_edu.ablation import timing
 
     scale = get_scale("gpu")
     deberta = run_config(scale, "deberta", scale.grid_seed, scale.lr_grid[0])
     slow = {"variants": {v: {"first_window_s": 2.0, "step_s": 10.0, "metrics_s": 3.0} for v in VARIANTS}}
-    with pytest.raises(RuntimeError, match=f"at least {20 * deberta.tokens_per_step:,}, 20 steps"):
+    with pytest.raises(RuntimeError, match=f"at least {56 * deberta.tokens_per_step:,}, 56 steps"):
         timing.fit_budget(scale, slow, 330.0, baselines_s=9.0)
+    few = get_scale("gpu", evals=3)
+    with pytest.raises(RuntimeError, match=f"at least {20 * deberta.tokens_per_step:,}, 20 steps"):
+        timing.fit_budget(few, slow, 330.0, baselines_s=9.0)
+
+
+@pytest.mark.parametrize("evals", [3, 8])
+def test_a_fitted_budget_runs_no_more_evaluations_than_the_fit_charged(evals):
+    """fit_budget charges evals + 2 evaluations per run before the step counts are known. That bounds a run of at
+    least evals x (evals - 1) steps (eval_every = steps // evals); a 20-step run at evals 8 makes 11. So at the
+    smallest budget the fit accepts, no variant's run evaluates more often than charged (each takes at least
+    DeBERTa's steps)."""
+    from deberta_edu.ablation import timing
+
+    scale = get_scale("gpu", evals=evals)
+    per_step = {v: 0.02 * run_cost(run_config(scale, v, 0, 5e-4)) / run_cost(run_config(scale, "deberta", 0, 5e-4))
+                for v in VARIANTS}
+    smoke = {"variants": {v: {"first_window_s": 2.0, "step_s": per_step[v], "first_eval_s": 1.0, "eval_s": 0.1,
+                              "metrics_s": 3.0} for v in VARIANTS}}
+    refused, accepted = 0.0, 10_000.0
+    while accepted - refused > 0.01:  # the least time the fit accepts
+        middle = (refused + accepted) / 2
+        try:
+            timing.fit_budget(scale, smoke, middle)
+            accepted = middle
+        except RuntimeError:
+            refused = middle
+    fit = timing.fit_budget(scale, smoke, accepted)
+    fitted = get_scale("gpu", evals=evals, budget_tokens=fit["budget_tokens"])
+    counts = {v: timing.evaluations(run_config(fitted, v, 0, 5e-4)) for v in VARIANTS}
+    assert max(counts.values()) <= evals + 2, counts
+    steps = {v: run_config(fitted, v, 0, 5e-4).steps for v in VARIANTS}
+    assert min(steps, key=steps.get) == "deberta" and steps["deberta"] >= max(20, evals * (evals - 1))
+    for s in range(evals * (evals - 1), 3000):
+        every = max(1, s // evals)
+        assert timing.evaluations(SimpleNamespace(steps=s, eval_every=every)) <= evals + 2, s
 
 
 def test_every_run_warms_up_over_its_share_of_its_own_steps():

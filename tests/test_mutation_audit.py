@@ -245,17 +245,18 @@ def recorded_jobs(monkeypatch):
 
     def fake_run_job(job):
         seen.append(job)
-        return records.get(job.variant, {"first_window_s": 1.5, "step_s": 0.01, "eval_s": 0.5, "pretrain_s": 2.0,
-                                         "metrics_s": 4.0})
+        return records.get(job.variant, {"first_window_s": 1.5, "step_s": 0.01, "first_eval_s": 7.0, "eval_s": 0.5,
+                                         "pretrain_s": 2.0, "metrics_s": 4.0})
 
     monkeypatch.setattr(timing, "run_job", fake_run_job)
     return seen, records
 
 
 def test_the_smoke_check_runs_every_variant_at_the_grids_middle_rate(recorded_jobs, capsys):
-    """smoke_check: every variant once, at the middle rate of the grid, for the steps asked, with one evaluation of
-    every held-out row a run evaluates (its time is charged per evaluation); DeBERTa fine-tunes on the scale's
-    full number of examples, the others on SMOKE_FINETUNE."""
+    """smoke_check: every variant once, at the middle rate of the grid, for the steps asked, with two evaluations
+    of every held-out row a run evaluates, at step 0 and at the end (the first's time is charged once per run, the
+    second's per further evaluation); DeBERTa fine-tunes on the scale's full number of examples, the others on
+    SMOKE_FINETUNE."""
     seen, _ = recorded_jobs
     cpu = plan.get_scale("cpu")
     scale = plan.get_scale("cpu", lr_grid=(1e-3, 2e-3, 4e-3), train=cpu.train.replace(eval_rows=1000))
@@ -263,16 +264,19 @@ def test_the_smoke_check_runs_every_variant_at_the_grids_middle_rate(recorded_jo
     assert [j.variant for j in seen] == list(plan.VARIANTS) and set(out["variants"]) == set(plan.VARIANTS)
     assert {j.lr for j in seen} == {2e-3}
     assert all(j.cfg.steps == 3 for j in seen) and out["steps"] == 3
-    assert all(j.cfg.eval_rows == 1000 and j.cfg.eval_every == 0 for j in seen)  # one evaluation, at the end
+    assert all(j.cfg.eval_rows == 1000 and j.cfg.eval_every == 3 for j in seen)  # at step 0 and at the end
+    assert all(timing.evaluations(j.cfg) == 2 for j in seen)
     assert {j.variant: j.finetune_examples for j in seen} == {
         v: (None if v == "deberta" else timing.SMOKE_FINETUNE) for v in plan.VARIANTS}
     assert out["variants"]["bert"]["step_s"] == 0.01 and out["variants"]["bert"]["precision"] == "fp32"
-    assert out["variants"]["bert"]["eval_s"] == 0.5 and "0.5 s per evaluation" in capsys.readouterr().out
+    assert out["variants"]["bert"]["eval_s"] == 0.5 and out["variants"]["bert"]["first_eval_s"] == 7.0
+    assert "0.5 s per evaluation (first 7.0 s)" in capsys.readouterr().out
 
 
 def test_the_smoke_check_stops_at_a_variant_whose_loss_was_not_finite(recorded_jobs):
     seen, records = recorded_jobs
-    records["bert"] = {"failed": "loss nan at step 2", "first_window_s": 1.0, "step_s": 0.01, "eval_s": 0.1,
+    records["bert"] = {"failed": "loss nan at step 2", "first_window_s": 1.0, "step_s": 0.01, "first_eval_s": 0.1,
+                       "eval_s": 0.1,
                        "pretrain_s": 1.0, "metrics_s": 1.0}
     with pytest.raises(RuntimeError, match="bert variant's loss was not finite"):
         timing.smoke_check(plan.get_scale("cpu"), steps=3)
@@ -296,6 +300,25 @@ def test_fit_budget_charges_every_run_deberta_s_measurements():
     assert fit["fixed_s"] == pytest.approx(9.0 + n * len(plan.VARIANTS) * (2.0 + 10.0))
     fit = timing.fit_budget(scale, _smoke_timings(eval_s=0.5, deberta=10.0, bert=1.0), 5000.0, baselines_s=9.0)
     assert fit["fixed_s"] == pytest.approx(9.0 + n * len(plan.VARIANTS) * (2.0 + 10.0 + (scale.evals + 2) * 0.5))
+
+
+def test_the_first_evaluation_of_a_run_is_charged_once_and_the_others_at_the_steady_time():
+    """With torch.compile the first evaluation compiles the eval-mode graphs (on this CPU 15.9 s against 0.16-0.38
+    s for the next ones, smoke scale). Each run pays it once: fit_budget and predict_job charge it once and the
+    steady time for the others. Charging every evaluation the first one's time, 10 per run, refused a
+    COMPILE=1 GPU run as having no time left for training."""
+    from deberta_edu.ablation import jobs
+
+    scale = plan.get_scale("gpu")
+    n = len(scale.lr_grid) + len(scale.seeds) - 1
+    smoke = _smoke_timings(eval_s=0.5, deberta=10.0)
+    for v in plan.VARIANTS:
+        smoke["variants"][v]["first_eval_s"] = 16.0
+    fit = timing.fit_budget(scale, smoke, 5000.0, baselines_s=9.0)
+    assert fit["fixed_s"] == pytest.approx(9.0 + n * len(plan.VARIANTS) * (2.0 + 10.0 + 16.0 + (scale.evals + 1) * 0.5))
+    cfg = plan.run_config(scale, "bert", 0, 5e-4)
+    job = jobs.Job("bert", 0, 5e-4, cfg, scale, None)
+    assert timing.predict_job(job, smoke) == pytest.approx(2.0 + cfg.steps * 0.02 + 16.0 + 9 * 0.5 + 10.0)
 
 
 def test_attention_path_reads_the_backends_for_any_cuda_device():

@@ -74,18 +74,19 @@ def _write(path: Path, record: dict) -> None:
 
 def _timings(history: list[dict], cfg: TrainConfig) -> dict:
     """The seconds of the first train record's window (compile and warm-up, a fixed cost), the median seconds
-    per step of the others (of an even count, the larger middle one: a fit that errs towards ending early), and
-    the longest held-out evaluation (in the smoke check, one at the end, in no step time; a run's evaluation at a
-    step that is not logged falls inside the next window, so a fit counts part of it twice, erring early)."""
+    per step of the others (of an even count, the larger middle one: a fit that errs towards ending early), the
+    first held-out evaluation (compilation of the eval-mode graphs, warm-up: a fixed cost too) and the longest of
+    the others (in the smoke check, one at the end; in no step time: a run's evaluation at a step that is not
+    logged falls inside the next window, so a fit counts part of it twice, erring early)."""
     train = [r for r in history if r["kind"] == "train"]
     if not train:
         return {}
     steps = [train[0]["step"]] + [b["step"] - a["step"] for a, b in zip(train, train[1:], strict=False)]
     per_step = [cfg.tokens_per_step / r["tokens_per_s"] for r in train]
     later = sorted(per_step[1:]) or per_step
-    evals = [r["eval_s"] for r in history if r["kind"] == "eval" and "eval_s" in r]
+    evals = [r["eval_s"] for r in history if r["kind"] == "eval" and "eval_s" in r] or [0.0]
     return {"first_window_s": per_step[0] * steps[0], "step_s": later[len(later) // 2],
-            "eval_s": max(evals, default=0.0)}
+            "first_eval_s": evals[0], "eval_s": max(evals[1:], default=evals[0])}
 
 
 def _measure(job: Job, model, tokenizer) -> dict:

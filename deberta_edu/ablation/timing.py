@@ -2,12 +2,13 @@
 
     smoke_check   every variant a few steps with the scale's precision (bf16 on a GPU), attention path and compile
                   setting, then its probes and a short fine-tuning: any failure stops the command before the
-                  real runs start. It measures, per variant, the first steps (compile and warm-up) and the
-                  steady seconds per step.
+                  real runs start. It measures, per variant, the first steps and the first evaluation
+                  (compilation and warm-up, paid again by every run) and the steady seconds per step and per
+                  evaluation.
     fit_budget    the FLOPs per run that let all the runs (grid and seeds) end inside a number of seconds:
 
-        time(F) = sum over runs [ F / (cost_v x tokens_per_step) x step_s_v + first_s_v + evals x eval_s_v
-                                  + measure_s ]
+        time(F) = sum over runs [ F / (cost_v x tokens_per_step) x step_s_v + first_s_v + first_eval_s_v
+                                  + (evals - 1) x eval_s_v + measure_s ]
 
                   is linear in F, so F = (seconds − fixed costs) / (sum over runs of step_s_v / (cost_v x T)).
                   Each variant's own step time is used (relative attention costs more time than its FLOPs say).
@@ -43,8 +44,10 @@ def smoke_check(scale: Scale, sentiment_file: str | None = None, steps: int = SM
     out = {"steps": steps, "variants": {}, "attention": attention_path(scale.device)}
     for v in VARIANTS:
         cfg = run_config(scale, v, scale.grid_seed, lr)
-        # one evaluation, at the end, of every held-out row a run evaluates: its time is charged per evaluation
-        cfg = cfg.replace(steps=steps, warmup_steps=1, log_every=1, eval_every=0, name=f"smoke-{v}")
+        # two evaluations of every held-out row a run evaluates, at step 0 and at the end, as a run makes them: the
+        # first (with torch.compile, the eval-mode graphs' compilation) is charged once per run, the second per
+        # further evaluation
+        cfg = cfg.replace(steps=steps, warmup_steps=1, log_every=1, eval_every=steps, name=f"smoke-{v}")
         job = Job(v, scale.grid_seed, lr, cfg, scale, None, sentiment_file,
                   finetune_examples=None if v == "deberta" else SMOKE_FINETUNE)
         try:
@@ -55,10 +58,12 @@ def smoke_check(scale: Scale, sentiment_file: str | None = None, steps: int = SM
         if record.get("failed"):
             raise RuntimeError(f"smoke check: the {v} variant's loss was not finite in {steps} steps on "
                                f"{scale.device} ({record['failed']}); nothing else was run.")
-        out["variants"][v] = {k: record[k] for k in ("first_window_s", "step_s", "eval_s", "pretrain_s", "metrics_s")}
+        keys = ("first_window_s", "step_s", "first_eval_s", "eval_s", "pretrain_s", "metrics_s")
+        out["variants"][v] = {k: record[k] for k in keys}
         out["variants"][v]["precision"] = _precision_name(cfg, scale.device)
         print(f"[smoke] {v}: {record['step_s'] * 1e3:.0f} ms/step (first {record['first_window_s']:.1f} s), "
-              f"{record['eval_s']:.1f} s per evaluation, measurements {record['metrics_s']:.1f} s", flush=True)
+              f"{record['eval_s']:.1f} s per evaluation (first {record['first_eval_s']:.1f} s), "
+              f"measurements {record['metrics_s']:.1f} s", flush=True)
     out["seconds"] = time.perf_counter() - start
     return out
 
@@ -84,14 +89,20 @@ def _eval_s(smoke: dict, variant: str) -> float:
     return smoke["variants"][variant].get("eval_s", 0.0)  # a plan written before evaluations were timed: 0
 
 
+def _evals_s(smoke: dict, variant: str, count: int) -> float:
+    """Seconds of ``count`` evaluations: the first (compilation, warm-up) and count - 1 steady ones."""
+    first = smoke["variants"][variant].get("first_eval_s", _eval_s(smoke, variant))  # older plans: a steady one
+    return first + (count - 1) * _eval_s(smoke, variant) if count else 0.0
+
+
 def fit_budget(scale: Scale, smoke: dict, seconds: float, baselines_s: float = 0.0) -> dict:
     """The budget (in DeBERTa tokens) that lets every run end inside ``seconds``, from the smoke's timings."""
     n = _jobs_per_variant(scale)
     timings = smoke["variants"]
     measure_s = timings["deberta"]["metrics_s"]  # the full fine-tuning ran for DeBERTa: an upper bound for all
-    # a run evaluates at step 0, scale.evals - 1 or scale.evals times between, and at the end (at most evals + 2
-    # once it has evals x (evals - 1) steps): charged before the steps are known
-    fixed = baselines_s + n * sum(t["first_window_s"] + measure_s + (scale.evals + 2) * _eval_s(smoke, v)
+    # a run evaluates at step 0, scale.evals - 1 or scale.evals times between, and at the end: at most evals + 2
+    # once it has evals x (evals - 1) steps (the minimum below), charged before the steps are known
+    fixed = baselines_s + n * sum(t["first_window_s"] + measure_s + _evals_s(smoke, v, scale.evals + 2)
                                   for v, t in timings.items())
     per_flop = 0.0
     for v in VARIANTS:
@@ -105,10 +116,13 @@ def fit_budget(scale: Scale, smoke: dict, seconds: float, baselines_s: float = 0
             "seeds or rates")
     flops = (seconds - fixed) / per_flop
     tokens = int(flops / run_cost(deberta))
-    minimum = 20 * deberta.tokens_per_step
+    steps = max(20, scale.evals * (scale.evals - 1))  # DeBERTa's runs take the fewest steps of the variants
+    minimum = steps * deberta.tokens_per_step
     if tokens < minimum:
         raise RuntimeError(f"only {tokens:,} DeBERTa tokens per run fit {seconds:.0f} s here (at least {minimum:,}, "
-                           "20 steps, are needed); this machine is slower than the scale was sized for")
+                           f"{steps} steps, are needed: fewer show no curve, and a run of fewer than evals x "
+                           f"(evals - 1) = {scale.evals * (scale.evals - 1)} steps evaluates more often than this fit "
+                           "counts); this machine is slower than the scale was sized for")
     return {"seconds": seconds, "fixed_s": fixed, "budget_tokens": tokens, "flops_per_run": flops,
             "runs": 5 * n}
 
@@ -118,5 +132,5 @@ def predict_job(job: Job, smoke: dict | None) -> float:
     if not smoke:
         return 0.0
     t = smoke["variants"][job.variant]
-    return (t["first_window_s"] + job.cfg.steps * t["step_s"] + evaluations(job.cfg) * _eval_s(smoke, job.variant)
+    return (t["first_window_s"] + job.cfg.steps * t["step_s"] + _evals_s(smoke, job.variant, evaluations(job.cfg))
             + smoke["variants"]["deberta"]["metrics_s"])
