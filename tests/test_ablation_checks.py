@@ -227,6 +227,26 @@ def test_a_run_makes_the_evaluations_the_time_fit_charges_and_times_each(one_thr
     assert timing.evaluations(cfg.replace(eval_every=0)) == 1  # the end only
 
 
+def test_a_run_whose_fine_tuning_diverges_is_written_as_failed(monkeypatch, tmp_path, capsys):
+    """A diverged fine-tuning (finetune raises FloatingPointError) fails its run as a diverged pretraining does:
+    written as failed, so the report leaves it out and says so, and the other runs go on. It used to be scored:
+    the NaN classifier's accuracy, the share of one class, went into the sentiment column."""
+    scale = get_scale("smoke")
+    cfg = run_config(scale, "bert", 0, 3e-3)
+    job = jobs.Job("bert", 0, 3e-3, cfg, scale, str(tmp_path))
+    monkeypatch.setattr(jobs.mlm_data, "prepare_data", lambda cfg: (None, None, None))
+    monkeypatch.setattr(jobs.pretrain, "train", lambda *a, **k: SimpleNamespace(model=None, history=[], metrics={}))
+
+    def diverge(job, model, tokenizer):
+        raise FloatingPointError("the fine-tuning loss became nan at step 3")
+
+    monkeypatch.setattr(jobs, "_measure", diverge)
+    record = jobs.run_job(job)
+    assert record["failed"] == "the fine-tuning loss became nan at step 3" and "sentiment" not in record
+    assert jobs.finished([job])[job.id]["failed"] == record["failed"]  # on disk: a resumed command keeps it
+    assert "failed: the fine-tuning loss became nan" in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------- the figures
 
 

@@ -595,6 +595,18 @@ def test_the_head_learns_at_its_own_rate_and_a_zero_rate_leaves_it_at_zero():
     assert hits == [label == 0 for label in y[40:]]
 
 
+def test_a_diverged_document_fine_tuning_is_refused_not_scored():
+    """A fine-tuning whose loss is not finite stops with a FloatingPointError, as pretraining does. Before, its NaN
+    weights answered class 0 for every document, and that accuracy (class 0's share) went into downstream's and
+    selection's tables."""
+    model, tokenizer, texts, y = _tiny_encoder_and_texts()
+    with torch.no_grad():
+        model.deberta.embeddings.word_embeddings.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"loss became nan \(seed 4, lr 0.001\)"):
+        finetuned_accuracy(model, tokenizer, texts[:40], y[:40], texts[40:], y[40:], 4,
+                           recipe=FinetuneRecipe(lr=1e-3, epochs=1, max_length=8))
+
+
 def test_a_documents_answer_sums_the_log_probabilities_of_its_chunks(monkeypatch):
     """Three chunks at p(0) = 0.9 and one at p(1) = 0.9999: summed log-probabilities say 1 (-9.5 against -6.9), where
     summed probabilities, the first chunk or the last chunk alone would say 0 for one of the two documents."""

@@ -283,3 +283,32 @@ def test_fp16_finetuning_hands_the_loss_scale_to_the_adversary(monkeypatch, one_
         result = finetune(_pretrained(), splits, tok, cfg)
         assert made[-1].grad_scale == expected
         assert all(torch.isfinite(torch.tensor(r["adv_loss"])) for r in result.history)
+
+
+@pytest.mark.parametrize("lam", [0.0, 1.0])
+def test_a_diverged_fine_tuning_is_refused_not_scored(lam, one_thread):
+    """A fine-tuning whose loss is not finite stops with a FloatingPointError that says where, as pretraining
+    does. Before, its NaN weights went on to predict class 0 for every example, and that accuracy (the share of
+    class 0) went into lesson 5's tables and the ablation's as a result."""
+    splits, tok = _toy_splits()
+    pretrained = _pretrained()
+    with torch.no_grad():
+        pretrained.deberta.embeddings.word_embeddings.weight[7] = float("nan")  # a word every row may hold
+    cfg = FinetuneConfig(lr=1e-3, epochs=1, batch_size=16, progress=False, seed=3,
+                         adversarial=AdversarialConfig(lam=lam))
+    with pytest.raises(FloatingPointError, match=rf"fine-tuning loss became nan at step 1 \(lr 0.001, λ {lam}, seed 3\)"):
+        finetune(pretrained, splits, tok, cfg)
+
+
+def test_the_finetune_command_says_a_divergence_in_words(monkeypatch, tmp_path, capsys):
+    """python -m deberta_edu.finetune ends a diverged comparison with 'error: ...', as pretrain's command does."""
+    from deberta_edu.training import finetune as module
+
+    def diverge(*args, **kwargs):
+        raise FloatingPointError("the fine-tuning loss became nan at step 4")
+
+    monkeypatch.setattr(module, "compare", diverge)
+    monkeypatch.setattr("deberta_edu.data.sentiment.load_splits", lambda: _toy_splits(8)[0])
+    with pytest.raises(SystemExit, match="error: the fine-tuning loss became nan at step 4"):
+        module.main(["--seeds", "0", "1", "--out", str(tmp_path / "r.json")])
+    assert not (tmp_path / "r.json").exists()

@@ -205,6 +205,24 @@ def test_selection_keeps_its_splits_beside_its_json_and_resumes_a_cut_command(tm
     assert not (tmp_path / "selection.draws.jsonl").exists()
 
 
+def test_downstream_and_selection_say_a_diverged_fine_tuning_in_words(tmp_path, monkeypatch):
+    """A diverged fine-tuning ends either command with 'error: ...' (as pretrain's does), not a traceback; the
+    draws that ended stay in the journal for the next command."""
+
+    def diverge(model, tokenizer, *args, journal, **kwargs):
+        journal.run("seed 0", lambda: 0.5)
+        raise FloatingPointError("the fine-tuning loss became nan (seed 1, lr 0.001)")
+
+    monkeypatch.setattr(downstream, "topic_experiment", diverge)
+    with pytest.raises(SystemExit, match=r"error: the fine-tuning loss became nan \(seed 1"):
+        downstream.main(["--out", str(tmp_path), "--seeds", "2", "--skip-sentiment", "--skip-curve"])
+    assert len((tmp_path / "results.draws.jsonl").read_text().splitlines()) == 2  # its settings, seed 0
+    monkeypatch.setattr(selection, "reading_and_baseline", diverge)
+    with pytest.raises(SystemExit, match=r"error: the fine-tuning loss became nan \(seed 1"):
+        selection.main(["--out", str(tmp_path)])
+    assert len((tmp_path / "selection.draws.jsonl").read_text().splitlines()) == 2
+
+
 def test_finetune_keeps_its_runs_beside_its_json_and_resumes_a_cut_command(tmp_path, monkeypatch):
     from deberta_edu.training import finetune as ft
 

@@ -278,7 +278,8 @@ def test_the_smoke_check_stops_at_a_variant_whose_loss_was_not_finite(recorded_j
     records["bert"] = {"failed": "loss nan at step 2", "first_window_s": 1.0, "step_s": 0.01, "first_eval_s": 0.1,
                        "eval_s": 0.1,
                        "pretrain_s": 1.0, "metrics_s": 1.0}
-    with pytest.raises(RuntimeError, match="bert variant's loss was not finite"):
+    with pytest.raises(RuntimeError, match=r"bert variant's loss was not finite on cpu in its 3 steps or its "
+                       r"fine-tuning \(loss nan at step 2\)"):
         timing.smoke_check(plan.get_scale("cpu"), steps=3)
 
 

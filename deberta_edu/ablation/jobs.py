@@ -116,12 +116,12 @@ def run_job(job: Job) -> dict:
     try:
         result = pretrain.train(cfg.replace(compile=job.scale.compile), train_data, val_data, tokenizer=tokenizer,
                                 device=job.scale.device, progress=job.progress)
+        pretrain_s = time.perf_counter() - start
+        measured = _measure(job, result.model, tokenizer)  # its fine-tuning may diverge too
     except FloatingPointError as err:  # a diverged run is a result too: written, and the others go on
         print(f"[{job.id}] failed: {err}", flush=True)
         record.update(failed=str(err), wall_s=time.perf_counter() - start)
     else:
-        pretrain_s = time.perf_counter() - start
-        measured = _measure(job, result.model, tokenizer)
         record.update(
             parameters=sum(p.numel() for p in result.model.parameters()), metrics=result.metrics,
             evals=[r for r in result.history if r["kind"] == "eval"],

@@ -56,8 +56,8 @@ def smoke_check(scale: Scale, sentiment_file: str | None = None, steps: int = SM
             raise RuntimeError(f"smoke check: the {v} variant failed on {scale.device} ({type(err).__name__}: "
                                f"{err}); nothing else was run. Fix this first.") from err
         if record.get("failed"):
-            raise RuntimeError(f"smoke check: the {v} variant's loss was not finite in {steps} steps on "
-                               f"{scale.device} ({record['failed']}); nothing else was run.")
+            raise RuntimeError(f"smoke check: the {v} variant's loss was not finite on {scale.device} in its "
+                               f"{steps} steps or its fine-tuning ({record['failed']}); nothing else was run.")
         keys = ("first_window_s", "step_s", "first_eval_s", "eval_s", "pretrain_s", "metrics_s")
         out["variants"][v] = {k: record[k] for k in keys}
         out["variants"][v]["precision"] = _precision_name(cfg, scale.device)

@@ -117,6 +117,9 @@ def finetuned_accuracy(model, tokenizer, train_texts: Sequence[str], train_y: Se
     for _ in range(recipe.epochs):
         for batch in torch.randperm(len(rows), generator=order).split(recipe.batch_size):
             loss = nn.functional.cross_entropy(clf(*collate([rows[k] for k in batch])), y[batch])
+            if not torch.isfinite(loss):  # a diverged run is said, not scored (its NaN weights answer one class)
+                raise FloatingPointError(f"the fine-tuning loss became {loss.item()} (seed {seed}, lr {recipe.lr:g}); "
+                                         "lower the recipe's lr")
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(clf.parameters(), recipe.max_grad_norm)

@@ -276,14 +276,17 @@ def main(argv=None) -> None:
                            "label, a document's answer summed over its chunks", **asdict(FinetuneRecipe())}}
     settings = {k: result[k] for k in ("model", "probe", "baselines", "finetune")} | {"weights": weights_digest()}
     journal = Journal.for_command(Path(args.out) / "results.draws.jsonl", settings, tell)  # a cut run resumes from it
-    result["topics"] = topic_experiment(model, tokenizer, range(2 * args.seeds), finetune=True, progress=tell,
-                                        journal=journal.within("topics, "))
-    if not args.skip_sentiment:
-        result["sentiment"] = sentiment_experiment(model, tokenizer, range(args.seeds), finetune=True, progress=tell,
-                                                   journal=journal.within("sentiment, "))
-    if not args.skip_curve:
-        result["topics_by_labels"] = topic_curve(model, tokenizer, seeds=range(2 * args.seeds), progress=tell,
-                                                 journal=journal.within("curve, "))
+    try:
+        result["topics"] = topic_experiment(model, tokenizer, range(2 * args.seeds), finetune=True, progress=tell,
+                                            journal=journal.within("topics, "))
+        if not args.skip_sentiment:
+            result["sentiment"] = sentiment_experiment(model, tokenizer, range(args.seeds), finetune=True,
+                                                       progress=tell, journal=journal.within("sentiment, "))
+        if not args.skip_curve:
+            result["topics_by_labels"] = topic_curve(model, tokenizer, seeds=range(2 * args.seeds), progress=tell,
+                                                     journal=journal.within("curve, "))
+    except FloatingPointError as err:  # a diverged fine-tuning; the draws that ended are kept in the journal
+        sys.exit(f"error: {err}")
     result["wall_time_s"] = round(journal.wall_time(start))  # draws an earlier, cut command made count too
     result = journal.finish(Path(args.out) / "results.json", result)
     print(json.dumps({k: v["arms"] for k, v in result.items() if isinstance(v, dict) and "arms" in v}, indent=1))

@@ -9,8 +9,11 @@ fine-tuning.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
+import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -74,10 +77,9 @@ def collate(rows: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch
     """Pad to the longest row: (input_ids, attention_mask), both (B, L)."""
     L = max(len(r) for r in rows)
     ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), L), dtype=torch.long)
+    mask = (torch.arange(L) < torch.tensor([len(r) for r in rows])[:, None]).long()  # 1 on each row's own tokens
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
     return ids, mask
 
 
@@ -175,6 +177,9 @@ def finetune(
         if precision.scaler.is_enabled():  # fp16: the adversary's ascent backward is loss-scaled like training's
             adversary.grad_scale = precision.scaler.get_scale()
         out = optimizer_step(model, optimizer, [batch.to(device)], loss_fn, weights, precision=precision)
+        if not torch.isfinite(out.loss):  # as in pretraining: a diverged run is said, not scored as a result
+            raise FloatingPointError(f"the fine-tuning loss became {out.loss.item()} at step {step + 1} (lr {cfg.lr:g}, "
+                                     f"λ {cfg.adversarial.lam}, seed {cfg.seed}); lower the lr, or use precision='fp32'")
         record = {"step": step + 1, "loss": out.loss.item(), **stats}
         if (step + 1) % max(1, total // 4) == 0 or step + 1 == total:
             record["dev_accuracy"] = accuracy(model, dev_rows, dev_labels, device=device)
@@ -263,8 +268,6 @@ def describe_encoder(folder: str | Path) -> str:
 
 def _load_encoder(folder: Path):
     """(pretrained model, tokenizer) from ``folder``, or the command exits saying what is wrong."""
-    import sys
-
     from deberta_edu.data.tokenizer import load_tokenizer
     from deberta_edu.facts import MODEL_FILE, TOKENIZER_FILE
     from deberta_edu.model.checkpoint import load_pretrained
@@ -284,10 +287,6 @@ def _load_encoder(folder: Path):
 
 def main(argv=None):
     """python -m deberta_edu.finetune: lesson 5's comparison at full size, written as JSON."""
-    import argparse
-    import sys
-    import time
-
     from deberta_edu.data.sentiment import load_splits
 
     from .course import COURSE_DIR, weights_digest
@@ -330,8 +329,11 @@ def main(argv=None):
     settings = {"encoder": origin, "weights": weights_digest(folder), "adversarial": adversarial, **recipe}
     # each run is kept beside the results as it ends: a cut command, run again, goes on from there
     journal = Journal.for_command(Path(args.out).with_suffix(".draws.jsonl"), settings)
-    table = compare(pretrained, splits, tokenizer, lams=tuple(args.lams), seeds=tuple(args.seeds),
-                    adversarial=adversarial, random_init=args.random_init, journal=journal, **recipe)
+    try:
+        table = compare(pretrained, splits, tokenizer, lams=tuple(args.lams), seeds=tuple(args.seeds),
+                        adversarial=adversarial, random_init=args.random_init, journal=journal, **recipe)
+    except FloatingPointError as err:  # a diverged fine-tuning, said in words as pretrain's command does
+        sys.exit(f"error: {err}")
     command = "python -m deberta_edu.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {"command": command,
               "encoder": origin, "machine": describe_machine(),

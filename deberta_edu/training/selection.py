@@ -176,8 +176,12 @@ def main(argv=None) -> None:
                 "chunk length": PROBE_LENGTH, "tf-idf l2": list(TFIDF_L2),
                 "recipes": {name: asdict(recipe) for name, recipe in RECIPES.items()}}
     journal = Journal.for_command(Path(args.out) / "selection.draws.jsonl", settings, tell)  # a cut run resumes
-    result["reading"] = reading_and_baseline(model, tokenizer, pool, progress=tell, journal=journal.within("reading, "))
-    result["recipes"] = recipe_grid(model, tokenizer, pool, progress=tell, journal=journal.within("recipes, "))
+    try:
+        result["reading"] = reading_and_baseline(model, tokenizer, pool, progress=tell,
+                                                 journal=journal.within("reading, "))
+        result["recipes"] = recipe_grid(model, tokenizer, pool, progress=tell, journal=journal.within("recipes, "))
+    except FloatingPointError as err:  # a diverged fine-tuning; the splits that ended are kept in the journal
+        sys.exit(f"error: {err}")
     result["chosen recipe"] = best_recipe(result["recipes"])
     result["wall_time_s"] = round(journal.wall_time(start))  # splits an earlier, cut command made count too
     result = journal.finish(Path(args.out) / "selection.json", result)
