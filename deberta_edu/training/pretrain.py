@@ -276,7 +276,7 @@ def _loop(run: _Run, cfg: TrainConfig, batches: Batches, world: Distributed) -> 
         if cfg.save_every and done % cfg.save_every == 0 and done != cfg.steps:
             run.save(done)
         if logged:
-            window = _Window()  # it starts now: eval and checkpoint time are not training time
+            window = _Window()  # it starts after this step's eval and checkpoint (an unlogged step's fall inside it)
     if last > run.start:  # (a finished run that is resumed only loads its state)
         if window.steps:  # a time budget ended between two records
             run.log_train(last, lr, window)
