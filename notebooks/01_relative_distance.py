@@ -38,9 +38,9 @@ _ = torch.manual_seed(0)  # nothing here is random, but every lesson starts from
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Why relative positions?
 #
-# The paper's example: the words "deep" and "learning" depend on each other much more strongly when they
-# stand **next to each other** than when they are far apart. What matters is the distance between them, not
-# whether the pair opens the sentence or closes it.
+# The paper's example (§1): the dependency between the words "deep" and "learning" is much stronger when
+# they stand **next to each other** than when they occur in different sentences. What matters is how far apart
+# they are, not whether the pair opens the sentence or closes it.
 #
 # With absolute positions, "deep learning" at positions (0, 1) and at positions (7, 8) are two different
 # inputs, and a model must learn the same fact about adjacency once for every place in the sentence.
@@ -144,6 +144,7 @@ print(f"{len(torch.unique(delta))} distinct rows for 40 tokens and k = {k}")
 
 # %%
 picture = viz.plot_delta(12, 4)
+assert (naive.diagonal() == k).all() and (naive.diagonal(-1) == k + 1).all()  # i = j: row k; j = i − 1: k + 1
 end_row = (naive == 0) | (naive == 2 * k - 1)  # from our three cases, not from viz
 assert np.array_equal(viz.pale_cells(picture), end_row.numpy())  # the picture veils exactly those cells
 assert np.array_equal(viz.clamped_mask(12, 4), end_row.numpy())
@@ -163,6 +164,10 @@ picture
 # a row of its own. In code, δ with k = 1 is the lower-triangular indicator j ≤ i:
 
 # %%
+for k_wide in (12, 15):  # k >= L = 12: each of the 2L − 1 distances reads a row no other distance in it reads
+    assert viz.distinct_rows(12, k_wide) == 2 * 12 - 1
+assert np.argwhere(viz.clamped_mask(12, 12)).tolist() == [[11, 0]]  # k = L: only the corner i − j = L − 1 is pale
+
 delta_k1 = viz.delta_matrix(12, 1)
 i12, j12 = np.indices((12, 12))
 assert np.array_equal(delta_k1, (j12 <= i12).astype(delta_k1.dtype))  # 1 where j <= i, 0 where j > i
@@ -203,7 +208,11 @@ mirror_sum = eq3 + eq3[::-1]  # eq. (3): row(d) + row(−d)
 assert set(d40[mirror_sum != 2 * 4]) == set(d40[np.abs(d40) >= 4])  # = 2k only inside |d| < k
 assert set(mirror_sum[np.abs(d40) >= 4]) == {2 * 4 - 1}  # and 2k − 1 beyond it
 assert len(np.unique(shaw)) == 2 * 4 + 1 and len(np.unique(eq3)) == 2 * 4
+shaw_own = {int(d) for d, r in zip(d40, shaw, strict=True) if (shaw == r).sum() == 1}
+assert shaw_own == set(range(-(4 - 1), 4))  # Shaw: exact up to k − 1 on both sides
 t5 = viz.t5_buckets(np.arange(-3000, 3001))
+t5_own = {int(d) for d, b in zip(range(-3000, 3001), t5, strict=True) if (t5 == b).sum() == 1}
+assert t5_own == set(range(-7, 8))  # T5: exact below a quarter of the 32 buckets, |j − i| < 8
 assert len(np.unique(t5)) == 31  # 32 buckets, one never used (j − i = 0 counts as "not to the right")
 assert len(np.unique(viz.t5_buckets(np.arange(91, 3001)))) == 1  # from 91 on, beyond max_distance too: one bucket
 assert viz.t5_buckets([90]) != viz.t5_buckets([91]) and viz.t5_buckets([-90]) != viz.t5_buckets([-91])
@@ -242,10 +251,18 @@ viz.plot_pairs(sentences, "deep", "learning", k)
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## v1 and v2/v3: from a clamp to log buckets
 #
-# DeBERTa v1 uses eq. (3) with k = 512: a table of 1024 rows, and a token 600 positions away shares its row
-# with one 5,000 positions away. DeBERTa v2 and v3 keep the table small (2 × `position_buckets` = 512 rows) yet
-# still tell long distances apart, with T5's rule: **exact near, logarithmic far**. Derive the bucket of a
-# distance d from that rule, with b = `position_buckets`, m = b/2 and K = `max_relative_positions`:
+# DeBERTa v1 uses eq. (3) with k = 512 (§3.1.1): a table of 1024 rows, one of its own for each distance up to
+# 510, and a token 600 positions away shares its row with one 5,000 positions away. DeBERTa v2 and v3 halve the
+# table (2 × `position_buckets` = 512 rows) and still tell distances apart, coarsely, almost as far (up to 505,
+# measured below; beyond, 600 and 5,000 share a row here too), with T5's rule: **exact near, logarithmic far**.
+
+# %%
+assert relative_distance(600, 0, 512) == relative_distance(5000, 0, 512) == 1023  # v1: the top row
+assert viz.table_rows([600, 5000], 512, 256).tolist() == [511, 511]  # v2/v3 (b = 256, K = 512): the top row
+
+# %% [markdown]
+# Derive the bucket of a distance d from that rule, with b = `position_buckets`, m = b/2 and
+# K = `max_relative_positions`:
 #
 # 1. *Exact near*: bucket(d) = d for |d| ≤ m.
 # 2. *Logarithmic far*: beyond m the bucket grows like the log of the distance, measured from m:
@@ -327,7 +344,8 @@ rows_read = {n: viz.distinct_rows(n, k=512, position_buckets=256) for n in (132,
 assert rows_read[132] == 2 * 132 - 1 and rows_read[133] < 2 * 133 - 1  # one row per distance up to 131
 per_token = [(rows_read[b] - rows_read[a]) / (b - a) for a, b in ((132, 200), (200, 300), (300, 400), (400, 512))]
 print("v2/v3 new rows per extra token, 132 → 200 → 300 → 400 → 512: " + ", ".join(f"{r:.2f}" for r in per_token))
-assert per_token == sorted(per_token, reverse=True) and per_token[0] < 1.2 and per_token[-1] < 0.45  # fewer
+assert per_token == sorted(per_token, reverse=True)  # fewer and fewer
+assert [round(r, 1) for r in per_token] == [1.1, 0.7, 0.5, 0.4]  # the figures quoted above
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # **Try it** (in Jupyter; on the website the controls show a saved picture): fewer buckets squeeze long distances
