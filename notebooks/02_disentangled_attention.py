@@ -25,8 +25,8 @@
 #
 # We build those terms with plain loops from the equations, check them against the library's fast version,
 # read the paper's Algorithm 1 beside it, find where eq. (2), eq. (4) and the released code pick different
-# rows, measure why one of the four terms is dropped and why the scores are divided by √(3d), and explore the
-# maps of a model on a real sentence.
+# rows, measure how much of the dropped fourth term the other three can hold and why the scores are divided
+# by √(3d), and explore the maps of a model on a real sentence.
 
 # %%
 import math
@@ -47,6 +47,7 @@ from deberta_edu import (
     widgets,
 )
 from deberta_edu.lessons.explorer import load_demo, show_explorer
+from deberta_edu.training.course import course_label, course_metrics
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # tiny models: one thread avoids the cost of coordinating threads
@@ -72,7 +73,7 @@ torch.set_num_threads(1)  # tiny models: one thread avoids the cost of coordinat
 # | p2c | seen from that distance, does the word j stand out? (a noun two steps left of me) |
 # | p2p | does the distance alone matter, whatever the words? |
 #
-# DeBERTa keeps c2c, c2p and p2c, and drops p2p (we will see why).
+# DeBERTa keeps c2c, c2p and p2c, and drops p2p (we will read the paper's reason, and measure what it costs).
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # ### What is new here
@@ -94,8 +95,8 @@ torch.set_num_threads(1)  # tiny models: one thread avoids the cost of coordinat
 #
 # The paper's point (§3.1): earlier relative schemes amount to c2c + c2p. **p2c**, the relative position of
 # the query read against the key's *content*, is the new term; Transformer-XL's u-term reads the key's content
-# too, but with one global vector, the same for every distance. p2p is dropped; below we measure why little
-# is lost.
+# too, but with one global vector, the same for every distance. p2p is dropped; below we measure how much of
+# it c2p can hold: off the clamped top row, all of it with few rows, less than half with many.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## With projections (eq. 4)
@@ -132,7 +133,7 @@ with torch.no_grad():
     out = model(ids, output_hidden_states=True, return_details=True)
 fast = out.attentions[0]  # layer 0: fast.terms[name] (1, heads, L, L), scaled; fast.probs (1, heads, L, L)
 L, heads, d = ids.size(1), config.num_attention_heads, config.head_size
-print(f"L = {L}, heads = {heads}, d = {d}, terms = {config.terms}")
+print(f"layers = {config.num_hidden_layers}, L = {L}, heads = {heads}, d = {d}, terms = {config.terms}")
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # The inputs of layer 0: the content H (the embeddings) and the relative table P (2k rows, layer-normed in
@@ -395,7 +396,8 @@ viz.plot_maps(
 # 1024 rows and d = 64: there p2p could add something c2p cannot hold. The paper's own reason is shorter: with
 # relative positions, p2p "does not provide much additional information" (§3.1). The fit is the course's
 # account of how much c2p can already hold, not the paper's argument. Measured with k = 128 on 128 tokens (255
-# rows read, d = 64):
+# rows read, d = 64), on the pairs off the top row (the top row's miss is the other reason, and how much of the
+# variance it holds depends on the draw of the weights):
 
 # %%
 config_wide = config.replace(max_relative_positions=128, terms=("c2c", "c2p", "p2c", "p2p"))
@@ -409,15 +411,18 @@ with torch.no_grad():
 fit_wide = viz.fit_distance_bias(p2p_wide, Kr_wide, relative_distance_matrix(128, k=128), att_wide.scale)
 
 
-def explained(fit, target):
-    """The fraction of the target's variance the fitted bias reproduces."""
-    return 1 - float(fit.residual.pow(2).sum() / (target - target.mean()).pow(2).sum())
+def explained(fit, target, pairs):
+    """The fraction of the target's variance over ``pairs`` (an (L, L) mask) that the fitted bias reproduces."""
+    residual, target = fit.residual[:, pairs], target[:, pairs]
+    return 1 - float(residual.pow(2).sum() / (target - target.mean()).pow(2).sum())
 
 
 assert all(torch.linalg.matrix_rank(Kr_p2p[h].detach()) == 2 * k for h in range(heads))  # 8 independent rows
-r2_small, r2_wide = explained(fit, p2p_map), explained(fit_wide, p2p_wide)
-assert r2_wide < 0.5 and r2_small > 0.9  # few rows: nearly all of p2p; many rows: less than half of it
-print(f"p2p variance a query bias reproduces: k = 4 (8 rows) {r2_small:.2f}, k = 128 (255 rows) {r2_wide:.2f}")
+off_top_wide = relative_distance_matrix(128, k=128) != 2 * 128 - 1
+r2_small, r2_wide = explained(fit, p2p_map, ~top_row), explained(fit_wide, p2p_wide, off_top_wide)
+assert r2_small > 0.999 and r2_wide < 0.5  # few rows: all of p2p; many rows: less than half of it
+print(f"p2p variance a query bias reproduces off the top row: k = 4 (8 rows) {r2_small:.2f}, "
+      f"k = 128 (255 rows) {r2_wide:.2f}")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Why √(3d)?
@@ -447,12 +452,16 @@ for seed in range(3):
 for n, st in enumerate(studies):
     variances = ", ".join(f"{t} {v:.2f}" for t, v in st.term_variance.items())
     print(f"seed {n}: var / d: {variances};  std of the score ÷ √(3d): {st.scores.std():.2f}")
-    assert all(0.6 < v < 1.6 for v in st.term_variance.values())  # one draw of 37 words: d within a half
+    assert all(0.5 < v < 1.5 for v in st.term_variance.values())  # one draw of 37 words: d within a half
     assert 0.85 < float(st.scores.std()) < 1.15  # their sum, ÷ √(3d): unit variance
 term_means = {t: np.mean([st.term_variance[t] for st in studies]) for t in studies[0].term_variance}
 print("mean over the seeds, var / d: " + ", ".join(f"{t} {v:.2f}" for t, v in term_means.items()))
 assert all(0.75 < v < 1.33 for v in term_means.values())  # each term: variance ≈ d, within a third on average
 assert math.isclose(attention.scale, 1 / math.sqrt(3 * d))  # the library's scale for c2c + c2p + p2c
+flat = viz.scale_study(DebertaModel(unit.replace(initializer_range=0.02)).eval(), words)  # the default std
+print(f"default std 0.02: std of the score {flat.scores.std():.2f}; row entropy ÷ √d {flat.entropy['√d']:.3f} "
+      f"nats, uniform {flat.uniform_entropy:.3f}")
+assert flat.scores.std() < 0.1 and flat.uniform_entropy - flat.entropy["√d"] < 0.01  # tiny scores, flat rows
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # Divided by √d instead, the same scores sit √3 times farther out and the softmax sharpens: the rows' mean
@@ -479,12 +488,19 @@ viz.plot_scale_study(studies[0], "seed 0, layer 0, unit-variance weights, 37 wor
 #
 # `load_demo` shows the **course model** (results/course-model/, pretrained once on BBC News and a larger
 # English corpus; lesson 4 says how), or your own lesson 4 model once it beats it. The line printed below
-# names the model, the tokens it saw and its held-out accuracy.
+# names the model, the tokens it saw and its held-out accuracy; for the course model, the next line gives the
+# baseline beside that accuracy: a word-frequency (unigram) model scored on the same held-out tokens.
 
 # %%
 SENTENCE = "a new store opened beside the new mall, and on Saturday the shoppers came back to the centre of the town."
 demo = load_demo(SENTENCE)
 print(("TRAINED: " if demo.trained else "") + demo.source)
+course = course_metrics()
+shows_course_model = demo.source == course_label(course)  # not a lesson 4 model of yours that beat it
+if shows_course_model:
+    unigram = course["unigram_baseline"]["val_accuracy"]
+    print(f"baseline: a word-frequency (unigram) model, {unigram:.1%} on the same held-out tokens")
+    assert course["held_out"]["val_accuracy"] > 10 * unigram  # more than ten times the baseline
 print(demo.tokens)
 maps = viz.attention_maps(demo.model, demo.input_ids, demo.tokens)
 probs_all = maps.maps[:, maps.kinds.index("probs")]  # (layers, heads, L, L)
@@ -496,39 +512,56 @@ viz.plot_terms(maps, layer=0, head=0, model=demo.source)
 # below for every head against the same architecture at random weights:
 #
 # - heads that attend to the **previous** or the **next** token whatever the words (a band just off the
-#   diagonal of "probs"; uniform attention would put 1/L there);
+#   diagonal of "probs"; uniform attention would put 1/L there; the same heads do it on a second sentence);
 # - in such a head, the **position terms do the work**: c2p and p2c score the neighbour well above the rest of
 #   its row ("lift"), c2c does not. In the course model p2c lifts it more than c2p in every neighbour head, but
 #   the heads differ in how c2p looks. In one, **c2p is a diagonal band**: its value depends on i − j almost
 #   alone ("c2p by offset", the share of the map's variance its diagonals explain, above 0.8 there). In
 #   another, p2c carries the neighbour (more than twice c2p's lift) and c2p is no band;
-# - **p2c in columns**: in some heads about half of p2c's variance is one score per key, the same at every
-#   distance: the key's content decides, not how far it is ("p2c by column"; under 0.05 at random weights).
+# - **p2c in columns**: part of p2c's variance is one score per key, the same at every distance: the key's
+#   content decides, not how far it is ("p2c by column": in the course model, on this sentence, from about a
+#   fifth to about half, in every head more than in any head at random weights, where it stays near 0.05).
+#
+# Random weights are three draws (seeds 0, 1, 2) of the same architecture; their largest values are printed.
+# The asserts check these figures on the course model; a lesson 4 model of your own prints its own.
 
 # %%
 L = len(demo.tokens)
-untrained = DebertaForMaskedLM(demo.model.config).eval()  # the same architecture, random weights
-measured = {"trained": viz.head_patterns(maps),
-            "random": viz.head_patterns(viz.attention_maps(untrained, demo.input_ids, demo.tokens))}
-for name, patterns in measured.items():
-    for p in patterns:
-        lift = ", ".join(f"{term} {value:+.1f}" for term, value in p.lift.items())
-        print(f"{name:>7} layer {p.layer} head {p.head}: previous {p.previous:.2f}, next {p.following:.2f} "
-              f"(uniform {1 / L:.2f}); lift {lift}; c2p by offset {p.offset_share:.2f}; "
-              f"p2c by column {p.column_share:.2f}")
-trained, random_ = measured["trained"], measured["random"]
-assert max(p.previous for p in trained) > 0.4 and max(p.following for p in trained) > 0.4  # learned
+trained, random_ = viz.head_patterns(maps), []
+for seed in range(3):  # the same architecture at random weights, three draws
+    torch.manual_seed(seed)
+    untrained = DebertaForMaskedLM(demo.model.config).eval()
+    random_ += viz.head_patterns(viz.attention_maps(untrained, demo.input_ids, demo.tokens))
+for p in trained:
+    lift = ", ".join(f"{term} {value:+.1f}" for term, value in p.lift.items())
+    print(f"layer {p.layer} head {p.head}: previous {p.previous:.2f}, next {p.following:.2f} "
+          f"(uniform {1 / L:.2f}); lift {lift}; c2p by offset {p.offset_share:.2f}; "
+          f"p2c by column {p.column_share:.2f}")
+print(f"random weights, largest over 3 draws × {len(trained)} heads: previous or next "
+      f"{max(max(p.previous, p.following) for p in random_):.2f}; |lift| "
+      f"{max(abs(v) for p in random_ for v in p.lift.values()):.2f}; c2p by offset "
+      f"{max(p.offset_share for p in random_):.2f}; p2c by column {max(p.column_share for p in random_):.2f}")
 neighbours = [p for p in trained if max(p.previous, p.following) > 0.4]
-positional = max(neighbours, key=lambda p: p.offset_share)  # the neighbour head whose c2p is most diagonal
+positional = max(neighbours or trained, key=lambda p: p.offset_share)  # the neighbour head, c2p most diagonal
 print("neighbour heads: " + ", ".join(f"layer {p.layer} head {p.head}" for p in neighbours)
       + f"; c2p most diagonal in layer {positional.layer} head {positional.head}")
 assert max(max(p.previous, p.following) for p in random_) < 3 / L  # random weights: near uniform
-assert all(min(p.lift["c2p"], p.lift["p2c"]) > 0.5 > p.lift["c2c"] for p in neighbours)  # position terms lift it
 assert max(abs(v) for p in random_ for v in p.lift.values()) < 0.1  # at random weights no term lifts a neighbour
-assert all(p.lift["p2c"] > p.lift["c2p"] for p in neighbours)  # p2c lifts the neighbour more, in every one
-assert any(p.lift["p2c"] > 2 * p.lift["c2p"] and p.offset_share < 0.5 for p in neighbours if p is not positional)
-assert positional.offset_share > 0.8 > 0.5 > max(p.offset_share for p in random_)  # its c2p: a diagonal band
-assert max(p.column_share for p in trained) > 0.45 > 0.05 > max(p.column_share for p in random_)  # p2c: columns
+if shows_course_model:
+    assert max(p.previous for p in trained) > 0.4 and max(p.following for p in trained) > 0.4  # learned
+    assert all(min(p.lift["c2p"], p.lift["p2c"]) > 0.5 > p.lift["c2c"] for p in neighbours)  # position terms
+    assert all(p.lift["p2c"] > p.lift["c2p"] for p in neighbours)  # p2c lifts the neighbour more, in every one
+    assert any(p.lift["p2c"] > 2 * p.lift["c2p"] and p.offset_share < 0.5 for p in neighbours if p is not positional)
+    assert positional.offset_share > 0.8 > 0.5 > max(p.offset_share for p in random_)  # its c2p: a diagonal band
+    columns = [p.column_share for p in trained]  # p2c: from about a fifth to about half of it in columns,
+    assert max(columns) > 0.45 and min(columns) > 0.15 > 0.06 > max(p.column_share for p in random_)  # > random
+    other = load_demo("the council said on monday that the new bridge over the river would open in the spring.")
+    again = viz.head_patterns(viz.attention_maps(other.model, other.input_ids, other.tokens))
+    again = {(p.layer, p.head): p for p in again}
+    for p in neighbours:  # "whatever the words": on other words, the same heads attend to the same neighbour
+        q = again[p.layer, p.head]
+        print(f"second sentence, layer {p.layer} head {p.head}: previous {q.previous:.2f}, next {q.following:.2f}")
+        assert (q.previous > 0.4, q.following > 0.4) == (p.previous > 0.4, p.following > 0.4)
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # That neighbour head, its maps side by side: its c2p panel is nearly constant along each diagonal and changes
