@@ -83,3 +83,19 @@ def test_pages_print_paths_inside_the_project_relative_to_it(tmp_path, monkeypat
     monkeypatch.chdir(ROOT / "notebooks")  # where the pages run: a relative path is resolved first
     assert facts.shown_path("../results/course-model") == "results/course-model"
     assert facts.shown_path(tmp_path / "run") == str(tmp_path / "run")  # outside the project: as it is
+
+
+def test_lesson_6_says_no_gpu_run_is_committed_only_while_none_is():
+    """Lesson 6 says the GPU path "has not yet been run on a GPU, so there is no results/ablation-gpu/ to read".
+    Checked against what git holds (a learner's own run into results/ must not break the lesson): when a GPU run
+    is committed, this fails until the sentence changes."""
+    import subprocess
+
+    lesson = (ROOT / "notebooks" / "06_pretraining_reproduction.py").read_text(encoding="utf-8")
+    says_none = "there is no\n# `results/ablation-gpu/` to read" in lesson
+    try:
+        tracked = subprocess.run(["git", "ls-files", "results/ablation-gpu"], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):  # a copy without git: what the folder holds
+        tracked = [str(p) for p in (ROOT / "results" / "ablation-gpu").glob("**/*")]
+    assert says_none != bool(tracked), (says_none, tracked[:3])
