@@ -60,12 +60,14 @@ from deberta_edu import (
     widgets,
 )
 from deberta_edu.facts import CLS_ID, PAD_ID, SEP_ID, smoke
+from deberta_edu.model.positions import log_bucket
 from deberta_edu.training.probe import (
     VARIANTS,
     ProbeBatch,
     anchor_tasks,
     format_table,
     held_out,
+    majority_rate,
     placement_difference,
     probe_batch,
     probe_config,
@@ -235,7 +237,7 @@ print(
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # ### The EMD by hand, from the equations
 #
-# A different code path: attention written with the O(L²d) tensor of relative embeddings
+# A different code path: attention written with the O(N²d) tensor of relative embeddings (N tokens)
 # $P_{\delta(i,j)}$ that §3.1.1 avoids, `einsum` instead of the gather and `scaled_dot_product_attention`,
 # the residuals and LayerNorms spelled out. Only the weights come from the model.
 
@@ -336,6 +338,7 @@ with torch.no_grad():
         mlm.emd(last_layer, state, select=chosen), mlm.emd(last_layer, state)[chosen], atol=1e-6
     )
 share = chosen.float().mean().item()
+assert math.isclose(100 * 0.15 * 2 / 12, 2.5)  # A.7's count for L = 12: 2.5% (the paper rounds it up to 3%)
 print(
     f"{share:.0%} of the tokens decoded; EMD cost in encoder layers: every position {full / layer_cost:.2f}, "
     f"masked only {masked_only / layer_cost:.2f}, A.7's count {2 * share:.2f}"
@@ -433,6 +436,7 @@ assert (
 
 # %%
 v3_buckets = dict(position_buckets=256, max_relative_positions=512)
+assert log_bucket(torch.arange(499, 507), 256, 512).tolist() == [253, *[254] * 6, 255]  # 500 … 505: bucket 254
 bucket_blindness = {
     nouns_at: placement_difference(
         dataclasses.replace(tasks["anchor within the window"], window=512, first=nouns_at[0], last=nouns_at[1] + 1),
@@ -470,14 +474,15 @@ assert table.worst("anchor within the window", "relative only") > 0.99  # [CLS] 
 assert (
     table.best("anchor beyond the window", "relative only") <= ceiling + 0.005
 )  # no better than the noun alone
-assert abs(table.best("anchor beyond the window", "relative only") - 0.5) < 0.06  # at chance
+beyond_best = table.best("anchor beyond the window", "relative only")
+assert abs(beyond_best - table.chance["anchor beyond the window"]) < 0.03  # at chance (the majority class)
 
 # %%
 viz.plot_probe_table(table, "subject or object slot? tiny probe models" + (" (smoke size)" if SMOKE else ""))
 
 # %% [markdown] slideshow={"slide_type": "subslide"}
 # How fast does each model learn the slot when `[CLS]` is in reach? The same training, stopped after 5 and
-# after 20 steps, scored on 500 held-out windows:
+# after 20 steps, scored on 500 held-out windows (chance: their majority class):
 
 # %%
 within = tasks["anchor within the window"]
@@ -490,15 +495,16 @@ early = {
     for n in (5, 20)
     for s in seeds
 }
+quick_chance = majority_rate(quick_test.label)
+print(f"chance on these windows: {quick_chance:.0%}")
 for model in VARIANTS:
     print(f"{model:14s} " + ", ".join(
         f"{n} steps {min(early[model, n, s] for s in seeds):.0%}–{max(early[model, n, s] for s in seeds):.0%}"
         for n in (5, 20)))
 assert min(early[model, 20, s] for model in VARIANTS for s in seeds) > 0.98  # 20 steps: every model, every seed
 assert min(early["BERT-style", 5, s] for s in seeds) > 0.98  # positions at the input: 5 steps are enough
-assert max(early[m, 5, s] for m in ("relative only", "DeBERTa + EMD") for s in seeds) < 0.75  # not yet at 5
-at_5 = {m: sum(early[m, 5, s] for s in seeds) / len(seeds) for m in ("relative only", "DeBERTa + EMD")}
-assert abs(at_5["DeBERTa + EMD"] - at_5["relative only"]) < 0.1  # the EMD does not speed it up here
+at_5 = [early[m, 5, s] for m in ("relative only", "DeBERTa + EMD") for s in seeds]
+assert max(abs(a - quick_chance) for a in at_5) < 0.05  # 5 steps: both still at chance, the EMD no faster
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## (d) What this means
@@ -514,8 +520,9 @@ assert abs(at_5["DeBERTa + EMD"] - at_5["relative only"]) < 0.1  # the EMD does 
 # - **The store/mall argument** is therefore about what is *easy to learn*, not about information that is
 #   missing: a relative-only model must learn to find `[CLS]` and read its distance off the relative table,
 #   where the EMD hands every query its absolute position. Our toy does not show that difficulty: after 5 steps
-#   DeBERTa + EMD is no further than relative only (both below 75%, within 10 points of each other, while
-#   BERT-style has it), and after 20 every model has it. The paper's evidence is its pretraining results below.
+#   neither DeBERTa + EMD nor relative only is above chance yet (within 5 points of the majority class on every
+#   seed, while BERT-style has it), and after 20 every model has it. The paper's evidence is its pretraining
+#   results below.
 
 # %%
 k_probe = 8
