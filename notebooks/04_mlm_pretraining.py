@@ -847,13 +847,13 @@ fig
 # Bayes (tf-idf logistic regression lands between them, a point below Naive Bayes). Fine-tuned on the same 500
 # snippets, with the topics' recipe, it shows no difference from random init (−0.2 points, 95% interval −2.7
 # to +2.2): pretraining buys nothing these tests can see, though a gain of 2 points would not show either. Both
-# networks stay below both bags of words. Its text is BBC News and a general corpus, where words of opinion
-# ("dull", "gripping") are rare; a tiny model, trained for 83 minutes, has not learned what they do to a
-# sentence, and an average over a snippet washes the few such words out, while a count of words reads them
-# directly. More labels do not change the verdict: lesson 5 fine-tunes on all 8,454 training snippets, with a
-# learning rate chosen on the development split, and there too the course model and random weights show no
-# difference (both above Naive Bayes on 500 snippets, on far more labels). Larger models pretrained on far more (and more
-# varied) text are what turn this around.
+# networks stay below both bags of words. Why, these runs do not test; likely reasons: its text is BBC News and
+# a general corpus, where words of opinion ("dull", "gripping") are rare; a tiny model, trained for 83 minutes,
+# may not have learned what they do to a sentence; and an average over a snippet dilutes the few such words,
+# while a count of words reads them directly. More labels do not change the verdict: lesson 5 fine-tunes on all
+# 8,454 training snippets, with a learning rate chosen on the development split, and there too the course model
+# and random weights show no difference (both above Naive Bayes on 500 snippets, on far more labels). Whether a
+# larger model pretrained on far more (and more varied) text turns this around, these runs cannot say.
 
 # %%
 s_random = sentiment["tests"]["pretrained vs random init"]["difference"]

@@ -237,7 +237,8 @@ plots.plot_summary(run)
 # ## The real run
 #
 # What follows is the committed result in `results/`, if one of this design has been made: the GPU run if there
-# is one, else the CPU-scale one. Its header says which, with the exact commands, the machine and the time.
+# is one, else the CPU-scale one. Its header says which, with the exact commands, the machine and when the report
+# was built (and the commands' wall time, for a run made since they keep it; the committed CPU run predates that).
 
 # %%
 folder = report.committed_results()
@@ -250,6 +251,7 @@ if folder is None:
     real = run
 else:
     real = report.load_results(folder)
+    assert folder.name != "ablation-cpu" or not real.get("wall_s")  # "the committed CPU run predates that"
     display(Markdown(f"**{markdown.run_kind(real)}** (`{folder.name}`): " + "; ".join(
         f"`{c}`" for c in real["commands"])))
     display(Image(filename=str(folder / report.CURVES_FILE)))

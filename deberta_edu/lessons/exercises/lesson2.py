@@ -183,7 +183,7 @@ DIAGNOSES = {
     "deberta": "nothing: c2c + c2p + p2c with δ(i, j), divided by √(3d)",
     "sqrt_d": "the scale: divided by √d, not √(3d)",
     "paper_p2c": "p2c reads row δ(j, i), as eq. (4) prints it",
-    "no_p2c": "p2c is left out (c2c + c2p, as in Shaw et al. with a content bias)",
+    "no_p2c": "p2c is left out (c2c + c2p: what earlier relative schemes such as Shaw et al.'s amount to, §3.1)",
     "with_p2p": "p2p is added: Q^r_δ(i,j) · K^r_δ(j,i)",
 }
 
