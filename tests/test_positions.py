@@ -93,6 +93,26 @@ def test_log_bucket_is_exact_near_logarithmic_far(buckets, max_rel):
     assert d[rows == 2 * buckets - 1].min() == math.floor(m * ((max_rel - 1) / m) ** ((m - 2) / (m - 1))) + 1
 
 
+
+@pytest.mark.parametrize("buckets,max_rel", [(256, 512), (32, 128)])
+def test_log_bucket_against_microsofts_clamp(buckets, max_rel):
+    """log_bucket's docstring: microsoft/DeBERTa (da_utils.make_log_bucket_position) first clamps i − j to
+    ±(max_rel − 1); the buckets agree for every shorter distance, beyond it theirs stay at ±(buckets − 1)."""
+    m = buckets // 2
+
+    def microsoft(rel):  # a transcription of make_log_bucket_dict, after their clamp
+        rel = torch.clamp(rel, -max_rel + 1, max_rel - 1)
+        abs_pos = torch.where((rel < m) & (rel > -m), torch.tensor(m - 1), rel.abs())
+        log_pos = torch.ceil(torch.log(abs_pos / m) / math.log((max_rel - 1) / m) * (m - 1)) + m
+        return torch.where(abs_pos <= m, rel, (log_pos * torch.sign(rel)).long())
+
+    d = torch.arange(-3 * max_rel, 3 * max_rel + 1)
+    ours, theirs = log_bucket(d, buckets, max_rel), microsoft(d)
+    inside = d.abs() <= max_rel - 1
+    assert torch.equal(ours[inside], theirs[inside])
+    assert bool((theirs[~inside].abs() == buckets - 1).all())
+    assert bool((ours[~inside].abs() >= buckets).all()), "ours go on past buckets - 1 (the clamp to rows ends it)"
+
 def test_log_bucket_rejects_tiny_max():
     with pytest.raises(ValueError, match="max_relative_positions"):
         log_bucket(torch.arange(5), 256, 100)

@@ -1,10 +1,11 @@
 """Pack tokenized documents into fixed-length rows, as DeBERTa's own data preparation does.
 
-The official ``prepare_data.py`` tokenizes every document, concatenates all the tokens into one
-stream (no separator between documents) and cuts it into lines of ``max_seq_length - 2`` tokens;
-each line becomes ``[CLS] tokens [SEP]``. Every row is full, so pretraining needs no padding and no
-attention mask. We keep the rows in a ``.npy`` array opened memory-mapped: a 100 MB corpus is about
-25 M tokens, 50 MB as uint16, and a Dataset reads only the rows a batch asks for.
+The official ``prepare_data.py`` tokenizes its input file line by line, concatenates all the tokens
+into one stream (no separator between documents) and cuts it into lines of ``max_seq_length - 2`` tokens;
+each line becomes ``[CLS] tokens [SEP]``. The official script keeps the last, shorter line; we drop it,
+so every row is full and pretraining needs no padding and no attention mask. We keep the rows in a
+``.npy`` array opened memory-mapped: a 100 MB corpus is about 25 M tokens, 50 MB as uint16, and a
+Dataset reads only the rows a batch asks for.
 
 Masking is not done here: the trainer draws fresh masks every epoch (``deberta_edu.training.masking``).
 

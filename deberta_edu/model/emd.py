@@ -2,7 +2,7 @@ r"""The Enhanced Mask Decoder (paper §3.2 and A.8) and the masked-language-mode
 
 The paper's example, "a new **store** opened beside the new **mall**": both nouns follow "new" at the
 same distance, and which one is the subject depends on where it sits. A model with relative positions
-only knows a token's absolute place only through its distance to an anchor such as [CLS] at position 0,
+only knows a token's absolute place through its distance to an anchor such as [CLS] at position 0,
 and only while that distance is inside the clamp of eq. (3) (or is coarsely known, in the v2/v3 log
 buckets); lesson 3 measures both halves. DeBERTa hands absolute positions over directly, but late: right
 before the softmax layer that predicts the masked tokens.

@@ -228,7 +228,7 @@ def _named_configs() -> dict[str, TrainConfig]:
         name="course-smoke", source="bbc", eval_source=None, batch_size=8, steps=20, budget_seconds=None,
         warmup_steps=4, eval_every=10, eval_rows=32, save_every=10, log_every=1,
     )
-    # A model of a few thousand weights on synthetic data: checks the plumbing in seconds (tests, CI).
+    # A model of about 24 thousand weights on synthetic data: checks the plumbing in seconds (tests, CI).
     configs["debug"] = TrainConfig(
         name="debug", size="tiny", source="synthetic", vocab_size=64, seq_length=32, batch_size=16,
         whole_word_masking=False,

@@ -25,7 +25,7 @@ piece after a special token) starts a word; the official code glues it to the wo
 lone punctuation piece ("," after ``▁expected``) belongs to the word before it here; the official
 ``part_of_whole_word`` (DeBERTa/deberta/spm_tokenizer.py) makes a one-character punctuation, whitespace or
 control piece a word of its own (lesson 4 says so too).
-The choice loops are plain Python over small lists (about a millisecond for a batch of 16 x 128); every
+The choice loops are plain Python over small lists (a millisecond or two for a batch of 16 x 128); every
 random number is drawn up front from ``generator``, so the masks are reproducible.
 """
 
