@@ -7,7 +7,7 @@ Released checkpoints keep two things that transformers throws away by default: t
 table (``deberta.embeddings.position_embeddings``, read by the EMD; transformers builds none when
 ``position_biased_input`` is False) and the official MLM head (``lm_predictions.lm_head.*``; transformers
 loads it only with ``legacy=False``, its config's default being True). ``from_hf`` on a checkpoint *directory* reads the weights file itself,
-so those survive, and the EMD is switched on when both are present.
+so those survive, and the EMD is switched on when both are present and ``position_biased_input`` is False.
 """
 
 from __future__ import annotations
