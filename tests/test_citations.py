@@ -4,7 +4,8 @@ The paper is DeBERTa, arXiv 2006.03654, numbered as in v6. The table lists each 
 (kind, number, what it is, the words that name it, where the course builds it).
 
 What counts as a citation, in notebooks/NN_*.py, deberta_edu/**/*.py (docstrings, comments and strings
-alike) and book/*.md, after the leading "#" of comment lines is dropped so that wrapped prose reads on:
+alike), book/*.md, README.md and results/README.md, after the leading "#" of comment lines is dropped so that
+wrapped prose reads on:
 
     section    §3.2   sec. 3.2   section 3.2   sections 3.1 and 3.2
     equation   eq. (4)   eq. 4   eqs. 2 and 4   equation 4   equations (2) and (4)   eq. (2)–(4)
@@ -30,8 +31,8 @@ Quoted numbers: right after a row label of Table 4 (−EMD, −C2P, −P2C, −(
 RoBERTa-ReImp), every two-digit score (like 85.8) must be one of that row's scores in paper_map's copy of
 Table 4, and deberta_edu/ablation/report.py's PAPER must agree with it.
 
-Paths: every `wing/module.py` a book page names exists under deberta_edu/ (`DeBERTa/...` is
-microsoft/DeBERTa's), and every lessons/NN_name.ipynb link has its notebooks/NN_name.py.
+Paths: every `wing/module.py` a book page or a README names exists under deberta_edu/, the project or
+scripts/ (`DeBERTa/...` is microsoft/DeBERTa's), and every lessons/NN_name.ipynb link has its notebooks/NN_name.py.
 
 A failure reads `file:line: found X, should be Y`.
 """
@@ -58,6 +59,7 @@ def scanned_files() -> list[Path]:
     files = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
     files += sorted((ROOT / "deberta_edu").rglob("*.py"))
     files += sorted((ROOT / "book").glob("*.md"))
+    files += [ROOT / "README.md", ROOT / "results" / "README.md"]  # what a reader meets before the book
     return files
 
 
@@ -304,16 +306,19 @@ def test_the_table_holds_the_facts_checked_against_the_paper(parts):
     assert ("section", "3.3") not in parts and ("section", "4.1") not in parts and ("section", "3.4") not in parts
 
 
-@pytest.mark.parametrize("page", sorted((ROOT / "book").glob("*.md")), ids=lambda p: p.name)
+@pytest.mark.parametrize("page", [*sorted((ROOT / "book").glob("*.md")), ROOT / "README.md", ROOT / "results" / "README.md"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_book_pages_point_at_files_that_exist(page):
-    """"where the course builds it" must be true too: every `wing/module.py` and lesson link resolves."""
+    """"where the course builds it" must be true too: every `wing/module.py` and lesson link resolves (the
+    README's too, whose `build_book.py` and the like are in scripts/)."""
     text = page.read_text(encoding="utf-8")
     paths = re.findall(r"`((?:\w+/)*\w+\.py)`", text)  # library paths; DeBERTa/... is microsoft/DeBERTa's
     missing = [p for p in paths if not p.startswith("DeBERTa/") and not (ROOT / "deberta_edu" / p).exists()
-               and not (ROOT / p).exists()]
+               and not (ROOT / p).exists() and not (ROOT / "scripts" / p).exists()
+               and not p.startswith("NN_")]  # NN_name.py: how a lesson's file is named
     missing += [p for p in re.findall(r"\]\(lessons/(\w+)\.ipynb\)", text)
                 if not (ROOT / "notebooks" / f"{p}.py").exists()]
-    assert not missing, (f"book/{page.name} names files that do not exist: {sorted(set(missing))}; write library "
+    assert not missing, (f"{page.relative_to(ROOT)} names files that do not exist: {sorted(set(missing))}; write library "
                          f"paths relative to deberta_edu/ (e.g. `model/emd.py`) and lessons as notebooks/NN_name")
 
 
