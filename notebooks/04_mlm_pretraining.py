@@ -465,15 +465,18 @@ fill_figure.suptitle(run_label, fontsize=10)
 fill_figure
 
 # %% slideshow={"slide_type": "skip"}
-FULL_TOKENS = 2_900_000  # the six full-size runs below saw 3.0 to 3.5 million tokens (the cell below checks it)
+# by step 400 (1.6M tokens), mid-schedule, every one of the six full-size runs below was past 10% accuracy and 0.3
+# nats below the unigram model (the cell below checks it): a run with less text is not held to that
+FULL_TOKENS = 400 * get_config("lesson4", smoke=False).tokens_per_step
 if SMOKE:
     print(f"This page ran the SMOKE size: {tokens:,} tokens, a test that the code runs, not a result. The text "
           "below describes the full-size run (python -m deberta_edu.pretrain --config lesson4, or this lesson "
           "with DEBERTA_EDU_SMOKE=0); the committed course model after it is a full-size result.")
 elif tokens < FULL_TOKENS:  # the clock is the budget: a slower (or busy) machine trains on less text
     print(f"Full size, but this machine trained only {tokens:,} tokens in {cfg.budget_seconds:.0f} s, fewer than "
-          "the 3.0 to 3.5 million of the six runs below: its numbers are not comparable with theirs.")
-else:  # what every full-size run that sees as much text as the six below does, early or late off the plateau
+          f"the {FULL_TOKENS / 1e6:.1f} million by which each of the six runs below had left the plateau: too little "
+          "text to judge this run by them.")
+else:  # what every full-size run that sees that much text does, early or late off the plateau
     assert last["val_loss"] < unigram_loss - 0.3 and last["val_accuracy"] > 0.1, last
     print(f"Full size: {tokens:,} tokens; held-out loss {last['val_loss']:.2f} against the unigram model's "
           f"{unigram_loss:.2f}, accuracy {last['val_accuracy']:.1%}.")
@@ -542,7 +545,9 @@ assert clock_unigram_accuracy < 0.05  # "a few percent"
 assert all(abs(r["evals"][0]["val_loss"] - math.log(tokenizer.vocab_size)) < 0.1 for r in clock["runs"])  # even
 assert max(r["evals"][-1]["val_loss"] for r in clock["runs"]) < clock_unigram_loss - 0.5  # "well below" it
 assert (round(min(tokens_seen) / 1e6, 1), round(max(tokens_seen) / 1e6, 1)) == (3.0, 3.5)
-assert min(tokens_seen) >= FULL_TOKENS  # the bar this page's own run is held to above
+at_bar = [next(e for e in r["evals"] if e["step"] * page_run["batch_size"] * page_run["seq_length"] == FULL_TOKENS)
+          for r in clock["runs"]]  # the bar this page's own run is held to above, met by all six mid-schedule
+assert all(e["val_accuracy"] > 0.1 and e["val_loss"] < clock_unigram_loss - 0.3 for e in at_bar), at_bar
 assert (round(100 * min(ends.values()), 1), round(100 * max(ends.values()), 1)) == (20.2, 25.8)
 assert all(a >= 0.2 for a in ends.values())  # "every one of the six reached 20%"
 assert [round(100 * ends[(1, n)], 1) for n in (0, 1)] == [22.9, 20.2]
