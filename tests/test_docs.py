@@ -103,6 +103,47 @@ def test_a_command_that_does_not_parse_is_caught(monkeypatch, capsys):
         parse_only("python -m deberta_edu.finetune --lambdas 0", monkeypatch, capsys)  # --lams is the flag
 
 
+def _parser_of(module: str, monkeypatch) -> argparse.ArgumentParser:
+    """The parser a command's main() builds, taken where it would parse (nothing runs)."""
+    def give_parser(self, args=None, namespace=None):
+        raise Parsed(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", give_parser)
+    try:
+        importlib.import_module(module).main([])
+    except Parsed as parsed:
+        return parsed.args[0]
+    finally:
+        monkeypatch.undo()
+    pytest.fail(f"{module}: its main() returned without building a parser")
+
+
+def _options_without_help(parser: argparse.ArgumentParser, prefix: str = "") -> list[str]:
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += _options_without_help(sub, f"{prefix}{name} ")
+        elif action.help is None:  # an option, or a positional argument
+            missing.append(prefix + (action.option_strings[-1] if action.option_strings else action.dest))
+    return missing
+
+
+@pytest.mark.parametrize("module", sorted({c.split()[2] for _, c in COMMANDS}))
+def test_every_option_of_every_command_shown_says_what_it_does(module, monkeypatch):
+    """`--help` of a command the pages show explains each option and argument (subcommands' too): a bare
+    `--seed SEED` or `--out OUT` leaves a learner to guess the default and the unit."""
+    assert _options_without_help(_parser_of(module, monkeypatch)) == [], module
+
+
+def test_an_option_without_help_is_caught(monkeypatch):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--said", help="what it does")
+    parser.add_argument("--bare")
+    monkeypatch.setattr("deberta_edu.training.selection.main", lambda argv: parser.parse_args(argv))
+    assert _options_without_help(_parser_of("deberta_edu.training.selection", monkeypatch)) == ["--bare"]
+
+
 def test_the_speed_sections_flags_are_benchs(monkeypatch, capsys):
     """"`--full-logits` makes ours ...", "`--against bert`", "(`--rounds 20` and `--rounds 30`)"."""
     speed = _text(README).split("## Speed", 1)[1].split("\n## ", 1)[0]

@@ -31,7 +31,9 @@ INCOMPLETE = 4  # the exit status of a command that ended before every run was m
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deberta_edu.reproduce", description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", choices=sorted(SCALES), default="smoke")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="smoke",
+                        help="smoke (minutes, shows nothing), cpu (<= 90 min on 2 cores) or gpu (one GPU); "
+                             "--list describes each (default: smoke)")
     parser.add_argument("--layout", choices=sorted(LAYOUTS), help="attention layout (default v1, as Table 4)")
     parser.add_argument("--out", help="report folder (default: results/ablation-<scale>[-<layout>])")
     parser.add_argument("--budget-tokens", type=int, help="every run gets the FLOPs of this many DeBERTa tokens")

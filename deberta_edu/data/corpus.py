@@ -300,17 +300,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m deberta_edu.corpus", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_fetch = sub.add_parser("fetch", help="download a named corpus into the data root")
-    p_fetch.add_argument("source", choices=SOURCES)
+    p_fetch.add_argument("source", choices=SOURCES, help="bbc (BBC News, 5 MB) or large (about 100 MB of English)")
     p_fetch.add_argument(
         "--only", nargs="+", metavar="PART", help=f"large only: parts among {', '.join(LARGE_PARTS)}"
     )
     p_prep = sub.add_parser("prepare", help="clean, de-duplicate, split; write train.txt and val.txt")
     p_prep.add_argument("source", help="bbc, large, or a .txt/.md file or folder")
     p_prep.add_argument("--out", help="output folder (default: <data root>/<source name>)")
-    p_prep.add_argument("--val-fraction", type=float, default=0.05)
+    p_prep.add_argument("--val-fraction", type=float, default=0.05,
+                        help="the share of documents held out, chosen by a hash of each (default: 0.05)")
     p_info = sub.add_parser("info", help="documents, characters and split sizes")
-    p_info.add_argument("source")
-    p_info.add_argument("--val-fraction", type=float, default=0.05)
+    p_info.add_argument("source", help="bbc, large, or a .txt/.md file or folder")
+    p_info.add_argument("--val-fraction", type=float, default=0.05, help="as for prepare (default: 0.05)")
     args = parser.parse_args(argv)
     if args.command == "fetch" and args.only and args.source != "large":
         sys.exit(f"error: --only picks parts of the large corpus; {args.source} comes whole")

@@ -177,17 +177,22 @@ def memory_child(args, which: str):
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line, with the preset's shape and the device's dtype filled in where not given."""
     p = argparse.ArgumentParser(prog="python -m deberta_edu.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
+                   help="the shape where no flag below sets it: " + "; ".join(
+                       f"{k}, {d['batch']} x {d['length']} tokens, {d['layers']} layers of {d['hidden']}, vocabulary "
+                       f"{d['vocab']:,}" for k, d in PRESETS.items()) + " (default: cpu)")
     p.add_argument("--against", choices=["deberta", "bert"], default="deberta",
                    help="deberta: DebertaV2ForMaskedLM, identical weights (default); bert: our encoder alone "
                         "against BertModel (SDPA) of equal size, no dropout")
     for name in ("batch", "length", "hidden", "layers", "heads", "ffn", "vocab", "buckets"):
-        p.add_argument(f"--{name}", type=int)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
+        p.add_argument(f"--{name}", type=int, help=f"override the preset's {name}")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="autocast dtype of both models (default: bf16 on a GPU, else fp32)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads on a CPU (default: 2)")
+    p.add_argument("--rounds", type=int, default=10, help="timed steps of each model, interleaved (default: 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps of each model first (default: 2)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--full-logits", action="store_true", help="ours computes logits at every position too")
     p.add_argument("--peak-tflops", type=float, default=None, help="accelerator peak, for MFU")

@@ -250,9 +250,10 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser(prog="python -m deberta_edu.training.downstream",
                                 description="Frozen-feature probes of the course model vs random init and baselines")
-    p.add_argument("--out", default=str(RESULTS_ROOT / "pretraining-value"))
+    p.add_argument("--out", default=str(RESULTS_ROOT / "pretraining-value"),
+                   help="folder of results.json (default: the committed %(default)s)")
     p.add_argument("--seeds", type=int, default=5, help="sentiment draws; the topics get twice as many")
-    p.add_argument("--skip-sentiment", action="store_true")
+    p.add_argument("--skip-sentiment", action="store_true", help="the BBC topics only")
     p.add_argument("--skip-curve", action="store_true", help="skip the topics at 2 ... 50 labels per class")
     p.add_argument("--overwrite", action="store_true", help="replace a results.json of other settings in --out")
     args = p.parse_args(argv)

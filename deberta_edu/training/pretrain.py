@@ -294,12 +294,11 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
     parser.add_argument("--list", action="store_true", help="print the named configs and exit")
     parser.add_argument("--steps", type=int, help="train this many steps, the schedule tied to them (in place of "
                                                    "the config's token or time budget)")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--grad-accum", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--dropout", type=float)
-    parser.add_argument("--precision", choices=PRECISIONS)
+    for flag, kind, what in (("batch-size", int, "sequences per step, all processes"), ("lr", float, "peak rate"),
+                             ("grad-accum", int, "micro-batches per step"), ("dropout", float, "every dropout"),
+                             ("seed", int, "data order, masks and initial weights")):
+        parser.add_argument(f"--{flag}", type=kind, help=f"{what} (default: the config's)")
+    parser.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 or fp16 on a GPU, fp32 on a CPU (default: the config's)")
     parser.add_argument("--data", help="corpus (bbc, large, a folder) or 'synthetic'; default: the config's")
     parser.add_argument("--out", help="output folder (default: <data root>/checkpoints/<config>)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")

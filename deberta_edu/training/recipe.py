@@ -219,7 +219,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=str(RESULTS_DIR), help="default: the committed %(default)s; the runs a file "
                    "there holds are kept and not repeated, and a file of other settings is refused")
     p.add_argument("--overwrite", action="store_true", help="start afresh where --out holds runs of other settings")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="one run per arm and seed (default: "
+                   "%(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (a log file), data building too")
     p.add_argument("--clock", action="store_true", help="instead: lesson 4's full size as the page runs it, "
                    f"twice per seed -> {CLOCK_FILE}")

@@ -158,7 +158,8 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser(prog="python -m deberta_edu.training.selection",
                                 description="Downstream's choices, measured on training-pool documents")
-    p.add_argument("--out", default=str(RESULTS_ROOT / "pretraining-value"))
+    p.add_argument("--out", default=str(RESULTS_ROOT / "pretraining-value"),
+                   help="folder of selection.json (default: the committed %(default)s)")
     args = p.parse_args(argv)
     try:
         files.check_not_a_file(args.out)
