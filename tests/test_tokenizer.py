@@ -78,6 +78,7 @@ def test_decode_hides_specials_but_shows_mask(tok):
 def test_decode_hides_unk(tok):
     ids = tok.encode("the model") + [tok.unk_id] + tok.encode(" learns")
     assert tok.decode(ids) == tok.decode(tok.encode("the model") + tok.encode(" learns"))
+    assert "model" in tok.decode(ids) and "learns" in tok.decode(ids)  # the words stay; only [UNK] is hidden
     assert "\u2047" not in tok.decode(ids)  # SentencePiece would show [UNK] as " ⁇ "
 
 
