@@ -288,6 +288,7 @@ def test_delta_widget_draws_the_matrix_it_reports():
     panel.controls["k"].value = 5
     image = np.asarray(panel.figure.axes[0].images[0].get_array())
     assert np.array_equal(image, panel.data) and image.shape == (6, 6)
+    assert np.array_equal(panel.data, viz.delta_matrix(6, 5))  # redrawn for the k chosen, not left at k = 2
 
 
 def test_bucket_widget_draws_the_counts_it_reports():

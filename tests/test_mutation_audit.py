@@ -110,6 +110,8 @@ def test_the_explorer_draws_exactly_max_tokens():
     """explorer_html: MAX_TOKENS tokens are allowed (the limit is 'at most'), one more is refused."""
     page = explorer.explorer_html(_explorer_model(), torch.randint(5, 40, (explorer.MAX_TOKENS,)))
     assert page.startswith("<!DOCTYPE html>")
+    with pytest.raises(ValueError, match=f"at most {explorer.MAX_TOKENS} tokens, got {explorer.MAX_TOKENS + 1}"):
+        explorer.explorer_html(_explorer_model(), torch.randint(5, 40, (explorer.MAX_TOKENS + 1,)))
 
 
 def test_the_explorer_leaves_a_model_in_eval_mode_in_eval_mode():
