@@ -85,14 +85,11 @@ def evaluations(cfg) -> int:
     return (1 if cfg.eval_every else 0) + between + 1
 
 
-def _eval_s(smoke: dict, variant: str) -> float:
-    return smoke["variants"][variant].get("eval_s", 0.0)  # a plan written before evaluations were timed: 0
-
-
 def _evals_s(smoke: dict, variant: str, count: int) -> float:
-    """Seconds of ``count`` evaluations: the first (compilation, warm-up) and count - 1 steady ones."""
-    first = smoke["variants"][variant].get("first_eval_s", _eval_s(smoke, variant))  # older plans: a steady one
-    return first + (count - 1) * _eval_s(smoke, variant) if count else 0.0
+    """Seconds of ``count`` (>= 1) evaluations: the first (compilation, warm-up) and count - 1 steady ones."""
+    t = smoke["variants"][variant]
+    steady = t.get("eval_s", 0.0)  # a plan written before evaluations were timed: 0
+    return t.get("first_eval_s", steady) + (count - 1) * steady  # a plan before first_eval_s: a steady one
 
 
 def fit_budget(scale: Scale, smoke: dict, seconds: float, baselines_s: float = 0.0) -> dict:
