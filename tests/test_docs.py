@@ -52,7 +52,25 @@ def shown_commands(text: str) -> list[str]:
 
 
 class Parsed(Exception):
-    """Raised in place of running a command, once its parser has read the command line."""
+    """Raised in place of running a command, where its parser reads the command line: (parser, namespace)."""
+
+
+def _main_until_parse(module: str, argv: list[str], monkeypatch, parse: bool = True) -> tuple:
+    """(parser, namespace) of ``module``'s main() where it calls parse_args; the command itself never runs.
+    ``parse=False``: the parser alone, taken before it reads anything (a required argument would end the command)."""
+    original = argparse.ArgumentParser.parse_args
+
+    def stop(self, args=None, namespace=None):
+        raise Parsed(self, original(self, args, namespace) if parse else None)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", stop)
+    try:
+        importlib.import_module(module).main(argv)
+    except Parsed as parsed:
+        return parsed.args
+    finally:
+        monkeypatch.undo()
+    pytest.fail(f"{module}: its main() returned without parsing a command line")
 
 
 def parse_only(command: str, monkeypatch, capsys) -> argparse.Namespace:
@@ -60,22 +78,10 @@ def parse_only(command: str, monkeypatch, capsys) -> argparse.Namespace:
     not parse. The command itself never runs: its main() stops as soon as parse_args returns."""
     words = shlex.split(command)
     assert words[:2] == ["python", "-m"], command
-    module = importlib.import_module(words[2])
-    original = argparse.ArgumentParser.parse_args
-
-    def parse_then_stop(self, args=None, namespace=None):
-        raise Parsed(original(self, args, namespace))
-
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
     try:
-        module.main(words[3:])
-    except Parsed as parsed:
-        return parsed.args[0]
+        return _main_until_parse(words[2], words[3:], monkeypatch)[1]
     except SystemExit as exit_:
         pytest.fail(f"`{command}` does not parse (exit {exit_.code}): {capsys.readouterr().err.strip()}")
-    finally:
-        monkeypatch.undo()
-    pytest.fail(f"`{command}`: its main() returned without parsing a command line")
 
 
 COMMANDS = sorted({(_name(page), command) for page in PAGES for command in shown_commands(_text(page))})
@@ -105,17 +111,7 @@ def test_a_command_that_does_not_parse_is_caught(monkeypatch, capsys):
 
 def _parser_of(module: str, monkeypatch) -> argparse.ArgumentParser:
     """The parser a command's main() builds, taken where it would parse (nothing runs)."""
-    def give_parser(self, args=None, namespace=None):
-        raise Parsed(self)
-
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", give_parser)
-    try:
-        importlib.import_module(module).main([])
-    except Parsed as parsed:
-        return parsed.args[0]
-    finally:
-        monkeypatch.undo()
-    pytest.fail(f"{module}: its main() returned without building a parser")
+    return _main_until_parse(module, [], monkeypatch, parse=False)[0]
 
 
 def _options_without_help(parser: argparse.ArgumentParser, prefix: str = "") -> list[str]:
