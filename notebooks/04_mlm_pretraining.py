@@ -467,7 +467,7 @@ fill_figure
 # %% slideshow={"slide_type": "skip"}
 # by step 400 (1.6M tokens), mid-schedule, every one of the six full-size runs below was past 10% accuracy and 0.3
 # nats below the unigram model (the cell below checks it): a run with less text is not held to that
-FULL_TOKENS = 400 * get_config("lesson4", smoke=False).tokens_per_step
+FULL_TOKENS = 400 * recipe_cfg.tokens_per_step
 if SMOKE:
     print(f"This page ran the SMOKE size: {tokens:,} tokens, a test that the code runs, not a result. The text "
           "below describes the full-size run (python -m deberta_edu.pretrain --config lesson4, or this lesson "
@@ -514,7 +514,7 @@ from deberta_edu.training.recipe import CLOCK_FILE  # noqa: E402
 from deberta_edu.training.recipe import RESULTS_DIR as RECIPE_DIR  # noqa: E402
 
 clock = json.loads((RECIPE_DIR / CLOCK_FILE).read_text())  # six full-size runs of this page, committed
-page_run = files.as_saved(get_config("lesson4", smoke=False).to_dict())  # this page's config, as saved
+page_run = files.as_saved(recipe_cfg.to_dict())  # this page's config, as saved
 print(f"{clock['command']} ({clock['machine']})")
 clock_unigram_loss, clock_unigram_accuracy = unigram_scores(page_run["eval_rows"])  # the six runs' rows, at any size
 ends, at_400 = {}, {}
